@@ -1,0 +1,323 @@
+//! Structure checks for one `NBD_CMD_BLOCK_STATUS` reply (compact or extended).
+
+use std::collections::HashMap;
+
+use super::from_violation;
+use crate::client::{Negotiated, Reply, ReplyBody};
+use crate::engine::outcome::Finding;
+use crate::wire::consts::{chunk_type, command_flag, context, errno, limit, reply_flag};
+use crate::wire::reply::{ChunkBody, Descriptor};
+
+/// Every clause that applies to this reply. `effect_length` is what the request asked for.
+pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
+    let mut out: Vec<Finding> = reply.violations.iter().map(from_violation).collect();
+    match &reply.body {
+        ReplyBody::Simple { error: 0, .. } => out.push(Finding::broken(
+            "BS-NEG-3",
+            "a successful block-status reply is structured",
+            "a simple reply with error 0",
+        )),
+        ReplyBody::Simple { error, .. } => {
+            if negotiated.structured && !negotiated.extended {
+                out.push(Finding::broken(
+                    "BS-ERR-CHUNK-1",
+                    "the error in an error chunk",
+                    format!("a simple reply with {}", errno::name(*error)),
+                ));
+            }
+            check_errno(*error, &mut out);
+        }
+        ReplyBody::Chunks(chunks) => check_chunks(reply, chunks, negotiated, &mut out),
+        ReplyBody::Draft { .. } => out.push(Finding::broken(
+            "BS-NEG-3",
+            "a structured reply",
+            "a draft-format reply",
+        )),
+    }
+    out
+}
+
+fn check_errno(error: u32, out: &mut Vec<Finding>) {
+    if error == errno::ENOTSUP {
+        out.push(Finding::broken(
+            "BS-ERR-NOTSUP-1",
+            "not ENOTSUP (reserved for fast zero)",
+            "ENOTSUP",
+        ));
+    }
+    if ![
+        errno::EPERM,
+        errno::EIO,
+        errno::ENOMEM,
+        errno::EINVAL,
+        errno::ENOSPC,
+        errno::EOVERFLOW,
+        errno::ENOTSUP,
+        errno::ESHUTDOWN,
+    ]
+    .contains(&error)
+    {
+        out.push(Finding::broken(
+            "ERRNO-SET-1",
+            "one of the defined error values",
+            format!("error value {error}"),
+        ));
+    }
+}
+
+fn check_chunks(
+    reply: &Reply,
+    chunks: &[crate::client::Chunk],
+    neg: &Negotiated,
+    out: &mut Vec<Finding>,
+) {
+    let req = &reply.request;
+    let mut failed = false;
+    for (i, c) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        if c.flags & !reply_flag::DONE != 0 {
+            out.push(Finding::broken(
+                "CHUNK-FLAGS-1",
+                "no reply flags but DONE",
+                format!("flags {:#06x}", c.flags),
+            ));
+        }
+        match &c.body {
+            ChunkBody::None if !last => out.push(Finding::broken(
+                "CHUNK-NONE-1",
+                "NONE only as the final chunk",
+                format!("NONE as chunk {} of {}", i + 1, chunks.len()),
+            )),
+            ChunkBody::Error { error, offset, .. } => {
+                failed = true;
+                check_errno(*error, out);
+                if let Some(o) = offset {
+                    let inside = *o >= req.offset && o - req.offset < req.length.max(1);
+                    if !inside {
+                        out.push(Finding::broken(
+                            "BS-ERR-OFFSET-1",
+                            format!("an offset inside {}+{}", req.offset, req.length),
+                            format!("offset {o}"),
+                        ));
+                    }
+                }
+            }
+            ChunkBody::BlockStatus { .. } if neg.extended => out.push(Finding::broken(
+                "BS-REP-NOEXT-1",
+                "BLOCK_STATUS_EXT chunks under extended headers",
+                "a 32-bit BLOCK_STATUS chunk",
+            )),
+            ChunkBody::BlockStatusExt { .. } if !neg.extended => out.push(Finding::broken(
+                "BS-EXT-GATE-1",
+                "32-bit BLOCK_STATUS chunks without extended headers",
+                "a BLOCK_STATUS_EXT chunk",
+            )),
+            ChunkBody::BlockStatus { .. } | ChunkBody::BlockStatusExt { .. } | ChunkBody::None => {}
+            other => out.push(Finding::broken(
+                "BS-REP-PERCTX-1",
+                "only block-status chunks (and errors) in a block-status reply",
+                format!("a {} chunk", chunk_type::name(other.chunk_type())),
+            )),
+        }
+    }
+    if failed {
+        return; // A failed reply may carry some status chunks; per-context rules don't apply.
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    for (id, descriptors) in reply.status_chunks() {
+        *seen.entry(id).or_default() += 1;
+        match neg.context_name(id) {
+            None => out.push(Finding::broken(
+                "BS-REP-IDVALID-1",
+                "a context id handed out by SET_META_CONTEXT",
+                format!("context id {id}"),
+            )),
+            Some(name) => check_descriptors(
+                req.offset,
+                req.length,
+                req.flags,
+                name,
+                descriptors,
+                neg,
+                out,
+            ),
+        }
+    }
+    for (id, name) in &neg.contexts {
+        match seen.get(id).copied().unwrap_or(0) {
+            1 => {}
+            0 => out.push(Finding::broken(
+                "BS-REP-PERCTX-1",
+                format!("one chunk for context {id} ({name})"),
+                "none",
+            )),
+            n => out.push(Finding::broken(
+                "BS-REP-PERCTX-1",
+                format!("one chunk for context {id} ({name})"),
+                format!("{n} chunks"),
+            )),
+        }
+    }
+}
+
+/// Rules on one context's descriptors for a request of `length` bytes at `offset`.
+pub fn check_descriptors(
+    offset: u64,
+    length: u64,
+    flags: u16,
+    name: &str,
+    descriptors: &[Descriptor],
+    neg: &Negotiated,
+    out: &mut Vec<Finding>,
+) {
+    if descriptors.is_empty() {
+        out.push(Finding::broken(
+            "BS-REP-ATLEAST1-1",
+            format!("at least one descriptor for {name}"),
+            "none",
+        ));
+        return;
+    }
+    if flags & command_flag::REQ_ONE != 0 {
+        if descriptors.len() != 1 {
+            out.push(Finding::broken(
+                "BS-REQ-ONE-1",
+                format!("exactly one descriptor for {name} with REQ_ONE"),
+                format!("{} descriptors", descriptors.len()),
+            ));
+        }
+        if descriptors[0].length > length {
+            out.push(Finding::broken(
+                "BS-REQ-ONE-2",
+                format!("a descriptor no longer than the requested {length} bytes"),
+                format!("{} bytes for {name}", descriptors[0].length),
+            ));
+        }
+    } else {
+        let head: u64 = descriptors[..descriptors.len() - 1]
+            .iter()
+            .fold(0u64, |a, d| a.saturating_add(d.length));
+        if descriptors.len() > 1 && head >= length {
+            out.push(Finding::broken(
+                "BS-REP-SUM-1",
+                format!(
+                    "all descriptors but the last of {name} below the requested {length} bytes"
+                ),
+                format!("they add up to {head}"),
+            ));
+        }
+    }
+    let total: u64 = descriptors
+        .iter()
+        .fold(0u64, |a, d| a.saturating_add(d.length));
+    let end = offset.saturating_add(total);
+    if total > length && flags & command_flag::REQ_ONE == 0 {
+        out.push(Finding::info(
+            "BS-REP-SUM-2",
+            format!("descriptors within {offset}+{length}"),
+            format!(
+                "the last descriptor of {name} runs {} bytes past the request",
+                total - length
+            ),
+        ));
+    }
+    if end > neg.size {
+        out.push(Finding::broken(
+            "BS-REP-EOF-1",
+            format!(
+                "descriptors of {name} ending by the export size {}",
+                neg.size
+            ),
+            format!("they end at {end}"),
+        ));
+    }
+    let is_base = name == context::BASE_ALLOCATION;
+    let is_dirty = name.starts_with(context::QEMU_DIRTY_BITMAP_PREFIX);
+    for d in descriptors {
+        if is_base && d.flags & !0x3 != 0 {
+            out.push(Finding::broken(
+                "ALLOC-RSV-1",
+                "reserved base:allocation bits clear",
+                format!("status {:#x}", d.flags),
+            ));
+            break;
+        }
+        if is_dirty && d.flags & !context::STATE_DIRTY != 0 {
+            out.push(Finding::broken(
+                "QEMU-DB-1",
+                "only bit 0 in a dirty-bitmap status",
+                format!("status {:#x}", d.flags),
+            ));
+            break;
+        }
+        if neg.extended
+            && (is_base || is_dirty || name == context::QEMU_ALLOCATION_DEPTH)
+            && d.flags >> 32 != 0
+        {
+            out.push(Finding::broken(
+                "BS-EXT-HI-1",
+                "high 32 status bits zero for a 32-bit context",
+                format!("status {:#x}", d.flags),
+            ));
+            break;
+        }
+    }
+    check_alignment(offset, descriptors, name, neg, out);
+    if let Some(w) = descriptors
+        .windows(2)
+        .position(|w| w[0].flags == w[1].flags)
+    {
+        out.push(Finding::broken(
+            "BS-REP-DIFF-1",
+            format!("neighbouring descriptors of {name} with different status"),
+            format!(
+                "descriptors {w} and {} both have status {:#x}",
+                w + 1,
+                descriptors[w].flags
+            ),
+        ));
+    }
+    if descriptors.len() > limit::MAX_DESCRIPTORS_PER_CHUNK {
+        // Reported by the codec (BS-REP-CAP-1); nothing more to add here.
+    }
+}
+
+/// Interior descriptor boundaries should fall on 512 and on the advertised minimum block size;
+/// the end of an unaligned export and the request's own ends are exempt.
+fn check_alignment(
+    offset: u64,
+    descriptors: &[Descriptor],
+    name: &str,
+    neg: &Negotiated,
+    out: &mut Vec<Finding>,
+) {
+    let minimum = neg.block_sizes.map_or(1, |b| b.minimum as u64).max(1);
+    let mut at = offset;
+    let mut warned_512 = false;
+    let mut warned_min = false;
+    for d in &descriptors[..descriptors.len() - 1] {
+        at = at.saturating_add(d.length);
+        if at >= neg.size {
+            break;
+        }
+        if at == offset {
+            continue; // the request's own start (after a zero-length descriptor, BS-REP-NZ-1)
+        }
+        if !warned_512 && at % 512 != 0 {
+            out.push(Finding::broken(
+                "BS-REP-512-1",
+                format!("descriptor boundaries of {name} on multiples of 512"),
+                format!("a boundary at {at}"),
+            ));
+            warned_512 = true;
+        }
+        if !warned_min && minimum > 1 && at % minimum != 0 {
+            out.push(Finding::broken(
+                "BS-REP-MINBLK-1",
+                format!("descriptor boundaries of {name} on the {minimum}-byte minimum block size"),
+                format!("a boundary at {at}"),
+            ));
+            warned_min = true;
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! A client session: connect, negotiate, send requests with distinct cookies, and match replies
+//! by cookie in whatever order they arrive.
+//!
+//! Every read has a timeout, every claimed length is checked against a fixed cap before anything
+//! is read, and a server that stalls, lies about lengths or hangs up mid-reply yields a
+//! [`ClientError`], never a hang or a panic. Rules the server broke without making the stream
+//! unreadable are kept as [`Violation`]s on the reply.
+//!
+//! Layout: [`target`] (where the server is), `conn` (bytes and timeouts), [`negotiate`] (the
+//! handshake), this module (transmission).
+
+mod conn;
+pub mod negotiate;
+pub mod target;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::wire::consts::{command, command_flag, draft, limit, reply_flag, transmission_flag};
+use crate::wire::draft::{decode_descriptors, DraftDescriptor, DraftQuery};
+use crate::wire::handshake::BlockSizes;
+use crate::wire::reply::{scan_reply_header, ChunkBody, Descriptor, HeaderScan, ReplyHeader};
+use crate::wire::request::{HeaderForm, Request};
+use crate::wire::Violation;
+use crate::Dialect;
+use conn::Conn;
+pub use negotiate::{ExportInfo, Handshake, OptionReply};
+pub use target::{Endpoint, Target, TargetError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout { what: String, after: Duration },
+    #[error("the server closed the connection while sending {what} ({had} bytes buffered)")]
+    Closed { what: String, had: usize },
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("NBD_OPT_{option} refused with {reply}: {message}")]
+    Refused {
+        option: &'static str,
+        reply: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("the server broke {0} and the stream cannot be read further")]
+    Protocol(Violation),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What to negotiate.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub timeout: Duration,
+    pub structured: bool,
+    pub extended: bool,
+    pub contexts: Vec<String>,
+    pub dialect: Dialect,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            timeout: Duration::from_secs(10),
+            structured: true,
+            extended: false,
+            contexts: Vec::new(),
+            dialect: Dialect::Standard,
+        }
+    }
+}
+
+/// What the handshake settled.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Negotiated {
+    pub export: String,
+    pub size: u64,
+    pub transmission_flags: u16,
+    pub block_sizes: Option<BlockSizes>,
+    pub handshake_flags: u16,
+    pub structured: bool,
+    pub extended: bool,
+    /// (context id, name) of every selected context.
+    pub contexts: Vec<(u32, String)>,
+    pub dialect: Dialect,
+}
+
+impl Negotiated {
+    pub fn header_form(&self) -> HeaderForm {
+        if self.extended {
+            HeaderForm::Extended
+        } else {
+            HeaderForm::Compact
+        }
+    }
+
+    pub fn context_name(&self, id: u32) -> Option<&str> {
+        self.contexts
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, n)| n.as_str())
+    }
+
+    /// Whether the draft's GET_LBA_STATUS bit is set (the same bit as today's SEND_DF).
+    pub fn advertises_draft_status(&self) -> bool {
+        self.transmission_flags & draft::SEND_GET_LBA_STATUS != 0
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.transmission_flags & transmission_flag::READ_ONLY != 0
+    }
+}
+
+/// One chunk of a structured or extended reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub flags: u16,
+    /// The offset field of an extended header (None for a 20-byte structured header).
+    pub header_offset: Option<u64>,
+    pub body: ChunkBody,
+}
+
+/// After a draft error, either the parameter length and its bytes, or a closed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftTrailer {
+    Length(u32),
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyBody {
+    Simple {
+        error: u32,
+        data: Option<Bytes>,
+    },
+    Chunks(Vec<Chunk>),
+    Draft {
+        error: u32,
+        trailer: DraftTrailer,
+        descriptors: Vec<DraftDescriptor>,
+    },
+}
+
+/// A complete reply, with the request it answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub request: Request,
+    pub body: ReplyBody,
+    pub violations: Vec<Violation>,
+}
+
+impl Reply {
+    /// The error the reply carries, if any (the first error chunk's value for chunked replies).
+    pub fn error(&self) -> Option<u32> {
+        match &self.body {
+            ReplyBody::Simple { error, .. } | ReplyBody::Draft { error, .. } => {
+                (*error != 0).then_some(*error)
+            }
+            ReplyBody::Chunks(chunks) => chunks.iter().find_map(|c| match c.body {
+                ChunkBody::Error { error, .. } => Some(error),
+                _ => None,
+            }),
+        }
+    }
+
+    /// The message of the first error chunk that carries one.
+    pub fn error_message(&self) -> Option<&str> {
+        let ReplyBody::Chunks(chunks) = &self.body else {
+            return None;
+        };
+        chunks.iter().find_map(|c| match &c.body {
+            ChunkBody::Error { message, .. } if !message.is_empty() => Some(message.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Every block-status chunk as (context id, descriptors), compact or extended.
+    pub fn status_chunks(&self) -> impl Iterator<Item = (u32, &[Descriptor])> {
+        let chunks: &[Chunk] = match &self.body {
+            ReplyBody::Chunks(c) => c,
+            _ => &[],
+        };
+        chunks.iter().filter_map(|c| c.body.block_status())
+    }
+
+    /// The bytes a READ returned, assembled from OFFSET_DATA / OFFSET_HOLE chunks or the simple
+    /// reply. `None` if the reply failed or left a byte unaccounted for.
+    pub fn read_data(&self) -> Option<Vec<u8>> {
+        let len = usize::try_from(self.request.length).ok()?;
+        match &self.body {
+            ReplyBody::Simple {
+                error: 0,
+                data: Some(d),
+            } => Some(d.to_vec()),
+            ReplyBody::Chunks(chunks) if self.error().is_none() => {
+                let mut out = vec![0u8; len];
+                let mut covered = 0usize;
+                for c in chunks {
+                    let (at, n) = match &c.body {
+                        ChunkBody::OffsetData { offset, data } => {
+                            let at =
+                                usize::try_from(offset.checked_sub(self.request.offset)?).ok()?;
+                            out.get_mut(at..at.checked_add(data.len())?)?
+                                .copy_from_slice(data);
+                            (at, data.len())
+                        }
+                        ChunkBody::OffsetHole { offset, length } => {
+                            let at =
+                                usize::try_from(offset.checked_sub(self.request.offset)?).ok()?;
+                            out.get(at..at.checked_add(*length as usize)?)?;
+                            (at, *length as usize)
+                        }
+                        _ => continue,
+                    };
+                    let _ = at;
+                    covered += n;
+                }
+                (covered == len).then_some(out)
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Pending {
+    request: Request,
+    draft: bool,
+    chunks: Vec<Chunk>,
+    violations: Vec<Violation>,
+}
+
+/// A connection in the transmission phase.
+pub struct Session {
+    conn: Conn,
+    pub negotiated: Negotiated,
+    next_cookie: u64,
+    inflight: HashMap<u64, Pending>,
+    /// Replies that arrived while the caller waited for another cookie.
+    ready: Vec<Reply>,
+    /// Rules broken outside any one reply (handshake, stray cookies).
+    pub violations: Vec<Violation>,
+}
+
+impl Session {
+    fn new(conn: Conn, negotiated: Negotiated, violations: Vec<Violation>) -> Session {
+        Session {
+            conn,
+            negotiated,
+            // Distinctive cookies make echo mistakes visible in transcripts (TX-COOKIE-1).
+            next_cookie: 0xC0FF_EE00_0000_0001,
+            inflight: HashMap::new(),
+            ready: Vec::new(),
+            violations,
+        }
+    }
+
+    /// Connects and negotiates as `options` say.
+    pub async fn open(target: &Target, options: &SessionOptions) -> Result<Session, ClientError> {
+        Handshake::negotiate(target, options).await
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.conn.timeout = timeout;
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// A cookie no request of this session has used yet.
+    pub fn allocate_cookie(&mut self) -> u64 {
+        let cookie = self.next_cookie;
+        self.next_cookie = self.next_cookie.wrapping_add(1);
+        cookie
+    }
+
+    /// Sends one request with a fresh cookie; returns the cookie.
+    pub async fn send(
+        &mut self,
+        cmd: u16,
+        flags: u16,
+        offset: u64,
+        length: u64,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
+        let cookie = self.allocate_cookie();
+        let request = Request::new(
+            self.negotiated.header_form(),
+            cmd,
+            flags,
+            cookie,
+            offset,
+            length,
+        );
+        self.send_request(request, payload).await?;
+        Ok(cookie)
+    }
+
+    /// Sends any request header as given (malformed ones included) and tracks its cookie.
+    pub async fn send_request(
+        &mut self,
+        request: Request,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        let mut buf = BytesMut::with_capacity(32 + payload.len());
+        request.encode(self.negotiated.header_form(), &mut buf);
+        buf.extend_from_slice(payload);
+        let draft = self.negotiated.dialect == Dialect::Draft
+            && request.command == draft::CMD_GET_LBA_STATUS;
+        if request.command != command::DISC {
+            self.inflight.insert(
+                request.cookie,
+                Pending {
+                    request,
+                    draft,
+                    chunks: Vec::new(),
+                    violations: Vec::new(),
+                },
+            );
+        }
+        self.conn.write(&buf).await
+    }
+
+    /// Sends, then waits for that request's reply (keeping other replies for later).
+    pub async fn request(
+        &mut self,
+        cmd: u16,
+        flags: u16,
+        offset: u64,
+        length: u64,
+    ) -> Result<Reply, ClientError> {
+        let cookie = self.send(cmd, flags, offset, length, &[]).await?;
+        self.wait_for(cookie).await
+    }
+
+    pub async fn block_status(
+        &mut self,
+        offset: u64,
+        length: u64,
+        flags: u16,
+    ) -> Result<Reply, ClientError> {
+        self.request(command::BLOCK_STATUS, flags, offset, length)
+            .await
+    }
+
+    /// A draft GET_LBA_STATUS query: the selector travels in the flags field.
+    pub async fn draft_status(
+        &mut self,
+        offset: u64,
+        length: u64,
+        query: DraftQuery,
+    ) -> Result<Reply, ClientError> {
+        self.request(draft::CMD_GET_LBA_STATUS, query.selector(), offset, length)
+            .await
+    }
+
+    pub async fn read(&mut self, offset: u64, length: u32) -> Result<Reply, ClientError> {
+        self.request(command::READ, 0, offset, length as u64).await
+    }
+
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<Reply, ClientError> {
+        let (flags, length) = if self.negotiated.extended {
+            (command_flag::PAYLOAD_LEN, data.len() as u64)
+        } else {
+            (0, data.len() as u64)
+        };
+        let cookie = self
+            .send(command::WRITE, flags, offset, length, data)
+            .await?;
+        self.wait_for(cookie).await
+    }
+
+    /// Waits for the reply to `cookie`.
+    pub async fn wait_for(&mut self, cookie: u64) -> Result<Reply, ClientError> {
+        loop {
+            if let Some(i) = self.ready.iter().position(|r| r.request.cookie == cookie) {
+                return Ok(self.ready.swap_remove(i));
+            }
+            let reply = self.recv_next().await?;
+            if reply.request.cookie == cookie {
+                return Ok(reply);
+            }
+            self.ready.push(reply);
+        }
+    }
+
+    /// The next complete reply, whichever request it answers.
+    pub async fn recv(&mut self) -> Result<Reply, ClientError> {
+        if let Some(r) = self.ready.pop() {
+            return Ok(r);
+        }
+        self.recv_next().await
+    }
+
+    async fn recv_next(&mut self) -> Result<Reply, ClientError> {
+        loop {
+            let header = self.read_reply_header().await?;
+            if let Some(reply) = self.absorb(header).await? {
+                return Ok(reply);
+            }
+        }
+    }
+
+    async fn read_reply_header(&mut self) -> Result<ReplyHeader, ClientError> {
+        loop {
+            match scan_reply_header(self.conn.buffered()) {
+                HeaderScan::NeedMore(n) => self.conn.fill(n, "a reply header").await?,
+                HeaderScan::Header(h, used) => {
+                    self.conn.advance(used);
+                    return Ok(h);
+                }
+                HeaderScan::BadMagic(m) => {
+                    return Err(ClientError::Protocol(Violation::new(
+                        "TX-SIMPLE-1",
+                        format!("reply starts with magic {m:#010x}, which no reply has"),
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Takes one header (and its payload) into the pending table; returns a reply once complete.
+    async fn absorb(&mut self, header: ReplyHeader) -> Result<Option<Reply>, ClientError> {
+        let cookie = header.cookie();
+        let mut header_violations = self.framing_violations(&header);
+        let Some(mut pending) = self.inflight.remove(&cookie) else {
+            // A reply nobody asked for: skip what its header says it carries and remember it.
+            let skip = header.payload_len();
+            if skip > limit::MAX_CHUNK_PAYLOAD {
+                return Err(ClientError::Protocol(Violation::new(
+                    "TX-COOKIE-1",
+                    format!("reply with unknown cookie {cookie:#x} claims {skip} bytes"),
+                )));
+            }
+            self.conn.take(skip as usize, "a reply payload").await?;
+            self.violations.push(Violation::new(
+                "TX-COOKIE-1",
+                format!("reply with cookie {cookie:#x}, which no request in flight carries"),
+            ));
+            return Ok(None);
+        };
+        pending.violations.append(&mut header_violations);
+        match header {
+            ReplyHeader::Simple { error, .. } if pending.draft => {
+                self.finish_draft(pending, error).await.map(Some)
+            }
+            ReplyHeader::Simple { error, .. } => {
+                let data = if error == 0
+                    && pending.request.command == command::READ
+                    && !self.negotiated.structured
+                {
+                    let n = pending.request.length.min(limit::MAX_IO_PAYLOAD as u64) as usize;
+                    Some(self.conn.take(n, "READ data").await?)
+                } else {
+                    None
+                };
+                if !pending.chunks.is_empty() {
+                    pending.violations.push(Violation::new(
+                        "CHUNK-DONE-1",
+                        "a simple reply arrived for a cookie that already had chunks",
+                    ));
+                }
+                Ok(Some(Reply {
+                    request: pending.request,
+                    body: ReplyBody::Simple { error, data },
+                    violations: pending.violations,
+                }))
+            }
+            ReplyHeader::Structured {
+                flags,
+                chunk_type,
+                length,
+                ..
+            } => {
+                self.take_chunk(pending, flags, chunk_type, None, length as u64)
+                    .await
+            }
+            ReplyHeader::Extended {
+                flags,
+                chunk_type,
+                offset,
+                length,
+                ..
+            } => {
+                self.take_chunk(pending, flags, chunk_type, Some(offset), length)
+                    .await
+            }
+        }
+    }
+
+    /// Rules about which header form may appear at all on this connection.
+    fn framing_violations(&self, header: &ReplyHeader) -> Vec<Violation> {
+        let mut v = Vec::new();
+        let n = &self.negotiated;
+        match header {
+            ReplyHeader::Simple { .. } if n.extended => v.push(Violation::new(
+                "EH-REP-1",
+                "simple reply after extended headers were negotiated",
+            )),
+            ReplyHeader::Structured { .. } if n.extended => v.push(Violation::new(
+                "EH-REP-1",
+                "20-byte structured chunk after extended headers were negotiated",
+            )),
+            ReplyHeader::Structured { .. } if !n.structured => v.push(Violation::new(
+                "SR-GATE-1",
+                "structured chunk without negotiated structured replies",
+            )),
+            ReplyHeader::Extended { .. } if !n.extended => v.push(Violation::new(
+                "EH-WIRE-1",
+                "extended chunk without negotiated extended headers",
+            )),
+            _ => {}
+        }
+        v
+    }
+
+    async fn take_chunk(
+        &mut self,
+        mut pending: Pending,
+        flags: u16,
+        chunk_type: u16,
+        header_offset: Option<u64>,
+        length: u64,
+    ) -> Result<Option<Reply>, ClientError> {
+        if length > limit::MAX_CHUNK_PAYLOAD {
+            let clause = if header_offset.is_some() {
+                "EH-REP-3"
+            } else {
+                "CHUNK-INCONS-1"
+            };
+            return Err(ClientError::Protocol(Violation::new(
+                clause,
+                format!(
+                    "chunk claims {length} payload bytes, over the {} cap",
+                    limit::MAX_CHUNK_PAYLOAD
+                ),
+            )));
+        }
+        let payload = self
+            .conn
+            .take(length as usize, "a reply chunk payload")
+            .await?;
+        let decoded = ChunkBody::decode(chunk_type, &payload);
+        pending.violations.extend(decoded.violations);
+        if let Some(offset) = header_offset {
+            if offset != pending.request.offset {
+                pending.violations.push(Violation::new(
+                    "EH-REP-2",
+                    format!(
+                        "extended reply offset {offset} differs from the request's {}",
+                        pending.request.offset
+                    ),
+                ));
+            }
+        }
+        pending.chunks.push(Chunk {
+            flags,
+            header_offset,
+            body: decoded.value,
+        });
+        if flags & reply_flag::DONE == 0 {
+            let cookie = pending.request.cookie;
+            self.inflight.insert(cookie, pending);
+            return Ok(None);
+        }
+        Ok(Some(Reply {
+            request: pending.request,
+            body: ReplyBody::Chunks(pending.chunks),
+            violations: pending.violations,
+        }))
+    }
+
+    /// After a draft reply header: P, then P bytes of descriptors. On error the server may
+    /// instead close the connection (DRAFT-ERR-1).
+    async fn finish_draft(
+        &mut self,
+        mut pending: Pending,
+        error: u32,
+    ) -> Result<Reply, ClientError> {
+        let p = match self.conn.take(4, "the draft parameter length").await {
+            Ok(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            Err(ClientError::Closed { had: 0, .. }) if error != 0 => {
+                return Ok(Reply {
+                    request: pending.request,
+                    body: ReplyBody::Draft {
+                        error,
+                        trailer: DraftTrailer::Closed,
+                        descriptors: Vec::new(),
+                    },
+                    violations: pending.violations,
+                });
+            }
+            Err(ClientError::Closed { .. }) if error == 0 => {
+                return Err(ClientError::Protocol(Violation::new(
+                    "DRAFT-REP-1",
+                    "successful reply without a parameter length before the connection closed",
+                )));
+            }
+            Err(ClientError::Timeout { .. }) => {
+                let clause = if error == 0 {
+                    "DRAFT-REP-1"
+                } else {
+                    "DRAFT-ERR-1"
+                };
+                return Err(ClientError::Protocol(Violation::new(
+                    clause,
+                    "no parameter length followed the reply header",
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        // P can never need more than 14 bytes per requested byte; a larger claim is a lie that
+        // must not make us allocate (DRAFT-BOUND-1).
+        let bound = (pending.request.length.min(1 << 21))
+            .saturating_mul(draft::DESCRIPTOR_LEN as u64)
+            .max(draft::DESCRIPTOR_LEN as u64);
+        if p as u64 > bound {
+            return Err(ClientError::Protocol(Violation::new(
+                "DRAFT-BOUND-1",
+                format!("parameter length {p} exceeds the {bound} bytes the request could need"),
+            )));
+        }
+        let params = match self.conn.take(p as usize, "draft descriptors").await {
+            Ok(b) => b,
+            Err(ClientError::Timeout { .. } | ClientError::Closed { .. }) => {
+                let clause = if error == 0 {
+                    "DRAFT-REP-1"
+                } else {
+                    "DRAFT-ERR-1"
+                };
+                return Err(ClientError::Protocol(Violation::new(
+                    clause,
+                    format!("fewer than the {p} announced parameter bytes arrived"),
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let descriptors = if error == 0 {
+            let d = decode_descriptors(&params);
+            pending.violations.extend(d.violations);
+            d.value
+        } else {
+            Vec::new()
+        };
+        Ok(Reply {
+            request: pending.request,
+            body: ReplyBody::Draft {
+                error,
+                trailer: DraftTrailer::Length(p),
+                descriptors,
+            },
+            violations: pending.violations,
+        })
+    }
+
+    /// Soft disconnect: NBD_CMD_DISC, then close.
+    pub async fn disconnect(mut self) {
+        let _ = self.send(command::DISC, 0, 0, 0, &[]).await;
+        self.conn.shutdown().await;
+    }
+
+    /// True if the server closed the connection (waits up to the timeout).
+    pub async fn closed_by_peer(&mut self) -> bool {
+        self.conn.closed_by_peer().await
+    }
+}

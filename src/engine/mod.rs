@@ -1,0 +1,6 @@
+//! The conformance engine: load cases, run them against a target, grade them.
+pub mod case;
+pub mod outcome;
+pub mod run;
+pub mod suite;
+pub mod transcript;

@@ -1,0 +1,174 @@
+//! What a case run produces: findings, grades, and per-target results. Reports read these.
+
+use std::time::Duration;
+
+use crate::clauses::{self, Level};
+
+/// The verdict on one case (and on one finding).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Grade {
+    /// The clause holds.
+    Pass,
+    /// A MAY or unspecified behaviour, recorded.
+    Info,
+    /// A prerequisite was not negotiated: the case could not apply.
+    Unsupported,
+    /// A SHOULD / SHOULD NOT is broken (fails only under `--strict`).
+    Warn,
+    /// A MUST / MUST NOT is broken.
+    Fail,
+    /// The harness could not test (could not connect, handshake impossible, bad case).
+    Error,
+}
+
+impl Grade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grade::Pass => "pass",
+            Grade::Info => "info",
+            Grade::Unsupported => "unsupported",
+            Grade::Warn => "warn",
+            Grade::Fail => "fail",
+            Grade::Error => "error",
+        }
+    }
+
+    /// How a broken clause of this level is graded. Definitions (wire formats) bind by
+    /// construction, so breaking one fails.
+    pub fn for_broken(level: Level) -> Grade {
+        match level {
+            Level::Must | Level::Def => Grade::Fail,
+            Level::Should | Level::Derived => Grade::Warn,
+            Level::May => Grade::Info,
+        }
+    }
+
+    /// Whether this grade makes a run non-conformant.
+    pub fn is_nonconformant(self, strict: bool) -> bool {
+        self == Grade::Fail || (strict && self == Grade::Warn)
+    }
+}
+
+/// One observation about one clause.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub clause: &'static str,
+    pub grade: Grade,
+    pub expected: String,
+    pub observed: String,
+}
+
+impl Finding {
+    /// A broken clause, graded by its level in the registry.
+    pub fn broken(
+        clause: &'static str,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> Finding {
+        let grade = clauses::clause(clause).map_or(Grade::Fail, |c| Grade::for_broken(c.level));
+        Finding {
+            clause,
+            grade,
+            expected: expected.into(),
+            observed: observed.into(),
+        }
+    }
+
+    /// A recorded behaviour that breaks nothing.
+    pub fn info(
+        clause: &'static str,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            clause,
+            grade: Grade::Info,
+            expected: expected.into(),
+            observed: observed.into(),
+        }
+    }
+
+    pub fn level(&self) -> &'static str {
+        clauses::clause(self.clause).map_or("?", |c| c.level.as_str())
+    }
+}
+
+/// The result of one case against one target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseResult {
+    pub id: String,
+    pub title: String,
+    pub grade: Grade,
+    /// The clauses the case is about (from the case file).
+    pub clauses: Vec<&'static str>,
+    pub findings: Vec<Finding>,
+    /// Why the case was unsupported or errored, when it was.
+    pub note: Option<String>,
+    /// Numbered, decoded exchange (the snapshot's and the report's transcript).
+    pub transcript: Vec<String>,
+    /// Normalised descriptor streams: one line per descriptor, "context offset+length state (raw)".
+    pub streams: Vec<String>,
+    #[serde(serialize_with = "as_millis")]
+    pub duration: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl CaseResult {
+    /// The finding that decided the grade (the first one of that grade), if any.
+    pub fn deciding(&self) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.grade == self.grade)
+    }
+}
+
+/// What was negotiated with a target, for the report's capability table.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Capabilities {
+    pub structured_replies: bool,
+    pub extended_headers: bool,
+    pub contexts: Vec<String>,
+}
+
+/// Every case against one target (a server we launched, or one given with --target).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetResult {
+    pub name: String,
+    pub uri: String,
+    /// Server and version when known ("qemu-nbd 10.0.2"), else "unknown".
+    pub server: String,
+    pub dialect: crate::Dialect,
+    pub capabilities: Capabilities,
+    pub cases: Vec<CaseResult>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub pass: usize,
+    pub fail: usize,
+    pub warn: usize,
+    pub info: usize,
+    pub unsupported: usize,
+    pub error: usize,
+}
+
+impl TargetResult {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.cases {
+            match c.grade {
+                Grade::Pass => s.pass += 1,
+                Grade::Fail => s.fail += 1,
+                Grade::Warn => s.warn += 1,
+                Grade::Info => s.info += 1,
+                Grade::Unsupported => s.unsupported += 1,
+                Grade::Error => s.error += 1,
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,1638 @@
+//! Runs one case against one target and grades it.
+//!
+//! Steps drive a client connection ([`Handshake`] during option haggling, [`Session`] during
+//! transmission); every reply goes through the clause checks in [`crate::checks`], and the
+//! `map` step adds the oracles (read-back of every range called zero, fixture truth, dirty-map
+//! coverage). A harness problem (cannot connect, bad case) grades `error`; a missing capability
+//! grades `unsupported`; neither ever hides a failure found before it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::case::{self, Case, Expect, Need, Negotiate, Step};
+use super::outcome::{Capabilities, CaseResult, Finding, Grade};
+use super::transcript;
+use crate::checks::{self, from_violation};
+use crate::client::{
+    ClientError, DraftTrailer, Handshake, Negotiated, Reply, ReplyBody, Session, Target,
+};
+use crate::fixtures::Truth;
+use crate::map::Track;
+use crate::wire::consts::{command, context, draft, errno, limit, magic, option, reply_type};
+use crate::wire::draft::DraftQuery;
+use crate::wire::handshake::{self, decode_meta_context_reply, decode_server_reply, Info};
+use crate::wire::request::Request;
+use crate::Dialect;
+
+/// What a case runs against.
+#[derive(Clone)]
+pub struct TargetSpec {
+    pub target: Target,
+    pub dialect: Dialect,
+    /// The fixture's truth, when the harness built the image this server serves.
+    pub truth: Option<Arc<Truth>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Longest wait for any single read.
+    pub timeout: Duration,
+    /// Longest a whole case may take.
+    pub case_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            timeout: Duration::from_secs(5),
+            case_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why a case stopped early.
+enum Stop {
+    Unsupported(String),
+    Error(String),
+}
+
+enum Conn {
+    None,
+    Handshake(Handshake),
+    Session(Session),
+}
+
+/// Read-back budget per case: huge zero ranges are sampled, not read whole.
+const READ_BACK_BUDGET: u64 = 64 << 20;
+const READ_PIECE: u64 = 256 << 10;
+
+struct Run<'a> {
+    case: &'a Case,
+    spec: &'a TargetSpec,
+    settings: Settings,
+    conn: Conn,
+    last_negotiate: Option<Negotiate>,
+    findings: Vec<Finding>,
+    transcript: Vec<String>,
+    streams: Vec<String>,
+    caps: Capabilities,
+    read_budget: u64,
+    /// The first complete map of each context by a `map` step, for `stability` to compare with.
+    mapped: Vec<Track>,
+}
+
+/// Runs `case` against `spec`; never panics on server behaviour, always returns a graded result.
+pub async fn run_case(
+    case: &Case,
+    spec: &TargetSpec,
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    let started = Instant::now();
+    let mut run = Run {
+        case,
+        spec,
+        settings,
+        conn: Conn::None,
+        last_negotiate: None,
+        findings: Vec::new(),
+        transcript: Vec::new(),
+        streams: Vec::new(),
+        caps: Capabilities::default(),
+        read_budget: READ_BACK_BUDGET,
+        mapped: Vec::new(),
+    };
+    let stop = match tokio::time::timeout(settings.case_timeout, run.all_steps()).await {
+        Ok(r) => r.err(),
+        Err(_) => Some(Stop::Error(format!(
+            "the case did not finish within {:?}",
+            settings.case_timeout
+        ))),
+    };
+    run.close().await;
+    let (grade, note) = grade(&run.findings, stop);
+    let result = CaseResult {
+        id: case.id.clone(),
+        title: case.title.clone(),
+        grade,
+        clauses: case.clause_ids(),
+        findings: run.findings,
+        note,
+        transcript: run.transcript,
+        streams: run.streams,
+        duration: started.elapsed(),
+    };
+    (result, run.caps)
+}
+
+/// Fail outranks everything (non-conformance is never hidden as an error); then error, warn,
+/// unsupported, info, pass.
+fn grade(findings: &[Finding], stop: Option<Stop>) -> (Grade, Option<String>) {
+    let worst = |g: Grade| findings.iter().any(|f| f.grade == g);
+    let note = match &stop {
+        Some(Stop::Unsupported(n)) | Some(Stop::Error(n)) => Some(n.clone()),
+        None => None,
+    };
+    let grade = if worst(Grade::Fail) {
+        Grade::Fail
+    } else if matches!(stop, Some(Stop::Error(_))) {
+        Grade::Error
+    } else if worst(Grade::Warn) {
+        Grade::Warn
+    } else if matches!(stop, Some(Stop::Unsupported(_))) {
+        Grade::Unsupported
+    } else if worst(Grade::Info) {
+        Grade::Info
+    } else {
+        Grade::Pass
+    };
+    (grade, note)
+}
+
+impl Run<'_> {
+    async fn all_steps(&mut self) -> Result<(), Stop> {
+        if self.case.dialect != self.spec.dialect {
+            return Err(Stop::Unsupported(format!(
+                "the case is for the {:?} dialect",
+                self.case.dialect
+            )));
+        }
+        if self.case.needs().contains(&Need::FixtureTruth) && self.spec.truth.is_none() {
+            return Err(Stop::Unsupported(
+                "needs a fixture the harness built (not available with --target)".into(),
+            ));
+        }
+        for step in &self.case.steps {
+            let done = self.step(step).await;
+            // Rules broken on the way count even when the step ends the case.
+            self.drain_session_violations();
+            done?;
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, step: &Step) -> Result<(), Stop> {
+        match step {
+            Step::Negotiate(n) => self.negotiate(n).await,
+            Step::Connect(c) => self.connect_step(c).await,
+            Step::Option(o) => self.option_step(o).await,
+            Step::Go(g) => self.go_step(g).await,
+            Step::BlockStatus(s) => {
+                let (offset, length, flags) = self.range(&s.offset, &s.length, &s.flags)?;
+                let request = Request::new(
+                    self.session()?.negotiated.header_form(),
+                    command::BLOCK_STATUS,
+                    flags,
+                    0,
+                    offset,
+                    length,
+                );
+                self.request(request, s.expect, s.clause.as_deref(), s.then_alive)
+                    .await
+            }
+            Step::DraftStatus(s) => {
+                let (offset, length, _) = self.range(&s.offset, &s.length, &[])?;
+                let request = Request::new(
+                    self.session()?.negotiated.header_form(),
+                    draft::CMD_GET_LBA_STATUS,
+                    s.selector,
+                    0,
+                    offset,
+                    length,
+                );
+                self.request(request, s.expect, s.clause.as_deref(), s.then_alive)
+                    .await
+            }
+            Step::RawRequest(s) => {
+                let (offset, length, flags) = self.range(&s.offset, &s.length, &s.flags)?;
+                let mut request = Request::new(
+                    self.session()?.negotiated.header_form(),
+                    s.command,
+                    flags,
+                    0,
+                    offset,
+                    length,
+                );
+                if let Some(m) = s.magic {
+                    request.magic = m;
+                    // The request line does not show the magic; say which one went out.
+                    self.note(format!("(the next request carries the magic {m:#010x})"));
+                }
+                self.request(request, s.expect, s.clause.as_deref(), s.then_alive)
+                    .await
+            }
+            Step::Pipeline(p) => self.pipeline(p).await,
+            Step::Map(m) => self.map_step(m).await,
+            Step::Stability(_) => self.stability().await,
+            Step::Reconnect(_) => match self.last_negotiate.clone() {
+                Some(n) => self.negotiate(&n).await,
+                None => Err(Stop::Error("reconnect before any negotiate step".into())),
+            },
+            Step::Disc(_) => self.disc().await,
+        }
+    }
+
+    // ---- connection state -------------------------------------------------------------------
+
+    async fn close(&mut self) {
+        self.drain_session_violations();
+        match std::mem::replace(&mut self.conn, Conn::None) {
+            Conn::Session(s) => s.disconnect().await,
+            Conn::Handshake(h) => {
+                let _ = h.abort().await;
+            }
+            Conn::None => {}
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut Session, Stop> {
+        match &mut self.conn {
+            Conn::Session(s) => Ok(s),
+            _ => Err(Stop::Error(
+                "the case sends a request without a negotiated connection".into(),
+            )),
+        }
+    }
+
+    /// Forgets a connection the server closed or broke, keeping the rules it broke on the way
+    /// (e.g. a reply with a stranger cookie before the timeout, TX-COOKIE-1).
+    fn drop_conn(&mut self) {
+        self.drain_session_violations();
+        self.conn = Conn::None;
+    }
+
+    fn drain_session_violations(&mut self) {
+        let v = match &mut self.conn {
+            Conn::Session(s) => std::mem::take(&mut s.violations),
+            Conn::Handshake(h) => std::mem::take(&mut h.violations),
+            Conn::None => Vec::new(),
+        };
+        self.findings.extend(v.iter().map(from_violation));
+    }
+
+    fn note(&mut self, line: impl Into<String>) {
+        self.transcript.push(line.into());
+    }
+
+    async fn start(&mut self, client_flags: Option<u32>) -> Result<Handshake, Stop> {
+        self.close().await;
+        let hs = Handshake::start(&self.spec.target, self.settings.timeout, client_flags)
+            .await
+            .map_err(|e| Stop::Error(e.to_string()))?;
+        self.note(format!("← greeting flags={:#06x}", hs.greeting.flags));
+        Ok(hs)
+    }
+
+    fn range(
+        &mut self,
+        offset: &str,
+        length: &str,
+        flags: &[String],
+    ) -> Result<(u64, u64, u16), Stop> {
+        let size = self.session()?.negotiated.size;
+        let offset = case::eval(offset, size).map_err(Stop::Error)?;
+        let length = case::eval(length, size).map_err(Stop::Error)?;
+        let flags = case::command_flags(flags).map_err(Stop::Error)?;
+        Ok((offset, length, flags))
+    }
+
+    // ---- negotiation --------------------------------------------------------------------
+
+    async fn negotiate(&mut self, n: &Negotiate) -> Result<(), Stop> {
+        self.last_negotiate = Some(n.clone());
+        let export = n
+            .export
+            .clone()
+            .unwrap_or_else(|| self.spec.target.export.clone());
+        let mut hs = self.start(None).await?;
+        if self.case.dialect == Dialect::Standard {
+            if n.extended {
+                self.note("→ NBD_OPT_EXTENDED_HEADERS");
+                let r = hs
+                    .extended_headers()
+                    .await
+                    .map_err(|e| Stop::Error(e.to_string()))?;
+                self.note(format!("← {}", reply_type::name(r)));
+                if r != reply_type::ACK {
+                    return Err(Stop::Unsupported(format!(
+                        "the server refused NBD_OPT_EXTENDED_HEADERS ({})",
+                        reply_type::name(r)
+                    )));
+                }
+            } else if n.structured {
+                self.note("→ NBD_OPT_STRUCTURED_REPLY");
+                let r = hs
+                    .structured_reply()
+                    .await
+                    .map_err(|e| Stop::Error(e.to_string()))?;
+                self.note(format!("← {}", reply_type::name(r)));
+                if r != reply_type::ACK
+                    && (!n.contexts.is_empty()
+                        || self.case.needs().contains(&Need::StructuredReplies))
+                {
+                    return Err(Stop::Unsupported(format!(
+                        "the server refused NBD_OPT_STRUCTURED_REPLY ({})",
+                        reply_type::name(r)
+                    )));
+                }
+            }
+            if !n.contexts.is_empty() {
+                let queries: Vec<&str> = n.contexts.iter().map(String::as_str).collect();
+                self.note(format!(
+                    "→ NBD_OPT_SET_META_CONTEXT export={export:?} queries={queries:?}"
+                ));
+                let (selected, last) = hs
+                    .set_meta_context(&export, &queries)
+                    .await
+                    .map_err(|e| Stop::Error(e.to_string()))?;
+                for (id, name) in &selected {
+                    self.note(format!("← META_CONTEXT id={id} {name:?}"));
+                }
+                self.note(format!("← {}", reply_type::name(last)));
+                // A server that selects a context twice or under two ids breaks SMC-REPLY-1
+                // whether or not the case can go on.
+                let broken = std::mem::take(&mut hs.violations);
+                self.findings.extend(broken.iter().map(from_violation));
+                if last != reply_type::ACK {
+                    return Err(Stop::Unsupported(format!(
+                        "the server refused NBD_OPT_SET_META_CONTEXT ({})",
+                        reply_type::name(last)
+                    )));
+                }
+                for wanted in &n.contexts {
+                    if !selected.iter().any(|(_, name)| name == wanted) {
+                        return Err(Stop::Unsupported(format!(
+                            "the server does not offer {wanted}"
+                        )));
+                    }
+                }
+                // Keep the case's order whatever order the server replied in.
+                let rank = |name: &str| n.contexts.iter().position(|c| c == name);
+                hs.contexts.sort_by_key(|(_, name)| rank(name));
+            }
+        }
+        self.conn = Conn::Handshake(hs);
+        let go_export = n.go_export.clone().unwrap_or(export);
+        self.go(&go_export, None).await
+    }
+
+    async fn go(&mut self, export: &str, expect: Option<&case::ExpectOption>) -> Result<(), Stop> {
+        let Conn::Handshake(mut hs) = std::mem::replace(&mut self.conn, Conn::None) else {
+            return Err(Stop::Error("GO outside option haggling".into()));
+        };
+        self.note(format!("→ NBD_OPT_GO export={export:?}"));
+        let (info, last) = match hs
+            .info_or_go(
+                option::GO,
+                export,
+                &crate::client::negotiate::GO_INFO_REQUESTS,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return self.lost_in_haggling(
+                    e,
+                    expect.is_some_and(|x| x.allow_close),
+                    expect.map(|x| x.clause.as_str()),
+                )
+            }
+        };
+        let final_reply = reply_type::name(last.header.reply_type);
+        // Only what arrived: a refused GO usually carries no NBD_INFO_EXPORT at all.
+        self.note(match info.size {
+            Some(size) => format!(
+                "← INFO size={size} flags={:#06x}{} then {final_reply}",
+                info.transmission_flags,
+                info.block_sizes.map_or(String::new(), |b| format!(
+                    " block sizes {}/{}/{}",
+                    b.minimum, b.preferred, b.maximum
+                )),
+            ),
+            None => format!("← {final_reply}{}", error_text(&last.data)),
+        });
+        if let Some(expect) = expect {
+            self.judge_option_reply(last.header.reply_type, 0, &[], expect);
+        }
+        if last.header.is_error() {
+            self.conn = Conn::Handshake(hs);
+            if expect.is_some() {
+                return Ok(());
+            }
+            return Err(Stop::Error(format!(
+                "GO {export:?} refused with {}",
+                reply_type::name(last.header.reply_type)
+            )));
+        }
+        let session = hs
+            .enter_transmission(export, info, self.case.dialect)
+            .map_err(|e| Stop::Error(e.to_string()))?;
+        self.caps = Capabilities {
+            structured_replies: session.negotiated.structured,
+            extended_headers: session.negotiated.extended,
+            contexts: session
+                .negotiated
+                .contexts
+                .iter()
+                .map(|(_, n)| n.clone())
+                .collect(),
+        };
+        self.check_needs(&session.negotiated)?;
+        self.conn = Conn::Session(session);
+        Ok(())
+    }
+
+    fn check_needs(&self, neg: &Negotiated) -> Result<(), Stop> {
+        for need in self.case.needs() {
+            let met = match &need {
+                Need::StructuredReplies => neg.structured,
+                Need::ExtendedHeaders => neg.extended,
+                Need::Context(c) => neg.contexts.iter().any(|(_, n)| n == c),
+                Need::Flag(f) => neg.transmission_flags & f != 0,
+                Need::NoFlag(f) => neg.transmission_flags & f == 0,
+                Need::MinBlockAbove1 => neg.block_sizes.is_some_and(|b| b.minimum > 1),
+                Need::FixtureTruth => self.spec.truth.is_some(),
+                Need::DraftStatus => neg.advertises_draft_status(),
+            };
+            if !met {
+                return Err(Stop::Unsupported(format!("needs {}", describe_need(&need))));
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect_step(&mut self, c: &case::Connect) -> Result<(), Stop> {
+        let mut hs = self.start(c.client_flags).await?;
+        if let Some(f) = c.client_flags {
+            self.note(format!("→ client flags {f:#010x}"));
+        }
+        if c.expect_close {
+            // The server must drop us instead of reading options: probe with a harmless LIST.
+            let _ = hs.send_option(option::LIST, &[]).await;
+            let clause = c.clause.as_deref().unwrap_or("HS-CFLAGS-3");
+            match hs.read_option_reply(option::LIST).await {
+                Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
+                    self.note("← connection closed")
+                }
+                Ok(r) => {
+                    self.note(format!("← {}", reply_type::name(r.header.reply_type)));
+                    self.findings.push(Finding::broken(
+                        leak(clause),
+                        "the connection closed",
+                        format!("a {} reply", reply_type::name(r.header.reply_type)),
+                    ));
+                }
+                Err(e) => self.findings.push(Finding::broken(
+                    leak(clause),
+                    "the connection closed",
+                    e.to_string(),
+                )),
+            }
+            return Ok(());
+        }
+        self.conn = Conn::Handshake(hs);
+        Ok(())
+    }
+
+    async fn go_step(&mut self, g: &case::Go) -> Result<(), Stop> {
+        if matches!(self.conn, Conn::None) {
+            let hs = self.start(None).await?;
+            self.conn = Conn::Handshake(hs);
+        }
+        let export = g
+            .export
+            .clone()
+            .unwrap_or_else(|| self.spec.target.export.clone());
+        self.go(&export, g.expect.as_ref()).await
+    }
+
+    async fn option_step(&mut self, o: &case::OptionStep) -> Result<(), Stop> {
+        if !matches!(self.conn, Conn::Handshake(_)) {
+            let hs = self.start(None).await?;
+            self.conn = Conn::Handshake(hs);
+        }
+        let opt = option_number(&o.option).map_err(Stop::Error)?;
+        let export = o
+            .export
+            .clone()
+            .unwrap_or_else(|| self.spec.target.export.clone());
+        let queries: Vec<&str> = o.queries.iter().map(String::as_str).collect();
+        let data: Vec<u8> = match &o.data_hex {
+            Some(hex) => decode_hex(hex).map_err(Stop::Error)?,
+            None => match opt {
+                option::LIST_META_CONTEXT | option::SET_META_CONTEXT => {
+                    handshake::meta_context_payload(&export, &queries).to_vec()
+                }
+                option::INFO | option::GO => handshake::info_request_payload(&export, &[]).to_vec(),
+                _ => Vec::new(),
+            },
+        };
+        let Conn::Handshake(hs) = &mut self.conn else {
+            unreachable!()
+        };
+        let mut frame = BytesMut::new();
+        handshake::encode_option_raw(
+            &mut frame,
+            magic::IHAVEOPT,
+            opt,
+            o.claimed_length.unwrap_or(data.len() as u32),
+            &data,
+        );
+        let sent = hs.send_raw(&frame).await;
+        let shown = if queries.is_empty() {
+            String::new()
+        } else {
+            format!(" queries={queries:?}")
+        };
+        self.note(format!(
+            "→ NBD_OPT_{} ({opt}) {} bytes{shown}",
+            option::name(opt),
+            data.len()
+        ));
+        let Conn::Handshake(hs) = &mut self.conn else {
+            unreachable!()
+        };
+        let replies = match sent {
+            Ok(()) => hs.read_option_replies(opt).await,
+            Err(e) => Err(e),
+        };
+        let replies = match replies {
+            Ok(r) => r,
+            // Closing on ABORT without the ACK is the legacy behaviour clients must cope with
+            // (ABORT-LEGACY-1): a SHOULD-level finding, not a dropped connection mid-haggling.
+            Err(ClientError::Closed { .. } | ClientError::Io(_)) if opt == option::ABORT => {
+                self.note("← connection closed");
+                self.drop_conn();
+                self.findings.push(Finding::broken(
+                    "ABORT-LEGACY-1",
+                    "ACK before the close",
+                    "the server closed without ACK",
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                return self.lost_in_haggling(e, o.expect.allow_close, Some(&o.expect.clause))
+            }
+        };
+        let mut contexts = Vec::new();
+        let mut ids = Vec::new();
+        for r in &replies {
+            let line = match r.header.reply_type {
+                reply_type::META_CONTEXT => match decode_meta_context_reply(&r.data) {
+                    Some(d) => {
+                        ids.push(d.value.0);
+                        contexts.push(d.value.1.clone());
+                        format!("← META_CONTEXT id={} {:?}", d.value.0, d.value.1)
+                    }
+                    None => "← META_CONTEXT (too short)".to_owned(),
+                },
+                reply_type::SERVER => format!(
+                    "← SERVER {:?}",
+                    decode_server_reply(&r.data)
+                        .map(|d| d.value.0)
+                        .unwrap_or_default()
+                ),
+                reply_type::INFO => format!("← INFO {:?}", Info::decode(&r.data).map(|d| d.value)),
+                t => format!(
+                    "← {}{}",
+                    reply_type::name(t),
+                    if r.data.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {:?}", String::from_utf8_lossy(&r.data))
+                    }
+                ),
+            };
+            self.note(line);
+        }
+        let last = replies.last().map_or(0, |r| r.header.reply_type);
+        // ERR_UNSUP is how a server says it does not implement an optional option (HS-UNSUP-1,
+        // SR-REPLY-1, EH-UNSUP-1, LMC-SHAPE-1): the case cannot apply, which is no failure,
+        // unless the case itself expects ERR_UNSUP.
+        let optional = matches!(
+            opt,
+            option::STRUCTURED_REPLY
+                | option::EXTENDED_HEADERS
+                | option::LIST_META_CONTEXT
+                | option::SET_META_CONTEXT
+        );
+        let unsup_expected = o
+            .expect
+            .reply
+            .iter()
+            .any(|r| r == "ERR_UNSUP" || r == "ERR_*");
+        if optional && last == reply_type::ERR_UNSUP && !unsup_expected {
+            return Err(Stop::Unsupported(format!(
+                "the server does not implement NBD_OPT_{} (ERR_UNSUP)",
+                option::name(opt)
+            )));
+        }
+        // Generic rules on every meta-context answer.
+        if opt == option::SET_META_CONTEXT {
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            if unique.len() != ids.len() {
+                self.findings.push(Finding::broken(
+                    "SMC-REPLY-1",
+                    "one META_CONTEXT reply per selected context, each with its own id",
+                    format!("ids {ids:?} for {contexts:?}"),
+                ));
+            }
+        }
+        if opt == option::LIST_META_CONTEXT && ids.iter().any(|i| *i != 0) {
+            self.findings.push(Finding::broken(
+                "LMC-ID-1",
+                "context id 0 in LIST replies",
+                format!("ids {ids:?}"),
+            ));
+        }
+        self.judge_option_reply(last, contexts.len(), &contexts, &o.expect);
+        // Keep the handshake's idea of the state in step with what the server accepted.
+        let Conn::Handshake(hs) = &mut self.conn else {
+            unreachable!()
+        };
+        match opt {
+            option::STRUCTURED_REPLY if last == reply_type::ACK => hs.structured = true,
+            option::EXTENDED_HEADERS if last == reply_type::ACK => {
+                hs.extended = true;
+                hs.structured = true;
+            }
+            option::SET_META_CONTEXT => {
+                hs.contexts = if last == reply_type::ACK {
+                    ids.into_iter().zip(contexts).collect()
+                } else {
+                    Vec::new()
+                };
+                hs.contexts_export = Some(export);
+            }
+            option::ABORT => self.drop_conn(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn judge_option_reply(
+        &mut self,
+        last: u32,
+        count: usize,
+        names: &[String],
+        expect: &case::ExpectOption,
+    ) {
+        let clause = leak(&expect.clause);
+        let accepted = expect.reply.iter().any(|want| match want.as_str() {
+            "ERR_*" => last & reply_type::ERROR_BIT != 0,
+            name => reply_type::name(last) == name,
+        });
+        if !accepted {
+            self.findings.push(Finding::broken(
+                clause,
+                format!("final reply {}", expect.reply.join(" or ")),
+                reply_type::name(last).to_owned(),
+            ));
+        }
+        if let Some(n) = expect.contexts {
+            if n != count {
+                self.findings.push(Finding::broken(
+                    clause,
+                    format!("{n} META_CONTEXT replies"),
+                    format!("{count}: {names:?}"),
+                ));
+            }
+        }
+        for wanted in &expect.contains {
+            if !names.contains(wanted) {
+                self.findings.push(Finding::broken(
+                    clause,
+                    format!("{wanted} among the replies"),
+                    format!("{names:?}"),
+                ));
+            }
+        }
+    }
+
+    /// The server went away (or broke framing) while we haggled.
+    fn lost_in_haggling(
+        &mut self,
+        e: ClientError,
+        allow_close: bool,
+        clause: Option<&str>,
+    ) -> Result<(), Stop> {
+        self.drop_conn();
+        match e {
+            ClientError::Closed { .. } | ClientError::Io(_) => {
+                self.note("← connection closed");
+                if !allow_close {
+                    self.findings.push(Finding::broken(
+                        "HS-NOHARD-1",
+                        "an option reply, the connection open",
+                        "the server closed the connection",
+                    ));
+                }
+                Ok(())
+            }
+            ClientError::Protocol(v) => {
+                self.findings.push(from_violation(&v));
+                Ok(())
+            }
+            ClientError::Timeout { .. } => {
+                let clause = clause.map_or("HS-OPTREP-1", leak);
+                self.findings.push(Finding::broken(
+                    clause,
+                    "an option reply",
+                    format!("nothing within {:?}", self.settings.timeout),
+                ));
+                Ok(())
+            }
+            other => Err(Stop::Error(other.to_string())),
+        }
+    }
+
+    // ---- transmission ---------------------------------------------------------------------
+
+    /// Sends one request and grades the reply against `expect`.
+    async fn request(
+        &mut self,
+        mut request: Request,
+        expect: Expect,
+        clause: Option<&str>,
+        then_alive: bool,
+    ) -> Result<(), Stop> {
+        let session = self.session()?;
+        request.cookie = next_cookie(session);
+        self.note(transcript::request(&request, self.case.dialect));
+        let session = self.session()?;
+        let result = match session.send_request(request, &[]).await {
+            Ok(()) => session.wait_for(request.cookie).await,
+            Err(e) => Err(e),
+        };
+        let clause = leak(clause.unwrap_or(self.case.main_clause()));
+        let Some(reply) = self.judge(result, expect, clause)? else {
+            return Ok(());
+        };
+        self.record_stream(&reply);
+        if then_alive {
+            self.still_alive().await?;
+        }
+        Ok(())
+    }
+
+    /// Grades a request's outcome; returns the reply if there was one and the link is usable.
+    fn judge(
+        &mut self,
+        result: Result<Reply, ClientError>,
+        expect: Expect,
+        clause: &'static str,
+    ) -> Result<Option<Reply>, Stop> {
+        let allows_close = matches!(expect, Expect::EinvalOrClose | Expect::ErrorOrClose);
+        let reply = match result {
+            Ok(r) => r,
+            Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
+                self.note("← connection closed");
+                self.drop_conn();
+                if allows_close {
+                    self.findings.push(Finding::info("TX-VIOL-1", "an error reply", "the server closed the connection (allowed: the request broke a client MUST)"));
+                } else {
+                    self.findings.push(Finding::broken(
+                        "TX-NODROP-1",
+                        "a reply, the connection open",
+                        "the server closed the connection",
+                    ));
+                }
+                return Ok(None);
+            }
+            Err(ClientError::Timeout { .. }) => {
+                self.note("← (no reply)");
+                self.drop_conn();
+                self.findings.push(Finding::broken(
+                    "BS-COMPLETE-1",
+                    "a complete reply",
+                    format!("nothing more within {:?}", self.settings.timeout),
+                ));
+                return Ok(None);
+            }
+            Err(ClientError::Protocol(v)) => {
+                self.note(format!("← unreadable: {v}"));
+                self.drop_conn();
+                self.findings.push(from_violation(&v));
+                return Ok(None);
+            }
+            Err(other) => return Err(Stop::Error(other.to_string())),
+        };
+        let neg = self.session()?.negotiated.clone();
+        for line in transcript::reply(&reply, &neg) {
+            self.note(line);
+        }
+        let structural = if neg.dialect == Dialect::Draft
+            && reply.request.command == draft::CMD_GET_LBA_STATUS
+        {
+            checks::draft::check(&reply)
+        } else if reply.request.command == command::BLOCK_STATUS {
+            checks::block_status::check(&reply, &neg)
+        } else {
+            reply.violations.iter().map(from_violation).collect()
+        };
+        self.findings.extend(structural);
+        // A draft server may close instead of sending the error trailer (DRAFT-ERR-1): the
+        // connection is gone, and nothing more can be asked on it.
+        if matches!(
+            reply.body,
+            ReplyBody::Draft {
+                trailer: DraftTrailer::Closed,
+                ..
+            }
+        ) {
+            self.drop_conn();
+        }
+        let error = reply.error();
+        let observed = || match error {
+            Some(e) => format!("{} ({e}){}", errno::name(e), error_message(&reply)),
+            None => "success".to_owned(),
+        };
+        match expect {
+            Expect::Ok if error.is_some() => {
+                self.findings
+                    .push(Finding::broken(clause, "success", observed()))
+            }
+            Expect::Einval | Expect::EinvalOrClose if error != Some(errno::EINVAL) => self
+                .findings
+                .push(Finding::broken(clause, "EINVAL", observed())),
+            Expect::Error | Expect::ErrorOrClose if error.is_none() => self
+                .findings
+                .push(Finding::broken(clause, "an error", observed())),
+            Expect::Fallback => self.judge_fallback(&reply, clause),
+            _ => {}
+        }
+        Ok(Some(reply))
+    }
+
+    fn judge_fallback(&mut self, reply: &Reply, clause: &'static str) {
+        let req = &reply.request;
+        let ok = match &reply.body {
+            ReplyBody::Draft {
+                error: 0,
+                descriptors,
+                ..
+            } => {
+                descriptors.len() == 1
+                    && descriptors[0].offset == req.offset
+                    && descriptors[0].length as u64 == req.length
+                    && descriptors[0].status == 0
+            }
+            _ => false,
+        };
+        if !ok {
+            let observed = match &reply.body {
+                ReplyBody::Draft {
+                    error: 0,
+                    descriptors,
+                    ..
+                } => format!(
+                    "{:?}",
+                    descriptors
+                        .iter()
+                        .map(|d| (d.offset, d.length, d.status))
+                        .collect::<Vec<_>>()
+                ),
+                ReplyBody::Draft { error, .. } => format!("error {}", errno::name(*error)),
+                _ => "another reply form".into(),
+            };
+            self.findings.push(Finding::broken(
+                clause,
+                format!("one descriptor ({}, {}, status 0)", req.offset, req.length),
+                observed,
+            ));
+        }
+    }
+
+    /// After a request the server should have survived: a plain one must still succeed.
+    async fn still_alive(&mut self) -> Result<(), Stop> {
+        if !matches!(self.conn, Conn::Session(_)) {
+            return Ok(());
+        }
+        let neg = self.session()?.negotiated.clone();
+        let length = neg.size.clamp(1, 4096);
+        let (cmd, flags) = match neg.dialect {
+            Dialect::Draft => (draft::CMD_GET_LBA_STATUS, draft::SELECT_ALLOCATED),
+            Dialect::Standard if neg.contexts.is_empty() => (command::READ, 0),
+            Dialect::Standard => (command::BLOCK_STATUS, 0),
+        };
+        let mut request = Request::new(neg.header_form(), cmd, flags, 0, 0, length);
+        let session = self.session()?;
+        request.cookie = next_cookie(session);
+        self.note(format!(
+            "{} (still alive?)",
+            transcript::request(&request, self.case.dialect)
+        ));
+        let session = self.session()?;
+        let result = match session.send_request(request, &[]).await {
+            Ok(()) => session.wait_for(request.cookie).await,
+            Err(e) => Err(e),
+        };
+        self.judge(result, Expect::Ok, "TX-NODROP-1")?;
+        Ok(())
+    }
+
+    fn record_stream(&mut self, reply: &Reply) {
+        let neg = match &self.conn {
+            Conn::Session(s) => s.negotiated.clone(),
+            _ => return,
+        };
+        match &reply.body {
+            ReplyBody::Draft { descriptors, .. } => {
+                let name = DraftQuery::from_selector(reply.request.flags).context_name();
+                for d in descriptors {
+                    self.streams.push(stream_line(
+                        &name,
+                        d.offset,
+                        d.length as u64,
+                        d.status as u64,
+                    ));
+                }
+            }
+            _ => {
+                for (id, descriptors) in reply.status_chunks() {
+                    let name = neg.context_name(id).unwrap_or("?").to_owned();
+                    let mut at = reply.request.offset;
+                    for d in descriptors {
+                        self.streams.push(stream_line(&name, at, d.length, d.flags));
+                        at = at.saturating_add(d.length);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn pipeline(&mut self, p: &case::Pipeline) -> Result<(), Stop> {
+        let (_, length, flags) = self.range("0", &p.length, &p.flags)?;
+        let session = self.session()?;
+        let size = session.negotiated.size;
+        let form = session.negotiated.header_form();
+        let step = length.max(1);
+        let mut cookies = Vec::new();
+        for i in 0..p.count as u64 {
+            let offset = (i * step) % size.max(1);
+            let mut request = Request::new(
+                form,
+                command::BLOCK_STATUS,
+                flags,
+                0,
+                offset,
+                step.min(size - offset),
+            );
+            let session = self.session()?;
+            request.cookie = next_cookie(session);
+            if let Err(e) = session.send_request(request, &[]).await {
+                return self.judge(Err(e), Expect::Ok, "BS-REQ-PIPE-1").map(|_| ());
+            }
+            cookies.push(request.cookie);
+        }
+        self.note(format!(
+            "→ {} BLOCK_STATUS requests in flight, {step} bytes each",
+            p.count
+        ));
+        for cookie in cookies {
+            let Conn::Session(session) = &mut self.conn else {
+                break;
+            };
+            let result = session.wait_for(cookie).await;
+            if let Some(reply) = self.judge(result, Expect::Ok, "BS-REQ-PIPE-1")? {
+                self.record_stream(&reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn disc(&mut self) -> Result<(), Stop> {
+        let neg = self.session()?.negotiated.clone();
+        let mut request = Request::new(
+            neg.header_form(),
+            command::BLOCK_STATUS,
+            0,
+            0,
+            0,
+            neg.size.min(4096),
+        );
+        let session = self.session()?;
+        request.cookie = next_cookie(session);
+        let disc = Request::new(
+            neg.header_form(),
+            command::DISC,
+            0,
+            next_cookie(session),
+            0,
+            0,
+        );
+        self.note(transcript::request(&request, self.case.dialect));
+        self.note(transcript::request(&disc, self.case.dialect));
+        let session = self.session()?;
+        let sent = match session.send_request(request, &[]).await {
+            Ok(()) => session.send_request(disc, &[]).await,
+            Err(e) => Err(e),
+        };
+        let result = match sent {
+            Ok(()) => session.wait_for(request.cookie).await,
+            Err(e) => Err(e),
+        };
+        if self.judge(result, Expect::Ok, "TX-DISC-1")?.is_none() {
+            return Ok(());
+        }
+        let closed = self.session()?.closed_by_peer().await;
+        self.note(if closed {
+            "← connection closed"
+        } else {
+            "← (still open)"
+        });
+        if !closed {
+            self.findings.push(Finding::broken(
+                "TX-DISC-1",
+                "the server closes after NBD_CMD_DISC",
+                format!("still open after {:?}", self.settings.timeout),
+            ));
+        }
+        self.drop_conn();
+        Ok(())
+    }
+
+    // ---- whole-export walks and oracles --------------------------------------------------------
+
+    async fn map_step(&mut self, m: &case::MapStep) -> Result<(), Stop> {
+        let neg = self.session()?.negotiated.clone();
+        let max_request = match &m.max_request {
+            Some(e) => case::eval(e, neg.size).map_err(Stop::Error)?,
+            None if neg.extended => u64::MAX,
+            None => u32::MAX as u64 & !0xfff,
+        };
+        let tracks = match neg.dialect {
+            Dialect::Standard => {
+                let names: Vec<String> = neg.contexts.iter().map(|(_, n)| n.clone()).collect();
+                self.walk(&names, 0, m.req_one, max_request, true).await?
+            }
+            Dialect::Draft => {
+                let selectors = if m.selectors.is_empty() {
+                    vec![draft::SELECT_ALLOCATED]
+                } else {
+                    m.selectors.clone()
+                };
+                let mut all = Vec::new();
+                for s in selectors {
+                    let name = DraftQuery::from_selector(s).context_name();
+                    all.extend(self.walk(&[name], s, false, max_request, true).await?);
+                }
+                all
+            }
+        };
+        for t in &tracks {
+            for e in &t.entries {
+                self.streams
+                    .push(stream_line(&e.context, e.offset, e.length, e.flags));
+            }
+        }
+        self.read_back(&tracks).await?;
+        self.truth_oracles(&tracks);
+        if neg.dialect == Dialect::Standard {
+            for t in tracks {
+                if t.covered >= neg.size && !self.mapped.iter().any(|m| m.context == t.context) {
+                    self.mapped.push(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks `[0, size)` sequentially; every reply is checked. Stops early (with findings
+    /// recorded) when the server errors or the link breaks.
+    async fn walk(
+        &mut self,
+        names: &[String],
+        selector: u16,
+        req_one: bool,
+        max_request: u64,
+        log: bool,
+    ) -> Result<Vec<Track>, Stop> {
+        let neg = self.session()?.negotiated.clone();
+        let mut tracks: Vec<Track> = names.iter().map(|n| Track::new(n, 0)).collect();
+        if tracks.is_empty() {
+            return Ok(tracks);
+        }
+        let (cmd, flags) = match neg.dialect {
+            Dialect::Draft => (draft::CMD_GET_LBA_STATUS, selector),
+            Dialect::Standard => (
+                command::BLOCK_STATUS,
+                if req_one {
+                    crate::wire::consts::command_flag::REQ_ONE
+                } else {
+                    0
+                },
+            ),
+        };
+        let mut requests = 0u32;
+        loop {
+            let at = tracks.iter().map(|t| t.covered).min().unwrap_or(neg.size);
+            if at >= neg.size {
+                return Ok(tracks);
+            }
+            requests += 1;
+            if requests > 200_000 {
+                return Err(Stop::Error(
+                    "more than 200000 requests to map the export".into(),
+                ));
+            }
+            let mut request = Request::new(
+                neg.header_form(),
+                cmd,
+                flags,
+                0,
+                at,
+                (neg.size - at).min(max_request),
+            );
+            let Conn::Session(session) = &mut self.conn else {
+                return Ok(tracks);
+            };
+            request.cookie = next_cookie(session);
+            let result = match session.send_request(request, &[]).await {
+                Ok(()) => session.wait_for(request.cookie).await,
+                Err(e) => Err(e),
+            };
+            if log {
+                self.note(transcript::request(&request, self.case.dialect));
+            }
+            let before = self.transcript.len();
+            let clause = if neg.dialect == Dialect::Draft {
+                "DRAFT-REP-1"
+            } else {
+                "BS-REP-PERCTX-1"
+            };
+            let Some(reply) = self.judge(result, Expect::Ok, clause)? else {
+                return Ok(tracks);
+            };
+            if !log {
+                self.transcript.truncate(before);
+            }
+            if reply.error().is_some() {
+                return Ok(tracks);
+            }
+            match &reply.body {
+                ReplyBody::Draft { descriptors, .. } => {
+                    for d in descriptors {
+                        tracks[0].absorb(neg.size, d.offset, d.length as u64, d.status as u64);
+                    }
+                }
+                _ => {
+                    for t in &mut tracks {
+                        let id = neg
+                            .contexts
+                            .iter()
+                            .find(|(_, n)| *n == t.context)
+                            .map(|(i, _)| *i);
+                        if let Some((_, descriptors)) =
+                            reply.status_chunks().find(|(cid, _)| Some(*cid) == id)
+                        {
+                            let mut pos = at;
+                            for d in descriptors {
+                                t.absorb(neg.size, pos, d.length, d.flags);
+                                pos = pos.saturating_add(d.length);
+                            }
+                        }
+                    }
+                }
+            }
+            if tracks.iter().map(|t| t.covered).min().unwrap_or(neg.size) <= at {
+                let clause = if neg.dialect == Dialect::Draft {
+                    "DRAFT-DESC-COVER-1"
+                } else {
+                    "BS-REP-ATLEAST1-1"
+                };
+                self.findings.push(Finding::broken(
+                    clause,
+                    format!("progress past offset {at}"),
+                    "the reply described nothing new",
+                ));
+                return Ok(tracks);
+            }
+        }
+    }
+
+    /// Every range reported as reading zeros is read (sampled when huge) and must be zeros.
+    async fn read_back(&mut self, tracks: &[Track]) -> Result<(), Stop> {
+        let Conn::Session(session) = &self.conn else {
+            return Ok(());
+        };
+        let neg = session.negotiated.clone();
+        let align = neg.block_sizes.map_or(1, |b| b.minimum as u64).max(1);
+        let max_read = neg
+            .block_sizes
+            .map_or(READ_PIECE, |b| (b.maximum as u64).clamp(align, READ_PIECE))
+            .min(limit::MAX_IO_PAYLOAD as u64);
+        let mut checked = 0u64;
+        for t in tracks {
+            let (zero, clause) = match t.context.as_str() {
+                context::BASE_ALLOCATION => (context::STATE_ZERO, "ALLOC-ZERO-1"),
+                draft::CONTEXT_ALLOCATED => (u64::MAX, "DRAFT-ALLOC-1"),
+                _ => continue,
+            };
+            for e in &t.entries {
+                let says_zero = if zero == u64::MAX {
+                    e.flags == draft::STATE_ZEROED as u64
+                } else {
+                    e.flags & zero != 0
+                };
+                if !says_zero {
+                    continue;
+                }
+                for (offset, length) in samples(e.offset, e.length, align, max_read) {
+                    if self.read_budget < length {
+                        return Ok(());
+                    }
+                    self.read_budget -= length;
+                    let Conn::Session(session) = &mut self.conn else {
+                        return Ok(());
+                    };
+                    let reply = match session.read(offset, length as u32).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            self.note(format!(
+                                "→ READ offset={offset} length={length} failed: {e}"
+                            ));
+                            self.drop_conn();
+                            return Ok(());
+                        }
+                    };
+                    self.findings
+                        .extend(reply.violations.iter().map(from_violation));
+                    match reply.read_data() {
+                        Some(data) => {
+                            checked += length;
+                            if let Some(i) = data.iter().position(|b| *b != 0) {
+                                self.findings.push(Finding::broken(
+                                    clause,
+                                    format!(
+                                        "{}+{} ({}) reads as zeros",
+                                        e.offset, e.length, e.state
+                                    ),
+                                    format!(
+                                        "byte {:#04x} at offset {}",
+                                        data[i],
+                                        offset + i as u64
+                                    ),
+                                ));
+                                break;
+                            }
+                        }
+                        None => self.note(format!(
+                            "→ READ offset={offset} length={length}: {}",
+                            reply
+                                .error()
+                                .map_or("incomplete".into(), |e| errno::name(e).to_owned())
+                        )),
+                    }
+                }
+            }
+        }
+        if checked > 0 {
+            self.note(format!("(read back {checked} bytes reported as zero)"));
+        }
+        Ok(())
+    }
+
+    /// What only a harness-built fixture can tell: data never called zero, dirty maps cover
+    /// every write, allocation depth never says absent where data is.
+    fn truth_oracles(&mut self, tracks: &[Track]) {
+        let Some(truth) = self.spec.truth.clone() else {
+            return;
+        };
+        for t in tracks {
+            let name = t.context.as_str();
+            if name == context::BASE_ALLOCATION || name == draft::CONTEXT_ALLOCATED {
+                for e in &t.entries {
+                    let zero = if name == context::BASE_ALLOCATION {
+                        e.flags & context::STATE_ZERO != 0
+                    } else {
+                        e.flags == draft::STATE_ZEROED as u64
+                    };
+                    if zero && truth.has_data(e.offset, e.length) {
+                        self.findings.push(Finding::broken(
+                            "ALLOC-TRUTH-1",
+                            format!("data in {}+{} not called zero", e.offset, e.length),
+                            format!("reported {}", e.state),
+                        ));
+                        break;
+                    }
+                }
+            }
+            let (bitmap, dirty, clause): (Option<&str>, fn(u64) -> bool, &'static str) =
+                if let Some(b) = name.strip_prefix(context::QEMU_DIRTY_BITMAP_PREFIX) {
+                    (
+                        Some(b),
+                        |f| f & context::STATE_DIRTY != 0,
+                        "QEMU-DB-COVER-1",
+                    )
+                } else if name == draft::CONTEXT_DIRTY {
+                    (
+                        truth.bitmaps().first().map(|b| b.name.as_str()),
+                        |f| {
+                            f == draft::STATE_DIRTY as u64
+                                || f == draft::STATE_DIRTY_DEALLOCATED as u64
+                        },
+                        "DRAFT-DIRTY-COVER-1",
+                    )
+                } else {
+                    (None, |_| false, "")
+                };
+            if let Some(bt) = bitmap.and_then(|b| truth.bitmap(b)) {
+                for &(w_off, w_len) in &bt.writes {
+                    // A map cut short (its failure is a finding of its own) says nothing about
+                    // the writes it never reached.
+                    if w_off.saturating_add(w_len) > t.covered {
+                        continue;
+                    }
+                    let covered = t
+                        .entries
+                        .iter()
+                        .filter(|e| dirty(e.flags))
+                        .any(|e| e.offset <= w_off && w_off + w_len <= e.offset + e.length)
+                        || covered_by_run(&t.entries, w_off, w_len, dirty);
+                    if !covered {
+                        self.findings.push(Finding::broken(
+                            clause,
+                            format!("the write {w_off}+{w_len} reported dirty"),
+                            "part of it reported clean",
+                        ));
+                        break;
+                    }
+                }
+            }
+            if name == context::QEMU_ALLOCATION_DEPTH {
+                if let Some(e) = t
+                    .entries
+                    .iter()
+                    .find(|e| e.flags == 0 && truth.has_data(e.offset, e.length))
+                {
+                    self.findings.push(Finding::broken(
+                        "QEMU-AD-1",
+                        format!(
+                            "{}+{} holds data, so some layer allocates it",
+                            e.offset, e.length
+                        ),
+                        "depth 0 (absent)",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// BS-STABLE-1: the same export mapped again, context by context and in reverse order,
+    /// gives the same (coalesced) answers.
+    async fn stability(&mut self) -> Result<(), Stop> {
+        let Some(base) = self.last_negotiate.clone() else {
+            return Err(Stop::Error("stability needs a negotiate step first".into()));
+        };
+        let names: Vec<String> = self
+            .session()?
+            .negotiated
+            .contexts
+            .iter()
+            .map(|(_, n)| n.clone())
+            .collect();
+        if names.is_empty() {
+            return Err(Stop::Error("stability needs at least one context".into()));
+        }
+        let first = self
+            .walk(&names, 0, false, u32::MAX as u64 & !0xfff, false)
+            .await?;
+        // Earlier `map` steps of the case (other negotiations, other context mixes, e.g. the
+        // B7 recipe of peers.md) must agree with this walk too.
+        let size = self.session()?.negotiated.size;
+        for t in first.iter().filter(|t| t.covered >= size) {
+            let Some(earlier) = self.mapped.iter().find(|m| m.context == t.context) else {
+                continue;
+            };
+            if let Some((was, now)) = first_difference(&earlier.entries, &t.entries) {
+                self.findings.push(Finding::broken(
+                    "BS-STABLE-1",
+                    format!("{} as an earlier map step saw it: {was}", t.context),
+                    format!("now: {now}"),
+                ));
+                return Ok(());
+            }
+        }
+        let mut reversed = names.clone();
+        reversed.reverse();
+        let mut mixes: Vec<Vec<String>> = names.iter().rev().map(|n| vec![n.clone()]).collect();
+        mixes.push(reversed.clone());
+        mixes.push(reversed);
+        for mix in mixes {
+            let n = Negotiate {
+                contexts: mix.clone(),
+                ..base.clone()
+            };
+            self.negotiate(&n).await?;
+            let again = self
+                .walk(&mix, 0, false, u32::MAX as u64 & !0xfff, false)
+                .await?;
+            self.note(format!("(mapped again with contexts {mix:?})"));
+            for t in &again {
+                let Some(orig) = first.iter().find(|f| f.context == t.context) else {
+                    continue;
+                };
+                if let Some((was, now)) = first_difference(&orig.entries, &t.entries) {
+                    self.findings.push(Finding::broken(
+                        "BS-STABLE-1",
+                        format!("{} as first mapped: {was}", t.context),
+                        format!("with contexts {mix:?}: {now}"),
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+        self.last_negotiate = Some(base);
+        Ok(())
+    }
+}
+
+/// Whether every byte of the write lies in dirty entries (which may be several in a row).
+fn covered_by_run(
+    entries: &[crate::map::MapEntry],
+    off: u64,
+    len: u64,
+    dirty: fn(u64) -> bool,
+) -> bool {
+    let mut at = off;
+    let end = off + len;
+    for e in entries {
+        if e.offset <= at && at < e.offset + e.length {
+            if !dirty(e.flags) {
+                return false;
+            }
+            at = e.offset + e.length;
+            if at >= end {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Where two maps of one context first disagree once coalesced, as (first, second).
+fn first_difference(
+    a: &[crate::map::MapEntry],
+    b: &[crate::map::MapEntry],
+) -> Option<(String, String)> {
+    let (a, b) = (coalesce(a), coalesce(b));
+    if a == b {
+        return None;
+    }
+    let at = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    Some((format!("{:?}", a.get(at)), format!("{:?}", b.get(at))))
+}
+
+/// Neighbouring entries with the same status merged: what two answers must agree on.
+fn coalesce(entries: &[crate::map::MapEntry]) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    for e in entries {
+        match out.last_mut() {
+            Some(last) if last.2 == e.flags && last.0 + last.1 == e.offset => last.1 += e.length,
+            _ => out.push((e.offset, e.length, e.flags)),
+        }
+    }
+    out
+}
+
+/// Ranges to read back inside `[offset, offset+length)`, aligned inward to `align`: the whole
+/// range when small, else its start, middle and end.
+fn samples(offset: u64, length: u64, align: u64, piece: u64) -> Vec<(u64, u64)> {
+    let start = offset.div_ceil(align) * align;
+    let end = (offset + length) / align * align;
+    if end <= start {
+        return Vec::new();
+    }
+    let piece = (piece / align * align).max(align);
+    let span = end - start;
+    if span <= 4 * piece {
+        return (0..span.div_ceil(piece))
+            .map(|i| (start + i * piece, piece.min(span - i * piece)))
+            .collect();
+    }
+    let middle = (start + span / 2) / align * align;
+    vec![(start, piece), (middle, piece), (end - piece, piece)]
+}
+
+fn stream_line(context: &str, offset: u64, length: u64, flags: u64) -> String {
+    format!(
+        "{context} {offset}+{length} {} ({flags:#x})",
+        crate::wire::state::state_name(context, flags)
+    )
+}
+
+fn error_message(reply: &Reply) -> String {
+    reply
+        .error_message()
+        .map_or_else(String::new, |m| format!(" {m:?}"))
+}
+
+/// An option error's human-readable text, quoted, if it carries one.
+fn error_text(data: &[u8]) -> String {
+    if data.is_empty() {
+        String::new()
+    } else {
+        format!(" {:?}", String::from_utf8_lossy(data))
+    }
+}
+
+fn next_cookie(session: &mut Session) -> u64 {
+    session.allocate_cookie()
+}
+
+fn describe_need(need: &Need) -> String {
+    match need {
+        Need::StructuredReplies => "structured replies".into(),
+        Need::ExtendedHeaders => "extended headers".into(),
+        Need::Context(c) => format!("metadata context {c}"),
+        Need::Flag(f) => format!("transmission flag {f:#06x}"),
+        Need::NoFlag(f) => format!("transmission flag {f:#06x} clear"),
+        Need::MinBlockAbove1 => "an advertised minimum block size above 1".into(),
+        Need::FixtureTruth => "a fixture the harness built".into(),
+        Need::DraftStatus => "transmission flag bit 7 (NBD_FLAG_SEND_GET_LBA_STATUS)".into(),
+    }
+}
+
+fn option_number(v: &toml::Value) -> Result<u32, String> {
+    match v {
+        toml::Value::Integer(n) => {
+            u32::try_from(*n).map_err(|_| format!("option number {n} out of range"))
+        }
+        toml::Value::String(s) => Ok(match s.trim_start_matches("NBD_OPT_") {
+            "EXPORT_NAME" => option::EXPORT_NAME,
+            "ABORT" => option::ABORT,
+            "LIST" => option::LIST,
+            "STARTTLS" => option::STARTTLS,
+            "INFO" => option::INFO,
+            "GO" => option::GO,
+            "STRUCTURED_REPLY" => option::STRUCTURED_REPLY,
+            "LIST_META_CONTEXT" => option::LIST_META_CONTEXT,
+            "SET_META_CONTEXT" => option::SET_META_CONTEXT,
+            "EXTENDED_HEADERS" => option::EXTENDED_HEADERS,
+            other => return Err(format!("unknown option {other:?}")),
+        }),
+        other => Err(format!("option must be a name or number, not {other}")),
+    }
+}
+
+fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if s.len() % 2 != 0 {
+        return Err(format!("odd-length hex {s:?}"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex {s:?}")))
+        .collect()
+}
+
+/// Clause ids in case files are validated against the registry at load time; this maps such a
+/// string to the registry's `'static` copy.
+fn leak(id: &str) -> &'static str {
+    crate::clauses::clause(id).map_or("CASE-CLAUSE-UNKNOWN", |c| c.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_align_inward_and_sample_big_ranges() {
+        assert_eq!(
+            samples(0, 4096, 512, 1024),
+            vec![(0, 1024), (1024, 1024), (2048, 1024), (3072, 1024)]
+        );
+        assert_eq!(samples(100, 1000, 512, 1024), vec![(512, 512)]);
+        assert_eq!(samples(100, 300, 512, 1024), vec![]);
+        let big = samples(0, 1 << 32, 1, 1 << 18);
+        assert_eq!(big.len(), 3);
+        assert_eq!(big[2], ((1 << 32) - (1 << 18), 1 << 18));
+    }
+
+    #[test]
+    fn fail_is_never_hidden() {
+        let fail = Finding::broken("BS-REP-PERCTX-1", "x", "y");
+        assert_eq!(
+            grade(
+                std::slice::from_ref(&fail),
+                Some(Stop::Error("boom".into()))
+            )
+            .0,
+            Grade::Fail
+        );
+        assert_eq!(grade(&[], Some(Stop::Error("boom".into()))).0, Grade::Error);
+        assert_eq!(
+            grade(&[], Some(Stop::Unsupported("no".into()))).0,
+            Grade::Unsupported
+        );
+        assert_eq!(grade(&[], None).0, Grade::Pass);
+    }
+}

@@ -1,0 +1,326 @@
+//! Where cases meet servers: fixtures built once per process, servers launched once per
+//! (server, fixture, dialect), cases run side by side, results gathered per target.
+//!
+//! Used by `nbd-conform run` and by the `cargo test` harness alike.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::case::Case;
+use super::outcome::{Capabilities, CaseResult, Grade, TargetResult};
+use super::run::{run_case, Settings, TargetSpec};
+use crate::client::{Handshake, Target};
+use crate::fixtures::{self, Built};
+use crate::launch::{Pool, ServerKind};
+use crate::server::Fault;
+use crate::Dialect;
+
+type BuiltSlot = Arc<OnceCell<Result<Arc<Built>, String>>>;
+
+/// Builds (or finds in the cache) the images of fixture `name`, once per process.
+pub async fn built_fixture(name: &str) -> Result<Arc<Built>, String> {
+    static BUILT: OnceLock<Mutex<HashMap<String, BuiltSlot>>> = OnceLock::new();
+    let slot = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(name.to_owned())
+        .or_default()
+        .clone();
+    slot.get_or_init(|| async {
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let fixture = fixtures::find(&name).map_err(|e| e.to_string())?;
+            fixture
+                .build(&fixtures::cache_dir())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("fixture build panicked: {e}")))
+    })
+    .await
+    .clone()
+}
+
+/// A result for a case that could not start.
+fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
+    CaseResult {
+        id: case.id.clone(),
+        title: case.title.clone(),
+        grade,
+        clauses: case.clause_ids(),
+        findings: Vec::new(),
+        note: Some(why),
+        transcript: Vec::new(),
+        streams: Vec::new(),
+        duration: Duration::ZERO,
+    }
+}
+
+/// Runs one case against a server the harness launches (pooled per process).
+pub async fn run_on_local(
+    case: &Case,
+    kind: ServerKind,
+    dialect: Dialect,
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    run_on_pooled(Pool::global(), case, kind, dialect, &[], settings).await
+}
+
+/// Runs one case against a server from `pool`, with `faults` injected (reference server only).
+async fn run_on_pooled(
+    pool: &Pool,
+    case: &Case,
+    kind: ServerKind,
+    dialect: Dialect,
+    faults: &[Fault],
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    if case.dialect != dialect {
+        return (
+            could_not_start(
+                case,
+                Grade::Unsupported,
+                format!("the case is for the {:?} dialect", case.dialect),
+            ),
+            Capabilities::default(),
+        );
+    }
+    let built = match built_fixture(&case.fixture).await {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                could_not_start(case, Grade::Error, format!("fixture {}: {e}", case.fixture)),
+                Capabilities::default(),
+            )
+        }
+    };
+    let launched = match pool
+        .get_with_faults(kind, &case.fixture, &built, dialect, faults)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            return (
+                could_not_start(case, Grade::Error, e.to_string()),
+                Capabilities::default(),
+            )
+        }
+    };
+    let spec = TargetSpec {
+        target: launched.target.clone(),
+        dialect,
+        truth: Some(Arc::new(built.truth.clone())),
+    };
+    run_case(case, &spec, settings).await
+}
+
+/// Runs one case against a server someone else runs (`--target`): no fixture truth.
+pub async fn run_on_target(
+    case: &Case,
+    target: &Target,
+    dialect: Dialect,
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    let spec = TargetSpec {
+        target: target.clone(),
+        dialect,
+        truth: None,
+    };
+    run_case(case, &spec, settings).await
+}
+
+/// Runs the cases of `dialect` against the reference server with `faults` injected (design §7),
+/// `parallel` at a time, on servers from `pool` (a pool of the caller's, so that it can stop
+/// them afterwards). Results come back in case order.
+pub async fn run_with_faults(
+    pool: Arc<Pool>,
+    cases: &[Case],
+    dialect: Dialect,
+    faults: &[Fault],
+    settings: Settings,
+    parallel: usize,
+) -> Vec<CaseResult> {
+    let cases: Vec<&Case> = cases.iter().filter(|c| c.dialect == dialect).collect();
+    let permits = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut index = HashMap::new();
+    for (i, case) in cases.iter().enumerate() {
+        let (pool, permits, case, faults) = (
+            pool.clone(),
+            permits.clone(),
+            (*case).clone(),
+            faults.to_vec(),
+        );
+        let task = tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let kind = ServerKind::Reference;
+            run_on_pooled(&pool, &case, kind, dialect, &faults, settings)
+                .await
+                .0
+        });
+        index.insert(task.id(), i);
+    }
+    let mut results: Vec<Option<CaseResult>> = vec![None; cases.len()];
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            // A panic is the harness's own bug: reported as an error, never lost.
+            Err(e) => {
+                let case = cases[index[&e.id()]];
+                let why = format!("the case panicked: {e}");
+                (e.id(), could_not_start(case, Grade::Error, why))
+            }
+        };
+        results[index[&id]] = Some(result);
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// What to run cases against.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Local { kind: ServerKind, dialect: Dialect },
+    Remote { target: Target, dialect: Dialect },
+}
+
+impl Subject {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Subject::Local { dialect, .. } | Subject::Remote { dialect, .. } => *dialect,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        let d = match self.dialect() {
+            Dialect::Standard => "",
+            Dialect::Draft => " (draft)",
+        };
+        match self {
+            Subject::Local { kind, .. } => format!("{}{d}", kind.name()),
+            Subject::Remote { target, .. } => format!("{target}{d}"),
+        }
+    }
+}
+
+/// Runs `cases` (those of the subject's dialect) against one subject, `parallel` at a time.
+pub async fn run_subject(
+    subject: &Subject,
+    cases: &[Case],
+    settings: Settings,
+    parallel: usize,
+) -> TargetResult {
+    let dialect = subject.dialect();
+    let cases: Vec<Case> = cases
+        .iter()
+        .filter(|c| c.dialect == dialect)
+        .cloned()
+        .collect();
+    let (uri, server) = match subject {
+        Subject::Local { kind, .. } => (
+            String::from("(launched per fixture)"),
+            format!(
+                "{} {}",
+                kind.name(),
+                kind.installed_version()
+                    .unwrap_or_else(|| "not installed".into())
+            ),
+        ),
+        Subject::Remote { target, .. } => (target.to_string(), "unknown".to_owned()),
+    };
+    let mut result = TargetResult {
+        name: subject.name(),
+        uri,
+        server,
+        dialect,
+        capabilities: Capabilities::default(),
+        cases: Vec::new(),
+    };
+    // An unreachable target is reported once and quickly, not once per case after timeouts.
+    if let Subject::Remote { target, .. } = subject {
+        match Handshake::start(target, settings.timeout, None).await {
+            Ok(h) => {
+                let _ = h.abort().await;
+            }
+            Err(e) => {
+                result.cases = cases
+                    .iter()
+                    .map(|c| {
+                        could_not_start(c, Grade::Error, format!("cannot reach the target: {e}"))
+                    })
+                    .collect();
+                return result;
+            }
+        }
+    }
+    let permits = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, case) in cases.into_iter().enumerate() {
+        let permits = permits.clone();
+        let subject = subject.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let outcome = match &subject {
+                Subject::Local { kind, dialect } => {
+                    run_on_local(&case, *kind, *dialect, settings).await
+                }
+                Subject::Remote { target, dialect } => {
+                    run_on_target(&case, target, *dialect, settings).await
+                }
+            };
+            (i, outcome)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(o) = joined {
+            outcomes.push(o);
+        }
+    }
+    outcomes.sort_by_key(|(i, _)| *i);
+    for (_, (case, caps)) in outcomes {
+        result.capabilities.structured_replies |= caps.structured_replies;
+        result.capabilities.extended_headers |= caps.extended_headers;
+        for c in caps.contexts {
+            if !result.capabilities.contexts.contains(&c) {
+                result.capabilities.contexts.push(c);
+            }
+        }
+        result.cases.push(case);
+    }
+    result.capabilities.contexts.sort();
+    result
+}
+
+/// The text insta snapshots hold for one case on one server: verdict, findings, transcript and
+/// the normalised descriptor streams. Nothing time-dependent.
+pub fn snapshot_text(result: &CaseResult) -> String {
+    let mut s = format!("case: {}\ngrade: {}\n", result.id, result.grade.as_str());
+    if let Some(n) = &result.note {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    s.push_str("findings:\n");
+    for f in &result.findings {
+        s.push_str(&format!(
+            "  - {} {} ({}): expected {}; observed {}\n",
+            f.grade.as_str(),
+            f.clause,
+            f.level(),
+            f.expected,
+            f.observed
+        ));
+    }
+    s.push_str("transcript:\n");
+    for (i, line) in result.transcript.iter().enumerate() {
+        s.push_str(&format!("  {:>3} {line}\n", i + 1));
+    }
+    s.push_str("streams:\n");
+    for line in &result.streams {
+        s.push_str(&format!("  {line}\n"));
+    }
+    s
+}

@@ -1,0 +1,120 @@
+//! The numbered, decoded exchange of a case: what snapshots hold and reports show.
+//!
+//! Lines are stable across runs: cookies are shown relative to the session's first cookie,
+//! and nothing time-dependent is recorded.
+
+use crate::client::{Chunk, DraftTrailer, Negotiated, Reply, ReplyBody};
+use crate::wire::consts::{command, draft, errno};
+use crate::wire::reply::ChunkBody;
+use crate::wire::request::Request;
+use crate::wire::state::state_name;
+use crate::Dialect;
+
+/// Cookies this client hands out start just above this base (see `Session::new`).
+const COOKIE_BASE: u64 = 0xC0FF_EE00_0000_0000;
+
+pub fn cookie(c: u64) -> String {
+    match c.checked_sub(COOKIE_BASE) {
+        Some(n) if n < 1 << 32 => format!("#{n}"),
+        _ => format!("{c:#x}"),
+    }
+}
+
+/// One request line. In the draft dialect command 7 is GET_LBA_STATUS and its flags field is
+/// the query selector.
+pub fn request(r: &Request, dialect: Dialect) -> String {
+    let name = match dialect {
+        Dialect::Draft if r.command == draft::CMD_GET_LBA_STATUS => "GET_LBA_STATUS",
+        _ => command::name(r.command),
+    };
+    format!(
+        "→ {} {} offset={} length={} flags={:#06x}",
+        name,
+        cookie(r.cookie),
+        r.offset,
+        r.length,
+        r.flags
+    )
+}
+
+/// One line per chunk (or one for a simple / draft reply).
+pub fn reply(r: &Reply, neg: &Negotiated) -> Vec<String> {
+    let c = cookie(r.request.cookie);
+    match &r.body {
+        ReplyBody::Simple { error, data } => vec![format!(
+            "← simple {c} {}{}",
+            errno::name(*error),
+            data.as_ref()
+                .map_or(String::new(), |d| format!(" + {} data bytes", d.len()))
+        )],
+        ReplyBody::Draft {
+            error,
+            trailer,
+            descriptors,
+        } => vec![format!(
+            "← draft {c} {} {}",
+            errno::name(*error),
+            match trailer {
+                DraftTrailer::Length(p) => format!("P={p} ({} descriptors)", descriptors.len()),
+                DraftTrailer::Closed => "then closed".to_owned(),
+            }
+        )],
+        ReplyBody::Chunks(chunks) => chunks.iter().map(|ch| chunk(&c, ch, neg)).collect(),
+    }
+}
+
+fn chunk(c: &str, ch: &Chunk, neg: &Negotiated) -> String {
+    let done = if ch.flags & 1 != 0 { " DONE" } else { "" };
+    let what = match &ch.body {
+        ChunkBody::None => "NONE".to_owned(),
+        ChunkBody::OffsetData { offset, data } => {
+            format!("OFFSET_DATA offset={offset} {} bytes", data.len())
+        }
+        ChunkBody::OffsetHole { offset, length } => {
+            format!("OFFSET_HOLE offset={offset} length={length}")
+        }
+        ChunkBody::BlockStatus {
+            context_id,
+            descriptors,
+        }
+        | ChunkBody::BlockStatusExt {
+            context_id,
+            descriptors,
+            ..
+        } => {
+            let kind = if matches!(ch.body, ChunkBody::BlockStatus { .. }) {
+                "BLOCK_STATUS"
+            } else {
+                "BLOCK_STATUS_EXT"
+            };
+            let name = neg.context_name(*context_id).unwrap_or("?");
+            let shown: Vec<String> = descriptors
+                .iter()
+                .take(4)
+                .map(|d| format!("{}:{}", d.length, state_name(name, d.flags)))
+                .collect();
+            let more = if descriptors.len() > 4 {
+                format!(" …+{}", descriptors.len() - 4)
+            } else {
+                String::new()
+            };
+            format!(
+                "{kind} ctx={context_id} ({name}) [{}{more}]",
+                shown.join(" ")
+            )
+        }
+        ChunkBody::Error {
+            error,
+            message,
+            offset,
+            ..
+        } => {
+            let at = offset.map_or(String::new(), |o| format!(" at {o}"));
+            format!("ERROR {}{at} {message:?}", errno::name(*error))
+        }
+        ChunkBody::Unknown { chunk_type, length } => {
+            format!("chunk type {chunk_type:#06x} ({length} bytes)")
+        }
+    };
+    format!("← {what} {c}{done}")
+}

@@ -1,0 +1,154 @@
+//! What keeps a launched server alive, and what takes it down again.
+//!
+//! Dropping a [`Guard`] stops the server, then dismisses its watchdog, then removes its
+//! scratch directory (socket, log, config), in that order.
+//!
+//! The watchdog covers a harness that dies without dropping anything (SIGKILL, Ctrl-C, `exit`
+//! with a pooled server still up): a small `sh` reading a pipe whose only writer is this process.
+//! When the harness is gone the pipe reaches EOF and the watchdog terminates a daemonised server
+//! (nbd-server, which `PR_SET_PDEATHSIG` cannot reach because it forks away from its parent) and
+//! removes the scratch directory. On an orderly stop the harness sends it a line and it exits
+//! without doing anything.
+
+use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use super::scratch::Scratch;
+use super::spawner::ForeignProcess;
+
+/// How long a daemon gets between SIGTERM and SIGKILL.
+const DAEMON_GRACE: Duration = Duration::from_secs(2);
+
+/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `stop` (dismissed).
+const WATCHDOG_SCRIPT: &str = r#"trap '' INT HUP TERM QUIT
+pid=
+while read -r word arg; do
+  case $word in
+    pid) pid=$arg ;;
+    stop) exit 0 ;;
+  esac
+done
+if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; fi
+rm -rf -- "$1""#;
+
+#[derive(Debug)]
+pub(super) struct Guard {
+    pub(super) running: Running,
+    pub(super) watchdog: Option<Watchdog>,
+    pub(super) scratch: Scratch,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.running.stop();
+        drop(self.watchdog.take());
+        self.scratch.remove();
+    }
+}
+
+/// The server itself; stopped when dropped, so a server that never became ready goes too.
+#[derive(Debug)]
+pub(super) enum Running {
+    /// The reference server's accept loop on the launcher runtime.
+    InProcess(tokio::task::AbortHandle),
+    /// A foreground child (qemu-nbd, nbdkit).
+    Child(Child),
+    /// A daemon that forked away from the process we started (nbd-server).
+    Daemon(ForeignProcess),
+}
+
+impl Running {
+    /// The server's process id, if it runs in a process of its own.
+    #[cfg(test)]
+    pub(super) fn pid(&self) -> Option<i32> {
+        match self {
+            Running::InProcess(_) => None,
+            Running::Child(child) => i32::try_from(child.id()).ok(),
+            Running::Daemon(daemon) => Some(daemon.pid),
+        }
+    }
+
+    /// Stops the server; a second call does nothing.
+    fn stop(&mut self) {
+        match self {
+            // The task drops the server future, which removes its socket file; connections
+            // already accepted end when their clients hang up.
+            Running::InProcess(task) => task.abort(),
+            Running::Child(child) => {
+                if let Ok(None) = child.try_wait() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            // nbd-server kills its per-connection children on SIGTERM.
+            Running::Daemon(daemon) => daemon.terminate(DAEMON_GRACE),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Watchdog {
+    child: Child,
+    pipe: Option<ChildStdin>,
+}
+
+impl Watchdog {
+    /// Watches for the harness's death; then it removes `scratch`.
+    pub(super) fn start(scratch: &Scratch) -> io::Result<Watchdog> {
+        // Our end of the pipe is close-on-exec, so no other child holds it open. A process
+        // group of its own keeps it out of reach of signals sent to the harness's group
+        // (Ctrl-C, `kill -- -PGID`).
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG_SCRIPT)
+            .arg("nbd-conform-watchdog")
+            .arg(scratch.dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let pipe = child.stdin.take();
+        Ok(Watchdog { child, pipe })
+    }
+
+    /// Also terminate `daemon` when the harness dies.
+    pub(super) fn watch(&mut self, daemon: ForeignProcess) -> io::Result<()> {
+        self.say(&format!("pid {}\n", daemon.pid))
+    }
+
+    fn say(&mut self, line: &str) -> io::Result<()> {
+        match &mut self.pipe {
+            Some(pipe) => pipe.write_all(line.as_bytes()),
+            None => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Watchdog {
+    /// What the harness's death looks like to the watchdog: the pipe closes unannounced.
+    pub(super) fn abandon(mut self) {
+        drop(self.pipe.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let dismissed = self.say("stop\n").is_ok();
+        drop(self.pipe.take());
+        if !dismissed {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,240 @@
+//! Launchers: the harness starts a server under test on a built fixture and says where it
+//! listens.
+//!
+//! Every server serves its fixture read-only on a fresh Unix socket in a private temp dir, under
+//! the export name [`EXPORT_NAME`], so cases address the same name everywhere:
+//! - reference: in-process on the launcher runtime, in either dialect; a fixture's bitmap writes
+//!   are replayed so its dirty bitmaps show them, which makes that export writable (on a private
+//!   copy of the raw image) (`reference`);
+//! - qemu-nbd on the qcow2 (with the fixture's bitmaps and `qemu:allocation-depth`), nbdkit's
+//!   file plugin and nbd-server on the raw file (`process`).
+//!
+//! [`launch`] starts one; [`Pool`] shares one per (server, fixture, dialect) across the cases of
+//! a process. [`launch_with_faults`] and [`Pool::get_with_faults`] start the reference server
+//! with faults injected (one pooled server per fault list). The parts:
+//! - `kind`: the servers ([`ServerKind`]) and their installed versions;
+//! - `runtime`: the process-wide runtime launches and the reference server run on;
+//! - `spawner`: child processes that die with the harness, and signalling daemons safely;
+//! - `scratch`: the per-server temp dir (socket, log, config);
+//! - `guard`: stopping a server and cleaning up, also when the harness dies abruptly;
+//! - `pool`: the shared servers.
+//!
+//! Cleanup (design §8): dropping a [`Launched`] or calling [`Pool::shutdown_all`] stops the
+//! server and removes its temp dir. If the harness dies without doing either (panic=abort,
+//! Ctrl-C, SIGKILL, or simply exiting with pooled servers up: statics are never dropped), the
+//! kernel kills qemu-nbd and nbdkit (`PR_SET_PDEATHSIG`), and each server's watchdog process
+//! terminates nbd-server (a daemon, out of PDEATHSIG's reach) and removes the temp dir. The
+//! watchdog sits in a process group of its own, so Ctrl-C or a signal to the harness's group
+//! does not reach it; only killing a watchdog itself leaves its nbd-server and temp dir behind.
+//! Connections the reference server already accepted outlive a stop until their clients hang up.
+
+mod guard;
+mod kind;
+mod pool;
+mod process;
+mod reference;
+mod runtime;
+mod scratch;
+mod spawner;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+pub use kind::ServerKind;
+pub use pool::Pool;
+
+use crate::client::{Endpoint, Target};
+use crate::fixtures::Built;
+use crate::server::{BitmapSpec, Fault};
+use crate::Dialect;
+use guard::Guard;
+
+/// The export name every launched server is given (nbdkit accepts any name).
+pub const EXPORT_NAME: &str = "conform";
+
+/// A running server. Dropping it (the last `Arc` of a pooled one) stops the server.
+#[derive(Debug)]
+pub struct Launched {
+    pub kind: ServerKind,
+    pub version: String,
+    pub target: Target,
+    pub dialect: Dialect,
+    pub fixture: String,
+    guard: Mutex<Option<Guard>>,
+}
+
+impl Launched {
+    fn new(
+        kind: ServerKind,
+        version: String,
+        plan: &Plan,
+        dialect: Dialect,
+        socket: PathBuf,
+        guard: Guard,
+    ) -> Launched {
+        Launched {
+            kind,
+            version,
+            target: Target {
+                endpoint: Endpoint::Unix(socket),
+                export: EXPORT_NAME.to_owned(),
+            },
+            dialect,
+            fixture: plan.fixture.clone(),
+            guard: Mutex::new(Some(guard)),
+        }
+    }
+
+    /// Stops the server now, even while others hold this `Launched`; later calls do nothing.
+    pub(crate) fn stop(&self) {
+        let guard = self
+            .guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(guard);
+    }
+
+    /// The server's process id (None for the in-process reference server, or once stopped).
+    #[cfg(test)]
+    fn pid(&self) -> Option<i32> {
+        let guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.as_ref().and_then(|g| g.running.pid())
+    }
+}
+
+/// Why a server could not be launched. Never a conformance verdict: a case that cannot get its
+/// server is graded `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{} is not installed here (apt-get install {})", .0.name(), .0.apt_package())]
+    NotInstalled(ServerKind),
+    #[error("cannot start {0}: {1}")]
+    Spawn(String, #[source] std::io::Error),
+    #[error(
+        "{} did not come up on {}: {reason}{}",
+        kind.name(),
+        socket.display(),
+        quote_output(output)
+    )]
+    NotReady {
+        kind: ServerKind,
+        socket: PathBuf,
+        reason: String,
+        /// The tail of the server's stdout and stderr.
+        output: String,
+    },
+    #[error("fixture {0}")]
+    Fixture(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl LaunchError {
+    fn scratch(e: std::io::Error) -> LaunchError {
+        LaunchError::Setup(format!("cannot prepare the server's temp dir: {e}"))
+    }
+
+    fn watchdog(e: std::io::Error) -> LaunchError {
+        LaunchError::Setup(format!("cannot start the cleanup watchdog (sh): {e}"))
+    }
+}
+
+fn quote_output(output: &str) -> String {
+    if output.is_empty() {
+        " (it printed nothing)".to_owned()
+    } else {
+        format!("; its output ends with:\n{output}")
+    }
+}
+
+/// What a launcher needs from a built fixture, owned so that a launch can move to the launcher
+/// runtime.
+#[derive(Debug, Clone)]
+struct Plan {
+    fixture: String,
+    raw: PathBuf,
+    qcow2: PathBuf,
+    bitmaps: Vec<BitmapSpec>,
+    /// Every `(offset, len)` written after the bitmaps were created, sorted, without repeats.
+    writes: Vec<(u64, u64)>,
+}
+
+impl Plan {
+    fn new(fixture: &str, built: &Built) -> Plan {
+        let bitmaps = built.truth.bitmaps();
+        let mut writes: Vec<(u64, u64)> = bitmaps
+            .iter()
+            .flat_map(|b| b.writes.iter().copied())
+            .collect();
+        writes.sort_unstable();
+        writes.dedup();
+        Plan {
+            fixture: fixture.to_owned(),
+            raw: built.raw.clone(),
+            qcow2: built.qcow2.clone(),
+            bitmaps: bitmaps
+                .iter()
+                .map(|b| BitmapSpec {
+                    name: b.name.clone(),
+                    granularity: b.granularity,
+                })
+                .collect(),
+            writes,
+        }
+    }
+}
+
+/// Starts `kind` serving `built` (raw for reference, nbdkit and nbd-server, qcow2 for
+/// qemu-nbd), read-only, on a fresh Unix socket in a private temp dir; returns once a handshake
+/// works. (The reference server is writable, on a private copy, for fixtures with bitmap
+/// writes: see the module doc.)
+///
+/// The work runs on the launcher's own runtime, so the caller's runtime may be short-lived and
+/// need not have any driver enabled.
+pub async fn launch(
+    kind: ServerKind,
+    fixture_name: &str,
+    built: &Built,
+    dialect: Dialect,
+) -> Result<Launched, LaunchError> {
+    launch_with_faults(kind, fixture_name, built, dialect, &[]).await
+}
+
+/// [`launch`], with clauses the server breaks on purpose (design §7). Only the reference server
+/// takes faults; any other kind with a non-empty list is a setup error.
+pub async fn launch_with_faults(
+    kind: ServerKind,
+    fixture_name: &str,
+    built: &Built,
+    dialect: Dialect,
+    faults: &[Fault],
+) -> Result<Launched, LaunchError> {
+    if !kind.dialects().contains(&dialect) {
+        return Err(LaunchError::Setup(format!(
+            "{} speaks only the standard dialect, not {dialect:?}",
+            kind.name()
+        )));
+    }
+    if kind != ServerKind::Reference && !faults.is_empty() {
+        return Err(LaunchError::Setup(format!(
+            "faults are injected into the reference server only, not {}",
+            kind.name()
+        )));
+    }
+    let plan = Plan::new(fixture_name, built);
+    let faults = faults.to_vec();
+    let runtime = runtime::handle().map_err(LaunchError::Setup)?;
+    // If the caller goes away, the task still finishes and its result (the server) is dropped.
+    let task = runtime.spawn(async move {
+        match kind {
+            ServerKind::Reference => reference::launch(&plan, dialect, faults).await,
+            _ => process::launch(kind, &plan, dialect).await,
+        }
+    });
+    task.await
+        .map_err(|e| LaunchError::Setup(format!("launching {} failed: {e}", kind.name())))?
+}

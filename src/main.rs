@@ -1,0 +1,598 @@
+//! The `nbd-conform` command line: `map` and `serve` (more subcommands arrive with the engine).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use nbd_conform::client::{ClientError, Session, SessionOptions, Target};
+use nbd_conform::map::{map, MapEntry, MapError, MapOptions};
+use nbd_conform::server::{BitmapSpec, Fault, Listen, ServeOptions, Server};
+use nbd_conform::wire::consts::{context, draft};
+use nbd_conform::wire::draft::DraftQuery;
+use nbd_conform::Dialect;
+
+/// Exit codes shared by every subcommand (see the README).
+mod exit {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const COULD_NOT_TEST: u8 = 3;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "nbd-conform",
+    version,
+    about = "Conformance and interop suite for NBD block-status queries"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a server's raw, uncoalesced block-status descriptors (what `nbdinfo --map` merges).
+    Map(MapArgs),
+    /// Run the reference server on a raw image (loopback and read-only by default).
+    Serve(ServeArgs),
+    /// Run the conformance cases against servers and write reports.
+    Run(RunArgs),
+    /// List the cases (or, with --clauses, the clause registry).
+    List(ListArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DialectChoice {
+    Standard,
+    Draft,
+    /// Both: every dialect the server is run in.
+    Auto,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ServerChoice {
+    Reference,
+    QemuNbd,
+    Nbdkit,
+    NbdServer,
+    All,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A server someone else runs: host:port, nbd://HOST[:PORT]/EXPORT or
+    /// nbd+unix:///EXPORT?socket=PATH (repeatable). Without it, local servers are launched.
+    #[arg(long = "target", value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Servers to launch here, per fixture (repeatable; default: every installed one).
+    #[arg(long = "server", value_enum, conflicts_with = "targets")]
+    servers: Vec<ServerChoice>,
+    /// Export name on --target servers (overrides the URI's).
+    #[arg(long)]
+    export: Option<String>,
+    /// Which cases to run: today's protocol, the 2016 draft, or both (default: standard for
+    /// --target, both for local servers that speak both).
+    #[arg(long, value_enum)]
+    dialect: Option<DialectChoice>,
+    /// Run only cases whose id starts with PREFIX (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    only: Vec<String>,
+    /// Skip cases whose id starts with PREFIX (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    skip: Vec<String>,
+    /// Treat SHOULD violations (warn) as non-conformance.
+    #[arg(long)]
+    strict: bool,
+    /// Seconds to wait for any single read from a server.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Cases run side by side.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Directory of case files (default: the source tree's cases/).
+    #[arg(long, value_name = "DIR")]
+    cases: Option<PathBuf>,
+    /// Write the Markdown report here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// List the clause registry instead of the cases.
+    #[arg(long)]
+    clauses: bool,
+    /// Directory of case files (default: the source tree's cases/).
+    #[arg(long, value_name = "DIR")]
+    cases: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MapArgs {
+    /// The server: host:port, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.
+    target: String,
+    /// Metadata context to map (repeatable). Standard default: base:allocation. Draft dialect:
+    /// draft:allocated (selector 0) or draft:dirty (selector 1).
+    #[arg(long = "context", value_name = "NAME")]
+    contexts: Vec<String>,
+    /// Set NBD_CMD_FLAG_REQ_ONE: one descriptor per context per request.
+    #[arg(long)]
+    req_one: bool,
+    /// Negotiate extended headers (64-bit requests, BLOCK_STATUS_EXT replies).
+    #[arg(long)]
+    extended: bool,
+    /// Speak today's protocol or the 2016 GET_LBA_STATUS draft.
+    #[arg(long, value_enum, default_value_t = Dialect::Standard)]
+    dialect: Dialect,
+    /// First byte to map (accepts K, M, G, T suffixes).
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    offset: u64,
+    /// Bytes to map (default: to the end of the export).
+    #[arg(long, value_parser = parse_size)]
+    length: Option<u64>,
+    /// One JSON object per descriptor per line.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for any single read from the server.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Requests in flight at once (one per window).
+    #[arg(long, default_value_t = 8)]
+    depth: usize,
+    /// Bytes per request window.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    window: u64,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Raw image file to serve (not needed for `--fault list`).
+    image: Option<PathBuf>,
+    /// TCP address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:10809", conflicts_with = "socket")]
+    listen: std::net::SocketAddr,
+    /// Listen on a Unix socket instead of TCP.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Export name (the empty name always reaches the export too).
+    #[arg(long, default_value = "")]
+    export: String,
+    /// Serve today's block status or the 2016 GET_LBA_STATUS draft.
+    #[arg(long, value_enum, default_value_t = Dialect::Standard)]
+    dialect: Dialect,
+    /// Export a dirty bitmap qemu:dirty-bitmap:NAME tracking writes since start (repeatable).
+    #[arg(long = "bitmap", value_name = "NAME[:GRANULARITY]")]
+    bitmaps: Vec<BitmapSpec>,
+    /// Accept writes (the export is read-only otherwise).
+    #[arg(long)]
+    writable: bool,
+    /// Break one clause on purpose, to test a client or this suite (repeatable; `--fault list`
+    /// prints every fault with its dialect and clause).
+    #[arg(long = "fault", value_name = "NAME")]
+    faults: Vec<String>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown size suffix {c:?} (use K, M, G or T)"
+                    ))
+                }
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nbd-conform: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match cli.command {
+        Command::Map(args) => runtime.block_on(run_map(args)),
+        Command::Serve(args) => runtime.block_on(run_serve(args)),
+        Command::Run(args) => {
+            let code = runtime.block_on(run_cases(args));
+            nbd_conform::launch::Pool::global().shutdown_all();
+            code
+        }
+        Command::List(args) => list(args),
+    }
+}
+
+async fn run_map(args: MapArgs) -> ExitCode {
+    let target: Target = match args.target.parse() {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return usage("--timeout must be a positive number of seconds");
+    }
+    let mut options = MapOptions {
+        offset: args.offset,
+        length: args.length,
+        req_one: args.req_one,
+        depth: args.depth,
+        window: args.window,
+        ..MapOptions::default()
+    };
+    let contexts = match args.dialect {
+        Dialect::Standard if args.contexts.is_empty() => vec![context::BASE_ALLOCATION.to_owned()],
+        Dialect::Standard => args.contexts.clone(),
+        Dialect::Draft => {
+            if args.extended || args.req_one {
+                return usage("--extended and --req-one do not exist in the draft dialect");
+            }
+            let names = if args.contexts.is_empty() {
+                vec![draft::CONTEXT_ALLOCATED.to_owned()]
+            } else {
+                args.contexts.clone()
+            };
+            let mut queries = Vec::new();
+            for n in &names {
+                queries.push(match n.as_str() {
+                    draft::CONTEXT_ALLOCATED => DraftQuery::Allocated,
+                    draft::CONTEXT_DIRTY => DraftQuery::Dirty,
+                    other => {
+                        return usage(format!(
+                            "{other:?}: the draft dialect knows draft:allocated and draft:dirty"
+                        ))
+                    }
+                });
+            }
+            options.draft_queries = queries;
+            Vec::new()
+        }
+    };
+    let session_options = SessionOptions {
+        timeout: Duration::from_secs_f64(args.timeout),
+        structured: true,
+        extended: args.extended,
+        contexts,
+        dialect: args.dialect,
+    };
+    let mut session = match Session::open(&target, &session_options).await {
+        Ok(s) => s,
+        Err(e @ ClientError::Connect { .. }) => {
+            eprintln!("nbd-conform map: {e}");
+            return ExitCode::from(exit::COULD_NOT_TEST);
+        }
+        Err(e) => {
+            eprintln!("nbd-conform map: {target}: {e}");
+            return ExitCode::from(exit::COULD_NOT_TEST);
+        }
+    };
+    if args.dialect == Dialect::Draft && !session.negotiated.advertises_draft_status() {
+        eprintln!("nbd-conform map: {target}: the server does not set transmission flag bit 7 (NBD_FLAG_SEND_GET_LBA_STATUS); it does not speak the draft");
+        return ExitCode::from(exit::COULD_NOT_TEST);
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let json = args.json;
+    let result = map(&mut session, &options, |e: &MapEntry| {
+        if json {
+            serde_json::to_writer(&mut out, e).map_err(std::io::Error::other)?;
+            writeln!(out)
+        } else {
+            writeln!(
+                out,
+                "{:<28} {:>16} {:>14} {:>6}  {}",
+                e.context, e.offset, e.length, e.flags, e.state
+            )
+        }
+    })
+    .await;
+    let flushed = out.flush();
+    session.disconnect().await;
+    match (result, flushed) {
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Err(MapError::Client(ClientError::Io(e))), _) | (Ok(()), Err(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
+        (Err(e @ MapError::Range { .. }), _) => usage(e),
+        (Err(e), _) => {
+            eprintln!("nbd-conform map: {target}: {e}");
+            ExitCode::from(exit::FAILED)
+        }
+        (Ok(()), Err(e)) => {
+            eprintln!("nbd-conform map: writing output: {e}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> ExitCode {
+    if args.faults.iter().any(|f| f == "list") {
+        return list_faults();
+    }
+    let faults = match args
+        .faults
+        .iter()
+        .map(|f| f.parse::<Fault>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(f) => f,
+        Err(e) => return usage(format!("--fault: {e} (or `list`)")),
+    };
+    let Some(image) = args.image else {
+        return usage("serve: an IMAGE to serve is required");
+    };
+    let listen = match args.socket {
+        Some(path) => Listen::Unix(path),
+        None => Listen::Tcp(args.listen),
+    };
+    for fault in &faults {
+        eprintln!(
+            "nbd-conform serve: injecting fault {fault}: breaks {} ({})",
+            fault.clause(),
+            fault.description()
+        );
+        if !fault.dialect().dialects().contains(&args.dialect) {
+            eprintln!(
+                "nbd-conform serve: note: {fault} is meant for the {} dialect and may do nothing here",
+                fault.dialect().as_str()
+            );
+        }
+    }
+    let options = ServeOptions {
+        image,
+        listen,
+        export_name: args.export,
+        dialect: args.dialect,
+        bitmaps: args.bitmaps,
+        writable: args.writable,
+        faults,
+    };
+    let server = match Server::bind(options).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("nbd-conform serve: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    eprintln!("nbd-conform serve: listening on {}", server.local_addr());
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("nbd-conform serve: cannot watch SIGTERM: {e}");
+                return ExitCode::from(exit::FAILED);
+            }
+        };
+    // Returning drops the server, which removes a Unix socket it created.
+    tokio::select! {
+        result = server.run() => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nbd-conform serve: {e}");
+                ExitCode::from(exit::FAILED)
+            }
+        },
+        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        _ = terminate.recv() => ExitCode::SUCCESS,
+    }
+}
+
+/// `serve --fault list`: NAME  DIALECT  CLAUSE  description, one fault a line.
+fn list_faults() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    for fault in Fault::ALL {
+        let line = format!(
+            "{:<28} {:<9} {:<20} {}",
+            fault.name(),
+            fault.dialect().as_str(),
+            fault.clause(),
+            fault.description()
+        );
+        if writeln!(out, "{}", line.trim_end()).is_err() {
+            return ExitCode::from(exit::FAILED);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn load(dir: Option<PathBuf>) -> Result<Vec<nbd_conform::engine::case::Case>, ExitCode> {
+    let dir = dir.unwrap_or_else(nbd_conform::engine::case::cases_dir);
+    nbd_conform::engine::case::load_cases(&dir)
+        .map_err(|e| usage(format!("cannot load cases: {e}")))
+}
+
+fn list(args: ListArgs) -> ExitCode {
+    if args.clauses {
+        for c in nbd_conform::clauses::CLAUSES {
+            println!("{:<22} {:<8} {}", c.id, c.level.as_str(), c.text);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let cases = match load(args.cases) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for c in &cases {
+        println!(
+            "{:<48} {:<9} {:<22} {}",
+            c.id,
+            format!("{:?}", c.dialect).to_lowercase(),
+            c.clauses.join(","),
+            c.title
+        );
+    }
+    println!("{} cases", cases.len());
+    ExitCode::SUCCESS
+}
+
+async fn run_cases(args: RunArgs) -> ExitCode {
+    use nbd_conform::engine::run::Settings;
+    use nbd_conform::engine::suite::{run_subject, Subject};
+    use nbd_conform::launch::ServerKind;
+    use nbd_conform::report::RunReport;
+
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return usage("--timeout must be a positive number of seconds");
+    }
+    let mut cases = match load(args.cases.clone()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    cases.retain(|c| {
+        (args.only.is_empty() || args.only.iter().any(|p| c.id.starts_with(p.as_str())))
+            && !args.skip.iter().any(|p| c.id.starts_with(p.as_str()))
+    });
+    if cases.is_empty() {
+        return usage("no case matches --only/--skip");
+    }
+    let mut subjects = Vec::new();
+    let dialects = |choice: Option<DialectChoice>, offered: &[Dialect]| -> Vec<Dialect> {
+        match choice {
+            Some(DialectChoice::Standard) => vec![Dialect::Standard],
+            Some(DialectChoice::Draft) => vec![Dialect::Draft],
+            Some(DialectChoice::Auto) | None => offered.to_vec(),
+        }
+    };
+    if !args.targets.is_empty() {
+        for t in &args.targets {
+            let mut target: Target = match t.parse() {
+                Ok(t) => t,
+                Err(e) => return usage(e),
+            };
+            if let Some(e) = &args.export {
+                target.export = e.clone();
+            }
+            let offered = if args.dialect.is_none() {
+                &[Dialect::Standard][..]
+            } else {
+                &[Dialect::Standard, Dialect::Draft][..]
+            };
+            for dialect in dialects(args.dialect, offered) {
+                subjects.push(Subject::Remote {
+                    target: target.clone(),
+                    dialect,
+                });
+            }
+        }
+    } else {
+        let wanted: Vec<ServerKind> =
+            if args.servers.is_empty() || args.servers.contains(&ServerChoice::All) {
+                ServerKind::ALL
+                    .into_iter()
+                    .filter(|k| k.installed_version().is_some())
+                    .collect()
+            } else {
+                args.servers
+                    .iter()
+                    .map(|s| match s {
+                        ServerChoice::Reference | ServerChoice::All => ServerKind::Reference,
+                        ServerChoice::QemuNbd => ServerKind::QemuNbd,
+                        ServerChoice::Nbdkit => ServerKind::Nbdkit,
+                        ServerChoice::NbdServer => ServerKind::NbdServer,
+                    })
+                    .collect()
+            };
+        for kind in wanted {
+            for dialect in dialects(args.dialect, kind.dialects()) {
+                if kind.dialects().contains(&dialect) {
+                    subjects.push(Subject::Local { kind, dialect });
+                }
+            }
+        }
+    }
+    let settings = Settings {
+        timeout: Duration::from_secs_f64(args.timeout),
+        ..Settings::default()
+    };
+    let mut targets = Vec::new();
+    for subject in &subjects {
+        eprintln!("nbd-conform run: {} …", subject.name());
+        let result = run_subject(subject, &cases, settings, args.parallel).await;
+        let s = result.summary();
+        eprintln!(
+            "  {} pass, {} fail, {} warn, {} info, {} unsupported, {} error",
+            s.pass, s.fail, s.warn, s.info, s.unsupported, s.error
+        );
+        let mut last_why = String::new();
+        for c in result.cases.iter().filter(|c| {
+            c.grade.is_nonconformant(args.strict)
+                || c.grade == nbd_conform::engine::outcome::Grade::Error
+        }) {
+            let why = c.deciding().map_or_else(
+                || c.note.clone().unwrap_or_default(),
+                |f| {
+                    format!(
+                        "{}: expected {}; observed {}",
+                        f.clause, f.expected, f.observed
+                    )
+                },
+            );
+            // An unreachable target errors every case the same way: say it once.
+            if why == last_why && c.grade == nbd_conform::engine::outcome::Grade::Error {
+                continue;
+            }
+            eprintln!("  {} {}: {why}", c.grade.as_str().to_uppercase(), c.id);
+            last_why = why;
+        }
+        targets.push(result);
+    }
+    let report = RunReport {
+        targets,
+        strict: args.strict,
+    };
+    for (path, text) in [
+        (&args.report, report.to_markdown()),
+        (&args.json, report.to_json()),
+        (&args.junit, report.to_junit()),
+    ] {
+        if let Some(p) = path {
+            if let Err(e) = std::fs::write(p, text) {
+                eprintln!("nbd-conform run: cannot write {}: {e}", p.display());
+                return ExitCode::from(exit::FAILED);
+            }
+        }
+    }
+    let code = report.exit_code();
+    eprintln!(
+        "nbd-conform run: {}",
+        match code {
+            0 => "conformant",
+            1 => "NON-CONFORMANT",
+            _ => "could not test",
+        }
+    );
+    ExitCode::from(code)
+}
+
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("nbd-conform: {message}");
+    ExitCode::from(exit::USAGE)
+}

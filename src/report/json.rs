@@ -1,0 +1,258 @@
+//! The JSON index (design §6). The shape is stable: keys are added, never renamed. Structs keep
+//! the key order of the design so the file diffs and reads like the spec of it.
+
+use serde::Serialize;
+
+use super::{Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
+use crate::engine::outcome::{Capabilities, CaseResult, Finding, Grade, Summary, TargetResult};
+use crate::Dialect;
+
+#[derive(Serialize)]
+struct Run<'a> {
+    suite: &'static str,
+    version: &'static str,
+    spec: &'static str,
+    // Extensions.
+    verdict: &'static str,
+    strict: bool,
+    exit_code: u8,
+    targets: Vec<Target<'a>>,
+}
+
+#[derive(Serialize)]
+struct Target<'a> {
+    name: &'a str,
+    uri: &'a str,
+    server: &'a str,
+    dialect: Dialect,
+    capabilities: &'a Capabilities,
+    summary: Summary,
+    cases: Vec<Case<'a>>,
+}
+
+#[derive(Serialize)]
+struct Case<'a> {
+    id: &'a str,
+    grade: Grade,
+    clauses: &'a [&'static str],
+    level: &'static str,
+    expected: &'a str,
+    observed: &'a str,
+    duration_ms: u64,
+    // Extensions.
+    title: &'a str,
+    findings: Vec<FindingOut<'a>>,
+    note: Option<&'a str>,
+    transcript: &'a [String],
+    streams: &'a [String],
+}
+
+#[derive(Serialize)]
+struct FindingOut<'a> {
+    clause: &'static str,
+    level: &'static str,
+    grade: Grade,
+    expected: &'a str,
+    observed: &'a str,
+}
+
+pub(super) fn render(report: &RunReport) -> String {
+    let run = Run {
+        suite: "nbd-conform",
+        version: SUITE_VERSION,
+        spec: SPEC_REVISION,
+        verdict: report.verdict().as_str(),
+        strict: report.strict,
+        exit_code: report.exit_code(),
+        targets: report.targets.iter().map(target).collect(),
+    };
+    let mut out = serde_json::to_string_pretty(&run)
+        .expect("report JSON holds only strings, numbers and bools");
+    out.push('\n');
+    out
+}
+
+fn target(t: &TargetResult) -> Target<'_> {
+    Target {
+        name: &t.name,
+        uri: &t.uri,
+        server: &t.server,
+        dialect: t.dialect,
+        capabilities: &t.capabilities,
+        summary: t.summary(),
+        cases: t.cases.iter().map(case).collect(),
+    }
+}
+
+fn case(c: &CaseResult) -> Case<'_> {
+    let decided = Decided::of(c);
+    Case {
+        id: &c.id,
+        grade: c.grade,
+        clauses: &c.clauses,
+        level: decided.level,
+        expected: decided.expected,
+        observed: decided.observed,
+        duration_ms: u64::try_from(c.duration.as_millis()).unwrap_or(u64::MAX),
+        title: &c.title,
+        findings: c.findings.iter().map(finding).collect(),
+        note: c.note.as_deref(),
+        transcript: &c.transcript,
+        streams: &c.streams,
+    }
+}
+
+fn finding(f: &Finding) -> FindingOut<'_> {
+    FindingOut {
+        clause: f.clause,
+        level: f.level(),
+        grade: f.grade,
+        expected: &f.expected,
+        observed: &f.observed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::super::tests::sample;
+    use super::*;
+
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn sorted(mut k: Vec<&str>) -> Vec<&str> {
+        k.sort_unstable();
+        k
+    }
+
+    #[test]
+    fn has_exactly_the_design_keys_plus_extensions() {
+        let v: Value = serde_json::from_str(&sample().to_json()).expect("valid JSON");
+        assert_eq!(
+            keys(&v),
+            sorted(vec![
+                "suite",
+                "version",
+                "spec",
+                "targets",
+                "verdict",
+                "strict",
+                "exit_code"
+            ])
+        );
+        assert_eq!(v["suite"], "nbd-conform");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["spec"], SPEC_REVISION);
+        assert_eq!(v["verdict"], "non-conformant");
+        assert_eq!(v["exit_code"], 1);
+
+        let targets = v["targets"].as_array().unwrap();
+        assert_eq!(targets.len(), 2);
+        let t = &targets[0];
+        assert_eq!(
+            keys(t),
+            sorted(vec![
+                "name",
+                "uri",
+                "server",
+                "dialect",
+                "capabilities",
+                "summary",
+                "cases"
+            ])
+        );
+        assert_eq!(t["dialect"], "standard");
+        assert_eq!(
+            keys(&t["capabilities"]),
+            sorted(vec!["structured_replies", "extended_headers", "contexts"])
+        );
+        assert_eq!(t["capabilities"]["contexts"][0], "base:allocation");
+        assert_eq!(
+            keys(&t["summary"]),
+            sorted(vec!["pass", "fail", "warn", "info", "unsupported", "error"])
+        );
+        for grade in ["pass", "fail", "warn", "info", "unsupported", "error"] {
+            assert_eq!(t["summary"][grade], 1, "{grade}");
+        }
+
+        let case_keys = sorted(vec![
+            "id",
+            "grade",
+            "clauses",
+            "level",
+            "expected",
+            "observed",
+            "duration_ms",
+            "title",
+            "findings",
+            "note",
+            "transcript",
+            "streams",
+        ]);
+        for c in t["cases"].as_array().unwrap() {
+            assert_eq!(keys(c), case_keys);
+            for f in c["findings"].as_array().unwrap() {
+                assert_eq!(
+                    keys(f),
+                    sorted(vec!["clause", "level", "grade", "expected", "observed"])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn case_fields_come_from_the_deciding_finding_or_the_note() {
+        let v: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        let cases = v["targets"][0]["cases"].as_array().unwrap();
+
+        let fail = &cases[1];
+        assert_eq!(fail["grade"], "fail");
+        assert_eq!(
+            fail["clauses"],
+            serde_json::json!(["BS-REQ-ONE-2", "BS-REP-LEN-1"])
+        );
+        assert_eq!(fail["level"], "MUST");
+        assert_eq!(fail["expected"], "1 descriptor, length <= 4096");
+        assert_eq!(fail["observed"], "2 descriptors | lengths 4096+512 <&\"'>");
+        assert_eq!(fail["duration_ms"], 12);
+        assert_eq!(fail["findings"].as_array().unwrap().len(), 2);
+        assert_eq!(fail["findings"][1]["grade"], "warn");
+        assert_eq!(fail["transcript"].as_array().unwrap().len(), 3);
+        assert_eq!(fail["note"], Value::Null);
+
+        let unsupported = &cases[4];
+        assert_eq!(unsupported["grade"], "unsupported");
+        assert_eq!(unsupported["level"], "");
+        assert_eq!(unsupported["expected"], "");
+        assert_eq!(
+            unsupported["observed"],
+            "server did not negotiate extended headers"
+        );
+        assert_eq!(
+            unsupported["note"],
+            "server did not negotiate extended headers"
+        );
+
+        let error = &cases[5];
+        assert_eq!(error["grade"], "error");
+        assert_eq!(
+            error["observed"],
+            "connect refused <127.0.0.1:10809> & gave up"
+        );
+    }
+
+    #[test]
+    fn is_deterministic() {
+        assert_eq!(sample().to_json(), sample().to_json());
+    }
+}

@@ -1,0 +1,628 @@
+//! The Markdown report (design §6): for people, and for a CI job summary.
+//!
+//! Deterministic by construction (no clock, no durations, input order or sorted order
+//! everywhere) so it can be snapshot-tested.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::{self, Write};
+
+use super::{marker, Decided, RunReport, Verdict, SPEC_REVISION, SUITE_VERSION};
+use crate::clauses;
+use crate::engine::outcome::{CaseResult, Grade, TargetResult};
+use crate::Dialect;
+
+/// The longest "observed" text the by-section table shows; the rest is in the failure entry
+/// and the JSON.
+const ONE_LINE_MAX: usize = 120;
+
+pub(super) fn render(report: &RunReport) -> String {
+    let mut out = String::new();
+    write_report(&mut out, report).expect("writing to a String cannot fail");
+    out
+}
+
+fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
+    writeln!(out, "# NBD block-status conformance report")?;
+    targets(out, report)?;
+    verdict(out, report)?;
+    legend(out)?;
+    capabilities(out, report)?;
+    entries(out, report, Grade::Fail)?;
+    entries(out, report, Grade::Warn)?;
+    by_section(out, report)?;
+    coverage(out, report)?;
+    if report.targets.len() >= 2 {
+        matrix(out, report)?;
+    }
+    Ok(())
+}
+
+fn targets(out: &mut String, report: &RunReport) -> fmt::Result {
+    writeln!(
+        out,
+        "\n| Target | URI | Server | Dialect |\n|---|---|---|---|"
+    )?;
+    for t in &report.targets {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            cell(&t.name),
+            code_cell(&t.uri),
+            cell(&t.server),
+            dialect(t.dialect)
+        )?;
+    }
+    Ok(())
+}
+
+fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
+    let s = report.total();
+    let strict = if report.strict {
+        " under `--strict`"
+    } else {
+        ""
+    };
+    let verdict = match report.verdict() {
+        Verdict::Conformant => "conformant",
+        Verdict::NonConformant => "non-conformant",
+        Verdict::CouldNotTest => "could not test",
+    };
+    writeln!(
+        out,
+        "\n**Verdict: {verdict}**{strict} ({} fail, {} warn, {} pass, {} info, {} unsupported, {} error)",
+        s.fail, s.warn, s.pass, s.info, s.unsupported, s.error
+    )?;
+    writeln!(out, "\nSpec {SPEC_REVISION} · nbd-conform {SUITE_VERSION}")
+}
+
+fn legend(out: &mut String) -> fmt::Result {
+    writeln!(
+        out,
+        "\n## Grades
+
+| Grade | Meaning |
+|---|---|
+| PASS | the clause holds |
+| FAIL | a MUST / MUST NOT is broken |
+| WARN | a SHOULD / SHOULD NOT is broken (fails only under `--strict`) |
+| INFO | a MAY or unspecified behaviour, recorded |
+| UNSUPPORTED | a prerequisite was not negotiated (no structured replies, no context, no extended headers) |
+| ERROR | the harness could not test (refused, timeout while connecting, bad arguments); never a verdict |"
+    )
+}
+
+fn capabilities(out: &mut String, report: &RunReport) -> fmt::Result {
+    writeln!(
+        out,
+        "\n## Capabilities\n\n| Target | Structured replies | Extended headers | Contexts |\n|---|---|---|---|"
+    )?;
+    for t in &report.targets {
+        let caps = &t.capabilities;
+        let contexts = if caps.contexts.is_empty() {
+            "none".to_string()
+        } else {
+            caps.contexts
+                .iter()
+                .map(|c| code_cell(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {contexts} |",
+            cell(&t.name),
+            yes_no(caps.structured_replies),
+            yes_no(caps.extended_headers)
+        )?;
+    }
+    Ok(())
+}
+
+/// "## Failures" or "## Warnings": one entry per case of that grade, target by target.
+fn entries(out: &mut String, report: &RunReport, grade: Grade) -> fmt::Result {
+    match grade {
+        Grade::Warn if report.strict => writeln!(out, "\n## Warnings (failing under `--strict`)")?,
+        Grade::Warn => writeln!(out, "\n## Warnings")?,
+        _ => writeln!(out, "\n## Failures")?,
+    }
+    let mut any = false;
+    for t in &report.targets {
+        for c in t.cases.iter().filter(|c| c.grade == grade) {
+            entry(out, t, c)?;
+            any = true;
+        }
+    }
+    if !any {
+        writeln!(out, "\nNone.")?;
+    }
+    Ok(())
+}
+
+fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Result {
+    let decided = Decided::of(case);
+    let clause = decided.clause_or_first(case);
+    let level = match (decided.clause, clause) {
+        (Some(_), _) => decided.level,
+        (None, Some(id)) => clauses::clause(id).map_or("?", |c| c.level.as_str()),
+        (None, None) => "?",
+    };
+    writeln!(
+        out,
+        "\n### {} {} — {} ({level})",
+        marker(case.grade),
+        code(&case.id),
+        clause.map_or_else(|| "no clause".to_string(), code)
+    )?;
+    writeln!(
+        out,
+        "\n{} · target {}",
+        inline(&case.title),
+        code(&target.name)
+    )?;
+
+    if let Some(c) = clause.and_then(clauses::clause) {
+        writeln!(out)?;
+        for line in c.text.lines() {
+            writeln!(out, "> {}", inline(line))?;
+        }
+        writeln!(
+            out,
+            ">\n> — our paraphrase; spec section: {}",
+            inline(c.section)
+        )?;
+    }
+
+    writeln!(out)?;
+    writeln!(out, "- Expected: {}", inline(decided.expected))?;
+    writeln!(out, "- Observed: {}", inline(decided.observed))?;
+    if let Some(note) = case
+        .note
+        .as_deref()
+        .filter(|n| !n.is_empty() && *n != decided.observed)
+    {
+        writeln!(out, "- Note: {}", inline(note))?;
+    }
+
+    let deciding = case.deciding();
+    let others: Vec<_> = case
+        .findings
+        .iter()
+        .filter(|f| !deciding.is_some_and(|d| std::ptr::eq(d, *f)))
+        .collect();
+    if !others.is_empty() {
+        writeln!(out, "\nOther findings:\n")?;
+        for f in others {
+            writeln!(
+                out,
+                "- {} {} ({}): expected {}; observed {}",
+                marker(f.grade),
+                code(f.clause),
+                f.level(),
+                inline(&f.expected),
+                inline(&f.observed)
+            )?;
+        }
+    }
+    transcript(out, &case.transcript)
+}
+
+/// A numbered transcript in a fence no line can close, inside a collapsed block.
+fn transcript(out: &mut String, lines: &[String]) -> fmt::Result {
+    if lines.is_empty() {
+        return writeln!(out, "\n_No transcript recorded._");
+    }
+    let fence = "`".repeat(fence_len(lines));
+    let width = lines.len().to_string().len();
+    writeln!(
+        out,
+        "\n<details><summary>transcript ({} lines)</summary>\n",
+        lines.len()
+    )?;
+    writeln!(out, "{fence}")?;
+    for (i, line) in lines.iter().enumerate() {
+        // A transcript line holding a newline still gets one number.
+        writeln!(out, "{:>width$} {}", i + 1, line.replace('\n', " "))?;
+    }
+    writeln!(out, "{fence}\n\n</details>")
+}
+
+/// Three backticks, or one more than the longest backtick run in any line.
+fn fence_len(lines: &[String]) -> usize {
+    let longest = lines.iter().map(|l| longest_run(l, '`')).max().unwrap_or(0);
+    (longest + 1).max(3)
+}
+
+fn longest_run(s: &str, ch: char) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in s.chars() {
+        run = if c == ch { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+fn by_section(out: &mut String, report: &RunReport) -> fmt::Result {
+    writeln!(out, "\n## By section")?;
+    let several = report.targets.len() >= 2;
+    // Sections in the order their first case ran; cases within a section likewise.
+    let mut sections: Vec<(&'static str, Vec<(&TargetResult, &CaseResult)>)> = Vec::new();
+    for t in &report.targets {
+        for c in &t.cases {
+            let name = c
+                .clauses
+                .first()
+                .map_or("general", |id| clauses::section_of(id));
+            match sections.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, rows)) => rows.push((t, c)),
+                None => sections.push((name, vec![(t, c)])),
+            }
+        }
+    }
+    if sections.is_empty() {
+        return writeln!(out, "\nNo cases ran.");
+    }
+    for (name, rows) in sections {
+        writeln!(out, "\n### {}\n", inline(name))?;
+        if several {
+            writeln!(
+                out,
+                "| Case | Target | Title | Grade | Clause | Observed |\n|---|---|---|---|---|---|"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "| Case | Title | Grade | Clause | Observed |\n|---|---|---|---|---|"
+            )?;
+        }
+        for (t, c) in rows {
+            let decided = Decided::of(c);
+            let target = if several {
+                format!(" {} |", cell(&t.name))
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "| {} |{target} {} | {} | {} | {} |",
+                code_cell(&c.id),
+                cell(&c.title),
+                marker(c.grade),
+                decided
+                    .clause_or_first(c)
+                    .map_or_else(|| "—".to_string(), code_cell),
+                cell(&one_line(decided.observed))
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn coverage(out: &mut String, report: &RunReport) -> fmt::Result {
+    writeln!(out, "\n## Clause coverage")?;
+    // Clause id → case ids naming it (in the case list or in a finding), deduplicated across
+    // targets, in run order.
+    let mut covered: BTreeMap<(usize, &str), Vec<&str>> = BTreeMap::new();
+    for c in report.targets.iter().flat_map(|t| &t.cases) {
+        let named = c
+            .clauses
+            .iter()
+            .copied()
+            .chain(c.findings.iter().map(|f| f.clause));
+        for id in named {
+            let cases = covered.entry((registry_position(id), id)).or_default();
+            if !cases.contains(&c.id.as_str()) {
+                cases.push(&c.id);
+            }
+        }
+    }
+    let named: HashSet<&str> = covered.keys().map(|(_, id)| *id).collect();
+    let uncovered: Vec<_> = clauses::CLAUSES
+        .iter()
+        .filter(|c| !named.contains(c.id))
+        .collect();
+    writeln!(
+        out,
+        "\n{} clauses named by a case; {} of {} registry clauses are not covered.",
+        covered.len(),
+        uncovered.len(),
+        clauses::CLAUSES.len()
+    )?;
+
+    if !covered.is_empty() {
+        writeln!(
+            out,
+            "\n| Clause | Level | Section | Cases |\n|---|---|---|---|"
+        )?;
+        for ((_, id), cases) in &covered {
+            let level = clauses::clause(id).map_or("not in registry", |c| c.level.as_str());
+            let cases: Vec<String> = cases.iter().map(|c| code_cell(c)).collect();
+            writeln!(
+                out,
+                "| {} | {level} | {} | {} |",
+                code_cell(id),
+                cell(clauses::section_of(id)),
+                cases.join(", ")
+            )?;
+        }
+    }
+
+    if !uncovered.is_empty() {
+        writeln!(
+            out,
+            "\n<details><summary>{} registry clauses no case covers</summary>\n",
+            uncovered.len()
+        )?;
+        for c in uncovered {
+            writeln!(
+                out,
+                "- {} ({}) — {}",
+                code(c.id),
+                c.level.as_str(),
+                inline(clauses::section_of(c.id))
+            )?;
+        }
+        writeln!(out, "\n</details>")?;
+    }
+    Ok(())
+}
+
+/// Registry order groups clauses by spec section; ids outside the registry sort last, by id.
+fn registry_position(id: &str) -> usize {
+    clauses::CLAUSES
+        .iter()
+        .position(|c| c.id == id)
+        .unwrap_or(usize::MAX)
+}
+
+fn matrix(out: &mut String, report: &RunReport) -> fmt::Result {
+    writeln!(out, "\n## Interop matrix\n")?;
+    let names: Vec<String> = report.targets.iter().map(|t| cell(&t.name)).collect();
+    writeln!(out, "| Case | {} |", names.join(" | "))?;
+    writeln!(out, "|---|{}", "---|".repeat(names.len()))?;
+    let mut ids: Vec<&str> = Vec::new();
+    for c in report.targets.iter().flat_map(|t| &t.cases) {
+        if !ids.contains(&c.id.as_str()) {
+            ids.push(&c.id);
+        }
+    }
+    for id in ids {
+        let cells: Vec<&str> = report
+            .targets
+            .iter()
+            .map(|t| {
+                t.cases
+                    .iter()
+                    .find(|c| c.id == id)
+                    .map_or("—", |c| marker(c.grade))
+            })
+            .collect();
+        writeln!(out, "| {} | {} |", code_cell(id), cells.join(" | "))?;
+    }
+    Ok(())
+}
+
+fn dialect(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Standard => "standard",
+        Dialect::Draft => "draft (2016 GET_LBA_STATUS)",
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Text for one line of prose or a list item: newlines become `<br>`, and `<` can't open HTML
+/// (only `<` before a letter, `/`, `!` or `?` can, so `<=` stays readable).
+fn inline(s: &str) -> String {
+    let s = s.replace("\r\n", "\n");
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '<' if chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || "/!?".contains(*n)) =>
+            {
+                out.push_str("&lt;")
+            }
+            '\n' => out.push_str("<br>"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for a table cell: as [`inline`], and `|` can't end the cell.
+fn cell(s: &str) -> String {
+    inline(s).replace('|', "\\|")
+}
+
+/// An inline code span that holds `s` verbatim, whatever backticks it contains.
+fn code(s: &str) -> String {
+    let fence = "`".repeat(longest_run(s, '`') + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{s}{pad}{fence}")
+}
+
+/// A code span in a table cell: GFM splits cells on `|` even inside code, and drops the
+/// backslash of `\|` there.
+fn code_cell(s: &str) -> String {
+    code(&s.replace('\n', " ")).replace('|', "\\|")
+}
+
+/// The text up to its first newline, at most [`ONE_LINE_MAX`] characters.
+fn one_line(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("");
+    let more = first.len() < s.trim_end().len();
+    let mut line: String = first.chars().take(ONE_LINE_MAX).collect();
+    if more || line.len() < first.len() {
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{case, sample, target};
+    use super::*;
+
+    fn pos(haystack: &str, needle: &str) -> usize {
+        haystack
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in report:\n{haystack}"))
+    }
+
+    #[test]
+    fn sections_come_in_design_order() {
+        let md = sample().to_markdown();
+        assert!(md.starts_with("# NBD block-status conformance report\n"));
+        let order = [
+            "| Target | URI | Server | Dialect |",
+            "**Verdict: non-conformant** (1 fail, 1 warn, 3 pass, 1 info, 1 unsupported, 1 error)",
+            "Spec proto.md@89ba7b5 · nbd-conform ",
+            "## Grades",
+            "## Capabilities",
+            "## Failures",
+            "### FAIL `block-status/req-one` — `BS-REQ-ONE-2` (MUST)",
+            "## Warnings",
+            "### WARN `block-status/align` — `BS-REP-512-1` (SHOULD)",
+            "## By section",
+            "## Clause coverage",
+            "## Interop matrix",
+        ];
+        let positions: Vec<usize> = order.iter().map(|n| pos(&md, n)).collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {positions:?}"
+        );
+    }
+
+    #[test]
+    fn failure_entry_has_clause_expected_observed_and_other_findings() {
+        let md = sample().to_markdown();
+        let entry = &md[pos(&md, "### FAIL")..pos(&md, "## Warnings")];
+        let paraphrase = clauses::clause("BS-REQ-ONE-2").unwrap().text;
+        assert!(
+            entry.contains(&format!("> {}", inline(paraphrase))),
+            "{entry}"
+        );
+        assert!(
+            entry.contains("- Expected: 1 descriptor, length <= 4096"),
+            "{entry}"
+        );
+        assert!(
+            entry.contains("- Observed: 2 descriptors | lengths 4096+512 <&\"'>"),
+            "{entry}"
+        );
+        assert!(entry.contains(
+            "- WARN `BS-REP-512-1` (SHOULD): expected multiples of 512; observed length 100"
+        ));
+        assert!(entry.contains("<details><summary>transcript (3 lines)</summary>"));
+    }
+
+    #[test]
+    fn transcript_fence_outlasts_any_backticks_in_it() {
+        let md = sample().to_markdown();
+        // The longest run in the sample is four backticks, so the fence has five.
+        let open = pos(&md, "\n`````\n1 TX REQUEST");
+        let body = &md[open + 7..];
+        let close = pos(body, "\n`````\n");
+        let inside = &body[..close];
+        assert_eq!(inside.lines().count(), 3, "{inside}");
+        assert!(inside.contains("3 ```"));
+        assert!(!inside.lines().any(|l| l.starts_with("```")));
+        assert_eq!(fence_len(&["plain".to_string()]), 3);
+        assert_eq!(fence_len(&["a ``` b".to_string()]), 4);
+    }
+
+    #[test]
+    fn table_cells_escape_pipes_and_newlines() {
+        let md = sample().to_markdown();
+        assert!(md.contains("| REQ_ONE \\| one descriptor | FAIL |"), "{md}");
+        assert!(md.contains("2 descriptors \\| lengths"));
+        // A multi-line observation stays on one table row.
+        assert!(md.contains("| WARN | `BS-REP-512-1` | line one… |"), "{md}");
+        assert_eq!(cell("a|b\nc\r\nd"), "a\\|b<br>c<br>d");
+        assert_eq!(
+            inline("<none> </x> <!-- <= <1"),
+            "&lt;none> &lt;/x> &lt;!-- <= <1"
+        );
+        assert_eq!(code_cell("x|y"), "`x\\|y`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`a"), "`` `a ``");
+    }
+
+    #[test]
+    fn by_section_groups_by_first_clause() {
+        let md = sample().to_markdown();
+        let section = &md[pos(&md, "## By section")..pos(&md, "## Clause coverage")];
+        let block = pos(section, "### block status");
+        let negotiation = pos(section, "### negotiation");
+        assert!(block < negotiation);
+        assert!(section[negotiation..].contains("`negotiation/extended` | alpha |"));
+        assert!(section[negotiation..]
+            .contains("| UNSUPPORTED | `EH-GO-1` | server did not negotiate extended headers |"));
+        assert!(section[negotiation..]
+            .contains("| ERROR | `HS-GREET-1` | connect refused <127.0.0.1:10809> & gave up |"));
+    }
+
+    #[test]
+    fn coverage_lists_cases_per_clause_and_the_uncovered_rest() {
+        let md = sample().to_markdown();
+        let cov = &md[pos(&md, "## Clause coverage")..pos(&md, "## Interop matrix")];
+        assert!(cov.contains("| `BS-REP-512-1` | SHOULD | block status | `block-status/req-one`, `block-status/align` |"), "{cov}");
+        let uncovered = clauses::CLAUSES.len() - 7;
+        assert!(cov.contains(&format!(
+            "<details><summary>{uncovered} registry clauses no case covers</summary>"
+        )));
+    }
+
+    #[test]
+    fn matrix_only_with_several_targets() {
+        let md = sample().to_markdown();
+        let matrix = &md[pos(&md, "## Interop matrix")..];
+        assert!(matrix.contains("| Case | alpha | beta |"));
+        assert!(matrix.contains("| `block-status/basic` | PASS | PASS |"));
+        assert!(matrix.contains("| `block-status/align` | WARN | PASS |"));
+        assert!(matrix.contains("| `block-status/req-one` | FAIL | — |"));
+
+        let mut one = sample();
+        one.targets.truncate(1);
+        let md = one.to_markdown();
+        assert!(!md.contains("## Interop matrix"));
+        assert!(md.contains("| Case | Title | Grade | Clause | Observed |"));
+    }
+
+    #[test]
+    fn verdict_lines() {
+        let pass = RunReport {
+            targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
+            strict: false,
+        };
+        assert!(pass
+            .to_markdown()
+            .contains("**Verdict: conformant** (0 fail, 0 warn, 1 pass"));
+        let down = RunReport {
+            targets: vec![target("a", vec![case("x", Grade::Error, &[])])],
+            strict: true,
+        };
+        let md = down.to_markdown();
+        assert!(md.contains("**Verdict: could not test** under `--strict` (0 fail"));
+        assert!(md.contains("## Failures\n\nNone.\n"));
+        assert!(md.contains("### general"));
+    }
+
+    #[test]
+    fn is_deterministic() {
+        assert_eq!(sample().to_markdown(), sample().to_markdown());
+    }
+}

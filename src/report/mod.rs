@@ -1,0 +1,351 @@
+//! Reports of a run: one verdict and exit code, written as Markdown (people, CI job summaries),
+//! JSON (machines; design §6 shape, extended but never renamed) and JUnit XML (CI).
+//!
+//! Every writer reads the same [`RunReport`] and the same per-case digest ([`Decided`]), so the
+//! three formats can't disagree about which clause decided a case or what was observed.
+
+mod json;
+mod junit;
+mod markdown;
+
+use crate::engine::outcome::{CaseResult, Grade, Summary, TargetResult};
+
+/// The proto.md revision the clause registry was read at.
+pub const SPEC_REVISION: &str = "proto.md@89ba7b5";
+
+/// The suite's own version, as reports print it.
+const SUITE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything one `run` produced, and whether WARN counts as non-conformance.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub targets: Vec<TargetResult>,
+    pub strict: bool,
+}
+
+/// The run's overall result; it picks the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Conformant,
+    NonConformant,
+    CouldNotTest,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Conformant => "conformant",
+            Verdict::NonConformant => "non-conformant",
+            Verdict::CouldNotTest => "could not test",
+        }
+    }
+}
+
+impl RunReport {
+    /// Non-conformance wins over "could not test": a broken clause on one target is never hidden
+    /// by another target being unreachable. A target with no cases, or only errored ones, was
+    /// not tested; so is a run with no targets at all.
+    pub fn verdict(&self) -> Verdict {
+        let nonconformant = self
+            .targets
+            .iter()
+            .flat_map(|t| &t.cases)
+            .any(|c| c.grade.is_nonconformant(self.strict));
+        if nonconformant {
+            return Verdict::NonConformant;
+        }
+        let untested = self.targets.is_empty()
+            || self
+                .targets
+                .iter()
+                .any(|t| t.cases.iter().all(|c| c.grade == Grade::Error));
+        if untested {
+            Verdict::CouldNotTest
+        } else {
+            Verdict::Conformant
+        }
+    }
+
+    /// 0 conformant, 1 non-conformant, 3 could not test (2, a usage error, is the CLI's).
+    pub fn exit_code(&self) -> u8 {
+        match self.verdict() {
+            Verdict::Conformant => 0,
+            Verdict::NonConformant => 1,
+            Verdict::CouldNotTest => 3,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        json::render(self)
+    }
+
+    pub fn to_markdown(&self) -> String {
+        markdown::render(self)
+    }
+
+    pub fn to_junit(&self) -> String {
+        junit::render(self)
+    }
+
+    /// Grade counts over every target.
+    fn total(&self) -> Summary {
+        let mut total = Summary::default();
+        for s in self.targets.iter().map(TargetResult::summary) {
+            total.pass += s.pass;
+            total.fail += s.fail;
+            total.warn += s.warn;
+            total.info += s.info;
+            total.unsupported += s.unsupported;
+            total.error += s.error;
+        }
+        total
+    }
+}
+
+/// What a report says about one case in a line: the clause that decided it, at which level,
+/// and expected vs observed. For an unsupported or errored case "observed" is the note (why it
+/// could not apply), since those grades rarely come with a finding.
+struct Decided<'a> {
+    clause: Option<&'static str>,
+    level: &'static str,
+    expected: &'a str,
+    observed: &'a str,
+}
+
+impl<'a> Decided<'a> {
+    fn of(case: &'a CaseResult) -> Decided<'a> {
+        let deciding = case.deciding();
+        let note = case.note.as_deref().filter(|n| !n.is_empty());
+        let observed = match (case.grade, note) {
+            (Grade::Unsupported | Grade::Error, Some(note)) => note,
+            _ => deciding.map_or("", |f| f.observed.as_str()),
+        };
+        Decided {
+            clause: deciding.map(|f| f.clause),
+            level: deciding.map_or("", |f| f.level()),
+            expected: deciding.map_or("", |f| f.expected.as_str()),
+            observed,
+        }
+    }
+
+    /// The deciding clause, else the first clause the case is about.
+    fn clause_or_first(&self, case: &CaseResult) -> Option<&'static str> {
+        self.clause.or_else(|| case.clauses.first().copied())
+    }
+}
+
+/// Upper-case grade marker used by the Markdown and JUnit output.
+fn marker(grade: Grade) -> &'static str {
+    match grade {
+        Grade::Pass => "PASS",
+        Grade::Info => "INFO",
+        Grade::Unsupported => "UNSUPPORTED",
+        Grade::Warn => "WARN",
+        Grade::Fail => "FAIL",
+        Grade::Error => "ERROR",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::outcome::{Capabilities, Finding};
+    use crate::Dialect;
+
+    pub(crate) fn case(id: &str, grade: Grade, clauses: &[&'static str]) -> CaseResult {
+        CaseResult {
+            id: id.to_string(),
+            title: format!("title of {id}"),
+            grade,
+            clauses: clauses.to_vec(),
+            findings: Vec::new(),
+            note: None,
+            transcript: Vec::new(),
+            streams: Vec::new(),
+            duration: Duration::from_millis(12),
+        }
+    }
+
+    pub(crate) fn target(name: &str, cases: Vec<CaseResult>) -> TargetResult {
+        TargetResult {
+            name: name.to_string(),
+            uri: format!("nbd://127.0.0.1:10809/{name}"),
+            server: "reference 0.1.0".to_string(),
+            dialect: Dialect::Standard,
+            capabilities: Capabilities {
+                structured_replies: true,
+                extended_headers: false,
+                contexts: vec!["base:allocation".to_string()],
+            },
+            cases,
+        }
+    }
+
+    /// Two targets and every grade; a transcript line holding a fence, cells holding `|`, and
+    /// messages holding every XML special character.
+    pub(crate) fn sample() -> RunReport {
+        let mut pass = case("block-status/basic", Grade::Pass, &["BS-REP-ATLEAST1-1"]);
+        pass.findings.push(Finding {
+            clause: "BS-REP-ATLEAST1-1",
+            grade: Grade::Pass,
+            expected: "a reply".into(),
+            observed: "a reply".into(),
+        });
+        pass.transcript = vec!["TX REQUEST type=BLOCK_STATUS offset=0 len=4096".into()];
+
+        let mut fail = case(
+            "block-status/req-one",
+            Grade::Fail,
+            &["BS-REQ-ONE-2", "BS-REP-LEN-1"],
+        );
+        fail.title = "REQ_ONE | one descriptor".into();
+        fail.findings = vec![
+            Finding {
+                clause: "BS-REQ-ONE-2",
+                grade: Grade::Fail,
+                expected: "1 descriptor, length <= 4096".into(),
+                observed: "2 descriptors | lengths 4096+512 <&\"'>".into(),
+            },
+            Finding {
+                clause: "BS-REP-512-1",
+                grade: Grade::Warn,
+                expected: "multiples of 512".into(),
+                observed: "length 100".into(),
+            },
+        ];
+        fail.transcript = vec![
+            "TX REQUEST type=BLOCK_STATUS flags=REQ_ONE cookie=0x1".into(),
+            "RX CHUNK payload \"```\" and ````four````".into(),
+            "```".into(),
+        ];
+
+        let mut warn = case("block-status/align", Grade::Warn, &["BS-REP-512-1"]);
+        warn.findings.push(Finding {
+            clause: "BS-REP-512-1",
+            grade: Grade::Warn,
+            expected: "multiples of 512".into(),
+            observed: "line one\nline two".into(),
+        });
+
+        let mut info = case("block-status/overshoot", Grade::Info, &["BS-REP-SHORT-1"]);
+        info.findings.push(Finding {
+            clause: "BS-REP-SHORT-1",
+            grade: Grade::Info,
+            expected: "extent may end past the request".into(),
+            observed: "last extent ends at 8192 for a 4096 request".into(),
+        });
+
+        let mut unsupported = case("negotiation/extended", Grade::Unsupported, &["EH-GO-1"]);
+        unsupported.note = Some("server did not negotiate extended headers".into());
+
+        let mut error = case("handshake/greeting", Grade::Error, &["HS-GREET-1"]);
+        error.note = Some("connect refused <127.0.0.1:10809> & gave up".into());
+
+        let alpha = target(
+            "alpha",
+            vec![pass.clone(), fail, warn, info, unsupported, error],
+        );
+        let mut beta = target(
+            "beta",
+            vec![
+                pass,
+                case("block-status/align", Grade::Pass, &["BS-REP-512-1"]),
+            ],
+        );
+        beta.server = "qemu-nbd 10.0.2".into();
+        beta.capabilities.extended_headers = true;
+        RunReport {
+            targets: vec![alpha, beta],
+            strict: false,
+        }
+    }
+
+    fn report(targets: Vec<TargetResult>, strict: bool) -> RunReport {
+        RunReport { targets, strict }
+    }
+
+    #[test]
+    fn all_pass_is_conformant() {
+        let r = report(
+            vec![target(
+                "a",
+                vec![case("x", Grade::Pass, &[]), case("y", Grade::Info, &[])],
+            )],
+            false,
+        );
+        assert_eq!(r.verdict(), Verdict::Conformant);
+        assert_eq!(r.exit_code(), 0);
+    }
+
+    #[test]
+    fn warn_fails_only_under_strict() {
+        let targets = vec![target(
+            "a",
+            vec![case("x", Grade::Pass, &[]), case("y", Grade::Warn, &[])],
+        )];
+        assert_eq!(report(targets.clone(), false).exit_code(), 0);
+        let strict = report(targets, true);
+        assert_eq!(strict.verdict(), Verdict::NonConformant);
+        assert_eq!(strict.exit_code(), 1);
+    }
+
+    #[test]
+    fn fail_is_nonconformant() {
+        let r = report(
+            vec![target(
+                "a",
+                vec![case("x", Grade::Pass, &[]), case("y", Grade::Fail, &[])],
+            )],
+            false,
+        );
+        assert_eq!(r.verdict(), Verdict::NonConformant);
+        assert_eq!(r.exit_code(), 1);
+    }
+
+    #[test]
+    fn all_error_target_could_not_test() {
+        let ok = target("a", vec![case("x", Grade::Pass, &[])]);
+        let down = target(
+            "b",
+            vec![case("x", Grade::Error, &[]), case("y", Grade::Error, &[])],
+        );
+        let r = report(vec![ok.clone(), down], false);
+        assert_eq!(r.verdict(), Verdict::CouldNotTest);
+        assert_eq!(r.exit_code(), 3);
+        assert_eq!(
+            report(vec![ok.clone(), target("c", vec![])], false).exit_code(),
+            3
+        );
+        assert_eq!(report(vec![], false).exit_code(), 3);
+        // One errored case next to a passing one is still a tested target.
+        let partly = target(
+            "d",
+            vec![case("x", Grade::Error, &[]), case("y", Grade::Pass, &[])],
+        );
+        assert_eq!(report(vec![ok, partly], false).exit_code(), 0);
+    }
+
+    #[test]
+    fn nonconformance_is_never_hidden_by_an_untested_target() {
+        let broken = target("a", vec![case("x", Grade::Fail, &[])]);
+        let down = target("b", vec![case("x", Grade::Error, &[])]);
+        assert_eq!(report(vec![broken, down], false).exit_code(), 1);
+    }
+
+    #[test]
+    fn decided_uses_note_for_unsupported_and_error() {
+        let r = sample();
+        let cases = &r.targets[0].cases;
+        let unsupported = Decided::of(&cases[4]);
+        assert_eq!(
+            unsupported.observed,
+            "server did not negotiate extended headers"
+        );
+        assert_eq!(unsupported.level, "");
+        let fail = Decided::of(&cases[1]);
+        assert_eq!(fail.clause, Some("BS-REQ-ONE-2"));
+        assert_eq!(fail.expected, "1 descriptor, length <= 4096");
+    }
+}

@@ -1,0 +1,91 @@
+//! The one export this server offers, shared by all connections: image, dirty bitmaps, context
+//! catalogue, and the facts a client learns about it (name, size, transmission flags).
+
+use std::sync::Arc;
+
+use super::bitmap::{BitmapSpec, DirtyBitmap};
+use super::contexts::ContextCatalogue;
+use super::fault::Faults;
+use super::image::Image;
+use crate::wire::consts::{draft, transmission_flag as tf};
+use crate::Dialect;
+
+/// Description sent in LIST and INFO_DESCRIPTION.
+pub const DESCRIPTION: &str = "nbd-conform reference server";
+
+#[derive(Debug)]
+pub struct Export {
+    pub name: String,
+    pub dialect: Dialect,
+    pub image: Arc<Image>,
+    /// In the order given on the command line; bitmap `i` has context id `i + 1`.
+    pub bitmaps: Vec<Arc<DirtyBitmap>>,
+    pub contexts: ContextCatalogue,
+    /// Clauses to break on purpose (none unless `--fault` asked for some).
+    pub faults: Faults,
+}
+
+impl Export {
+    pub fn new(name: String, dialect: Dialect, image: Image, bitmaps: &[BitmapSpec]) -> Self {
+        Export {
+            name,
+            dialect,
+            image: Arc::new(image),
+            bitmaps: bitmaps
+                .iter()
+                .map(|spec| Arc::new(DirtyBitmap::new(spec.granularity)))
+                .collect(),
+            contexts: ContextCatalogue::new(bitmaps),
+            faults: Faults::default(),
+        }
+    }
+
+    pub fn with_faults(self, faults: Faults) -> Self {
+        Export { faults, ..self }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.image.size()
+    }
+
+    pub fn writable(&self) -> bool {
+        self.image.writable()
+    }
+
+    pub fn is_draft(&self) -> bool {
+        self.dialect == Dialect::Draft
+    }
+
+    /// The canonical name if `requested` names this export ("" is the default export).
+    pub fn resolve(&self, requested: &str) -> Option<&str> {
+        (requested.is_empty() || requested == self.name).then_some(self.name.as_str())
+    }
+
+    /// Transmission flags for a client that has (or has not) negotiated structured replies.
+    /// Bit 7 is SEND_DF today but SEND_GET_LBA_STATUS in the draft (TX-DF-1, DRAFT-FLAG-1).
+    /// BLOCK_STATUS_PAYLOAD (bit 12) is never offered: the payload form is not implemented.
+    pub fn transmission_flags(&self, structured: bool) -> u16 {
+        let mut flags = tf::HAS_FLAGS
+            | tf::SEND_FLUSH
+            | tf::SEND_FUA
+            | tf::SEND_TRIM
+            | tf::SEND_WRITE_ZEROES
+            | tf::CAN_MULTI_CONN;
+        if !self.writable() {
+            flags |= tf::READ_ONLY;
+        }
+        match self.dialect {
+            Dialect::Draft => flags |= draft::SEND_GET_LBA_STATUS,
+            Dialect::Standard if structured => flags |= tf::SEND_DF,
+            Dialect::Standard => {}
+        }
+        flags
+    }
+
+    /// Marks a modified range dirty in every bitmap.
+    pub fn mark_dirty(&self, offset: u64, length: u64) {
+        for bitmap in &self.bitmaps {
+            bitmap.mark(offset, length);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The one test binary (libtest-mimic, `harness = false`).
+//!
+//! Without a target, every case runs against every local server that is installed (the
+//! reference server in both dialects, qemu-nbd, nbdkit, nbd-server), and each result is
+//! compared with its committed insta snapshot when the server is at the pinned version. The
+//! reference server must pass every case. The self-tests (codec properties, hostile servers,
+//! interop with libnbd) run here too.
+//!
+//! With `--target HOST:PORT` (or `NBD_TARGET`, for nextest), the same cases run against that
+//! server instead; a case fails its trial when it grades fail (or warn under `--strict`), and
+//! grades `unsupported` show as ignored. Snapshots are never compared for third-party targets.
+
+mod faults;
+mod interop;
+mod support;
+mod wire;
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use libtest_mimic::{Completion, Failed, Trial};
+
+use nbd_conform::client::Target;
+use nbd_conform::engine::case::{cases_dir, load_cases, Case};
+use nbd_conform::engine::outcome::{CaseResult, Grade};
+use nbd_conform::engine::run::Settings;
+use nbd_conform::engine::suite::{run_on_local, run_on_target, snapshot_text};
+use nbd_conform::launch::{Pool, ServerKind};
+use nbd_conform::Dialect;
+
+#[derive(Parser)]
+#[command(about = "nbd-conform conformance cases and self-tests")]
+struct Cli {
+    /// Run the cases against this server (host:port or an NBD URI) instead of local servers.
+    #[arg(long, env = "NBD_TARGET")]
+    target: Option<String>,
+    /// Export name on the target (overrides the URI's).
+    #[arg(long, env = "NBD_EXPORT")]
+    export: Option<String>,
+    /// Which cases to run against the target.
+    #[arg(long, env = "NBD_DIALECT", value_enum, default_value_t = Dialect::Standard)]
+    dialect: Dialect,
+    /// Fail trials on SHOULD violations (warn) too.
+    #[arg(long, env = "NBD_STRICT")]
+    strict: bool,
+    /// Seconds to wait for any single read.
+    #[arg(long, env = "NBD_TIMEOUT", default_value_t = 5.0)]
+    timeout: f64,
+    #[command(flatten)]
+    libtest: libtest_mimic::Arguments,
+}
+
+/// Server versions whose snapshots are committed. Another version runs the cases but does not
+/// compare snapshots (its behaviour may legitimately differ).
+const PINNED: &[(ServerKind, &str)] = &[
+    (ServerKind::QemuNbd, "10.0.2"),
+    (ServerKind::Nbdkit, "1.32.5"),
+    (ServerKind::NbdServer, "3.24"),
+];
+
+fn main() {
+    let cli = Cli::parse();
+    let settings = Settings {
+        timeout: Duration::from_secs_f64(cli.timeout.max(0.1)),
+        ..Settings::default()
+    };
+    let cases = match load_cases(&cases_dir()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot load cases: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut trials = Vec::new();
+    match &cli.target {
+        Some(t) => {
+            let mut target: Target = match t.parse() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("--target: {e}");
+                    std::process::exit(2);
+                }
+            };
+            if let Some(e) = &cli.export {
+                target.export = e.clone();
+            }
+            for case in cases.into_iter().filter(|c| c.dialect == cli.dialect) {
+                trials.push(target_trial(
+                    case,
+                    target.clone(),
+                    cli.dialect,
+                    settings,
+                    cli.strict,
+                ));
+            }
+        }
+        None => {
+            for kind in ServerKind::ALL {
+                let Some(version) = kind.installed_version() else {
+                    let why = format!("{} is not installed", kind.name());
+                    if std::env::var_os("NBD_CONFORM_REQUIRE_PEERS").is_some_and(|v| v == "1") {
+                        trials.push(Trial::test(
+                            format!("{}::installed", kind.name()),
+                            move || Err(why.into()),
+                        ));
+                    } else {
+                        eprintln!("SKIP: {why}");
+                    }
+                    continue;
+                };
+                for dialect in kind.dialects() {
+                    for case in cases.iter().filter(|c| c.dialect == *dialect) {
+                        trials.push(local_trial(
+                            case.clone(),
+                            kind,
+                            *dialect,
+                            version.clone(),
+                            settings,
+                        ));
+                    }
+                }
+            }
+            trials.extend(wire::trials());
+            trials.extend(interop::trials());
+            trials.extend(faults::trials(&cases));
+        }
+    }
+    let conclusion = libtest_mimic::run(&cli.libtest, trials);
+    Pool::global().shutdown_all();
+    conclusion.exit();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn level_of(case: &Case) -> String {
+    case.clauses
+        .first()
+        .and_then(|c| nbd_conform::clauses::clause(c))
+        .map_or("?", |c| c.level.as_str())
+        .to_owned()
+}
+
+fn local_trial(
+    case: Case,
+    kind: ServerKind,
+    dialect: Dialect,
+    version: String,
+    settings: Settings,
+) -> Trial {
+    let dialect_part = match dialect {
+        Dialect::Standard => "",
+        Dialect::Draft => "draft/",
+    };
+    let name = format!("{}::{dialect_part}{}", kind.name(), case.id);
+    let level = level_of(&case);
+    Trial::test(name, move || {
+        let (result, _) = runtime().block_on(run_on_local(&case, kind, dialect, settings));
+        let pinned = kind == ServerKind::Reference
+            || PINNED.iter().any(|(k, v)| *k == kind && *v == version);
+        if pinned {
+            assert_snapshot(&case, kind, dialect, &result)?;
+        }
+        judge_local(kind, &result)
+    })
+    .with_kind(level)
+}
+
+/// The reference server must pass; any server may not make the harness error out.
+fn judge_local(kind: ServerKind, result: &CaseResult) -> Result<(), Failed> {
+    let bad = match result.grade {
+        Grade::Error => true,
+        Grade::Fail | Grade::Warn => kind == ServerKind::Reference,
+        _ => false,
+    };
+    if bad {
+        return Err(describe(result).into());
+    }
+    Ok(())
+}
+
+/// Why a trial failed: the same text a snapshot holds (grade, findings, transcript).
+fn describe(result: &CaseResult) -> String {
+    snapshot_text(result)
+}
+
+fn assert_snapshot(
+    case: &Case,
+    kind: ServerKind,
+    dialect: Dialect,
+    result: &CaseResult,
+) -> Result<(), Failed> {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    let suffix = match dialect {
+        Dialect::Standard => kind.name().to_owned(),
+        Dialect::Draft => format!("{}-draft", kind.name()),
+    };
+    settings.set_snapshot_suffix(suffix);
+    settings.set_description(format!("{}: {}", case.id, case.title));
+    let text = snapshot_text(result);
+    let name = case.id.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        settings.bind(|| insta::assert_snapshot!(name, text))
+    }))
+    .map_err(|_| {
+        Failed::from(format!(
+            "snapshot of {} on {} changed (review with cargo insta review, or INSTA_UPDATE=always)",
+            case.id,
+            kind.name()
+        ))
+    })
+}
+
+fn target_trial(
+    case: Case,
+    target: Target,
+    dialect: Dialect,
+    settings: Settings,
+    strict: bool,
+) -> Trial {
+    let name = format!("target::{}", case.id);
+    let level = level_of(&case);
+    Trial::ignorable_test(name, move || {
+        let (result, _) = runtime().block_on(run_on_target(&case, &target, dialect, settings));
+        match result.grade {
+            Grade::Unsupported => Ok(Completion::ignored_with(
+                result.note.clone().unwrap_or_else(|| "unsupported".into()),
+            )),
+            g if g.is_nonconformant(strict) || g == Grade::Error => Err(describe(&result).into()),
+            _ => Ok(Completion::Completed),
+        }
+    })
+    .with_kind(level)
+}
