@@ -249,10 +249,7 @@ impl Handshake {
         if opt == option::SET_META_CONTEXT {
             contexts = distinct_contexts(contexts, &mut self.violations);
         }
-        Ok((
-            contexts,
-            replies.last().map_or(0, |r| r.header.reply_type),
-        ))
+        Ok((contexts, replies.last().map_or(0, |r| r.header.reply_type)))
     }
 
     /// INFO or GO: returns what the server said and the final reply (with its message on error).
