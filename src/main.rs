@@ -67,9 +67,18 @@ struct RunArgs {
     /// nbd+unix:///EXPORT?socket=PATH (repeatable). Without it, local servers are launched.
     #[arg(long = "target", value_name = "TARGET")]
     targets: Vec<String>,
-    /// Servers to launch here, per fixture (repeatable; default: every installed one).
+    /// Servers to launch here, per fixture (repeatable; default: every installed one, unless
+    /// --spawn is given).
     #[arg(long = "server", value_enum, conflicts_with = "targets")]
     servers: Vec<ServerChoice>,
+    /// Launch any server per fixture from a command template (repeatable), e.g.
+    /// 'nbdkit -f -r -U {socket} file {raw}'. Placeholders: {raw} {qcow2} (the fixture's
+    /// images), {socket} or {port} (where to listen: a Unix socket path, or a free port on
+    /// 127.0.0.1), {export} (the export name cases ask for), {dir} (a private temp dir). Run
+    /// directly, without a shell; the server must stay in the foreground. Fixture-truth checks
+    /// apply; snapshots are not compared.
+    #[arg(long = "spawn", value_name = "TEMPLATE", conflicts_with = "targets")]
+    spawns: Vec<String>,
     /// Export name on --target servers (overrides the URI's).
     #[arg(long)]
     export: Option<String>,
@@ -456,7 +465,7 @@ fn list(args: ListArgs) -> ExitCode {
 async fn run_cases(args: RunArgs) -> ExitCode {
     use nbd_conform::engine::run::Settings;
     use nbd_conform::engine::suite::{run_subject, Subject};
-    use nbd_conform::launch::ServerKind;
+    use nbd_conform::launch::{ServerKind, SpawnTemplate};
     use nbd_conform::report::RunReport;
 
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
@@ -503,23 +512,36 @@ async fn run_cases(args: RunArgs) -> ExitCode {
             }
         }
     } else {
-        let wanted: Vec<ServerKind> =
-            if args.servers.is_empty() || args.servers.contains(&ServerChoice::All) {
-                ServerKind::ALL
-                    .into_iter()
-                    .filter(|k| k.installed_version().is_some())
-                    .collect()
-            } else {
-                args.servers
-                    .iter()
-                    .map(|s| match s {
-                        ServerChoice::Reference | ServerChoice::All => ServerKind::Reference,
-                        ServerChoice::QemuNbd => ServerKind::QemuNbd,
-                        ServerChoice::Nbdkit => ServerKind::Nbdkit,
-                        ServerChoice::NbdServer => ServerKind::NbdServer,
-                    })
-                    .collect()
+        for text in &args.spawns {
+            let template = match SpawnTemplate::parse(text) {
+                Ok(t) => t,
+                Err(e) => return usage(e),
             };
+            for dialect in dialects(args.dialect, &[Dialect::Standard]) {
+                subjects.push(Subject::Spawned {
+                    template: template.clone(),
+                    dialect,
+                });
+            }
+        }
+        let wanted: Vec<ServerKind> = if !args.spawns.is_empty() && args.servers.is_empty() {
+            Vec::new()
+        } else if args.servers.is_empty() || args.servers.contains(&ServerChoice::All) {
+            ServerKind::ALL
+                .into_iter()
+                .filter(|k| k.installed_version().is_some())
+                .collect()
+        } else {
+            args.servers
+                .iter()
+                .map(|s| match s {
+                    ServerChoice::Reference | ServerChoice::All => ServerKind::Reference,
+                    ServerChoice::QemuNbd => ServerKind::QemuNbd,
+                    ServerChoice::Nbdkit => ServerKind::Nbdkit,
+                    ServerChoice::NbdServer => ServerKind::NbdServer,
+                })
+                .collect()
+        };
         for kind in wanted {
             for dialect in dialects(args.dialect, kind.dialects()) {
                 if kind.dialects().contains(&dialect) {

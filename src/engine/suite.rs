@@ -14,7 +14,7 @@ use super::outcome::{Capabilities, CaseResult, Grade, TargetResult};
 use super::run::{run_case, Settings, TargetSpec};
 use crate::client::{Handshake, Target};
 use crate::fixtures::{self, Built};
-use crate::launch::{Pool, ServerKind};
+use crate::launch::{Launcher, Pool, ServerKind, SpawnTemplate};
 use crate::server::Fault;
 use crate::Dialect;
 
@@ -68,14 +68,39 @@ pub async fn run_on_local(
     dialect: Dialect,
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
-    run_on_pooled(Pool::global(), case, kind, dialect, &[], settings).await
+    run_on_pooled(Pool::global(), case, &kind.into(), dialect, &[], settings).await
+}
+
+/// Runs one case against the server a `--spawn` template starts (pooled per process). The
+/// harness built the fixture, so its truth applies, as for the servers it knows.
+pub async fn run_on_spawned(
+    case: &Case,
+    template: &SpawnTemplate,
+    dialect: Dialect,
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    let launcher = Launcher::Spawn(template.clone());
+    run_on_pooled(Pool::global(), case, &launcher, dialect, &[], settings).await
+}
+
+/// Runs one case against the server `launcher` starts, from a pool of the caller's (which the
+/// caller shuts down), so that nothing another run does to the global pool's servers (a case
+/// that crashes one) reaches it.
+pub async fn run_in_pool(
+    pool: &Pool,
+    case: &Case,
+    launcher: &Launcher,
+    dialect: Dialect,
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    run_on_pooled(pool, case, launcher, dialect, &[], settings).await
 }
 
 /// Runs one case against a server from `pool`, with `faults` injected (reference server only).
 async fn run_on_pooled(
     pool: &Pool,
     case: &Case,
-    kind: ServerKind,
+    launcher: &Launcher,
     dialect: Dialect,
     faults: &[Fault],
     settings: Settings,
@@ -100,7 +125,7 @@ async fn run_on_pooled(
         }
     };
     let launched = match pool
-        .get_with_faults(kind, &case.fixture, &built, dialect, faults)
+        .get_launched(launcher, &case.fixture, &built, dialect, faults)
         .await
     {
         Ok(l) => l,
@@ -158,8 +183,8 @@ pub async fn run_with_faults(
         );
         let task = tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let kind = ServerKind::Reference;
-            run_on_pooled(&pool, &case, kind, dialect, &faults, settings)
+            let reference = Launcher::Known(ServerKind::Reference);
+            run_on_pooled(&pool, &case, &reference, dialect, &faults, settings)
                 .await
                 .0
         });
@@ -184,14 +209,23 @@ pub async fn run_with_faults(
 /// What to run cases against.
 #[derive(Debug, Clone)]
 pub enum Subject {
+    /// A server the harness knows, launched per fixture.
     Local { kind: ServerKind, dialect: Dialect },
+    /// Any server, launched per fixture from a `--spawn` template.
+    Spawned {
+        template: SpawnTemplate,
+        dialect: Dialect,
+    },
+    /// A server someone else runs (`--target`).
     Remote { target: Target, dialect: Dialect },
 }
 
 impl Subject {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Subject::Local { dialect, .. } | Subject::Remote { dialect, .. } => *dialect,
+            Subject::Local { dialect, .. }
+            | Subject::Spawned { dialect, .. }
+            | Subject::Remote { dialect, .. } => *dialect,
         }
     }
 
@@ -202,6 +236,9 @@ impl Subject {
         };
         match self {
             Subject::Local { kind, .. } => format!("{}{d}", kind.name()),
+            Subject::Spawned { template, .. } => {
+                format!("{}{d}", Launcher::Spawn(template.clone()).name())
+            }
             Subject::Remote { target, .. } => format!("{target}{d}"),
         }
     }
@@ -229,6 +266,10 @@ pub async fn run_subject(
                 kind.installed_version()
                     .unwrap_or_else(|| "not installed".into())
             ),
+        ),
+        Subject::Spawned { template, .. } => (
+            String::from("(spawned per fixture)"),
+            format!("spawned: {template}"),
         ),
         Subject::Remote { target, .. } => (target.to_string(), "unknown".to_owned()),
     };
@@ -267,6 +308,9 @@ pub async fn run_subject(
             let outcome = match &subject {
                 Subject::Local { kind, dialect } => {
                     run_on_local(&case, *kind, *dialect, settings).await
+                }
+                Subject::Spawned { template, dialect } => {
+                    run_on_spawned(&case, template, *dialect, settings).await
                 }
                 Subject::Remote { target, dialect } => {
                     run_on_target(&case, target, *dialect, settings).await

@@ -70,6 +70,15 @@ impl Running {
         }
     }
 
+    /// Still serving: the task or process has not ended (crashed, exited, been stopped).
+    pub(super) fn is_running(&mut self) -> bool {
+        match self {
+            Running::InProcess(task) => !task.is_finished(),
+            Running::Child(child) => matches!(child.try_wait(), Ok(None)),
+            Running::Daemon(daemon) => daemon.is_alive(),
+        }
+    }
+
     /// Stops the server; a second call does nothing.
     fn stop(&mut self) {
         match self {

@@ -35,7 +35,9 @@ mod process;
 mod reference;
 mod runtime;
 mod scratch;
+mod spawned;
 mod spawner;
+mod template;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +47,7 @@ use std::sync::{Mutex, PoisonError};
 
 pub use kind::ServerKind;
 pub use pool::Pool;
+pub use template::{SpawnTemplate, PLACEHOLDERS};
 
 use crate::client::{Endpoint, Target};
 use crate::fixtures::Built;
@@ -58,7 +61,9 @@ pub const EXPORT_NAME: &str = "conform";
 /// A running server. Dropping it (the last `Arc` of a pooled one) stops the server.
 #[derive(Debug)]
 pub struct Launched {
-    pub kind: ServerKind,
+    /// "qemu-nbd", "reference", or "spawn:PROGRAM" for a `--spawn` template.
+    pub server: String,
+    /// The installed version; for a spawned server, its template.
     pub version: String,
     pub target: Target,
     pub dialect: Dialect,
@@ -68,24 +73,31 @@ pub struct Launched {
 
 impl Launched {
     fn new(
-        kind: ServerKind,
+        server: String,
         version: String,
         plan: &Plan,
         dialect: Dialect,
-        socket: PathBuf,
+        endpoint: Endpoint,
         guard: Guard,
     ) -> Launched {
         Launched {
-            kind,
+            server,
             version,
             target: Target {
-                endpoint: Endpoint::Unix(socket),
+                endpoint,
                 export: EXPORT_NAME.to_owned(),
             },
             dialect,
             fixture: plan.fixture.clone(),
             guard: Mutex::new(Some(guard)),
         }
+    }
+
+    /// False once the server has ended: stopped, or crashed (a case may crash a server on
+    /// purpose, e.g. nbdkit 1.32 on a 4 GiB block-status request).
+    pub fn is_running(&self) -> bool {
+        let mut guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.as_mut().is_some_and(|g| g.running.is_running())
     }
 
     /// Stops the server now, even while others hold this `Launched`; later calls do nothing.
@@ -115,14 +127,13 @@ pub enum LaunchError {
     #[error("cannot start {0}: {1}")]
     Spawn(String, #[source] std::io::Error),
     #[error(
-        "{} did not come up on {}: {reason}{}",
-        kind.name(),
-        socket.display(),
+        "{server} did not come up on {listen}: {reason}{}",
         quote_output(output)
     )]
     NotReady {
-        kind: ServerKind,
-        socket: PathBuf,
+        server: String,
+        /// The socket path or `host:port` it was told to listen on.
+        listen: String,
         reason: String,
         /// The tail of the server's stdout and stderr.
         output: String,
@@ -188,6 +199,38 @@ impl Plan {
     }
 }
 
+/// A server the harness starts on each fixture: one it knows, or any server from a `--spawn`
+/// template.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Launcher {
+    Known(ServerKind),
+    Spawn(SpawnTemplate),
+}
+
+impl Launcher {
+    /// "qemu-nbd", "reference", or "spawn:PROGRAM".
+    pub fn name(&self) -> String {
+        match self {
+            Launcher::Known(kind) => kind.name().to_owned(),
+            Launcher::Spawn(template) => format!("spawn:{}", template.program_name()),
+        }
+    }
+
+    /// The dialects it may speak: a spawned server is taken at the user's word.
+    pub fn dialects(&self) -> &'static [Dialect] {
+        match self {
+            Launcher::Known(kind) => kind.dialects(),
+            Launcher::Spawn(_) => &[Dialect::Standard, Dialect::Draft],
+        }
+    }
+}
+
+impl From<ServerKind> for Launcher {
+    fn from(kind: ServerKind) -> Launcher {
+        Launcher::Known(kind)
+    }
+}
+
 /// Starts `kind` serving `built` (raw for reference, nbdkit and nbd-server, qcow2 for
 /// qemu-nbd), read-only, on a fresh Unix socket in a private temp dir; returns once a handshake
 /// works. (The reference server is writable, on a private copy, for fixtures with bitmap
@@ -201,40 +244,46 @@ pub async fn launch(
     built: &Built,
     dialect: Dialect,
 ) -> Result<Launched, LaunchError> {
-    launch_with_faults(kind, fixture_name, built, dialect, &[]).await
+    launch_with_faults(&kind.into(), fixture_name, built, dialect, &[]).await
 }
 
-/// [`launch`], with clauses the server breaks on purpose (design §7). Only the reference server
-/// takes faults; any other kind with a non-empty list is a setup error.
+/// [`launch`] for any [`Launcher`], with clauses the server breaks on purpose (design §7).
+/// Only the reference server takes faults; any other server with a non-empty list is a setup
+/// error.
 pub async fn launch_with_faults(
-    kind: ServerKind,
+    launcher: &Launcher,
     fixture_name: &str,
     built: &Built,
     dialect: Dialect,
     faults: &[Fault],
 ) -> Result<Launched, LaunchError> {
-    if !kind.dialects().contains(&dialect) {
+    if !launcher.dialects().contains(&dialect) {
         return Err(LaunchError::Setup(format!(
             "{} speaks only the standard dialect, not {dialect:?}",
-            kind.name()
+            launcher.name()
         )));
     }
-    if kind != ServerKind::Reference && !faults.is_empty() {
+    if *launcher != Launcher::Known(ServerKind::Reference) && !faults.is_empty() {
         return Err(LaunchError::Setup(format!(
             "faults are injected into the reference server only, not {}",
-            kind.name()
+            launcher.name()
         )));
     }
     let plan = Plan::new(fixture_name, built);
     let faults = faults.to_vec();
     let runtime = runtime::handle().map_err(LaunchError::Setup)?;
+    let name = launcher.name();
+    let launcher = launcher.clone();
     // If the caller goes away, the task still finishes and its result (the server) is dropped.
     let task = runtime.spawn(async move {
-        match kind {
-            ServerKind::Reference => reference::launch(&plan, dialect, faults).await,
-            _ => process::launch(kind, &plan, dialect).await,
+        match launcher {
+            Launcher::Known(ServerKind::Reference) => {
+                reference::launch(&plan, dialect, faults).await
+            }
+            Launcher::Known(kind) => process::launch(kind, &plan, dialect).await,
+            Launcher::Spawn(template) => spawned::launch(&template, &plan, dialect).await,
         }
     });
     task.await
-        .map_err(|e| LaunchError::Setup(format!("launching {} failed: {e}", kind.name())))?
+        .map_err(|e| LaunchError::Setup(format!("launching {name} failed: {e}")))?
 }

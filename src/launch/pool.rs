@@ -1,12 +1,12 @@
-//! One server per (kind, fixture, dialect, faults), started on first use and shared by every
-//! case of the process.
+//! One server per (launcher, fixture, dialect, faults), started on first use and shared by
+//! every case of the process; started again if it died.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::OnceCell;
 
-use super::{launch_with_faults, LaunchError, Launched, ServerKind};
+use super::{launch_with_faults, LaunchError, Launched, Launcher, ServerKind};
 use crate::fixtures::Built;
 use crate::server::Fault;
 use crate::Dialect;
@@ -17,7 +17,7 @@ type Slot = Arc<OnceCell<Outcome>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    kind: ServerKind,
+    launcher: Launcher,
     fixture: String,
     draft: bool,
     /// Sorted, without repeats; empty for a conformant server.
@@ -59,19 +59,45 @@ impl Pool {
         dialect: Dialect,
         faults: &[Fault],
     ) -> Result<Arc<Launched>, Arc<LaunchError>> {
+        self.get_launched(&kind.into(), fixture_name, built, dialect, faults)
+            .await
+    }
+
+    /// The server `launcher` starts for (fixture, dialect, faults), launching it if this is the
+    /// first request. Concurrent first requests wait for one launch.
+    pub async fn get_launched(
+        &self,
+        launcher: &Launcher,
+        fixture_name: &str,
+        built: &Built,
+        dialect: Dialect,
+        faults: &[Fault],
+    ) -> Result<Arc<Launched>, Arc<LaunchError>> {
         let mut faults = faults.to_vec();
         faults.sort_unstable();
         faults.dedup();
         let key = Key {
-            kind,
+            launcher: launcher.clone(),
             fixture: fixture_name.to_owned(),
             draft: dialect == Dialect::Draft,
             faults,
         };
-        let slot = self.slots().entry(key.clone()).or_default().clone();
+        let slot = {
+            let mut slots = self.slots();
+            // A server that died (a case crashed it) is replaced, so that one crash is one
+            // finding and not an error in every later case on the same fixture.
+            let dead = slots
+                .get(&key)
+                .and_then(|s| s.get())
+                .is_some_and(|o| o.as_ref().is_ok_and(|l| !l.is_running()));
+            if dead {
+                slots.remove(&key);
+            }
+            slots.entry(key.clone()).or_default().clone()
+        };
         let outcome = slot
             .get_or_init(|| async {
-                launch_with_faults(kind, fixture_name, built, dialect, &key.faults)
+                launch_with_faults(launcher, fixture_name, built, dialect, &key.faults)
                     .await
                     .map(Arc::new)
                     .map_err(Arc::new)
@@ -89,7 +115,7 @@ impl Pool {
             }
             return Err(Arc::new(LaunchError::Setup(format!(
                 "the server pool was shut down while {} was starting",
-                kind.name()
+                launcher.name()
             ))));
         }
         outcome

@@ -3,7 +3,7 @@
 //! Each serves the fixture read-only on `nbd.sock` in its scratch directory, with its stdout
 //! and stderr in `server.log` there (quoted when it fails to come up).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
@@ -44,7 +44,7 @@ pub(super) async fn launch(
             image.display()
         )));
     }
-    let scratch = Scratch::create(kind).map_err(LaunchError::scratch)?;
+    let scratch = Scratch::create(kind.name()).map_err(LaunchError::scratch)?;
     let mut watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
     let socket = scratch.path("nbd.sock");
     let mut running = match kind {
@@ -59,13 +59,14 @@ pub(super) async fn launch(
             Running::Child(start_child(kind, args, &scratch).await?)
         }
     };
-    wait_until_ready(kind, &socket, &scratch, &mut running).await?;
+    let endpoint = Endpoint::Unix(socket.clone());
+    wait_until_ready(kind.name(), &endpoint, &scratch, &mut running).await?;
     Ok(Launched::new(
-        kind,
+        kind.name().to_owned(),
         version,
         plan,
         dialect,
-        socket,
+        endpoint,
         Guard {
             running,
             watchdog: Some(watchdog),
@@ -106,19 +107,29 @@ async fn start_child(
     args: Vec<OsString>,
     scratch: &Scratch,
 ) -> Result<Child, LaunchError> {
-    let log = File::create(scratch.path(LOG)).map_err(LaunchError::scratch)?;
-    let mut command = Command::new(kind.name());
-    command
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(LaunchError::scratch)?)
-        .stderr(log);
-    spawn_dying_with_harness(command)
+    start_program(OsStr::new(kind.name()), &args, scratch)
         .await
         .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => LaunchError::NotInstalled(kind),
-            _ => LaunchError::Spawn(describe(kind, &args), e),
+            _ => LaunchError::Spawn(describe(kind.name(), &args), e),
         })
+}
+
+/// Starts `program` with `args` in the foreground, dying with the harness, its stdout and
+/// stderr in the scratch dir's log.
+pub(super) async fn start_program(
+    program: &OsStr,
+    args: &[OsString],
+    scratch: &Scratch,
+) -> io::Result<Child> {
+    let log = File::create(scratch.path(LOG))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    spawn_dying_with_harness(command).await
 }
 
 /// nbd-server daemonises (its `-d` would serve a single connection), so the process we start
@@ -139,12 +150,13 @@ async fn start_nbd_server(
         pid_file.clone().into_os_string(),
     ];
     let mut parent = start_child(kind, args, scratch).await?;
+    let socket = &Endpoint::Unix(socket.to_owned());
     let deadline = Instant::now() + READY_TIMEOUT;
     let Some(status) = wait_for_exit(&mut parent, deadline).await else {
         let _ = parent.kill();
         let _ = parent.wait();
         return Err(not_ready(
-            kind,
+            kind.name(),
             socket,
             scratch,
             "it never went into the background",
@@ -152,7 +164,7 @@ async fn start_nbd_server(
     };
     if !status.success() {
         return Err(not_ready(
-            kind,
+            kind.name(),
             socket,
             scratch,
             &format!("it exited with {status}"),
@@ -168,7 +180,7 @@ async fn start_nbd_server(
         }
         if Instant::now() >= deadline {
             return Err(not_ready(
-                kind,
+                kind.name(),
                 socket,
                 scratch,
                 "its daemon wrote no pid file or exited",
@@ -212,14 +224,14 @@ fn nbd_server_config(socket: &Path, raw: &Path) -> Result<String, LaunchError> {
 /// Polls until a handshake reaches the option phase (qemu-nbd listens before it has opened its
 /// image, so a connection alone proves nothing); a server that exits first is NotReady with its
 /// output.
-async fn wait_until_ready(
-    kind: ServerKind,
-    socket: &Path,
+pub(super) async fn wait_until_ready(
+    server: &str,
+    endpoint: &Endpoint,
     scratch: &Scratch,
     running: &mut Running,
 ) -> Result<(), LaunchError> {
     let target = Target {
-        endpoint: Endpoint::Unix(socket.to_owned()),
+        endpoint: endpoint.clone(),
         export: EXPORT_NAME.to_owned(),
     };
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -232,17 +244,17 @@ async fn wait_until_ready(
             Err(e) => e,
         };
         if let Some(why) = has_exited(running) {
-            return Err(not_ready(kind, socket, scratch, &why));
+            return Err(not_ready(server, endpoint, scratch, &why));
         }
         if Instant::now() >= deadline {
             let why = format!("no handshake within {READY_TIMEOUT:?} (last try: {failure})");
-            return Err(not_ready(kind, socket, scratch, &why));
+            return Err(not_ready(server, endpoint, scratch, &why));
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-fn has_exited(running: &mut Running) -> Option<String> {
+pub(super) fn has_exited(running: &mut Running) -> Option<String> {
     match running {
         Running::InProcess(_) => None,
         Running::Child(child) => match child.try_wait() {
@@ -254,17 +266,22 @@ fn has_exited(running: &mut Running) -> Option<String> {
     }
 }
 
-fn not_ready(kind: ServerKind, socket: &Path, scratch: &Scratch, why: &str) -> LaunchError {
+pub(super) fn not_ready(
+    server: &str,
+    endpoint: &Endpoint,
+    scratch: &Scratch,
+    why: &str,
+) -> LaunchError {
     LaunchError::NotReady {
-        kind,
-        socket: socket.to_owned(),
+        server: server.to_owned(),
+        listen: endpoint.to_string(),
         reason: why.to_owned(),
         output: scratch.tail(LOG),
     }
 }
 
-fn describe(kind: ServerKind, args: &[OsString]) -> String {
-    let mut line = kind.name().to_owned();
+pub(super) fn describe(program: &str, args: &[OsString]) -> String {
+    let mut line = program.to_owned();
     for arg in args {
         line.push(' ');
         line.push_str(&arg.to_string_lossy());

@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::guard::{Guard, Running, Watchdog};
 use super::scratch::Scratch;
 use super::{LaunchError, Launched, Plan, ServerKind, EXPORT_NAME};
+use crate::client::Endpoint;
 use crate::client::{Session, SessionOptions, Target};
 use crate::server::{Fault, Listen, ServeError, ServeOptions, Server};
 use crate::Dialect;
@@ -32,7 +33,7 @@ pub(super) async fn launch(
     dialect: Dialect,
     faults: Vec<Fault>,
 ) -> Result<Launched, LaunchError> {
-    let scratch = Scratch::create(ServerKind::Reference).map_err(LaunchError::scratch)?;
+    let scratch = Scratch::create(ServerKind::Reference.name()).map_err(LaunchError::scratch)?;
     let socket = scratch.path("nbd.sock");
     let writable = !plan.writes.is_empty();
     let image = if writable {
@@ -65,13 +66,13 @@ pub(super) async fn launch(
     let watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
     let task = tokio::spawn(server.run());
     let launched = Launched::new(
-        ServerKind::Reference,
+        ServerKind::Reference.name().to_owned(),
         ServerKind::Reference
             .installed_version()
             .unwrap_or_default(),
         plan,
         dialect,
-        socket,
+        Endpoint::Unix(socket),
         Guard {
             running: Running::InProcess(task.abort_handle()),
             watchdog: Some(watchdog),

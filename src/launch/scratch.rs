@@ -6,8 +6,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::ServerKind;
-
 /// A Unix socket path must fit `sun_path` (108 bytes with its NUL); leave room for the file name.
 const MAX_DIR_LEN: usize = 80;
 /// How much of a server's output an error message quotes.
@@ -20,7 +18,8 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
-    pub(super) fn create(kind: ServerKind) -> io::Result<Scratch> {
+    /// A new directory whose name carries `label` (the server's name), for a human reading /tmp.
+    pub(super) fn create(label: &str) -> io::Result<Scratch> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let mut base = std::env::temp_dir();
         if base.as_os_str().len() > MAX_DIR_LEN - 40 {
@@ -28,11 +27,7 @@ impl Scratch {
         }
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = base.join(format!(
-                "nbd-conform-{}-{n}-{}",
-                std::process::id(),
-                kind.name()
-            ));
+            let dir = base.join(format!("nbd-conform-{}-{n}-{}", std::process::id(), label));
             // A directory left by an earlier process with the same pid is skipped, not reused.
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => return Ok(Scratch { dir }),

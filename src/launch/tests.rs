@@ -72,7 +72,7 @@ async fn open(launched: &Launched, structured: bool, contexts: &[&str]) -> Sessi
     };
     Session::open(&launched.target, &options)
         .await
-        .unwrap_or_else(|e| panic!("{}: {e}", launched.kind.name()))
+        .unwrap_or_else(|e| panic!("{}: {e}", launched.server))
 }
 
 fn socket(launched: &Launched) -> PathBuf {
@@ -441,7 +441,7 @@ fn children_outlive_the_thread_that_asked_for_them() {
 
 #[test]
 fn a_watchdog_cleans_up_when_the_harness_is_gone() {
-    let scratch = Scratch::create(ServerKind::NbdServer).unwrap();
+    let scratch = Scratch::create(ServerKind::NbdServer.name()).unwrap();
     let dir = scratch.dir().to_owned();
     std::fs::write(scratch.path("leftover"), b"x").unwrap();
     let mut daemon = std::process::Command::new("sleep")
@@ -468,7 +468,7 @@ fn a_watchdog_cleans_up_when_the_harness_is_gone() {
 
 #[test]
 fn a_dismissed_watchdog_does_nothing() {
-    let scratch = Scratch::create(ServerKind::NbdServer).unwrap();
+    let scratch = Scratch::create(ServerKind::NbdServer.name()).unwrap();
     let mut daemon = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
@@ -536,7 +536,7 @@ fn faulty_reference_servers_are_pooled_apart_and_still_replay_writes() {
 #[test]
 fn only_the_reference_server_takes_faults() {
     let err = block_on(launch_with_faults(
-        ServerKind::Nbdkit,
+        &ServerKind::Nbdkit.into(),
         FIXTURE,
         built(),
         Dialect::Standard,
@@ -544,4 +544,171 @@ fn only_the_reference_server_takes_faults() {
     ))
     .unwrap_err();
     assert!(err.to_string().contains("reference server only"), "{err}");
+}
+
+fn spawn(template: &str) -> Launcher {
+    Launcher::Spawn(SpawnTemplate::parse(template).expect("template"))
+}
+
+async fn launch_spawned(template: &str) -> Result<Launched, LaunchError> {
+    launch_with_faults(&spawn(template), FIXTURE, built(), Dialect::Standard, &[]).await
+}
+
+#[test]
+fn a_spawn_template_serves_on_a_socket_and_stops_like_a_known_server() {
+    if !installed(ServerKind::Nbdkit) {
+        return;
+    }
+    block_on(async {
+        let launched = launch_spawned("nbdkit -f -r -U {socket} file {raw}")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(launched.server, "spawn:nbdkit");
+        let session = open(&launched, true, &[context::BASE_ALLOCATION]).await;
+        assert_eq!(session.negotiated.size, SIZE);
+        session.disconnect().await;
+        let (socket, pid) = (socket(&launched), launched.pid());
+        assert!(pid.is_some());
+        drop(launched);
+        assert_gone("spawned nbdkit", &socket, pid);
+    });
+}
+
+#[test]
+fn a_spawn_template_can_serve_on_a_loopback_port() {
+    if !installed(ServerKind::QemuNbd) {
+        return;
+    }
+    block_on(async {
+        let launched = launch_spawned(
+            "qemu-nbd -f qcow2 -r -t -e 8 -x {export} -b 127.0.0.1 -p {port} {qcow2}",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Endpoint::Tcp { host, port } = launched.target.endpoint.clone() else {
+            panic!("{:?} is not TCP", launched.target.endpoint);
+        };
+        assert_eq!(host, "127.0.0.1");
+        let session = open(&launched, true, &[context::BASE_ALLOCATION]).await;
+        assert_eq!(session.negotiated.size, built().qcow2_size);
+        session.disconnect().await;
+        let pid = launched.pid();
+        drop(launched);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            || pid.and_then(ForeignProcess::find).is_some()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "qemu-nbd on port {port} outlived its stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
+#[test]
+fn a_spawned_server_that_exits_reports_its_output() {
+    // `sh -c` prints and exits: the launch must say so, with what it printed.
+    let err = block_on(launch_spawned(
+        "sh -c 'echo no export for you on \"$0\" >&2; exit 3' {socket}",
+    ))
+    .expect_err("it exits");
+    let text = err.to_string();
+    assert!(text.contains("spawn:sh did not come up"), "{text}");
+    assert!(text.contains("exit status: 3"), "{text}");
+    assert!(text.contains("no export for you on /"), "{text}");
+}
+
+#[test]
+fn a_spawn_template_naming_no_program_is_a_clear_error() {
+    let err = block_on(launch_spawned("/nonexistent/nbd-srv -U {socket} {raw}"))
+        .expect_err("no such program");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot start /nonexistent/nbd-srv: no such program"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_spawned_server_that_forks_away_is_refused_and_named() {
+    if !installed(ServerKind::Nbdkit) {
+        return;
+    }
+    // Without -f nbdkit goes into the background: the process we start exits at once.
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("nbdkit.pid");
+    let template = format!(
+        "nbdkit -r -P {} -U {{socket}} file {{raw}}",
+        pid_file.display()
+    );
+    let err = block_on(launch_spawned(&template)).expect_err("it daemonises");
+    // Stop the daemon the refusal is about, whatever the assertions below say.
+    let daemon = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .and_then(ForeignProcess::find);
+    if let Some(d) = daemon {
+        d.terminate(Duration::from_secs(2));
+    }
+    let text = err.to_string();
+    assert!(text.contains("went into the background"), "{text}");
+    assert!(daemon.is_some(), "nbdkit wrote no pid file: {text}");
+}
+
+#[test]
+fn spawned_servers_are_pooled_per_template() {
+    if !installed(ServerKind::Nbdkit) {
+        return;
+    }
+    let pool = Pool::default();
+    block_on(async {
+        let a = spawn("nbdkit -f -r -U {socket} file {raw}");
+        let b = spawn("nbdkit -f -r -U {socket} --filter=noextents file {raw}");
+        let mut got = Vec::new();
+        for l in [&a, &a, &b] {
+            let launched = pool.get_launched(l, FIXTURE, built(), Dialect::Standard, &[]);
+            got.push(launched.await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        let [a1, a2, b1] = &got[..] else {
+            unreachable!()
+        };
+        assert!(Arc::ptr_eq(a1, a2));
+        assert!(!Arc::ptr_eq(a1, b1));
+        assert_ne!(a1.target, b1.target);
+        pool.shutdown_all();
+    });
+}
+
+#[test]
+fn a_pooled_server_that_died_is_started_again() {
+    if !installed(ServerKind::Nbdkit) {
+        return;
+    }
+    let pool = Pool::default();
+    block_on(async {
+        let first = pool.get(ServerKind::Nbdkit, FIXTURE, built(), Dialect::Standard);
+        let first = first.await.unwrap_or_else(|e| panic!("{e}"));
+        let pid = first.pid().expect("nbdkit runs in a process");
+        // What a crash looks like from outside: the process is gone.
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while first.is_running() {
+            assert!(Instant::now() < deadline, "nbdkit {pid} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let second = pool.get(ServerKind::Nbdkit, FIXTURE, built(), Dialect::Standard);
+        let second = second.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(second.is_running());
+        let session = open(&second, true, &[context::BASE_ALLOCATION]).await;
+        assert_eq!(session.negotiated.size, SIZE);
+        session.disconnect().await;
+        // A live server is shared, as before.
+        let third = pool.get(ServerKind::Nbdkit, FIXTURE, built(), Dialect::Standard);
+        assert!(Arc::ptr_eq(&second, &third.await.unwrap()));
+        pool.shutdown_all();
+    });
 }

@@ -8,10 +8,13 @@
 //!
 //! With `--target HOST:PORT` (or `NBD_TARGET`, for nextest), the same cases run against that
 //! server instead; a case fails its trial when it grades fail (or warn under `--strict`), and
-//! grades `unsupported` show as ignored. Snapshots are never compared for third-party targets.
+//! grades `unsupported` show as ignored. `--spawn TEMPLATE` (`NBD_SPAWN`) does the same with a
+//! server the harness starts per fixture from a command template, so the fixture-truth checks
+//! apply too. Snapshots are never compared for third-party servers.
 
 mod faults;
 mod interop;
+mod spawn;
 mod support;
 mod wire;
 
@@ -25,8 +28,8 @@ use nbd_conform::client::Target;
 use nbd_conform::engine::case::{cases_dir, load_cases, Case};
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::Settings;
-use nbd_conform::engine::suite::{run_on_local, run_on_target, snapshot_text};
-use nbd_conform::launch::{Pool, ServerKind};
+use nbd_conform::engine::suite::{run_on_local, run_on_spawned, run_on_target, snapshot_text};
+use nbd_conform::launch::{Pool, ServerKind, SpawnTemplate};
 use nbd_conform::Dialect;
 
 #[derive(Parser)]
@@ -35,10 +38,14 @@ struct Cli {
     /// Run the cases against this server (host:port or an NBD URI) instead of local servers.
     #[arg(long, env = "NBD_TARGET")]
     target: Option<String>,
+    /// Launch this server per fixture from a command template instead of the local servers,
+    /// e.g. 'my-server --socket {socket} {raw}' (see `nbd-conform run --help`).
+    #[arg(long, env = "NBD_SPAWN", conflicts_with = "target")]
+    spawn: Option<String>,
     /// Export name on the target (overrides the URI's).
     #[arg(long, env = "NBD_EXPORT")]
     export: Option<String>,
-    /// Which cases to run against the target.
+    /// Which cases to run against the target or spawned server.
     #[arg(long, env = "NBD_DIALECT", value_enum, default_value_t = Dialect::Standard)]
     dialect: Dialect,
     /// Fail trials on SHOULD violations (warn) too.
@@ -73,6 +80,22 @@ fn main() {
         }
     };
     let mut trials = Vec::new();
+    if let Some(text) = &cli.spawn {
+        let template = SpawnTemplate::parse(text).unwrap_or_else(|e| {
+            eprintln!("--spawn: {e}");
+            std::process::exit(2);
+        });
+        for case in cases.into_iter().filter(|c| c.dialect == cli.dialect) {
+            let template = template.clone();
+            let (dialect, strict) = (cli.dialect, cli.strict);
+            trials.push(third_party_trial(case, "spawn", strict, move |case| {
+                runtime().block_on(run_on_spawned(case, &template, dialect, settings))
+            }));
+        }
+        let conclusion = libtest_mimic::run(&cli.libtest, trials);
+        Pool::global().shutdown_all();
+        conclusion.exit();
+    }
     match &cli.target {
         Some(t) => {
             let mut target: Target = match t.parse() {
@@ -86,13 +109,11 @@ fn main() {
                 target.export = e.clone();
             }
             for case in cases.into_iter().filter(|c| c.dialect == cli.dialect) {
-                trials.push(target_trial(
-                    case,
-                    target.clone(),
-                    cli.dialect,
-                    settings,
-                    cli.strict,
-                ));
+                let target = target.clone();
+                let dialect = cli.dialect;
+                trials.push(third_party_trial(case, "target", cli.strict, move |case| {
+                    runtime().block_on(run_on_target(case, &target, dialect, settings))
+                }));
             }
         }
         None => {
@@ -123,6 +144,7 @@ fn main() {
             }
             trials.extend(wire::trials());
             trials.extend(interop::trials());
+            trials.extend(spawn::trials(&cases, settings));
             trials.extend(faults::trials(&cases));
         }
     }
@@ -219,17 +241,16 @@ fn assert_snapshot(
     })
 }
 
-fn target_trial(
-    case: Case,
-    target: Target,
-    dialect: Dialect,
-    settings: Settings,
-    strict: bool,
-) -> Trial {
-    let name = format!("target::{}", case.id);
+/// A case against a server the suite has no snapshots for (`--target`, `--spawn`): the trial
+/// fails on non-conformance (or on an error), and shows as ignored when unsupported.
+fn third_party_trial<F>(case: Case, prefix: &str, strict: bool, run: F) -> Trial
+where
+    F: FnOnce(&Case) -> (CaseResult, nbd_conform::engine::outcome::Capabilities) + Send + 'static,
+{
+    let name = format!("{prefix}::{}", case.id);
     let level = level_of(&case);
     Trial::ignorable_test(name, move || {
-        let (result, _) = runtime().block_on(run_on_target(&case, &target, dialect, settings));
+        let (result, _) = run(&case);
         match result.grade {
             Grade::Unsupported => Ok(Completion::ignored_with(
                 result.note.clone().unwrap_or_else(|| "unsupported".into()),
