@@ -101,7 +101,9 @@ pub struct OptionStep {
     /// For LIST/SET_META_CONTEXT.
     #[serde(default)]
     pub queries: Vec<String>,
-    /// Replaces the payload entirely (hex).
+    /// Replaces the payload entirely (hex; blanks ignored). `{export-len}` stands for the
+    /// 4-byte length of the export name and `{export}` for its bytes, so a hand-made payload
+    /// names the export of whatever server runs the case.
     pub data_hex: Option<String>,
     /// Announce this payload length instead of the real one.
     pub claimed_length: Option<u32>,

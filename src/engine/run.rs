@@ -180,6 +180,7 @@ impl Run<'_> {
             Step::Go(g) => self.go_step(g).await,
             Step::BlockStatus(s) => {
                 let (offset, length, flags) = self.range(&s.offset, &s.length, &s.flags)?;
+                self.export_holds(offset, length, s.expect)?;
                 let request = Request::new(
                     self.session()?.negotiated.header_form(),
                     command::BLOCK_STATUS,
@@ -193,6 +194,7 @@ impl Run<'_> {
             }
             Step::DraftStatus(s) => {
                 let (offset, length, _) = self.range(&s.offset, &s.length, &[])?;
+                self.export_holds(offset, length, s.expect)?;
                 let request = Request::new(
                     self.session()?.negotiated.header_form(),
                     draft::CMD_GET_LBA_STATUS,
@@ -282,6 +284,23 @@ impl Run<'_> {
             .map_err(|e| Stop::Error(e.to_string()))?;
         self.note(format!("← greeting flags={:#06x}", hs.greeting.flags));
         Ok(hs)
+    }
+
+    /// A request the case expects to succeed must fit the export. The harness's fixtures are
+    /// built to fit their cases; a third-party export (`--target`) is whatever size it is, and
+    /// a 64 MiB one cannot host a case about data past 4 GiB: that case is unsupported there,
+    /// not a failure of a server that rightly refuses a request past its end.
+    fn export_holds(&mut self, offset: u64, length: u64, expect: case::Expect) -> Result<(), Stop> {
+        let size = self.session()?.negotiated.size;
+        let fits = offset.checked_add(length).is_some_and(|end| end <= size);
+        if fits || expect != case::Expect::Ok || self.spec.truth.is_some() {
+            return Ok(());
+        }
+        Err(Stop::Unsupported(format!(
+            "needs an export of at least {} bytes, like fixture {}; this one has {size}",
+            offset.saturating_add(length),
+            self.case.fixture
+        )))
     }
 
     fn range(
@@ -519,7 +538,7 @@ impl Run<'_> {
             .unwrap_or_else(|| self.spec.target.export.clone());
         let queries: Vec<&str> = o.queries.iter().map(String::as_str).collect();
         let data: Vec<u8> = match &o.data_hex {
-            Some(hex) => decode_hex(hex).map_err(Stop::Error)?,
+            Some(hex) => payload_hex(hex, &export).map_err(Stop::Error)?,
             None => match opt {
                 option::LIST_META_CONTEXT | option::SET_META_CONTEXT => {
                     handshake::meta_context_payload(&export, &queries).to_vec()
@@ -1583,6 +1602,32 @@ fn option_number(v: &toml::Value) -> Result<u32, String> {
     }
 }
 
+/// A raw option payload: hex, where `{export-len}` stands for the 4-byte length of the export
+/// name the case addresses and `{export}` for its bytes, so that a hand-made payload names the
+/// export of whatever server runs the case (`conform` on the servers the harness launches).
+fn payload_hex(s: &str, export: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    loop {
+        let next = [("{export-len}", true), ("{export}", false)]
+            .iter()
+            .filter_map(|(token, is_len)| rest.find(token).map(|at| (at, *token, *is_len)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, token, is_len)) = next else {
+            out.extend(decode_hex(rest)?);
+            return Ok(out);
+        };
+        out.extend(decode_hex(&rest[..at])?);
+        if is_len {
+            let len = u32::try_from(export.len()).map_err(|_| "export name too long")?;
+            out.extend(len.to_be_bytes());
+        } else {
+            out.extend(export.as_bytes());
+        }
+        rest = &rest[at + token.len()..];
+    }
+}
+
 fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     if s.len() % 2 != 0 {
@@ -1603,6 +1648,21 @@ fn leak(id: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_hex_spells_the_export_of_the_server_under_test() {
+        assert_eq!(
+            payload_hex("{export-len} {export} 0002 7ffe", "disk").unwrap(),
+            [0, 0, 0, 4, b'd', b'i', b's', b'k', 0, 2, 0x7f, 0xfe]
+        );
+        assert_eq!(
+            payload_hex("000003e8{export}", "").unwrap(),
+            [0, 0, 3, 0xe8]
+        );
+        assert_eq!(payload_hex("", "x").unwrap(), Vec::<u8>::new());
+        assert!(payload_hex("{export} 0", "x").is_err());
+        assert!(payload_hex("{exports}", "x").is_err());
+    }
 
     #[test]
     fn samples_align_inward_and_sample_big_ranges() {
