@@ -16,6 +16,7 @@ mod faults;
 mod interop;
 mod spawn;
 mod support;
+mod third_party;
 mod wire;
 
 use std::path::Path;
@@ -145,6 +146,7 @@ fn main() {
             trials.extend(wire::trials());
             trials.extend(interop::trials());
             trials.extend(spawn::trials(&cases, settings));
+            trials.extend(third_party::trials(&cases, settings));
             trials.extend(faults::trials(&cases));
         }
     }
