@@ -79,6 +79,17 @@ struct RunArgs {
     /// apply; snapshots are not compared.
     #[arg(long = "spawn", value_name = "TEMPLATE", conflicts_with = "targets")]
     spawns: Vec<String>,
+    /// Run qemu-nbd, nbdkit and nbd-server in containers of IMAGE instead of as local
+    /// processes (no network; the socket and the fixture are bind-mounted). Build the default
+    /// image with docker/build-image.sh.
+    #[arg(
+        long = "in-container",
+        value_name = "IMAGE",
+        num_args = 0..=1,
+        default_missing_value = nbd_conform::launch::DEFAULT_IMAGE,
+        conflicts_with = "targets"
+    )]
+    in_container: Option<String>,
     /// Export name on --target servers (overrides the URI's).
     #[arg(long)]
     export: Option<String>,
@@ -465,7 +476,7 @@ fn list(args: ListArgs) -> ExitCode {
 async fn run_cases(args: RunArgs) -> ExitCode {
     use nbd_conform::engine::run::Settings;
     use nbd_conform::engine::suite::{run_subject, Subject};
-    use nbd_conform::launch::{ServerKind, SpawnTemplate};
+    use nbd_conform::launch::{Launcher, ServerKind, SpawnTemplate};
     use nbd_conform::report::RunReport;
 
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
@@ -518,8 +529,8 @@ async fn run_cases(args: RunArgs) -> ExitCode {
                 Err(e) => return usage(e),
             };
             for dialect in dialects(args.dialect, &[Dialect::Standard]) {
-                subjects.push(Subject::Spawned {
-                    template: template.clone(),
+                subjects.push(Subject::Launched {
+                    launcher: Launcher::Spawn(template.clone()),
                     dialect,
                 });
             }
@@ -529,7 +540,8 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         } else if args.servers.is_empty() || args.servers.contains(&ServerChoice::All) {
             ServerKind::ALL
                 .into_iter()
-                .filter(|k| k.installed_version().is_some())
+                // In a container, the image decides what is installed (asked at launch).
+                .filter(|k| args.in_container.is_some() || k.installed_version().is_some())
                 .collect()
         } else {
             args.servers
@@ -544,8 +556,21 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         };
         for kind in wanted {
             for dialect in dialects(args.dialect, kind.dialects()) {
-                if kind.dialects().contains(&dialect) {
-                    subjects.push(Subject::Local { kind, dialect });
+                if !kind.dialects().contains(&dialect) {
+                    continue;
+                }
+                match &args.in_container {
+                    // The reference server runs in-process wherever the others run.
+                    Some(image) if kind != ServerKind::Reference => {
+                        subjects.push(Subject::Launched {
+                            launcher: Launcher::Container {
+                                kind,
+                                image: image.clone(),
+                            },
+                            dialect,
+                        })
+                    }
+                    _ => subjects.push(Subject::Local { kind, dialect }),
                 }
             }
         }
@@ -558,6 +583,8 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     for subject in &subjects {
         eprintln!("nbd-conform run: {} …", subject.name());
         let result = run_subject(subject, &cases, settings, args.parallel).await;
+        // This subject's servers (and containers) are done with: stop them before the next.
+        nbd_conform::launch::Pool::global().shutdown_all();
         let s = result.summary();
         eprintln!(
             "  {} pass, {} fail, {} warn, {} info, {} unsupported, {} error",

@@ -80,7 +80,17 @@ pub async fn run_on_spawned(
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
     let launcher = Launcher::Spawn(template.clone());
-    run_on_pooled(Pool::global(), case, &launcher, dialect, &[], settings).await
+    run_on_launched(case, &launcher, dialect, settings).await
+}
+
+/// Runs one case against the server `launcher` starts (pooled per process).
+pub async fn run_on_launched(
+    case: &Case,
+    launcher: &Launcher,
+    dialect: Dialect,
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    run_on_pooled(Pool::global(), case, launcher, dialect, &[], settings).await
 }
 
 /// Runs one case against the server `launcher` starts, from a pool of the caller's (which the
@@ -211,9 +221,10 @@ pub async fn run_with_faults(
 pub enum Subject {
     /// A server the harness knows, launched per fixture.
     Local { kind: ServerKind, dialect: Dialect },
-    /// Any server, launched per fixture from a `--spawn` template.
-    Spawned {
-        template: SpawnTemplate,
+    /// A known server in a container, or any server from a `--spawn` template, launched per
+    /// fixture. No snapshots are compared for these.
+    Launched {
+        launcher: Launcher,
         dialect: Dialect,
     },
     /// A server someone else runs (`--target`).
@@ -224,7 +235,7 @@ impl Subject {
     pub fn dialect(&self) -> Dialect {
         match self {
             Subject::Local { dialect, .. }
-            | Subject::Spawned { dialect, .. }
+            | Subject::Launched { dialect, .. }
             | Subject::Remote { dialect, .. } => *dialect,
         }
     }
@@ -236,9 +247,7 @@ impl Subject {
         };
         match self {
             Subject::Local { kind, .. } => format!("{}{d}", kind.name()),
-            Subject::Spawned { template, .. } => {
-                format!("{}{d}", Launcher::Spawn(template.clone()).name())
-            }
+            Subject::Launched { launcher, .. } => format!("{}{d}", launcher.name()),
             Subject::Remote { target, .. } => format!("{target}{d}"),
         }
     }
@@ -267,9 +276,18 @@ pub async fn run_subject(
                     .unwrap_or_else(|| "not installed".into())
             ),
         ),
-        Subject::Spawned { template, .. } => (
-            String::from("(spawned per fixture)"),
-            format!("spawned: {template}"),
+        Subject::Launched { launcher, .. } => (
+            String::from("(launched per fixture)"),
+            match launcher {
+                Launcher::Spawn(template) => format!("spawned: {template}"),
+                Launcher::Container { kind, image } => format!(
+                    "{} {} in {image}",
+                    kind.name(),
+                    crate::launch::container_version(*kind, image)
+                        .unwrap_or_else(|e| format!("(unknown: {e})"))
+                ),
+                Launcher::Known(kind) => kind.name().to_owned(),
+            },
         ),
         Subject::Remote { target, .. } => (target.to_string(), "unknown".to_owned()),
     };
@@ -309,8 +327,8 @@ pub async fn run_subject(
                 Subject::Local { kind, dialect } => {
                     run_on_local(&case, *kind, *dialect, settings).await
                 }
-                Subject::Spawned { template, dialect } => {
-                    run_on_spawned(&case, template, *dialect, settings).await
+                Subject::Launched { launcher, dialect } => {
+                    run_on_launched(&case, launcher, *dialect, settings).await
                 }
                 Subject::Remote { target, dialect } => {
                     run_on_target(&case, target, *dialect, settings).await

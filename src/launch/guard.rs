@@ -21,16 +21,20 @@ use super::spawner::ForeignProcess;
 /// How long a daemon gets between SIGTERM and SIGKILL.
 const DAEMON_GRACE: Duration = Duration::from_secs(2);
 
-/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `stop` (dismissed).
+/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `container NAME`
+/// (a container to remove), `stop` (dismissed).
 const WATCHDOG_SCRIPT: &str = r#"trap '' INT HUP TERM QUIT
 pid=
+container=
 while read -r word arg; do
   case $word in
     pid) pid=$arg ;;
+    container) container=$arg ;;
     stop) exit 0 ;;
   esac
 done
 if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; fi
+if [ -n "$container" ]; then docker rm -f "$container" >/dev/null 2>&1; fi
 rm -rf -- "$1""#;
 
 #[derive(Debug)]
@@ -57,6 +61,8 @@ pub(super) enum Running {
     Child(Child),
     /// A daemon that forked away from the process we started (nbd-server).
     Daemon(ForeignProcess),
+    /// A container (`docker run`, attached: `client` lives as long as the container does).
+    Container { client: Child, name: String },
 }
 
 impl Running {
@@ -67,6 +73,7 @@ impl Running {
             Running::InProcess(_) => None,
             Running::Child(child) => i32::try_from(child.id()).ok(),
             Running::Daemon(daemon) => Some(daemon.pid),
+            Running::Container { client, .. } => i32::try_from(client.id()).ok(),
         }
     }
 
@@ -76,6 +83,7 @@ impl Running {
             Running::InProcess(task) => !task.is_finished(),
             Running::Child(child) => matches!(child.try_wait(), Ok(None)),
             Running::Daemon(daemon) => daemon.is_alive(),
+            Running::Container { client, .. } => matches!(client.try_wait(), Ok(None)),
         }
     }
 
@@ -93,6 +101,20 @@ impl Running {
             }
             // nbd-server kills its per-connection children on SIGTERM.
             Running::Daemon(daemon) => daemon.terminate(DAEMON_GRACE),
+            // Killing the docker client would leave the container running: remove it, then
+            // reap the client (which exits once its container is gone).
+            Running::Container { client, name } => {
+                if let Ok(None) = client.try_wait() {
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f", name.as_str()])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    let _ = client.kill();
+                    let _ = client.wait();
+                }
+            }
         }
     }
 }
@@ -127,6 +149,11 @@ impl Watchdog {
             .spawn()?;
         let pipe = child.stdin.take();
         Ok(Watchdog { child, pipe })
+    }
+
+    /// Also remove container `name` when the harness dies.
+    pub(super) fn watch_container(&mut self, name: &str) -> io::Result<()> {
+        self.say(&format!("container {name}\n"))
     }
 
     /// Also terminate `daemon` when the harness dies.

@@ -69,15 +69,11 @@ impl ServerKind {
     }
 
     fn ask_version(self) -> Option<String> {
-        // nbd-server 3.24 knows `-V` ("This is nbd-server version 3.24", on stdout); newer
-        // releases also accept `--version`.
-        let flags: &[&str] = match self {
-            ServerKind::Reference => return Some(env!("CARGO_PKG_VERSION").to_owned()),
-            ServerKind::NbdServer => &["-V", "--version"],
-            ServerKind::QemuNbd | ServerKind::Nbdkit => &["--version"],
-        };
+        if self == ServerKind::Reference {
+            return Some(env!("CARGO_PKG_VERSION").to_owned());
+        }
         let mut ran = false;
-        for flag in flags {
+        for flag in self.version_flags() {
             let Ok(out) = Command::new(self.name())
                 .arg(flag)
                 .stdin(Stdio::null())
@@ -96,8 +92,21 @@ impl ServerKind {
     }
 }
 
+impl ServerKind {
+    /// The flags that make the program print its version, in the order to try them.
+    pub(super) fn version_flags(self) -> &'static [&'static str] {
+        // nbd-server 3.24 knows `-V` ("This is nbd-server version 3.24", on stdout); newer
+        // releases also accept `--version`.
+        match self {
+            ServerKind::Reference => &[],
+            ServerKind::NbdServer => &["-V", "--version"],
+            ServerKind::QemuNbd | ServerKind::Nbdkit => &["--version"],
+        }
+    }
+}
+
 /// The first word that looks like a version number: "qemu-nbd 10.0.2 (Debian …)" → "10.0.2".
-fn parse_version(text: &str) -> Option<String> {
+pub(super) fn parse_version(text: &str) -> Option<String> {
     text.split_whitespace()
         .map(|word| word.trim_matches(|c: char| !c.is_ascii_alphanumeric()))
         .find(|word| word.starts_with(|c: char| c.is_ascii_digit()) && word.contains('.'))

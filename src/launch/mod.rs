@@ -7,7 +7,9 @@
 //!   are replayed so its dirty bitmaps show them, which makes that export writable (on a private
 //!   copy of the raw image) (`reference`);
 //! - qemu-nbd on the qcow2 (with the fixture's bitmaps and `qemu:allocation-depth`), nbdkit's
-//!   file plugin and nbd-server on the raw file (`process`).
+//!   file plugin and nbd-server on the raw file (`process`), or the same inside a container
+//!   (`container`);
+//! - any server from a `--spawn` command template (`template`, `spawned`).
 //!
 //! [`launch`] starts one; [`Pool`] shares one per (server, fixture, dialect) across the cases of
 //! a process. [`launch_with_faults`] and [`Pool::get_with_faults`] start the reference server
@@ -17,7 +19,7 @@
 //! - `spawner`: child processes that die with the harness, and signalling daemons safely;
 //! - `scratch`: the per-server temp dir (socket, log, config);
 //! - `guard`: stopping a server and cleaning up, also when the harness dies abruptly;
-//! - `pool`: the shared servers.
+//! - `pool`: the shared servers (one that died is started again).
 //!
 //! Cleanup (design §8): dropping a [`Launched`] or calling [`Pool::shutdown_all`] stops the
 //! server and removes its temp dir. If the harness dies without doing either (panic=abort,
@@ -28,6 +30,7 @@
 //! does not reach it; only killing a watchdog itself leaves its nbd-server and temp dir behind.
 //! Connections the reference server already accepted outlive a stop until their clients hang up.
 
+mod container;
 mod guard;
 mod kind;
 mod pool;
@@ -45,6 +48,7 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
+pub use container::{version_in as container_version, DEFAULT_IMAGE};
 pub use kind::ServerKind;
 pub use pool::Pool;
 pub use template::{SpawnTemplate, PLACEHOLDERS};
@@ -204,6 +208,11 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Launcher {
     Known(ServerKind),
+    /// A known server (not the reference) in a container of `image` (`docker/`).
+    Container {
+        kind: ServerKind,
+        image: String,
+    },
     Spawn(SpawnTemplate),
 }
 
@@ -212,6 +221,7 @@ impl Launcher {
     pub fn name(&self) -> String {
         match self {
             Launcher::Known(kind) => kind.name().to_owned(),
+            Launcher::Container { kind, image } => format!("{} in {image}", kind.name()),
             Launcher::Spawn(template) => format!("spawn:{}", template.program_name()),
         }
     }
@@ -220,6 +230,7 @@ impl Launcher {
     pub fn dialects(&self) -> &'static [Dialect] {
         match self {
             Launcher::Known(kind) => kind.dialects(),
+            Launcher::Container { .. } => &[Dialect::Standard],
             Launcher::Spawn(_) => &[Dialect::Standard, Dialect::Draft],
         }
     }
@@ -281,6 +292,9 @@ pub async fn launch_with_faults(
                 reference::launch(&plan, dialect, faults).await
             }
             Launcher::Known(kind) => process::launch(kind, &plan, dialect).await,
+            Launcher::Container { kind, image } => {
+                container::launch(kind, &image, &plan, dialect).await
+            }
             Launcher::Spawn(template) => spawned::launch(&template, &plan, dialect).await,
         }
     });

@@ -22,7 +22,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(20);
 /// How long one readiness probe waits for the greeting and the reply to ABORT.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-const LOG: &str = "server.log";
+pub(super) const LOG: &str = "server.log";
 
 /// Starts `kind` (not the reference server) and waits until a handshake works.
 pub(super) async fn launch(
@@ -76,7 +76,12 @@ pub(super) async fn launch(
 }
 
 /// The command line of a server that stays in the foreground.
-fn foreground_args(kind: ServerKind, plan: &Plan, socket: &Path, image: &Path) -> Vec<OsString> {
+pub(super) fn foreground_args(
+    kind: ServerKind,
+    plan: &Plan,
+    socket: &Path,
+    image: &Path,
+) -> Vec<OsString> {
     let words = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
     match kind {
         ServerKind::QemuNbd => {
@@ -204,7 +209,7 @@ async fn wait_for_exit(child: &mut Child, deadline: Instant) -> Option<ExitStatu
 }
 
 /// One export, named [`EXPORT_NAME`] (the section name), on a Unix socket only.
-fn nbd_server_config(socket: &Path, raw: &Path) -> Result<String, LaunchError> {
+pub(super) fn nbd_server_config(socket: &Path, raw: &Path) -> Result<String, LaunchError> {
     let value = |path: &Path| {
         let text = path.to_str().filter(|t| !t.contains(['\n', '\\']));
         text.map(str::to_owned).ok_or_else(|| {
@@ -257,11 +262,13 @@ pub(super) async fn wait_until_ready(
 pub(super) fn has_exited(running: &mut Running) -> Option<String> {
     match running {
         Running::InProcess(_) => None,
-        Running::Child(child) => match child.try_wait() {
-            Ok(Some(status)) => Some(format!("it exited with {status}")),
-            Ok(None) => None,
-            Err(e) => Some(format!("cannot wait for it: {e}")),
-        },
+        Running::Child(child) | Running::Container { client: child, .. } => {
+            match child.try_wait() {
+                Ok(Some(status)) => Some(format!("it exited with {status}")),
+                Ok(None) => None,
+                Err(e) => Some(format!("cannot wait for it: {e}")),
+            }
+        }
         Running::Daemon(daemon) => (!daemon.is_alive()).then(|| "its daemon exited".to_owned()),
     }
 }

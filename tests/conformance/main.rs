@@ -14,7 +14,7 @@
 
 mod faults;
 mod interop;
-mod spawn;
+mod launchers;
 mod support;
 mod third_party;
 mod wire;
@@ -145,7 +145,7 @@ fn main() {
             }
             trials.extend(wire::trials());
             trials.extend(interop::trials());
-            trials.extend(spawn::trials(&cases, settings));
+            trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));
             trials.extend(faults::trials(&cases));
         }

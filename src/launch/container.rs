@@ -1,0 +1,192 @@
+//! The servers the harness knows, run inside a container image (`docker run`) instead of as
+//! local processes (design §5; the image is built by `docker/build-image.sh`).
+//!
+//! The container gets no network (`--network none`): the server listens on a Unix socket in
+//! the server's scratch dir, which is bind-mounted at the same path, as is the fixture's
+//! directory (read-only). Same paths inside and out means the same command lines as the process
+//! launcher's. The container runs attached, so the `docker run` client lives exactly as long as
+//! the container; stopping removes the container (`docker rm -f`), and the watchdog does that
+//! too if the harness dies first.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use super::guard::{Guard, Running, Watchdog};
+use super::kind::parse_version;
+use super::process::{
+    describe, foreground_args, nbd_server_config, start_program, wait_until_ready,
+};
+use super::scratch::Scratch;
+use super::{LaunchError, Launched, Plan, ServerKind};
+use crate::client::Endpoint;
+use crate::Dialect;
+
+/// The image `docker/build-image.sh` builds on a Debian bookworm machine.
+pub const DEFAULT_IMAGE: &str = "nbd-conform-peers:bookworm";
+
+/// Starts `kind` in a container of `image` on the fixture of `plan`.
+pub(super) async fn launch(
+    kind: ServerKind,
+    image: &str,
+    plan: &Plan,
+    dialect: Dialect,
+) -> Result<Launched, LaunchError> {
+    if kind == ServerKind::Reference {
+        return Err(LaunchError::Setup(
+            "the reference server runs in-process, not in a container".into(),
+        ));
+    }
+    let version = version_in(kind, image)?;
+    let served = match kind {
+        ServerKind::QemuNbd => &plan.qcow2,
+        _ => &plan.raw,
+    };
+    if let Err(e) = fs::metadata(served) {
+        return Err(LaunchError::Fixture(format!(
+            "{}: image {}: {e}",
+            plan.fixture,
+            served.display()
+        )));
+    }
+    let label = format!("{}-container", kind.name());
+    let scratch = Scratch::create(&label).map_err(LaunchError::scratch)?;
+    let mut watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
+    let socket = scratch.path("nbd.sock");
+    // Unique per process and launch, like the scratch dir it is named after.
+    let name = scratch
+        .dir()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("nbd-conform-{}", std::process::id()));
+    watchdog
+        .watch_container(&name)
+        .map_err(LaunchError::watchdog)?;
+
+    let mut mounts: Vec<PathBuf> = Vec::new();
+    for file in [&plan.raw, &plan.qcow2] {
+        if let Some(dir) = file.parent() {
+            if !mounts.iter().any(|m| m == dir) {
+                mounts.push(dir.to_owned());
+            }
+        }
+    }
+    let server_command: Vec<OsString> = match kind {
+        ServerKind::NbdServer => {
+            // nbd-server goes into the background; a container ends with its first process, so
+            // a shell waits in the foreground once the daemon is up.
+            let config = scratch.path("nbd-server.conf");
+            fs::write(&config, nbd_server_config(&socket, &plan.raw)?)
+                .map_err(LaunchError::scratch)?;
+            let script = r#"nbd-server -C "$0" -p "$1" && exec sleep infinity"#;
+            vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                config.into(),
+                scratch.path("nbd-server.pid").into(),
+            ]
+        }
+        _ => {
+            let mut words = vec![OsString::from(kind.name())];
+            words.extend(foreground_args(kind, plan, &socket, served));
+            words
+        }
+    };
+    let mut args: Vec<OsString> = ["run", "--rm", "--name", &name, "--network", "none"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    for dir in &mounts {
+        args.push("-v".into());
+        args.push(bind(dir, true));
+    }
+    args.push("-v".into());
+    args.push(bind(scratch.dir(), false));
+    args.push(image.into());
+    args.extend(server_command);
+    let client = start_program("docker".as_ref(), &args, &scratch)
+        .await
+        .map_err(|e| LaunchError::Spawn(describe("docker", &args), e))?;
+    let mut running = Running::Container { client, name };
+    let server = format!("{} in {image}", kind.name());
+    let endpoint = Endpoint::Unix(socket);
+    wait_until_ready(&server, &endpoint, &scratch, &mut running).await?;
+    Ok(Launched::new(
+        server,
+        version,
+        plan,
+        dialect,
+        endpoint,
+        Guard {
+            running,
+            watchdog: Some(watchdog),
+            scratch,
+        },
+    ))
+}
+
+/// `-v DIR:DIR[:ro]`.
+fn bind(dir: &Path, read_only: bool) -> OsString {
+    let mut spec = dir.as_os_str().to_owned();
+    spec.push(":");
+    spec.push(dir.as_os_str());
+    if read_only {
+        spec.push(":ro");
+    }
+    spec
+}
+
+/// The version of `kind` in `image`, asked once per process. An image that is missing, or a
+/// docker that does not answer, is a setup error that says how to get the image.
+pub fn version_in(kind: ServerKind, image: &str) -> Result<String, LaunchError> {
+    type Versions = Mutex<HashMap<(ServerKind, String), Result<String, String>>>;
+    static VERSIONS: OnceLock<Versions> = OnceLock::new();
+    let key = (kind, image.to_owned());
+    let versions = VERSIONS.get_or_init(Default::default);
+    if let Some(known) = versions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return known.clone().map_err(LaunchError::Setup);
+    }
+    let found = ask_version_in(kind, image);
+    versions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, found.clone());
+    found.map_err(LaunchError::Setup)
+}
+
+fn ask_version_in(kind: ServerKind, image: &str) -> Result<String, String> {
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    if !inspect.status.success() {
+        return Err(format!(
+            "container image {image} is not here ({}); build it with docker/build-image.sh",
+            String::from_utf8_lossy(&inspect.stderr).trim()
+        ));
+    }
+    for flag in kind.version_flags() {
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network", "none", image, kind.name(), flag])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run docker: {e}"))?;
+        let text = [out.stdout, out.stderr].concat();
+        if let Some(version) = parse_version(&String::from_utf8_lossy(&text)) {
+            return Ok(version);
+        }
+    }
+    Err(format!(
+        "{} does not answer for its version in {image}; is it installed there?",
+        kind.name()
+    ))
+}
