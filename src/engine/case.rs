@@ -26,6 +26,12 @@ pub struct Case {
     /// Capabilities without which the case grades `unsupported` (see [`Need`]).
     #[serde(default)]
     pub needs: Vec<String>,
+    /// Set when the outcome on a server that works on requests concurrently depends on
+    /// timing (say, a request racing NBD_CMD_DISC): why. Such a case is graded and reported
+    /// as always, but its snapshot is compared on the reference server only, whose outcome is
+    /// fixed; a third-party server's verdict may differ from run to run, and that is the finding.
+    #[serde(default)]
+    pub races: Option<String>,
     pub steps: Vec<Step>,
     #[serde(skip)]
     pub path: PathBuf,

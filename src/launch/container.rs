@@ -41,17 +41,8 @@ pub(super) async fn launch(
         ));
     }
     let version = version_in(kind, image)?;
-    let served = match kind {
-        ServerKind::QemuNbd => &plan.qcow2,
-        _ => &plan.raw,
-    };
-    if let Err(e) = fs::metadata(served) {
-        return Err(LaunchError::Fixture(format!(
-            "{}: image {}: {e}",
-            plan.fixture,
-            served.display()
-        )));
-    }
+    let served = plan.image_for(kind);
+    plan.require(served)?;
     let label = format!("{}-container", kind.name());
     let scratch = Scratch::create(&label).map_err(LaunchError::scratch)?;
     let mut watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;

@@ -179,6 +179,21 @@ struct Plan {
 }
 
 impl Plan {
+    /// The image `kind` serves: the qcow2 for qemu-nbd (bitmaps, backing chain), else the raw.
+    fn image_for(&self, kind: ServerKind) -> &std::path::Path {
+        match kind {
+            ServerKind::QemuNbd => &self.qcow2,
+            _ => &self.raw,
+        }
+    }
+
+    /// A fixture error if `image` is gone (say, its cache entry was deleted mid-run).
+    fn require(&self, image: &std::path::Path) -> Result<(), LaunchError> {
+        std::fs::metadata(image).map(drop).map_err(|e| {
+            LaunchError::Fixture(format!("{}: image {}: {e}", self.fixture, image.display()))
+        })
+    }
+
     fn new(fixture: &str, built: &Built) -> Plan {
         let bitmaps = built.truth.bitmaps();
         let mut writes: Vec<(u64, u64)> = bitmaps

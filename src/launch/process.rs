@@ -33,17 +33,8 @@ pub(super) async fn launch(
     let version = kind
         .installed_version()
         .ok_or(LaunchError::NotInstalled(kind))?;
-    let image = match kind {
-        ServerKind::QemuNbd => &plan.qcow2,
-        _ => &plan.raw,
-    };
-    if let Err(e) = fs::metadata(image) {
-        return Err(LaunchError::Fixture(format!(
-            "{}: image {}: {e}",
-            plan.fixture,
-            image.display()
-        )));
-    }
+    let image = plan.image_for(kind);
+    plan.require(image)?;
     let scratch = Scratch::create(kind.name()).map_err(LaunchError::scratch)?;
     let mut watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
     let socket = scratch.path("nbd.sock");

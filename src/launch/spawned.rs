@@ -2,7 +2,6 @@
 //! servers the harness knows, watched the same way, stopped the same way.
 
 use std::ffi::OsString;
-use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 
@@ -22,15 +21,8 @@ pub(super) async fn launch(
 ) -> Result<Launched, LaunchError> {
     let name = template.program_name();
     let server = format!("spawn:{name}");
-    for image in [&plan.raw, &plan.qcow2] {
-        if let Err(e) = fs::metadata(image) {
-            return Err(LaunchError::Fixture(format!(
-                "{}: image {}: {e}",
-                plan.fixture,
-                image.display()
-            )));
-        }
-    }
+    plan.require(&plan.raw)?;
+    plan.require(&plan.qcow2)?;
     let scratch = Scratch::create(&name).map_err(LaunchError::scratch)?;
     // The watchdog removes the temp dir if the harness dies; the server itself dies with the
     // harness through PDEATHSIG, as long as it stays the process we started.
