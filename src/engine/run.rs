@@ -315,9 +315,12 @@ impl Run<'_> {
                 | case::Expect::ErrorOrClose
         );
         if expect == case::Expect::Ok && !fits_here {
+            let needs = match end_on(size) {
+                Some(end) => format!("an export of at least {end} bytes"),
+                None => "a bigger export".to_owned(),
+            };
             return Err(Stop::Unsupported(format!(
-                "needs an export of at least {} bytes, like fixture {}; this one has {size}",
-                end_on(size).map_or_else(|| "2^64".to_owned(), |e| e.to_string()),
+                "needs {needs}, like fixture {}; this one has {size}",
                 self.case.fixture
             )));
         }
@@ -362,6 +365,22 @@ impl Run<'_> {
             .clone()
             .unwrap_or_else(|| self.spec.target.export.clone());
         let mut hs = self.start(None).await?;
+        let haggled = self.haggle(n, &export, &mut hs).await;
+        // Kept even when haggling ends the case, so that what the server broke is reported.
+        self.conn = Conn::Handshake(hs);
+        haggled?;
+        let go_export = n.go_export.clone().unwrap_or(export);
+        self.go(&go_export, None).await
+    }
+
+    /// The options of a `negotiate` step before GO: EXTENDED_HEADERS or STRUCTURED_REPLY,
+    /// then SET_META_CONTEXT.
+    async fn haggle(
+        &mut self,
+        n: &Negotiate,
+        export: &str,
+        hs: &mut Handshake,
+    ) -> Result<(), Stop> {
         if self.case.dialect == Dialect::Standard {
             if n.extended {
                 self.note("→ NBD_OPT_EXTENDED_HEADERS");
@@ -399,7 +418,7 @@ impl Run<'_> {
                     "→ NBD_OPT_SET_META_CONTEXT export={export:?} queries={queries:?}"
                 ));
                 let (selected, last) = hs
-                    .set_meta_context(&export, &queries)
+                    .set_meta_context(export, &queries)
                     .await
                     .map_err(|e| Stop::Error(e.to_string()))?;
                 for (id, name) in &selected {
@@ -428,9 +447,7 @@ impl Run<'_> {
                 hs.contexts.sort_by_key(|(_, name)| rank(name));
             }
         }
-        self.conn = Conn::Handshake(hs);
-        let go_export = n.go_export.clone().unwrap_or(export);
-        self.go(&go_export, None).await
+        Ok(())
     }
 
     async fn go(&mut self, export: &str, expect: Option<&case::ExpectOption>) -> Result<(), Stop> {
@@ -448,11 +465,14 @@ impl Run<'_> {
         {
             Ok(r) => r,
             Err(e) => {
+                // The handshake is about to go: keep what it saw broken on the way.
+                let broken = std::mem::take(&mut hs.violations);
+                self.findings.extend(broken.iter().map(from_violation));
                 return self.lost_in_haggling(
                     e,
                     expect.is_some_and(|x| x.allow_close),
                     expect.map(|x| x.clause.as_str()),
-                )
+                );
             }
         };
         let final_reply = reply_type::name(last.header.reply_type);
@@ -481,9 +501,17 @@ impl Run<'_> {
                 reply_type::name(last.header.reply_type)
             )));
         }
-        let session = hs
-            .enter_transmission(export, info, self.case.dialect)
-            .map_err(|e| Stop::Error(e.to_string()))?;
+        let broken = std::mem::take(&mut hs.violations);
+        self.findings.extend(broken.iter().map(from_violation));
+        let session = match hs.enter_transmission(export, info, self.case.dialect) {
+            Ok(s) => s,
+            // A GO that succeeds without NBD_INFO_EXPORT is the server's fault (GO-ACK-1).
+            Err(ClientError::Protocol(v)) => {
+                self.findings.push(from_violation(&v));
+                return Err(Stop::Error(format!("cannot enter transmission: {v}")));
+            }
+            Err(e) => return Err(Stop::Error(e.to_string())),
+        };
         self.caps = Capabilities {
             structured_replies: session.negotiated.structured,
             extended_headers: session.negotiated.extended,
@@ -494,8 +522,10 @@ impl Run<'_> {
                 .map(|(_, n)| n.clone())
                 .collect(),
         };
-        self.check_needs(&session.negotiated)?;
+        // Stored first, so that a case stopped for a missing need keeps the session's findings.
+        let negotiated = session.negotiated.clone();
         self.conn = Conn::Session(session);
+        self.check_needs(&negotiated)?;
         Ok(())
     }
 
@@ -1106,12 +1136,20 @@ impl Run<'_> {
         self.findings
             .extend(reply.violations.iter().map(from_violation));
         let label = transcript::cookie(request.cookie);
-        self.note(match reply.error() {
-            None | Some(errno::ESHUTDOWN) => {
-                format!("← a reply to {label} (data or ESHUTDOWN: either handles it)")
+        match reply.error() {
+            None | Some(errno::ESHUTDOWN) => self.note(format!(
+                "← a reply to {label} (data or ESHUTDOWN: either handles it)"
+            )),
+            Some(e) => {
+                let observed = format!("{} ({e}){}", errno::name(e), error_message(&reply));
+                self.note(format!("← {observed} to {label}"));
+                self.findings.push(Finding::broken(
+                    "TX-DISC-1",
+                    "the outstanding request answered (or cut short with ESHUTDOWN)",
+                    observed,
+                ));
             }
-            Some(e) => format!("← {} ({e}) to {label}", errno::name(e)),
-        });
+        }
         let closed = self.session()?.closed_by_peer().await;
         self.note(if closed {
             "← connection closed"

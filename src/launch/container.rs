@@ -43,16 +43,26 @@ pub(super) async fn launch(
     let version = version_in(kind, image)?;
     let served = plan.image_for(kind);
     plan.require(served)?;
+    // Same paths inside and out only works with absolute ones (a relative NBD_CONFORM_CACHE
+    // or TMPDIR would become a docker volume name).
+    let plan = &plan.absolute().map_err(LaunchError::scratch)?;
+    let served = plan.image_for(kind);
     let label = format!("{}-container", kind.name());
     let scratch = Scratch::create(&label).map_err(LaunchError::scratch)?;
     let mut watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
     let socket = scratch.path("nbd.sock");
-    // Unique per process and launch, like the scratch dir it is named after.
-    let name = scratch
-        .dir()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| format!("nbd-conform-{}", std::process::id()));
+    // The scratch dir's name is unique per process and launch; the clock's nanoseconds keep
+    // two harnesses with the same pid (in different pid namespaces, one dockerd) apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!(
+        "{}-{nanos:08x}",
+        scratch
+            .dir()
+            .file_name()
+            .map_or_else(|| "nbd-conform".into(), |n| n.to_string_lossy())
+    );
     watchdog
         .watch_container(&name)
         .map_err(LaunchError::watchdog)?;
@@ -72,7 +82,10 @@ pub(super) async fn launch(
             let config = scratch.path("nbd-server.conf");
             fs::write(&config, nbd_server_config(&socket, &plan.raw)?)
                 .map_err(LaunchError::scratch)?;
-            let script = r#"nbd-server -C "$0" -p "$1" && exec sleep infinity"#;
+            // The shell stays as long as the daemon does, so that a crashed nbd-server ends
+            // its container and the pool starts a new one.
+            let script = r#"nbd-server -C "$0" -p "$1" || exit 1
+while kill -0 "$(cat "$1")" 2>/dev/null; do sleep 0.2; done"#;
             vec![
                 "sh".into(),
                 "-c".into(),
@@ -87,10 +100,23 @@ pub(super) async fn launch(
             words
         }
     };
-    let mut args: Vec<OsString> = ["run", "--rm", "--name", &name, "--network", "none"]
-        .iter()
-        .map(OsString::from)
-        .collect();
+    // As the harness's own user: the server's socket must be one the harness may connect to,
+    // and the 0700 scratch dir one the server may enter.
+    // SAFETY: getuid and getgid cannot fail and touch no memory.
+    let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+    let mut args: Vec<OsString> = [
+        "run",
+        "--rm",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--user",
+        &user,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
     for dir in &mounts {
         args.push("-v".into());
         args.push(bind(dir, true));
@@ -102,7 +128,11 @@ pub(super) async fn launch(
     let client = start_program("docker".as_ref(), &args, &scratch)
         .await
         .map_err(|e| LaunchError::Spawn(describe("docker", &args), e))?;
-    let mut running = Running::Container { client, name };
+    let mut running = Running::Container {
+        client,
+        name,
+        removed: false,
+    };
     let server = format!("{} in {image}", kind.name());
     let endpoint = Endpoint::Unix(socket);
     wait_until_ready(&server, &endpoint, &scratch, &mut running).await?;

@@ -62,7 +62,12 @@ pub(super) enum Running {
     /// A daemon that forked away from the process we started (nbd-server).
     Daemon(ForeignProcess),
     /// A container (`docker run`, attached: `client` lives as long as the container does).
-    Container { client: Child, name: String },
+    Container {
+        client: Child,
+        name: String,
+        /// Set once `docker rm -f` has run, so a second stop costs nothing.
+        removed: bool,
+    },
 }
 
 impl Running {
@@ -103,17 +108,23 @@ impl Running {
             Running::Daemon(daemon) => daemon.terminate(DAEMON_GRACE),
             // Killing the docker client would leave the container running: remove it, then
             // reap the client (which exits once its container is gone).
-            Running::Container { client, name } => {
-                if let Ok(None) = client.try_wait() {
-                    let _ = Command::new("docker")
-                        .args(["rm", "-f", name.as_str()])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                    let _ = client.kill();
-                    let _ = client.wait();
+            // Also when the client is gone already: a client can die before its container.
+            Running::Container {
+                client,
+                name,
+                removed,
+            } => {
+                if std::mem::replace(removed, true) {
+                    return;
                 }
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", name.as_str()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = client.kill();
+                let _ = client.wait();
             }
         }
     }

@@ -1,8 +1,9 @@
 //! Launchers: the harness starts a server under test on a built fixture and says where it
 //! listens.
 //!
-//! Every server serves its fixture read-only on a fresh Unix socket in a private temp dir, under
-//! the export name [`EXPORT_NAME`], so cases address the same name everywhere:
+//! Every server serves its fixture read-only in a private temp dir, on a fresh Unix socket (or,
+//! for a `--spawn` template with `{port}`, a free port on 127.0.0.1), under the export name
+//! [`EXPORT_NAME`], so cases address the same name everywhere:
 //! - reference: in-process on the launcher runtime, in either dialect; a fixture's bitmap writes
 //!   are replayed so its dirty bitmaps show them, which makes that export writable (on a private
 //!   copy of the raw image) (`reference`);
@@ -185,6 +186,15 @@ impl Plan {
             ServerKind::QemuNbd => &self.qcow2,
             _ => &self.raw,
         }
+    }
+
+    /// The same plan with absolute image paths.
+    fn absolute(&self) -> std::io::Result<Plan> {
+        Ok(Plan {
+            raw: std::path::absolute(&self.raw)?,
+            qcow2: std::path::absolute(&self.qcow2)?,
+            ..self.clone()
+        })
     }
 
     /// A fixture error if `image` is gone (say, its cache entry was deleted mid-run).

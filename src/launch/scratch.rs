@@ -21,10 +21,13 @@ impl Scratch {
     /// A new directory whose name carries `label` (the server's name), for a human reading /tmp.
     pub(super) fn create(label: &str) -> io::Result<Scratch> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let mut base = std::env::temp_dir();
+        // Absolute, so that a socket path means the same in a container or after a chdir.
+        let mut base = std::path::absolute(std::env::temp_dir())?;
         if base.as_os_str().len() > MAX_DIR_LEN - 40 {
             base = PathBuf::from("/tmp");
         }
+        // A long program name (`--spawn`) must not push the socket path past `sun_path`.
+        let label: String = label.chars().take(16).collect();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let dir = base.join(format!("nbd-conform-{}-{n}-{}", std::process::id(), label));

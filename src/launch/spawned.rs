@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use super::guard::{Guard, Running, Watchdog};
 use super::process::{describe, has_exited, start_program, wait_until_ready};
 use super::scratch::Scratch;
+use super::spawner::ForeignProcess;
 use super::template::{Listen, SpawnTemplate, Values};
 use super::{LaunchError, Launched, Plan, EXPORT_NAME};
 use crate::client::Endpoint;
@@ -64,10 +65,22 @@ pub(super) async fn launch(
     // It answered, but the process we started is gone: the server forked into the background,
     // out of the harness's reach (it could be neither stopped nor cleaned up).
     if let Some(how) = has_exited(&mut running) {
+        let stopped = match &endpoint {
+            // Our private dir: whoever listens there is the server that ran away. Stop it.
+            Endpoint::Unix(path) => {
+                let pids = listeners_on_unix_socket(path);
+                for p in pids.iter().filter_map(|&pid| ForeignProcess::find(pid)) {
+                    p.terminate(RUNAWAY_GRACE);
+                }
+                format!("; the harness stopped it (pid {pids:?})")
+            }
+            // A port anyone could hold: name it, leave it.
+            Endpoint::Tcp { .. } => "; it is still running, stop it by hand".to_owned(),
+        };
         return Err(LaunchError::Setup(format!(
             "{server} answered on {endpoint}, but the process the harness started {how}: the \
-             server went into the background, where the harness cannot stop it. Keep it in the \
-             foreground (e.g. nbdkit -f, no --fork for qemu-nbd, nbd-server -d)"
+             server went into the background, out of the harness's reach{stopped}. Keep it in \
+             the foreground (e.g. nbdkit -f, qemu-nbd without --fork)"
         )));
     }
     Ok(Launched::new(
@@ -82,6 +95,45 @@ pub(super) async fn launch(
             scratch,
         },
     ))
+}
+
+/// How long a server that went into the background gets between SIGTERM and SIGKILL.
+const RUNAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The processes holding a listening Unix socket bound at `path` (from `/proc/net/unix` and
+/// the processes' descriptors). Empty if there is none or `/proc` cannot tell.
+fn listeners_on_unix_socket(path: &std::path::Path) -> Vec<i32> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return Vec::new();
+    };
+    let wanted = path.to_string_lossy();
+    // "Num RefCount Protocol Flags Type St Inode Path"; state 01 is listening.
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(7) == Some(&&*wanted) && fields.get(5) == Some(&"01"))
+                .then(|| format!("socket:[{}]", fields[6]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.filter_map(Result::ok).any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == &**i))
+                })
+            })
+        })
+        .collect()
 }
 
 /// A port the kernel just handed out on loopback. Another process could take it before the

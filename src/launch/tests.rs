@@ -644,16 +644,22 @@ fn a_spawned_server_that_forks_away_is_refused_and_named() {
         pid_file.display()
     );
     let err = block_on(launch_spawned(&template)).expect_err("it daemonises");
-    // Stop the daemon the refusal is about, whatever the assertions below say.
-    let daemon = std::fs::read_to_string(&pid_file)
+    let pid: Option<i32> = std::fs::read_to_string(&pid_file)
         .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .and_then(ForeignProcess::find);
-    if let Some(d) = daemon {
+        .and_then(|t| t.trim().parse().ok());
+    // The launcher stopped the runaway; if not, stop it here and fail below.
+    let left = pid.and_then(ForeignProcess::find);
+    if let Some(d) = left {
         d.terminate(Duration::from_secs(2));
     }
+    assert!(
+        left.is_none(),
+        "the daemon {pid:?} outlived the refused launch"
+    );
+    let daemon = pid;
     let text = err.to_string();
     assert!(text.contains("went into the background"), "{text}");
+    assert!(text.contains("the harness stopped it"), "{text}");
     assert!(daemon.is_some(), "nbdkit wrote no pid file: {text}");
 }
 
@@ -728,16 +734,16 @@ fn have_image() -> bool {
     }
 }
 
-fn container_exists(name: &str) -> bool {
-    std::process::Command::new("docker")
-        .args(["container", "inspect", name])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether a container whose name starts with `prefix` exists (running or not).
+fn container_exists(prefix: &str) -> bool {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &format!("name=^{prefix}")])
+        .output()
+        .expect("docker ps");
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// The container name is the scratch dir's name (see `container.rs`).
+/// Container names start with the scratch dir's name (see `container.rs`).
 fn container_name(launched: &Launched) -> String {
     let socket = socket(launched);
     let dir = socket.parent().expect("socket in a temp dir");
