@@ -175,8 +175,15 @@ pub fn scan_allocation(
     let mut out = ExtentList::new(limits.max_extents);
     let mut budget = limits.data_budget;
     let mut pos = offset;
+    // Where the last hole ended, SEEK_DATA already said data starts: no need to ask again.
+    let mut data_known_at = None;
     while pos < end {
-        let (state, run_end) = next_run(file, pos, end)?;
+        let (state, run_end) = if data_known_at == Some(pos) {
+            (RunKind::Data, data_run_end(file, pos, end)?)
+        } else {
+            next_run(file, pos, end)?
+        };
+        data_known_at = (state == RunKind::Hole && run_end < end).then_some(run_end);
         let more = match state {
             RunKind::Hole => out.push(run_end - pos, Allocation::Hole),
             RunKind::Data => scan_data_run(
@@ -218,12 +225,15 @@ fn next_run(file: &File, pos: u64, end: u64) -> io::Result<(RunKind, u64)> {
     match data {
         None => Ok((RunKind::Hole, end)),
         Some(d) if d > pos => Ok((RunKind::Hole, d.min(end))),
-        Some(_) => {
-            // A concurrent punch can make SEEK_HOLE answer `pos` itself; still make progress.
-            let hole = seek(file, pos, libc::SEEK_HOLE)?.unwrap_or(end);
-            Ok((RunKind::Data, hole.clamp(pos + 1, end)))
-        }
+        Some(_) => Ok((RunKind::Data, data_run_end(file, pos, end)?)),
     }
+}
+
+/// The end of the data run at `pos` (known to be data), clipped to `end`.
+fn data_run_end(file: &File, pos: u64, end: u64) -> io::Result<u64> {
+    // A concurrent punch can make SEEK_HOLE answer `pos` itself; still make progress.
+    let hole = seek(file, pos, libc::SEEK_HOLE)?.unwrap_or(end);
+    Ok(hole.clamp(pos + 1, end))
 }
 
 /// `lseek` with SEEK_DATA or SEEK_HOLE; `None` when there is no such position after `pos`
