@@ -84,7 +84,13 @@ pub(super) async fn launch(
                 .map_err(LaunchError::scratch)?;
             // The shell stays as long as the daemon does, so that a crashed nbd-server ends
             // its container and the pool starts a new one.
+            // The daemon writes its pid file after the first process has returned: wait for
+            // it (5 s at most) before watching the pid.
             let script = r#"nbd-server -C "$0" -p "$1" || exit 1
+tries=0
+while [ ! -s "$1" ]; do
+  tries=$((tries + 1)); [ "$tries" -gt 100 ] && exit 1; sleep 0.05
+done
 while kill -0 "$(cat "$1")" 2>/dev/null; do sleep 0.2; done"#;
             vec![
                 "sh".into(),
