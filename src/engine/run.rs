@@ -1123,6 +1123,18 @@ impl Run<'_> {
         };
         let reply = match result {
             Ok(reply) => reply,
+            // Closing with the request unanswered is what DISC must not do (TX-DISC-1), not an
+            // ordinary dropped connection.
+            Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
+                self.note("← connection closed");
+                self.drop_conn();
+                self.findings.push(Finding::broken(
+                    "TX-DISC-1",
+                    "the outstanding request answered, then the close",
+                    "the server closed without answering it",
+                ));
+                return Ok(());
+            }
             Err(e) => {
                 self.judge(Err(e), Expect::Ok, "TX-DISC-1")?;
                 return Ok(());

@@ -98,6 +98,9 @@ pub enum Fault {
     ErrorMessageOverrun,
     // Negotiation.
     ContextIdReused,
+    // Disconnect.
+    DiscDropsOutstanding,
+    DiscAnswersEio,
     // The 2016 draft.
     DraftNoFallback,
     DraftFallbackSplit,
@@ -119,7 +122,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 35] = [
+    pub const ALL: [Fault; 37] = [
         Fault::ReqOneOverrun,
         Fault::ReqOneIgnored,
         Fault::ZeroOverData,
@@ -139,6 +142,8 @@ impl Fault {
         Fault::ExtOffsetMismatch,
         Fault::ErrorMessageOverrun,
         Fault::ContextIdReused,
+        Fault::DiscDropsOutstanding,
+        Fault::DiscAnswersEio,
         Fault::DraftNoFallback,
         Fault::DraftFallbackSplit,
         Fault::DraftErrorNoTrailer,
@@ -273,6 +278,18 @@ impl Fault {
                 Standard,
                 "SMC-REPLY-1",
                 "SET_META_CONTEXT hands out one id for every context it selects",
+            ),
+            Fault::DiscDropsOutstanding => (
+                "disc-drops-outstanding",
+                Standard,
+                "TX-DISC-1",
+                "a block-status request with NBD_CMD_DISC right behind it is never answered: the server just closes",
+            ),
+            Fault::DiscAnswersEio => (
+                "disc-answers-eio",
+                Standard,
+                "TX-DISC-1",
+                "a block-status request with NBD_CMD_DISC right behind it gets EIO instead of its answer (ESHUTDOWN would be allowed)",
             ),
             Fault::DraftNoFallback => (
                 "draft-no-fallback",
@@ -418,6 +435,15 @@ impl FromStr for Fault {
             .find(|f| f.name() == s)
             .ok_or_else(|| format!("unknown fault {s:?}; the faults are: {}", Fault::names()))
     }
+}
+
+/// What the disconnect faults do to a status request that has NBD_CMD_DISC right behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeforeDisc {
+    /// Close without answering it.
+    Drop,
+    /// Answer it with EIO.
+    Eio,
 }
 
 /// What the hostile faults make the transmission loop do with a status reply.
@@ -781,6 +807,17 @@ impl Faults {
     }
 
     // ---- hostile behaviours ---------------------------------------------------------------
+
+    /// What to do to a status request that NBD_CMD_DISC follows at once, if anything.
+    pub fn before_disc(&self) -> Option<BeforeDisc> {
+        if self.has(Fault::DiscDropsOutstanding) {
+            Some(BeforeDisc::Drop)
+        } else if self.has(Fault::DiscAnswersEio) {
+            Some(BeforeDisc::Eio)
+        } else {
+            None
+        }
+    }
 
     /// What to do instead of simply sending a status reply on a connection with `form`.
     pub fn hostile(&self, form: ReplyForm, draft: bool) -> Option<Hostile> {

@@ -13,9 +13,10 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 
 use super::contexts::ContextKind;
 use super::export::Export;
@@ -24,7 +25,7 @@ use super::extents::{
     to_descriptors, to_draft_descriptors, Allocation, Dirtiness, Extent, ReplyLimits,
     MAX_COMPACT_DESCRIPTOR,
 };
-use super::fault::{garbage, DescriptorScope, Hostile, DRIP_INTERVAL, STREAM_PIECE};
+use super::fault::{garbage, BeforeDisc, DescriptorScope, Hostile, DRIP_INTERVAL, STREAM_PIECE};
 use super::image::{AfterBudget, ScanLimits};
 use super::negotiate::Session;
 use super::replies::ReplyForm;
@@ -361,6 +362,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             Ok(command) => self.run(&req, command, &mut out).await,
             Err(refusal) => self.encode_refusal(&req, refusal, &mut out),
         }
+        if let Some(how) = self.export.faults.before_disc() {
+            if self.is_status_query(&req) && self.disc_waits_behind().await {
+                match how {
+                    BeforeDisc::Drop => return Ok(After::Close),
+                    BeforeDisc::Eio => {
+                        out.clear();
+                        let refusal = refuse(errno::EIO, "cut short by the DISC behind it");
+                        self.encode_refusal(&req, refusal, &mut out);
+                    }
+                }
+            }
+        }
         let hostile = self
             .export
             .faults
@@ -371,6 +384,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 self.send(&out).await?;
                 Ok(After::Continue)
             }
+        }
+    }
+
+    /// For the disconnect faults: whether the next request, already sent or arriving within
+    /// 50 ms, is NBD_CMD_DISC. Only looks (`fill_buf` consumes nothing and may be cancelled).
+    async fn disc_waits_behind(&mut self) -> bool {
+        let len = self.header_form.header_len();
+        let form = self.header_form;
+        match tokio::time::timeout(Duration::from_millis(50), self.io.fill_buf()).await {
+            Ok(Ok(buffered)) if buffered.len() >= len => {
+                Request::decode(form, &buffered[..len]).is_some_and(|r| r.command == cmd::DISC)
+            }
+            _ => false,
         }
     }
 
