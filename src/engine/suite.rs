@@ -14,7 +14,7 @@ use super::outcome::{Capabilities, CaseResult, Grade, TargetResult};
 use super::run::{run_case, Settings, TargetSpec};
 use crate::client::{Handshake, Target};
 use crate::fixtures::{self, Built};
-use crate::launch::{Launcher, Pool, ServerKind, SpawnTemplate};
+use crate::launch::{Launcher, Pool, ServerKind};
 use crate::server::Fault;
 use crate::Dialect;
 
@@ -71,19 +71,8 @@ pub async fn run_on_local(
     run_on_pooled(Pool::global(), case, &kind.into(), dialect, &[], settings).await
 }
 
-/// Runs one case against the server a `--spawn` template starts (pooled per process). The
-/// harness built the fixture, so its truth applies, as for the servers it knows.
-pub async fn run_on_spawned(
-    case: &Case,
-    template: &SpawnTemplate,
-    dialect: Dialect,
-    settings: Settings,
-) -> (CaseResult, Capabilities) {
-    let launcher = Launcher::Spawn(template.clone());
-    run_on_launched(case, &launcher, dialect, settings).await
-}
-
-/// Runs one case against the server `launcher` starts (pooled per process).
+/// Runs one case against the server `launcher` starts (pooled per process). The harness built
+/// the fixture, so its truth applies, as for the servers it knows.
 pub async fn run_on_launched(
     case: &Case,
     launcher: &Launcher,
@@ -269,26 +258,11 @@ pub async fn run_subject(
     let (uri, server) = match subject {
         Subject::Local { kind, .. } => (
             String::from("(launched per fixture)"),
-            format!(
-                "{} {}",
-                kind.name(),
-                kind.installed_version()
-                    .unwrap_or_else(|| "not installed".into())
-            ),
+            Launcher::Known(*kind).describe(),
         ),
-        Subject::Launched { launcher, .. } => (
-            String::from("(launched per fixture)"),
-            match launcher {
-                Launcher::Spawn(template) => format!("spawned: {template}"),
-                Launcher::Container { kind, image } => format!(
-                    "{} {} in {image}",
-                    kind.name(),
-                    crate::launch::container_version(*kind, image)
-                        .unwrap_or_else(|e| format!("(unknown: {e})"))
-                ),
-                Launcher::Known(kind) => kind.name().to_owned(),
-            },
-        ),
+        Subject::Launched { launcher, .. } => {
+            (String::from("(launched per fixture)"), launcher.describe())
+        }
         Subject::Remote { target, .. } => (target.to_string(), "unknown".to_owned()),
     };
     let mut result = TargetResult {

@@ -251,6 +251,24 @@ impl Launcher {
         }
     }
 
+    /// What a report says the server is: name and version, or the template.
+    pub fn describe(&self) -> String {
+        match self {
+            Launcher::Known(kind) => format!(
+                "{} {}",
+                kind.name(),
+                kind.installed_version()
+                    .unwrap_or_else(|| "not installed".into())
+            ),
+            Launcher::Container { kind, image } => format!(
+                "{} {} in {image}",
+                kind.name(),
+                container::version_in(*kind, image).unwrap_or_else(|e| format!("(unknown: {e})"))
+            ),
+            Launcher::Spawn(template) => format!("spawned: {template}"),
+        }
+    }
+
     /// The dialects it may speak: a spawned server is taken at the user's word.
     pub fn dialects(&self) -> &'static [Dialect] {
         match self {

@@ -29,8 +29,8 @@ use nbd_conform::client::Target;
 use nbd_conform::engine::case::{cases_dir, load_cases, Case};
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::Settings;
-use nbd_conform::engine::suite::{run_on_local, run_on_spawned, run_on_target, snapshot_text};
-use nbd_conform::launch::{Pool, ServerKind, SpawnTemplate};
+use nbd_conform::engine::suite::{run_on_launched, run_on_local, run_on_target, snapshot_text};
+use nbd_conform::launch::{Launcher, Pool, ServerKind, SpawnTemplate};
 use nbd_conform::Dialect;
 
 #[derive(Parser)]
@@ -87,10 +87,10 @@ fn main() {
             std::process::exit(2);
         });
         for case in cases.into_iter().filter(|c| c.dialect == cli.dialect) {
-            let template = template.clone();
+            let launcher = Launcher::Spawn(template.clone());
             let (dialect, strict) = (cli.dialect, cli.strict);
             trials.push(third_party_trial(case, "spawn", strict, move |case| {
-                runtime().block_on(run_on_spawned(case, &template, dialect, settings))
+                runtime().block_on(run_on_launched(case, &launcher, dialect, settings))
             }));
         }
         let conclusion = libtest_mimic::run(&cli.libtest, trials);
