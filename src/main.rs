@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use nbd_conform::client::{ClientError, Session, SessionOptions, Target};
 use nbd_conform::map::{map, MapEntry, MapError, MapOptions};
-use nbd_conform::server::{BitmapSpec, Fault, Listen, ServeOptions, Server};
+use nbd_conform::server::{BitmapSpec, Fault, Listen, ServeOptions, Server, Variant};
 use nbd_conform::wire::consts::{context, draft};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
@@ -106,9 +106,18 @@ struct RunArgs {
     /// Treat SHOULD violations (warn) as non-conformance.
     #[arg(long)]
     strict: bool,
-    /// Seconds to wait for any single read from a server.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds to wait for the whole reply to one request (a slow but complete reply is
+    /// correct; a server that never answers fails after this long).
+    #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Seconds to wait to connect and for each handshake message (an unreachable target is
+    /// reported after this long).
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
+    /// Bytes each case reads back of the ranges a server calls zero (K/M/G suffixes); what
+    /// the budget leaves unread is reported as not checked.
+    #[arg(long, value_parser = parse_size, default_value = "256M")]
+    read_back_budget: u64,
     /// Cases run side by side.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
@@ -200,6 +209,10 @@ struct ServeArgs {
     /// prints every fault with its dialect and clause).
     #[arg(long = "fault", value_name = "NAME")]
     faults: Vec<String>,
+    /// Take one unusual choice the spec allows (repeatable; `--variant list` prints every
+    /// variant with the clause that allows it): a conformant client or suite must accept it.
+    #[arg(long = "variant", value_name = "NAME")]
+    variants: Vec<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -366,6 +379,18 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
     if args.faults.iter().any(|f| f == "list") {
         return list_faults();
     }
+    if args.variants.iter().any(|v| v == "list") {
+        return print_or_fail(&Variant::table());
+    }
+    let variants = match args
+        .variants
+        .iter()
+        .map(|v| v.parse::<Variant>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(v) => v,
+        Err(e) => return usage(format!("--variant: {e} (or `list`)")),
+    };
     let faults = match args
         .faults
         .iter()
@@ -403,6 +428,7 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
         bitmaps: args.bitmaps,
         writable: args.writable,
         faults,
+        variants,
     };
     let server = match Server::bind(options).await {
         Ok(s) => s,
@@ -431,6 +457,14 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
         },
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         _ = terminate.recv() => ExitCode::SUCCESS,
+    }
+}
+
+/// Prints `text` to stdout; a closed pipe (`| head`) is no error worth a panic.
+fn print_or_fail(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(exit::FAILED),
     }
 }
 
@@ -490,6 +524,9 @@ async fn run_cases(args: RunArgs) -> ExitCode {
 
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return usage("--timeout must be a positive number of seconds");
+    }
+    if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
+        return usage("--connect-timeout must be a positive number of seconds");
     }
     let mut cases = match load(args.cases.clone()) {
         Ok(c) => c,
@@ -585,7 +622,9 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         }
     }
     let settings = Settings {
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: Duration::from_secs_f64(args.connect_timeout),
+        reply_timeout: Duration::from_secs_f64(args.timeout),
+        read_back_budget: args.read_back_budget,
         ..Settings::default()
     };
     let mut targets = Vec::new();

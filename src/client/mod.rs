@@ -51,6 +51,10 @@ pub enum ClientError {
     Protocol(Violation),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The harness asked for a request the negotiated header cannot carry: its own bug, never
+    /// the server's.
+    #[error("not sent: {0}")]
+    Unencodable(#[from] crate::wire::request::LengthTooLong),
 }
 
 /// What to negotiate.
@@ -91,6 +95,12 @@ pub struct Negotiated {
 }
 
 impl Negotiated {
+    /// The advertised minimum block size, 1 when the server advertised none: every offset and
+    /// length the client sends must be a multiple of it.
+    pub fn minimum_block(&self) -> u64 {
+        self.block_sizes.map_or(1, |b| u64::from(b.minimum)).max(1)
+    }
+
     pub fn header_form(&self) -> HeaderForm {
         if self.extended {
             HeaderForm::Extended
@@ -308,7 +318,7 @@ impl Session {
         payload: &[u8],
     ) -> Result<(), ClientError> {
         let mut buf = BytesMut::with_capacity(32 + payload.len());
-        request.encode(self.negotiated.header_form(), &mut buf);
+        request.encode(self.negotiated.header_form(), &mut buf)?;
         buf.extend_from_slice(payload);
         let draft = self.negotiated.dialect == Dialect::Draft
             && request.command == draft::CMD_GET_LBA_STATUS;
@@ -375,8 +385,21 @@ impl Session {
         self.wait_for(cookie).await
     }
 
-    /// Waits for the reply to `cookie`.
+    /// Waits for the reply to `cookie`, all of it within the session's timeout however many
+    /// messages it takes (a server that drips one chunk at a time cannot stretch an exchange).
+    /// After a timeout the stream may stand mid-message: drop the session.
     pub async fn wait_for(&mut self, cookie: u64) -> Result<Reply, ClientError> {
+        let deadline = self.conn.timeout;
+        match tokio::time::timeout(deadline, self.wait_unbounded(cookie)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                what: format!("the whole reply to cookie {cookie:#x}"),
+                after: deadline,
+            }),
+        }
+    }
+
+    async fn wait_unbounded(&mut self, cookie: u64) -> Result<Reply, ClientError> {
         loop {
             if let Some(i) = self.ready.iter().position(|r| r.request.cookie == cookie) {
                 return Ok(self.ready.swap_remove(i));

@@ -308,9 +308,28 @@ fn parse_number(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
-/// Evaluates an offset or length expression against the export size. Arithmetic wraps, so
-/// that cases can ask for overflowing ranges on purpose.
-pub fn eval(expr: &str, size: u64) -> Result<u64, String> {
+/// Why an offset or length expression has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExprError {
+    /// The expression does not parse: a fault of the case file.
+    Syntax(String),
+    /// It parses but leaves 0..2^64 on this export (`size-512` on a 0-byte export): the case
+    /// does not fit the export, which is no request to send.
+    OutOfRange(String),
+}
+
+impl std::fmt::Display for ExprError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExprError::Syntax(m) | ExprError::OutOfRange(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Evaluates an offset or length expression against the export size. Arithmetic never wraps:
+/// a case that wants an overflowing range says so with `max` (`offset = "max-511"`), and an
+/// expression that would leave 0..2^64 is [`ExprError::OutOfRange`].
+pub fn eval(expr: &str, size: u64) -> Result<u64, ExprError> {
     let e = expr.trim();
     let split = e
         .char_indices()
@@ -323,18 +342,38 @@ pub fn eval(expr: &str, size: u64) -> Result<u64, String> {
     let base = match base.trim() {
         "size" => size,
         "max" => u64::MAX,
-        n => parse_number(n).ok_or_else(|| format!("bad number {n:?} in {expr:?}"))?,
+        n => parse_number(n)
+            .ok_or_else(|| ExprError::Syntax(format!("bad number {n:?} in {expr:?}")))?,
     };
-    match rest {
-        None => Ok(base),
-        Some(r) => {
-            let n = parse_number(&r[1..]).ok_or_else(|| format!("bad number in {expr:?}"))?;
-            Ok(if r.starts_with('+') {
-                base.wrapping_add(n)
-            } else {
-                base.wrapping_sub(n)
-            })
-        }
+    let Some(r) = rest else {
+        return Ok(base);
+    };
+    let n = parse_number(&r[1..])
+        .ok_or_else(|| ExprError::Syntax(format!("bad number in {expr:?}")))?;
+    let value = if r.starts_with('+') {
+        base.checked_add(n)
+    } else {
+        base.checked_sub(n)
+    };
+    value.ok_or_else(|| {
+        ExprError::OutOfRange(format!(
+            "{expr:?} is outside 0..2^64 on an export of {size} bytes"
+        ))
+    })
+}
+
+/// The offset and length expressions a step evaluates.
+fn step_expressions(step: &Step) -> Vec<&str> {
+    match step {
+        Step::BlockStatus(s) => vec![&s.offset, &s.length],
+        Step::DraftStatus(s) => vec![&s.offset, &s.length],
+        Step::RawRequest(s) => vec![&s.offset, &s.length],
+        Step::Pipeline(s) => vec![&s.length],
+        Step::Map(MapStep {
+            max_request: Some(m),
+            ..
+        }) => vec![m],
+        _ => Vec::new(),
     }
 }
 
@@ -373,6 +412,12 @@ impl Case {
             }
             if let Some(f) = flags {
                 command_flags(f)?;
+            }
+            for expr in step_expressions(step) {
+                // Only the syntax: whether a value fits depends on the export it runs on.
+                if let Err(ExprError::Syntax(m)) = eval(expr, 0) {
+                    return Err(m);
+                }
             }
         }
         if self.steps.is_empty() {
@@ -486,7 +531,10 @@ mod tests {
         assert_eq!(eval("max-511", 0), Ok(u64::MAX - 511));
         assert_eq!(eval("0x10", 0), Ok(16));
         assert_eq!(eval("4G", 0), Ok(1 << 32));
-        assert!(eval("lots", 0).is_err());
+        assert!(matches!(eval("lots", 0), Err(ExprError::Syntax(_))));
+        // Never wraps: on a 0-byte export `size-512` is no offset at all.
+        assert!(matches!(eval("size-512", 0), Err(ExprError::OutOfRange(_))));
+        assert!(matches!(eval("max+1", 0), Err(ExprError::OutOfRange(_))));
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct CaseResult {
     pub findings: Vec<Finding>,
     /// Why the case was unsupported or errored, when it was.
     pub note: Option<String>,
+    /// What the case could not check, and why (e.g. zero ranges the read-back budget left
+    /// unread): a verdict is only as wide as what was checked.
+    pub not_checked: Vec<String>,
     /// Numbered, decoded exchange (the snapshot's and the report's transcript).
     pub transcript: Vec<String>,
     /// Normalised descriptor streams: one line per descriptor, "context offset+length state (raw)".

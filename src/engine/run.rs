@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::case::{self, Case, Expect, Need, Negotiate, Step};
+use super::fit;
 use super::outcome::{Capabilities, CaseResult, Finding, Grade};
 use super::transcript;
 use crate::checks::{self, from_violation};
@@ -37,17 +38,34 @@ pub struct TargetSpec {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// Longest wait for any single read.
+    /// Longest wait to connect and for each message of the handshake: short, so that an
+    /// unreachable or mute target is reported within seconds.
     pub timeout: Duration,
+    /// Longest wait for the whole reply to one request, once the handshake is done: generous,
+    /// because a slow reply that arrives complete is a correct one (a plugin, a cold disk,
+    /// a remote backend); `--timeout` sets it.
+    pub reply_timeout: Duration,
     /// Longest a whole case may take.
     pub case_timeout: Duration,
+    /// Bytes a case reads back of the ranges a server calls zero; what is left over is
+    /// reported as not checked.
+    pub read_back_budget: u64,
 }
+
+/// The default deadline for one request's reply.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default read-back budget per case: 256 MiB (a fraction of a second on loopback, so
+/// that a run over many huge holes stays short; what it leaves unread is reported).
+pub const DEFAULT_READ_BACK_BUDGET: u64 = 256 << 20;
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             timeout: Duration::from_secs(5),
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
             case_timeout: Duration::from_secs(120),
+            read_back_budget: DEFAULT_READ_BACK_BUDGET,
         }
     }
 }
@@ -64,9 +82,8 @@ enum Conn {
     Session(Session),
 }
 
-/// Read-back budget per case: huge zero ranges are sampled, not read whole.
-const READ_BACK_BUDGET: u64 = 64 << 20;
-const READ_PIECE: u64 = 256 << 10;
+/// Longest READ of the read-back (less when the server advertises a smaller maximum payload).
+const READ_PIECE: u64 = 1 << 20;
 
 struct Run<'a> {
     case: &'a Case,
@@ -79,6 +96,10 @@ struct Run<'a> {
     streams: Vec<String>,
     caps: Capabilities,
     read_budget: u64,
+    /// What the case could not check, and why (read-back left unread by the budget).
+    not_checked: Vec<String>,
+    /// The last request's connection was closed by the server, as the spec allows there.
+    closed_as_allowed: bool,
     /// The first complete map of each context by a `map` step, for `stability` to compare with.
     mapped: Vec<Track>,
 }
@@ -100,7 +121,9 @@ pub async fn run_case(
         transcript: Vec::new(),
         streams: Vec::new(),
         caps: Capabilities::default(),
-        read_budget: READ_BACK_BUDGET,
+        read_budget: settings.read_back_budget,
+        not_checked: Vec::new(),
+        closed_as_allowed: false,
         mapped: Vec::new(),
     };
     let stop = match tokio::time::timeout(settings.case_timeout, run.all_steps()).await {
@@ -119,6 +142,7 @@ pub async fn run_case(
         clauses: case.clause_ids(),
         findings: run.findings,
         note,
+        not_checked: run.not_checked,
         transcript: run.transcript,
         streams: run.streams,
         duration: started.elapsed(),
@@ -173,14 +197,34 @@ impl Run<'_> {
     }
 
     async fn step(&mut self, step: &Step) -> Result<(), Stop> {
+        let needs_session = matches!(
+            step,
+            Step::BlockStatus(_)
+                | Step::DraftStatus(_)
+                | Step::RawRequest(_)
+                | Step::Pipeline(_)
+                | Step::Map(_)
+                | Step::Stability(_)
+                | Step::Disc(_)
+        );
+        // The server closed where the spec let it (the last request broke a client MUST):
+        // the case goes on over a new connection, negotiated as before.
+        if needs_session && self.closed_as_allowed && matches!(self.conn, Conn::None) {
+            if let Some(n) = self.last_negotiate.clone() {
+                self.note("(reconnecting: the server closed, as it may after that request)");
+                self.negotiate(&n).await?;
+            }
+        }
+        self.closed_as_allowed = false;
         match step {
             Step::Negotiate(n) => self.negotiate(n).await,
             Step::Connect(c) => self.connect_step(c).await,
             Step::Option(o) => self.option_step(o).await,
             Step::Go(g) => self.go_step(g).await,
             Step::BlockStatus(s) => {
-                let (offset, length, flags) = self.range(&s.offset, &s.length, &s.flags)?;
-                self.export_suits(&s.offset, &s.length, s.expect)?;
+                let (offset, length) =
+                    self.plan(command::BLOCK_STATUS, &s.offset, &s.length, s.expect)?;
+                let flags = case::command_flags(&s.flags).map_err(Stop::Error)?;
                 let request = Request::new(
                     self.session()?.negotiated.header_form(),
                     command::BLOCK_STATUS,
@@ -193,8 +237,8 @@ impl Run<'_> {
                     .await
             }
             Step::DraftStatus(s) => {
-                let (offset, length, _) = self.range(&s.offset, &s.length, &[])?;
-                self.export_suits(&s.offset, &s.length, s.expect)?;
+                let (offset, length) =
+                    self.plan(draft::CMD_GET_LBA_STATUS, &s.offset, &s.length, s.expect)?;
                 let request = Request::new(
                     self.session()?.negotiated.header_form(),
                     draft::CMD_GET_LBA_STATUS,
@@ -207,7 +251,12 @@ impl Run<'_> {
                     .await
             }
             Step::RawRequest(s) => {
-                let (offset, length, flags) = self.range(&s.offset, &s.length, &s.flags)?;
+                // A frame with a wrong magic is malformed whatever its range: nothing to fit.
+                let (offset, length) = match s.magic {
+                    Some(_) => self.evaluate(&s.offset, &s.length)?,
+                    None => self.plan(s.command, &s.offset, &s.length, s.expect)?,
+                };
+                let flags = case::command_flags(&s.flags).map_err(Stop::Error)?;
                 let mut request = Request::new(
                     self.session()?.negotiated.header_form(),
                     s.command,
@@ -286,74 +335,68 @@ impl Run<'_> {
         Ok(hs)
     }
 
-    /// Whether a request means on this export what it means on the case's fixture. The
-    /// harness's fixtures are built for their cases; a third-party export (`--target`) is
-    /// whatever size it is. A case about data past 4 GiB cannot run on a 64 MiB export (the
-    /// server rightly refuses the request), and a case about a request reaching past the end of
-    /// a 4 MiB fixture tests nothing on an 8 GiB export (the server rightly answers it). Either
-    /// way the case is unsupported there, not a verdict on the server.
-    fn export_suits(
+    /// The offset and length a request step sends on this export, by the rules of
+    /// [`super::fit`]; a request that cannot go out as the case means it stops the case as
+    /// `unsupported` (with the reason), never as a verdict on the server.
+    fn plan(
         &mut self,
+        cmd: u16,
         offset: &str,
         length: &str,
-        expect: case::Expect,
-    ) -> Result<(), Stop> {
-        if self.spec.truth.is_some() {
-            return Ok(());
-        }
-        let size = self.session()?.negotiated.size;
-        let end_on = |size: u64| -> Option<u64> {
-            let offset = case::eval(offset, size).ok()?;
-            offset.checked_add(case::eval(length, size).ok()?)
-        };
-        let fits_here = end_on(size).is_some_and(|end| end <= size);
-        let expects_refusal = matches!(
-            expect,
-            case::Expect::Einval
-                | case::Expect::Error
-                | case::Expect::EinvalOrClose
-                | case::Expect::ErrorOrClose
-        );
-        if expect == case::Expect::Ok && !fits_here {
-            let needs = match end_on(size) {
-                Some(end) => format!("an export of at least {end} bytes"),
-                None => "a bigger export".to_owned(),
-            };
-            return Err(Stop::Unsupported(format!(
-                "needs {needs}, like fixture {}; this one has {size}",
-                self.case.fixture
-            )));
-        }
-        if expects_refusal && fits_here {
-            // Meant to reach past the end, as it does on the case's own fixture?
-            let fixture_size = crate::fixtures::find(&self.case.fixture)
-                .ok()
-                .map(|f| f.layout.size);
-            if let Some(fixture_size) = fixture_size {
-                if end_on(fixture_size).is_none_or(|end| end > fixture_size) {
-                    return Err(Stop::Unsupported(format!(
-                        "the request is meant to reach past the end of the export, as it does on \
-                         fixture {} ({fixture_size} bytes); on this export of {size} bytes it \
-                         does not",
-                        self.case.fixture
-                    )));
+        expect: Expect,
+    ) -> Result<(u64, u64), Stop> {
+        let (off, len) = self.evaluate(offset, length)?;
+        let neg = self.session()?.negotiated.clone();
+        let fixture_size = crate::fixtures::find(&self.case.fixture)
+            .ok()
+            .map(|f| f.layout.size);
+        let end_on_fixture = fixture_size.and_then(|size| {
+            let o = case::eval(offset, size).ok()?;
+            o.checked_add(case::eval(length, size).ok()?)
+        });
+        let intent = match expect {
+            Expect::Ok | Expect::Fallback => fit::Intent::Succeed,
+            Expect::Any => fit::Intent::Anything,
+            Expect::Einval | Expect::Error | Expect::EinvalOrClose | Expect::ErrorOrClose => {
+                match (fixture_size, end_on_fixture) {
+                    (Some(size), Some(end)) if end <= size => fit::Intent::RefusedInRange,
+                    _ => fit::Intent::RefusedOutOfRange,
                 }
             }
+        };
+        let export = fit::Export {
+            size: neg.size,
+            fixture_size,
+            form: neg.header_form(),
+            minimum: neg.minimum_block(),
+            max_payload: neg.block_sizes.map(|b| b.maximum as u64),
+        };
+        match fit::fit(cmd, off, len, intent, &export, end_on_fixture) {
+            fit::Fit::Send {
+                offset,
+                length,
+                note,
+            } => {
+                if let Some(note) = note {
+                    self.note(note);
+                }
+                Ok((offset, length))
+            }
+            fit::Fit::Unsupported(why) => Err(Stop::Unsupported(why)),
         }
-        Ok(())
     }
 
-    fn range(
-        &mut self,
-        offset: &str,
-        length: &str,
-        flags: &[String],
-    ) -> Result<(u64, u64, u16), Stop> {
+    /// A step's offset and length expressions on this export; one that leaves 0..2^64 here
+    /// (`size-512` on an empty export) means the case does not fit it.
+    fn evaluate(&mut self, offset: &str, length: &str) -> Result<(u64, u64), Stop> {
         let size = self.session()?.negotiated.size;
-        let offset = case::eval(offset, size).map_err(Stop::Error)?;
-        let length = case::eval(length, size).map_err(Stop::Error)?;
-        let flags = case::command_flags(flags).map_err(Stop::Error)?;
-        Ok((offset, length, flags))
+        let value = |expr: &str| {
+            case::eval(expr, size).map_err(|e| match e {
+                case::ExprError::Syntax(m) => Stop::Error(m),
+                case::ExprError::OutOfRange(m) => Stop::Unsupported(m),
+            })
+        };
+        Ok((value(offset)?, value(length)?))
     }
 
     // ---- negotiation --------------------------------------------------------------------
@@ -522,6 +565,9 @@ impl Run<'_> {
                 .map(|(_, n)| n.clone())
                 .collect(),
         };
+        // From here on, messages are replies: they get the generous deadline.
+        let mut session = session;
+        session.set_timeout(self.settings.reply_timeout);
         // Stored first, so that a case stopped for a missing need keeps the session's findings.
         let negotiated = session.negotiated.clone();
         self.conn = Conn::Session(session);
@@ -645,13 +691,14 @@ impl Run<'_> {
         };
         let replies = match replies {
             Ok(r) => r,
-            // Closing on ABORT without the ACK is the legacy behaviour clients must cope with
-            // (ABORT-LEGACY-1): a SHOULD-level finding, not a dropped connection mid-haggling.
+            // The server MUST answer ABORT with ACK (ABORT-ACK-1); the SHOULD about coping
+            // with a bare close (ABORT-LEGACY-1) binds the client, which is us: we cope, and
+            // grade the server by its MUST.
             Err(ClientError::Closed { .. } | ClientError::Io(_)) if opt == option::ABORT => {
                 self.note("← connection closed");
                 self.drop_conn();
                 self.findings.push(Finding::broken(
-                    "ABORT-LEGACY-1",
+                    "ABORT-ACK-1",
                     "ACK before the close",
                     "the server closed without ACK",
                 ));
@@ -878,6 +925,7 @@ impl Run<'_> {
                 self.note("← connection closed");
                 self.drop_conn();
                 if allows_close {
+                    self.closed_as_allowed = true;
                     self.findings.push(Finding::info("TX-VIOL-1", "an error reply", "the server closed the connection (allowed: the request broke a client MUST)"));
                 } else {
                     self.findings.push(Finding::broken(
@@ -888,13 +936,15 @@ impl Run<'_> {
                 }
                 return Ok(None);
             }
-            Err(ClientError::Timeout { .. }) => {
-                self.note("← (no reply)");
+            Err(ClientError::Timeout { what, after }) => {
+                self.note(format!(
+                    "← (no complete reply: waited {after:?} for {what})"
+                ));
                 self.drop_conn();
                 self.findings.push(Finding::broken(
                     "BS-COMPLETE-1",
                     "a complete reply",
-                    format!("nothing more within {:?}", self.settings.timeout),
+                    timed_out(after),
                 ));
                 return Ok(None);
             }
@@ -998,7 +1048,10 @@ impl Run<'_> {
             return Ok(());
         }
         let neg = self.session()?.negotiated.clone();
-        let length = neg.size.clamp(1, 4096);
+        let Some(length) = probe_length(&neg) else {
+            self.note("(not probed: the export has no whole block a request may ask for)");
+            return Ok(());
+        };
         let (cmd, flags) = match neg.dialect {
             Dialect::Draft => (draft::CMD_GET_LBA_STATUS, draft::SELECT_ALLOCATED),
             Dialect::Standard if neg.contexts.is_empty() => (command::READ, 0),
@@ -1051,21 +1104,39 @@ impl Run<'_> {
     }
 
     async fn pipeline(&mut self, p: &case::Pipeline) -> Result<(), Stop> {
-        let (_, length, flags) = self.range("0", &p.length, &p.flags)?;
-        let session = self.session()?;
-        let size = session.negotiated.size;
-        let form = session.negotiated.header_form();
-        let step = length.max(1);
+        let (_, length) = self.evaluate("0", &p.length)?;
+        let flags = case::command_flags(&p.flags).map_err(Stop::Error)?;
+        let neg = self.session()?.negotiated.clone();
+        let minimum = neg.minimum_block();
+        // Only whole blocks can be asked for: the tail of an export that is not a multiple of
+        // the minimum block size is out of a client's reach.
+        let usable = neg.size / minimum * minimum;
+        if usable == 0 {
+            return Err(Stop::Unsupported(format!(
+                "needs an export of at least one {minimum}-byte block; this one has {}",
+                neg.size
+            )));
+        }
+        let mut step = length.max(1);
+        if !Request::length_fits(neg.header_form(), step) {
+            step = fit::compact_max(minimum);
+        }
+        if step % minimum != 0 {
+            return Err(Stop::Unsupported(format!(
+                "requests of {step} bytes are not a multiple of the advertised minimum block                  size {minimum} (GO-BLKSZ-3)"
+            )));
+        }
+        let form = neg.header_form();
         let mut cookies = Vec::new();
         for i in 0..p.count as u64 {
-            let offset = (i * step) % size.max(1);
+            let offset = i.saturating_mul(step) % usable;
             let mut request = Request::new(
                 form,
                 command::BLOCK_STATUS,
                 flags,
                 0,
                 offset,
-                step.min(size - offset),
+                step.min(usable - offset),
             );
             let session = self.session()?;
             request.cookie = next_cookie(session);
@@ -1092,14 +1163,12 @@ impl Run<'_> {
 
     async fn disc(&mut self) -> Result<(), Stop> {
         let neg = self.session()?.negotiated.clone();
-        let mut request = Request::new(
-            neg.header_form(),
-            command::BLOCK_STATUS,
-            0,
-            0,
-            0,
-            neg.size.min(4096),
-        );
+        let Some(length) = probe_length(&neg) else {
+            return Err(Stop::Unsupported(
+                "needs an export with at least one whole block to ask about".into(),
+            ));
+        };
+        let mut request = Request::new(neg.header_form(), command::BLOCK_STATUS, 0, 0, 0, length);
         let session = self.session()?;
         request.cookie = next_cookie(session);
         let disc = Request::new(
@@ -1184,9 +1253,9 @@ impl Run<'_> {
     async fn map_step(&mut self, m: &case::MapStep) -> Result<(), Stop> {
         let neg = self.session()?.negotiated.clone();
         let max_request = match &m.max_request {
-            Some(e) => case::eval(e, neg.size).map_err(Stop::Error)?,
+            Some(e) => self.evaluate("0", e)?.1,
             None if neg.extended => u64::MAX,
-            None => u32::MAX as u64 & !0xfff,
+            None => fit::compact_max(neg.minimum_block()),
         };
         let tracks = match neg.dialect {
             Dialect::Standard => {
@@ -1251,6 +1320,7 @@ impl Run<'_> {
                 },
             ),
         };
+        let minimum = neg.minimum_block();
         let mut requests = 0u32;
         loop {
             let at = tracks.iter().map(|t| t.covered).min().unwrap_or(neg.size);
@@ -1263,14 +1333,12 @@ impl Run<'_> {
                     "more than 200000 requests to map the export".into(),
                 ));
             }
-            let mut request = Request::new(
-                neg.header_form(),
-                cmd,
-                flags,
-                0,
-                at,
-                (neg.size - at).min(max_request),
-            );
+            // Whole blocks only: the unaligned tail of an export is out of a client's reach.
+            let length = (neg.size - at).min(max_request) / minimum * minimum;
+            if length == 0 {
+                return Ok(tracks);
+            }
+            let mut request = Request::new(neg.header_form(), cmd, flags, 0, at, length);
             let Conn::Session(session) = &mut self.conn else {
                 return Ok(tracks);
             };
@@ -1338,18 +1406,25 @@ impl Run<'_> {
         }
     }
 
-    /// Every range reported as reading zeros is read (sampled when huge) and must be zeros.
+    /// Every byte of every range reported as reading zeros is read back and must be zero, up
+    /// to the case's read-back budget ([`Settings::read_back_budget`]). Smaller ranges go
+    /// first, so that a budget spent on one huge hole does not leave the small ones unread;
+    /// what the budget leaves unread is said in the result (`not_checked`), never passed over
+    /// in silence.
     async fn read_back(&mut self, tracks: &[Track]) -> Result<(), Stop> {
         let Conn::Session(session) = &self.conn else {
             return Ok(());
         };
         let neg = session.negotiated.clone();
-        let align = neg.block_sizes.map_or(1, |b| b.minimum as u64).max(1);
-        let max_read = neg
+        let align = neg.minimum_block();
+        let piece = neg
             .block_sizes
-            .map_or(READ_PIECE, |b| (b.maximum as u64).clamp(align, READ_PIECE))
-            .min(limit::MAX_IO_PAYLOAD as u64);
-        let mut checked = 0u64;
+            .map_or(READ_PIECE, |b| u64::from(b.maximum).min(READ_PIECE))
+            .min(u64::from(limit::MAX_IO_PAYLOAD))
+            / align
+            * align;
+        let piece = piece.max(align);
+        let mut called_zero: Vec<(&crate::map::MapEntry, &'static str)> = Vec::new();
         for t in tracks {
             let (zero, clause) = match t.context.as_str() {
                 context::BASE_ALLOCATION => (context::STATE_ZERO, "ALLOC-ZERO-1"),
@@ -1362,60 +1437,69 @@ impl Run<'_> {
                 } else {
                     e.flags & zero != 0
                 };
-                if !says_zero {
-                    continue;
+                if says_zero {
+                    called_zero.push((e, clause));
                 }
-                for (offset, length) in samples(e.offset, e.length, align, max_read) {
-                    if self.read_budget < length {
+            }
+        }
+        called_zero.sort_by_key(|(e, _)| e.length);
+        let (mut checked, mut unread) = (0u64, 0u64);
+        'ranges: for (i, (e, clause)) in called_zero.iter().enumerate() {
+            for (offset, length) in pieces(e.offset, e.length, align, piece) {
+                if self.read_budget < length {
+                    unread += e.offset + e.length - offset;
+                    unread += called_zero[i + 1..]
+                        .iter()
+                        .map(|(e, _)| e.length)
+                        .sum::<u64>();
+                    break 'ranges;
+                }
+                self.read_budget -= length;
+                let Conn::Session(session) = &mut self.conn else {
+                    return Ok(());
+                };
+                // `piece` is at most MAX_IO_PAYLOAD (32 MiB), so the length fits.
+                let reply = match session.read(offset, length as u32).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.note(format!(
+                            "→ READ offset={offset} length={length} failed: {e}"
+                        ));
+                        self.drop_conn();
                         return Ok(());
                     }
-                    self.read_budget -= length;
-                    let Conn::Session(session) = &mut self.conn else {
-                        return Ok(());
-                    };
-                    let reply = match session.read(offset, length as u32).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            self.note(format!(
-                                "→ READ offset={offset} length={length} failed: {e}"
+                };
+                self.findings
+                    .extend(reply.violations.iter().map(from_violation));
+                match reply.read_data() {
+                    Some(data) => {
+                        checked += length;
+                        if let Some(at) = data.iter().position(|b| *b != 0) {
+                            self.findings.push(Finding::broken(
+                                clause,
+                                format!("{}+{} ({}) reads as zeros", e.offset, e.length, e.state),
+                                format!("byte {:#04x} at offset {}", data[at], offset + at as u64),
                             ));
-                            self.drop_conn();
-                            return Ok(());
+                            continue 'ranges;
                         }
-                    };
-                    self.findings
-                        .extend(reply.violations.iter().map(from_violation));
-                    match reply.read_data() {
-                        Some(data) => {
-                            checked += length;
-                            if let Some(i) = data.iter().position(|b| *b != 0) {
-                                self.findings.push(Finding::broken(
-                                    clause,
-                                    format!(
-                                        "{}+{} ({}) reads as zeros",
-                                        e.offset, e.length, e.state
-                                    ),
-                                    format!(
-                                        "byte {:#04x} at offset {}",
-                                        data[i],
-                                        offset + i as u64
-                                    ),
-                                ));
-                                break;
-                            }
-                        }
-                        None => self.note(format!(
-                            "→ READ offset={offset} length={length}: {}",
-                            reply
-                                .error()
-                                .map_or("incomplete".into(), |e| errno::name(e).to_owned())
-                        )),
                     }
+                    None => self.note(format!(
+                        "→ READ offset={offset} length={length}: {}",
+                        reply
+                            .error()
+                            .map_or("incomplete".into(), |e| errno::name(e).to_owned())
+                    )),
                 }
             }
         }
         if checked > 0 {
             self.note(format!("(read back {checked} bytes reported as zero)"));
+        }
+        if unread > 0 {
+            let budget = self.settings.read_back_budget;
+            self.not_checked.push(format!(
+                "{unread} bytes reported as zero were not read back: the read-back budget of                  {budget} bytes per case was spent (--read-back-budget raises it)"
+            ));
         }
         Ok(())
     }
@@ -1522,9 +1606,8 @@ impl Run<'_> {
         if names.is_empty() {
             return Err(Stop::Error("stability needs at least one context".into()));
         }
-        let first = self
-            .walk(&names, 0, false, u32::MAX as u64 & !0xfff, false)
-            .await?;
+        let compact_max = fit::compact_max(self.session()?.negotiated.minimum_block());
+        let first = self.walk(&names, 0, false, compact_max, false).await?;
         // Earlier `map` steps of the case (other negotiations, other context mixes, e.g. the
         // B7 recipe of peers.md) must agree with this walk too.
         let size = self.session()?.negotiated.size;
@@ -1552,9 +1635,7 @@ impl Run<'_> {
                 ..base.clone()
             };
             self.negotiate(&n).await?;
-            let again = self
-                .walk(&mix, 0, false, u32::MAX as u64 & !0xfff, false)
-                .await?;
+            let again = self.walk(&mix, 0, false, compact_max, false).await?;
             self.note(format!("(mapped again with contexts {mix:?})"));
             for t in &again {
                 let Some(orig) = first.iter().find(|f| f.context == t.context) else {
@@ -1627,29 +1708,49 @@ fn coalesce(entries: &[crate::map::MapEntry]) -> Vec<(u64, u64, u64)> {
     out
 }
 
-/// Ranges to read back inside `[offset, offset+length)`, aligned inward to `align`: the whole
-/// range when small, else its start, middle and end.
-fn samples(offset: u64, length: u64, align: u64, piece: u64) -> Vec<(u64, u64)> {
-    let start = offset.div_ceil(align) * align;
-    let end = (offset + length) / align * align;
-    if end <= start {
-        return Vec::new();
-    }
+/// The READs that cover `[offset, offset+length)` whole, `piece` bytes at a time, aligned
+/// inward to `align` (bytes outside the aligned span cannot be asked for).
+fn pieces(offset: u64, length: u64, align: u64, piece: u64) -> Vec<(u64, u64)> {
+    let start = offset.div_ceil(align).saturating_mul(align);
+    let end = offset.saturating_add(length) / align * align;
     let piece = (piece / align * align).max(align);
-    let span = end - start;
-    if span <= 4 * piece {
-        return (0..span.div_ceil(piece))
-            .map(|i| (start + i * piece, piece.min(span - i * piece)))
-            .collect();
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let n = piece.min(end - at);
+        out.push((at, n));
+        at += n;
     }
-    let middle = (start + span / 2) / align * align;
-    vec![(start, piece), (middle, piece), (end - piece, piece)]
+    out
+}
+
+/// The length of a request that must succeed on any export it fits: 4 KiB from offset 0 (or
+/// one minimum block, or the whole export if smaller), within the maximum payload. None on an
+/// export with no whole block.
+fn probe_length(neg: &Negotiated) -> Option<u64> {
+    let minimum = neg.minimum_block();
+    let usable = neg.size / minimum * minimum;
+    let cap = neg
+        .block_sizes
+        .map_or(u64::MAX, |b| u64::from(b.maximum) / minimum * minimum)
+        .max(minimum);
+    let length = usable.min(minimum.max(4096)).min(cap);
+    (length > 0).then_some(length)
 }
 
 fn stream_line(context: &str, offset: u64, length: u64, flags: u64) -> String {
     format!(
         "{context} {offset}+{length} {} ({flags:#x})",
         crate::wire::state::state_name(context, flags)
+    )
+}
+
+/// What a timed-out exchange observed: how long was waited, and how to wait longer.
+fn timed_out(after: Duration) -> String {
+    format!(
+        "no complete reply within {:.0?} (the per-request deadline; a server this slow can be \
+         given longer with --timeout)",
+        after
     )
 }
 
@@ -1770,16 +1871,18 @@ mod tests {
     }
 
     #[test]
-    fn samples_align_inward_and_sample_big_ranges() {
+    fn pieces_cover_every_aligned_byte() {
         assert_eq!(
-            samples(0, 4096, 512, 1024),
+            pieces(0, 4096, 512, 1024),
             vec![(0, 1024), (1024, 1024), (2048, 1024), (3072, 1024)]
         );
-        assert_eq!(samples(100, 1000, 512, 1024), vec![(512, 512)]);
-        assert_eq!(samples(100, 300, 512, 1024), vec![]);
-        let big = samples(0, 1 << 32, 1, 1 << 18);
-        assert_eq!(big.len(), 3);
-        assert_eq!(big[2], ((1 << 32) - (1 << 18), 1 << 18));
+        assert_eq!(pieces(100, 1000, 512, 1024), vec![(512, 512)]);
+        assert_eq!(pieces(100, 300, 512, 1024), vec![]);
+        // A 4 GiB range is read whole, not sampled at its start, middle and end.
+        let big = pieces(0, 1 << 32, 1, 1 << 20);
+        assert_eq!(big.len(), 4096);
+        assert_eq!(big.iter().map(|(_, n)| n).sum::<u64>(), 1 << 32);
+        assert!(big.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::run::{run_case, Settings, TargetSpec};
 use crate::client::{Handshake, Target};
 use crate::fixtures::{self, Built};
 use crate::launch::{Launcher, Pool, ServerKind};
-use crate::server::Fault;
+use crate::server::Behaviour;
 use crate::Dialect;
 
 type BuiltSlot = Arc<OnceCell<Result<Arc<Built>, String>>>;
@@ -55,6 +55,7 @@ fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
         clauses: case.clause_ids(),
         findings: Vec::new(),
         note: Some(why),
+        not_checked: Vec::new(),
         transcript: Vec::new(),
         streams: Vec::new(),
         duration: Duration::ZERO,
@@ -68,7 +69,15 @@ pub async fn run_on_local(
     dialect: Dialect,
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
-    run_on_pooled(Pool::global(), case, &kind.into(), dialect, &[], settings).await
+    run_on_pooled(
+        Pool::global(),
+        case,
+        &kind.into(),
+        dialect,
+        &Behaviour::default(),
+        settings,
+    )
+    .await
 }
 
 /// Runs one case against the server `launcher` starts (pooled per process). The harness built
@@ -79,7 +88,15 @@ pub async fn run_on_launched(
     dialect: Dialect,
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
-    run_on_pooled(Pool::global(), case, launcher, dialect, &[], settings).await
+    run_on_pooled(
+        Pool::global(),
+        case,
+        launcher,
+        dialect,
+        &Behaviour::default(),
+        settings,
+    )
+    .await
 }
 
 /// Runs one case against the server `launcher` starts, from a pool of the caller's (which the
@@ -92,16 +109,25 @@ pub async fn run_in_pool(
     dialect: Dialect,
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
-    run_on_pooled(pool, case, launcher, dialect, &[], settings).await
+    run_on_pooled(
+        pool,
+        case,
+        launcher,
+        dialect,
+        &Behaviour::default(),
+        settings,
+    )
+    .await
 }
 
-/// Runs one case against a server from `pool`, with `faults` injected (reference server only).
+/// Runs one case against a server from `pool` that behaves as `behaviour` says (faults and
+/// variants: reference server only).
 async fn run_on_pooled(
     pool: &Pool,
     case: &Case,
     launcher: &Launcher,
     dialect: Dialect,
-    faults: &[Fault],
+    behaviour: &Behaviour,
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
     if case.dialect != dialect {
@@ -124,7 +150,7 @@ async fn run_on_pooled(
         }
     };
     let launched = match pool
-        .get_launched(launcher, &case.fixture, &built, dialect, faults)
+        .get_launched(launcher, &case.fixture, &built, dialect, behaviour)
         .await
     {
         Ok(l) => l,
@@ -158,14 +184,14 @@ pub async fn run_on_target(
     run_case(case, &spec, settings).await
 }
 
-/// Runs the cases of `dialect` against the reference server with `faults` injected (design §7),
-/// `parallel` at a time, on servers from `pool` (a pool of the caller's, so that it can stop
-/// them afterwards). Results come back in case order.
-pub async fn run_with_faults(
+/// Runs the cases of `dialect` against the reference server with faults injected or variants
+/// taken (design §7), `parallel` at a time, on servers from `pool` (a pool of the caller's, so
+/// that it can stop them afterwards). Results come back in case order.
+pub async fn run_with_behaviour(
     pool: Arc<Pool>,
     cases: &[Case],
     dialect: Dialect,
-    faults: &[Fault],
+    behaviour: &Behaviour,
     settings: Settings,
     parallel: usize,
 ) -> Vec<CaseResult> {
@@ -174,16 +200,16 @@ pub async fn run_with_faults(
     let mut tasks = tokio::task::JoinSet::new();
     let mut index = HashMap::new();
     for (i, case) in cases.iter().enumerate() {
-        let (pool, permits, case, faults) = (
+        let (pool, permits, case, behaviour) = (
             pool.clone(),
             permits.clone(),
             (*case).clone(),
-            faults.to_vec(),
+            behaviour.clone(),
         );
         let task = tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let reference = Launcher::Known(ServerKind::Reference);
-            run_on_pooled(&pool, &case, &reference, dialect, &faults, settings)
+            run_on_pooled(&pool, &case, &reference, dialect, &behaviour, settings)
                 .await
                 .0
         });

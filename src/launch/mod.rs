@@ -13,8 +13,8 @@
 //! - any server from a `--spawn` command template (`template`, `spawned`).
 //!
 //! [`launch`] starts one; [`Pool`] shares one per (server, fixture, dialect) across the cases of
-//! a process. [`launch_with_faults`] and [`Pool::get_with_faults`] start the reference server
-//! with faults injected (one pooled server per fault list). The parts:
+//! a process. [`launch_with`] and [`Pool::get_with`] start the reference server with faults
+//! or variants (one pooled server per [`Behaviour`]). The parts:
 //! - `kind`: the servers ([`ServerKind`]) and their installed versions;
 //! - `runtime`: the process-wide runtime launches and the reference server run on;
 //! - `spawner`: child processes that die with the harness, and signalling daemons safely;
@@ -56,7 +56,7 @@ pub use template::{SpawnTemplate, PLACEHOLDERS};
 
 use crate::client::{Endpoint, Target};
 use crate::fixtures::Built;
-use crate::server::{BitmapSpec, Fault};
+use crate::server::{Behaviour, BitmapSpec};
 use crate::Dialect;
 use guard::Guard;
 
@@ -298,18 +298,25 @@ pub async fn launch(
     built: &Built,
     dialect: Dialect,
 ) -> Result<Launched, LaunchError> {
-    launch_with_faults(&kind.into(), fixture_name, built, dialect, &[]).await
+    launch_with(
+        &kind.into(),
+        fixture_name,
+        built,
+        dialect,
+        &Behaviour::default(),
+    )
+    .await
 }
 
-/// [`launch`] for any [`Launcher`], with clauses the server breaks on purpose (design §7).
-/// Only the reference server takes faults; any other server with a non-empty list is a setup
-/// error.
-pub async fn launch_with_faults(
+/// [`launch`] for any [`Launcher`], with faults (clauses broken on purpose, design §7) or
+/// variants (legal choices taken on purpose). Only the reference server takes them; any other
+/// server with either is a setup error.
+pub async fn launch_with(
     launcher: &Launcher,
     fixture_name: &str,
     built: &Built,
     dialect: Dialect,
-    faults: &[Fault],
+    behaviour: &Behaviour,
 ) -> Result<Launched, LaunchError> {
     if !launcher.dialects().contains(&dialect) {
         return Err(LaunchError::Setup(format!(
@@ -317,14 +324,14 @@ pub async fn launch_with_faults(
             launcher.name()
         )));
     }
-    if *launcher != Launcher::Known(ServerKind::Reference) && !faults.is_empty() {
+    if *launcher != Launcher::Known(ServerKind::Reference) && !behaviour.is_plain() {
         return Err(LaunchError::Setup(format!(
-            "faults are injected into the reference server only, not {}",
+            "faults and variants are for the reference server only, not {}",
             launcher.name()
         )));
     }
     let plan = Plan::new(fixture_name, built);
-    let faults = faults.to_vec();
+    let behaviour = behaviour.clone();
     let runtime = runtime::handle().map_err(LaunchError::Setup)?;
     let name = launcher.name();
     let launcher = launcher.clone();
@@ -332,7 +339,7 @@ pub async fn launch_with_faults(
     let task = runtime.spawn(async move {
         match launcher {
             Launcher::Known(ServerKind::Reference) => {
-                reference::launch(&plan, dialect, faults).await
+                reference::launch(&plan, dialect, behaviour).await
             }
             Launcher::Known(kind) => process::launch(kind, &plan, dialect).await,
             Launcher::Container { kind, image } => {

@@ -1,4 +1,4 @@
-//! One server per (launcher, fixture, dialect, faults), started on first use and shared by
+//! One server per (launcher, fixture, dialect, behaviour), started on first use and shared by
 //! every case of the process; started again if it died.
 
 use std::collections::HashMap;
@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::OnceCell;
 
-use super::{launch_with_faults, LaunchError, Launched, Launcher, ServerKind};
+use super::{launch_with, LaunchError, Launched, Launcher, ServerKind};
 use crate::fixtures::Built;
-use crate::server::Fault;
+use crate::server::Behaviour;
 use crate::Dialect;
 
 type Outcome = Result<Arc<Launched>, Arc<LaunchError>>;
@@ -20,8 +20,8 @@ struct Key {
     launcher: Launcher,
     fixture: String,
     draft: bool,
-    /// Sorted, without repeats; empty for a conformant server.
-    faults: Vec<Fault>,
+    /// Plain for the servers every case runs on.
+    behaviour: Behaviour,
 }
 
 /// The process-wide set of launched servers.
@@ -45,25 +45,25 @@ impl Pool {
         built: &Built,
         dialect: Dialect,
     ) -> Result<Arc<Launched>, Arc<LaunchError>> {
-        self.get_with_faults(kind, fixture_name, built, dialect, &[])
+        self.get_with(kind, fixture_name, built, dialect, &Behaviour::default())
             .await
     }
 
-    /// [`Pool::get`] for a reference server with `faults` injected: one server per distinct set
-    /// of faults (an empty list is the conformant server `get` returns).
-    pub async fn get_with_faults(
+    /// [`Pool::get`] for a reference server with faults or variants: one server per distinct
+    /// behaviour (the plain one is the server `get` returns).
+    pub async fn get_with(
         &self,
         kind: ServerKind,
         fixture_name: &str,
         built: &Built,
         dialect: Dialect,
-        faults: &[Fault],
+        behaviour: &Behaviour,
     ) -> Result<Arc<Launched>, Arc<LaunchError>> {
-        self.get_launched(&kind.into(), fixture_name, built, dialect, faults)
+        self.get_launched(&kind.into(), fixture_name, built, dialect, behaviour)
             .await
     }
 
-    /// The server `launcher` starts for (fixture, dialect, faults), launching it if this is the
+    /// The server `launcher` starts for (fixture, dialect, behaviour), launching it if this is the
     /// first request. Concurrent first requests wait for one launch.
     pub async fn get_launched(
         &self,
@@ -71,16 +71,13 @@ impl Pool {
         fixture_name: &str,
         built: &Built,
         dialect: Dialect,
-        faults: &[Fault],
+        behaviour: &Behaviour,
     ) -> Result<Arc<Launched>, Arc<LaunchError>> {
-        let mut faults = faults.to_vec();
-        faults.sort_unstable();
-        faults.dedup();
         let key = Key {
             launcher: launcher.clone(),
             fixture: fixture_name.to_owned(),
             draft: dialect == Dialect::Draft,
-            faults,
+            behaviour: Behaviour::new(&behaviour.faults, &behaviour.variants),
         };
         let slot = {
             let mut slots = self.slots();
@@ -97,7 +94,7 @@ impl Pool {
         };
         let outcome = slot
             .get_or_init(|| async {
-                launch_with_faults(launcher, fixture_name, built, dialect, &key.faults)
+                launch_with(launcher, fixture_name, built, dialect, &key.behaviour)
                     .await
                     .map(Arc::new)
                     .map_err(Arc::new)

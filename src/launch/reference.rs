@@ -19,7 +19,7 @@ use super::scratch::Scratch;
 use super::{LaunchError, Launched, Plan, ServerKind, EXPORT_NAME};
 use crate::client::Endpoint;
 use crate::client::{Session, SessionOptions, Target};
-use crate::server::{Fault, Listen, ServeError, ServeOptions, Server};
+use crate::server::{Behaviour, Listen, ServeError, ServeOptions, Server};
 use crate::Dialect;
 
 /// Bytes per replayed WRITE (far below every payload cap) and per copied piece.
@@ -27,11 +27,11 @@ const CHUNK: u64 = 1024 * 1024;
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Must run on the launcher runtime: the accept loop is spawned onto the current runtime.
-/// `faults` never touch the WRITE replies the replay below depends on.
+/// Neither faults nor variants touch the WRITE replies the replay below depends on.
 pub(super) async fn launch(
     plan: &Plan,
     dialect: Dialect,
-    faults: Vec<Fault>,
+    behaviour: Behaviour,
 ) -> Result<Launched, LaunchError> {
     let scratch = Scratch::create(ServerKind::Reference.name()).map_err(LaunchError::scratch)?;
     let socket = scratch.path("nbd.sock");
@@ -56,7 +56,8 @@ pub(super) async fn launch(
         dialect,
         bitmaps: plan.bitmaps.clone(),
         writable,
-        faults,
+        faults: behaviour.faults,
+        variants: behaviour.variants,
     })
     .await
     .map_err(|e| match e {

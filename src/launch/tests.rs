@@ -12,6 +12,7 @@ use super::spawner::ForeignProcess;
 use super::*;
 use crate::client::{Endpoint, Session, SessionOptions};
 use crate::fixtures::{self, Built};
+use crate::server::Fault;
 use crate::wire::consts::{context, draft};
 use crate::wire::draft::DraftQuery;
 
@@ -493,23 +494,23 @@ fn faulty_reference_servers_are_pooled_apart_and_still_replay_writes() {
             .await
             .unwrap();
         let faulty = pool
-            .get_with_faults(
+            .get_with(
                 ServerKind::Reference,
                 FIXTURE,
                 built(),
                 Dialect::Standard,
-                &faults,
+                &Behaviour::faults(&faults),
             )
             .await
             .unwrap();
         assert!(!Arc::ptr_eq(&clean, &faulty));
         let again = pool
-            .get_with_faults(
+            .get_with(
                 ServerKind::Reference,
                 FIXTURE,
                 built(),
                 Dialect::Standard,
-                &[faults[0], faults[0]],
+                &Behaviour::faults(&[faults[0], faults[0]]),
             )
             .await
             .unwrap();
@@ -535,12 +536,12 @@ fn faulty_reference_servers_are_pooled_apart_and_still_replay_writes() {
 
 #[test]
 fn only_the_reference_server_takes_faults() {
-    let err = block_on(launch_with_faults(
+    let err = block_on(launch_with(
         &ServerKind::Nbdkit.into(),
         FIXTURE,
         built(),
         Dialect::Standard,
-        &[Fault::Hang],
+        &Behaviour::faults(&[Fault::Hang]),
     ))
     .unwrap_err();
     assert!(err.to_string().contains("reference server only"), "{err}");
@@ -551,7 +552,14 @@ fn spawn(template: &str) -> Launcher {
 }
 
 async fn launch_spawned(template: &str) -> Result<Launched, LaunchError> {
-    launch_with_faults(&spawn(template), FIXTURE, built(), Dialect::Standard, &[]).await
+    launch_with(
+        &spawn(template),
+        FIXTURE,
+        built(),
+        Dialect::Standard,
+        &Behaviour::default(),
+    )
+    .await
 }
 
 #[test]
@@ -674,7 +682,8 @@ fn spawned_servers_are_pooled_per_template() {
         let b = spawn("nbdkit -f -r -U {socket} --filter=noextents file {raw}");
         let mut got = Vec::new();
         for l in [&a, &a, &b] {
-            let launched = pool.get_launched(l, FIXTURE, built(), Dialect::Standard, &[]);
+            let plain = Behaviour::default();
+            let launched = pool.get_launched(l, FIXTURE, built(), Dialect::Standard, &plain);
             got.push(launched.await.unwrap_or_else(|e| panic!("{e}")));
         }
         let [a1, a2, b1] = &got[..] else {
@@ -765,9 +774,15 @@ fn known_servers_serve_from_a_container_and_leave_nothing_behind() {
                 kind,
                 image: DEFAULT_IMAGE.to_owned(),
             };
-            let launched = launch_with_faults(&launcher, FIXTURE, built(), Dialect::Standard, &[])
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", launcher.name()));
+            let launched = launch_with(
+                &launcher,
+                FIXTURE,
+                built(),
+                Dialect::Standard,
+                &Behaviour::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", launcher.name()));
             assert_eq!(launched.server, launcher.name());
             let structured = kind != ServerKind::NbdServer;
             let contexts: &[&str] = if structured {
@@ -830,12 +845,12 @@ fn a_missing_image_says_how_to_build_it() {
         kind: ServerKind::Nbdkit,
         image: "nbd-conform-no-such-image:none".to_owned(),
     };
-    let err = block_on(launch_with_faults(
+    let err = block_on(launch_with(
         &launcher,
         FIXTURE,
         built(),
         Dialect::Standard,
-        &[],
+        &Behaviour::default(),
     ))
     .expect_err("no such image");
     let text = err.to_string();

@@ -162,6 +162,7 @@ pub(crate) mod tests {
             clauses: clauses.to_vec(),
             findings: Vec::new(),
             note: None,
+            not_checked: Vec::new(),
             transcript: Vec::new(),
             streams: Vec::new(),
             duration: Duration::from_millis(12),

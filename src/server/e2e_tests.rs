@@ -51,6 +51,7 @@ async fn start(dialect: Dialect, bitmaps: &[&str]) -> Running {
             .collect(),
         writable: true,
         faults: vec![],
+        variants: vec![],
     })
     .await
     .unwrap();
@@ -119,7 +120,9 @@ impl Client {
         payload: &[u8],
     ) {
         let mut b = BytesMut::new();
-        Request::new(self.form, command, flags, 0xC0FFEE, offset, length).encode(self.form, &mut b);
+        Request::new(self.form, command, flags, 0xC0FFEE, offset, length)
+            .encode(self.form, &mut b)
+            .unwrap();
         b.extend_from_slice(payload);
         self.s.write_all(&b).await.unwrap();
     }
@@ -342,7 +345,9 @@ async fn extended_headers_end_to_end() {
 
     // A compact header on an extended connection has the wrong magic: error, then close.
     let mut b = BytesMut::new();
-    Request::new(HeaderForm::Compact, cmd::READ, 0, 9, 0, 512).encode(HeaderForm::Compact, &mut b);
+    Request::new(HeaderForm::Compact, cmd::READ, 0, 9, 0, 512)
+        .encode(HeaderForm::Compact, &mut b)
+        .unwrap();
     b.extend_from_slice(&[0; 4]);
     c.raw(&b).await;
     let (_, body) = c.chunk().await;

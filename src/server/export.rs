@@ -7,6 +7,7 @@ use super::bitmap::{BitmapSpec, DirtyBitmap};
 use super::contexts::ContextCatalogue;
 use super::fault::Faults;
 use super::image::Image;
+use super::variant::Variants;
 use crate::wire::consts::{draft, transmission_flag as tf};
 use crate::Dialect;
 
@@ -23,6 +24,8 @@ pub struct Export {
     pub contexts: ContextCatalogue,
     /// Clauses to break on purpose (none unless `--fault` asked for some).
     pub faults: Faults,
+    /// Legal choices to take on purpose (none unless `--variant` asked for some).
+    pub variants: Variants,
 }
 
 impl Export {
@@ -37,6 +40,7 @@ impl Export {
                 .collect(),
             contexts: ContextCatalogue::new(bitmaps),
             faults: Faults::default(),
+            variants: Variants::default(),
         }
     }
 
@@ -44,8 +48,13 @@ impl Export {
         Export { faults, ..self }
     }
 
+    pub fn with_variants(self, variants: Variants) -> Self {
+        Export { variants, ..self }
+    }
+
+    /// The size clients see (whole minimum blocks under a min-block variant).
     pub fn size(&self) -> u64 {
-        self.image.size()
+        self.variants.export_size(self.image.size())
     }
 
     pub fn writable(&self) -> bool {

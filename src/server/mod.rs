@@ -27,6 +27,7 @@ mod listener;
 pub mod negotiate;
 pub mod replies;
 pub mod transmit;
+pub mod variant;
 
 #[cfg(test)]
 mod e2e_tests;
@@ -40,6 +41,7 @@ use std::time::Duration;
 
 pub use bitmap::BitmapSpec;
 pub use fault::{Fault, FaultDialect, Faults};
+pub use variant::{Variant, Variants};
 
 use export::Export;
 use image::Image;
@@ -65,6 +67,42 @@ pub struct ServeOptions {
     pub writable: bool,
     /// Clauses to break on purpose (design §7); empty for the conformant server.
     pub faults: Vec<Fault>,
+    /// Legal unusual choices to take on purpose; empty for the plain server.
+    pub variants: Vec<Variant>,
+}
+
+/// How a launched reference server departs from its plain answers: clauses it breaks on
+/// purpose (faults, which the suite must catch) and legal choices it takes on purpose
+/// (variants, which the suite must grade conformant). Both lists sorted, without repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Behaviour {
+    pub faults: Vec<Fault>,
+    pub variants: Vec<Variant>,
+}
+
+impl Behaviour {
+    pub fn new(faults: &[Fault], variants: &[Variant]) -> Behaviour {
+        let mut faults = faults.to_vec();
+        faults.sort_unstable();
+        faults.dedup();
+        let mut variants = variants.to_vec();
+        variants.sort_unstable();
+        variants.dedup();
+        Behaviour { faults, variants }
+    }
+
+    pub fn faults(faults: &[Fault]) -> Behaviour {
+        Behaviour::new(faults, &[])
+    }
+
+    pub fn variants(variants: &[Variant]) -> Behaviour {
+        Behaviour::new(&[], variants)
+    }
+
+    /// The plain, conformant server.
+    pub fn is_plain(&self) -> bool {
+        self.faults.is_empty() && self.variants.is_empty()
+    }
 }
 
 /// Why the server could not start.
@@ -105,7 +143,8 @@ impl Server {
             image,
             &options.bitmaps,
         )
-        .with_faults(Faults::new(options.faults));
+        .with_faults(Faults::new(options.faults))
+        .with_variants(Variants::new(options.variants));
         Ok(Server {
             listener,
             export: Arc::new(export),
@@ -203,6 +242,7 @@ mod tests {
             bitmaps: vec![],
             writable: false,
             faults: vec![],
+            variants: vec![],
         }
     }
 

@@ -77,6 +77,9 @@ impl<'a> Negotiation<'a> {
 
     /// Answers one option into `out`.
     pub fn handle(&mut self, opt: u32, data: &[u8], out: &mut BytesMut) -> Next {
+        if self.export.variants.refuses_option(opt) {
+            return error(out, opt, reply_type::ERR_UNSUP, "option not offered here");
+        }
         match opt {
             option::EXPORT_NAME => self.export_name(data, out),
             option::ABORT => {
@@ -160,13 +163,15 @@ impl<'a> Negotiation<'a> {
             size: self.export.size(),
             flags: self.flags(),
         }];
-        if requests.contains(&info::NAME) {
+        let volunteer = self.export.variants.sends_unrequested_info();
+        if volunteer || requests.contains(&info::NAME) {
             infos.push(Info::Name(self.export.name.clone()));
         }
-        if requests.contains(&info::DESCRIPTION) {
+        if volunteer || requests.contains(&info::DESCRIPTION) {
             infos.push(Info::Description(DESCRIPTION.to_owned()));
         }
-        infos.push(Info::BlockSize(self.export.faults.block_sizes(BLOCK_SIZES)));
+        let sizes = self.export.variants.block_sizes(BLOCK_SIZES);
+        infos.push(Info::BlockSize(self.export.faults.block_sizes(sizes)));
         for item in &infos {
             let mut payload = BytesMut::new();
             item.encode(&mut payload);
@@ -312,7 +317,8 @@ impl<'a> Negotiation<'a> {
         let Some(export) = self.export.resolve(&name) else {
             return error(out, opt, reply_type::ERR_UNKNOWN, "no such export");
         };
-        let ids = self.export.contexts.select(&queries);
+        let mut ids = self.export.contexts.select(&queries);
+        self.export.variants.announce_order(&mut ids);
         let shown = self.export.faults.meta_context_ids(&ids);
         for (&id, &shown_id) in ids.iter().zip(&shown) {
             meta_context(

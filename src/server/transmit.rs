@@ -80,10 +80,26 @@ pub enum Command {
 pub struct Refusal {
     pub errno: u32,
     pub message: &'static str,
+    /// The request broke a rule that binds the client (a MUST): the server may close instead
+    /// of answering (TX-VIOL-1), which the `close-on-misuse` variant does.
+    pub misuse: bool,
 }
 
 const fn refuse(errno: u32, message: &'static str) -> Refusal {
-    Refusal { errno, message }
+    Refusal {
+        errno,
+        message,
+        misuse: false,
+    }
+}
+
+/// EINVAL for a request the client must not send.
+const fn misuse(message: &'static str) -> Refusal {
+    Refusal {
+        errno: errno::EINVAL,
+        message,
+        misuse: true,
+    }
 }
 
 /// How many payload bytes follow a request header.
@@ -118,12 +134,20 @@ pub fn plan(
         return plan_lba_status(req, export);
     }
     if !is_known_command(req.command) {
-        return Err(refuse(errno::EINVAL, "unknown command"));
+        return Err(misuse("unknown command"));
     }
     if req.flags & !allowed_flags(req.command, session) != 0 {
-        return Err(refuse(errno::EINVAL, "flag not valid for this command"));
+        return Err(misuse("flag not valid for this command"));
     }
     let (offset, length) = (req.offset, req.length);
+    if req.command != cmd::FLUSH {
+        if let Some(why) = export
+            .variants
+            .refuses_request(req.command == cmd::READ, offset, length)
+        {
+            return Err(misuse(why));
+        }
+    }
     let fua = req.flags & flag::FUA != 0;
     match req.command {
         cmd::READ => {
@@ -177,7 +201,7 @@ pub fn plan(
         }
         _ => {
             if session.contexts.is_empty() {
-                return Err(refuse(errno::EINVAL, "no metadata context was negotiated"));
+                return Err(misuse("no metadata context was negotiated"));
             }
             if length == 0 {
                 return Err(refuse(errno::EINVAL, "zero-length block status request"));
@@ -251,10 +275,7 @@ fn allowed_flags(command: u16, session: &Session) -> u16 {
 fn check_range(export: &Export, offset: u64, length: u64) -> Result<(), Refusal> {
     match offset.checked_add(length) {
         Some(end) if end <= export.size() => Ok(()),
-        _ => Err(refuse(
-            errno::EINVAL,
-            "request runs past the end of the export",
-        )),
+        _ => Err(misuse("request runs past the end of the export")),
     }
 }
 
@@ -282,6 +303,8 @@ struct Transmission<'a, S> {
     reply_form: ReplyForm,
     /// `garbage-after-handshake` has struck on this connection.
     garbled: bool,
+    /// `slow-replies` has made this connection wait once.
+    was_slow: bool,
 }
 
 /// Serves requests until the client disconnects, sends DISC, or breaks the framing.
@@ -306,6 +329,7 @@ where
         header_form,
         reply_form,
         garbled: false,
+        was_slow: false,
     };
     while t.next_request().await? == After::Continue {}
     Ok(())
@@ -360,7 +384,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
         let mut out = BytesMut::new();
         match plan(&req, payload, self.export, &self.session) {
             Ok(command) => self.run(&req, command, &mut out).await,
+            Err(refusal) if refusal.misuse && self.export.variants.closes_on_misuse() => {
+                return Ok(After::Close);
+            }
             Err(refusal) => self.encode_refusal(&req, refusal, &mut out),
+        }
+        if let Some(delay) = self.export.variants.reply_delay() {
+            // The first status reply of a connection is the slow one (a cold path: a plugin
+            // starting, a disk spinning up); later ones come at once.
+            if self.is_status_query(&req) && !self.was_slow {
+                self.was_slow = true;
+                tokio::time::sleep(delay).await;
+            }
         }
         if let Some(how) = self.export.faults.before_disc() {
             if self.is_status_query(&req) && self.disc_waits_behind().await {
@@ -419,6 +454,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
         let faults = &self.export.faults;
         if self.export.is_draft() && req.command == draft::CMD_GET_LBA_STATUS {
             faults.draft_error(out, req.cookie, refusal.errno);
+        } else if self.export.variants.simple_status_errors()
+            && self.reply_form == ReplyForm::Structured
+            && req.command != cmd::READ
+        {
+            // Allowed for every command but READ under structured replies (SR-SIMPLEOK-1).
+            ReplyHeader::Simple {
+                error: refusal.errno,
+                cookie: req.cookie,
+            }
+            .encode(out);
         } else if self.is_status_query(req) {
             let (cookie, offset) = (req.cookie, req.offset);
             faults.status_error(
@@ -629,6 +674,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
         let (asked_length, asked_req_one) = (length, req_one);
         // What the answer covers: the request, unless a fault looks further.
         let room = self.export.size().saturating_sub(offset);
+        let variants = &self.export.variants;
+        let length = variants.status_scan(length, req_one, room);
         let (length, req_one) = faults.status_scan(length, req_one, room);
         let limits = ReplyLimits {
             request_length: length,
@@ -656,12 +703,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                             ScanLimits::new(max_extents, AfterBudget::Stop),
                         )
                         .await?;
+                    variants.restate_allocation(&mut raw);
                     faults.restate_allocation(Dialect::Standard, &mut raw);
                     let shaped = at_least_one(shape(raw, &limits), &limits, Allocation::Data);
                     to_descriptors(&shaped, allocation_status)
                 }
                 Some(ContextKind::DirtyBitmap(i)) => {
                     let mut raw = self.dirtiness(i, offset, length, max_extents);
+                    variants.restate_dirtiness(&mut raw);
                     faults.restate_dirtiness(Dialect::Standard, &mut raw);
                     // If in doubt, dirty is the safe answer for a bitmap (QEMU-DIRTY0-1).
                     let shaped = at_least_one(shape(raw, &limits), &limits, Dirtiness::Dirty);
@@ -675,9 +724,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 extended: self.reply_form == ReplyForm::Extended,
                 base_allocation: kind == Some(ContextKind::Allocation),
             };
+            variants.descriptors(
+                &mut descriptors,
+                asked_length,
+                asked_req_one,
+                scope.base_allocation,
+            );
             faults.descriptors(&mut descriptors, scope);
             chunks.push((id, descriptors));
         }
+        variants.chunks(&mut chunks);
         faults.chunks(&mut chunks);
         Ok(chunks)
     }

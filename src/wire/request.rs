@@ -22,6 +22,11 @@ impl HeaderForm {
     }
 }
 
+/// A length a compact (28-byte) request header cannot carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("length {0} does not fit the 32-bit length of a compact request header")]
+pub struct LengthTooLong(pub u64);
+
 /// A request header as it goes on the wire. Every field is free, including the magic, so that
 /// cases can send frames a correct client never would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +36,9 @@ pub struct Request {
     pub command: u16,
     pub cookie: u64,
     pub offset: u64,
-    /// Effect length (or payload length with `PAYLOAD_LEN`). Compact headers carry only the low
-    /// 32 bits: a larger value is truncated on purpose, as a malformed frame.
+    /// Effect length (or payload length with `PAYLOAD_LEN`). A compact header carries 32 bits:
+    /// a larger value cannot be encoded in it ([`Request::encode`] refuses), so a case never
+    /// sends a length other than the one its transcript shows.
     pub length: u64,
 }
 
@@ -59,16 +65,31 @@ impl Request {
         }
     }
 
-    pub fn encode(&self, form: HeaderForm, dst: &mut BytesMut) {
+    /// Appends the header. Every field goes out as given, except a length that the compact
+    /// header has no room for: that is refused, leaving `dst` untouched, rather than cut to
+    /// its low 32 bits (8 GiB would go out as 0).
+    pub fn encode(&self, form: HeaderForm, dst: &mut BytesMut) -> Result<(), LengthTooLong> {
+        let compact_length = match form {
+            HeaderForm::Compact => {
+                Some(u32::try_from(self.length).map_err(|_| LengthTooLong(self.length))?)
+            }
+            HeaderForm::Extended => None,
+        };
         dst.put_u32(self.magic);
         dst.put_u16(self.flags);
         dst.put_u16(self.command);
         dst.put_u64(self.cookie);
         dst.put_u64(self.offset);
-        match form {
-            HeaderForm::Compact => dst.put_u32(self.length as u32),
-            HeaderForm::Extended => dst.put_u64(self.length),
+        match compact_length {
+            Some(length) => dst.put_u32(length),
+            None => dst.put_u64(self.length),
         }
+        Ok(())
+    }
+
+    /// Whether `length` can travel in a header of this form.
+    pub fn length_fits(form: HeaderForm, length: u64) -> bool {
+        form == HeaderForm::Extended || u32::try_from(length).is_ok()
     }
 
     /// Decodes one header of the given form; `None` when fewer bytes than the header are given.

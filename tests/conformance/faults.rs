@@ -26,9 +26,9 @@ use libtest_mimic::{Failed, Trial};
 use nbd_conform::engine::case::Case;
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::Settings;
-use nbd_conform::engine::suite::run_with_faults;
+use nbd_conform::engine::suite::run_with_behaviour;
 use nbd_conform::launch::Pool;
-use nbd_conform::server::Fault;
+use nbd_conform::server::{Behaviour, Fault};
 
 /// Per read: long enough for any honest reply of the in-process server, short enough that
 /// hanging faults cost seconds, not minutes.
@@ -105,7 +105,9 @@ fn level_of(fault: Fault) -> &'static str {
 fn fault_trial(fault: Fault, cases: &[Case]) -> Result<(), Failed> {
     let settings = Settings {
         timeout: READ_TIMEOUT,
+        reply_timeout: READ_TIMEOUT,
         case_timeout: CASE_TIMEOUT,
+        ..Settings::default()
     };
     let started = Instant::now();
     let pool = Arc::new(Pool::default());
@@ -115,11 +117,11 @@ fn fault_trial(fault: Fault, cases: &[Case]) -> Result<(), Failed> {
         .expect("tokio runtime");
     let mut results = Vec::new();
     for &dialect in fault.dialect().dialects() {
-        results.extend(runtime.block_on(run_with_faults(
+        results.extend(runtime.block_on(run_with_behaviour(
             pool.clone(),
             cases,
             dialect,
-            &[fault],
+            &Behaviour::faults(&[fault]),
             settings,
             PARALLEL,
         )));

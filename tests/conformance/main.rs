@@ -17,6 +17,7 @@ mod interop;
 mod launchers;
 mod support;
 mod third_party;
+mod variants;
 mod wire;
 
 use std::path::Path;
@@ -52,9 +53,12 @@ struct Cli {
     /// Fail trials on SHOULD violations (warn) too.
     #[arg(long, env = "NBD_STRICT")]
     strict: bool,
-    /// Seconds to wait for any single read.
-    #[arg(long, env = "NBD_TIMEOUT", default_value_t = 5.0)]
+    /// Seconds to wait for the whole reply to one request.
+    #[arg(long, env = "NBD_TIMEOUT", default_value_t = 30.0)]
     timeout: f64,
+    /// Seconds to wait to connect and for each handshake message.
+    #[arg(long, env = "NBD_CONNECT_TIMEOUT", default_value_t = 5.0)]
+    connect_timeout: f64,
     #[command(flatten)]
     libtest: libtest_mimic::Arguments,
 }
@@ -70,7 +74,8 @@ const PINNED: &[(ServerKind, &str)] = &[
 fn main() {
     let cli = Cli::parse();
     let settings = Settings {
-        timeout: Duration::from_secs_f64(cli.timeout.max(0.1)),
+        timeout: Duration::from_secs_f64(cli.connect_timeout.max(0.1)),
+        reply_timeout: Duration::from_secs_f64(cli.timeout.max(0.1)),
         ..Settings::default()
     };
     let cases = match load_cases(&cases_dir()) {
@@ -148,6 +153,7 @@ fn main() {
             trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));
             trials.extend(faults::trials(&cases));
+            trials.extend(variants::trials(&cases));
         }
     }
     let conclusion = libtest_mimic::run(&cli.libtest, trials);

@@ -83,9 +83,17 @@ proptest! {
         let length = if extended { length } else { length & 0xffff_ffff };
         let request = Request::new(form, command, flags, cookie, offset, length);
         let mut buf = BytesMut::new();
-        request.encode(form, &mut buf);
+        prop_assert!(request.encode(form, &mut buf).is_ok());
         prop_assert_eq!(buf.len(), form.header_len());
         prop_assert_eq!(Request::decode(form, &buf), Some(request));
+    }
+
+    fn compact_headers_refuse_lengths_past_32_bits(length in (1u64 << 32)..) {
+        // 8 GiB cut to its low 32 bits would be a 0-length request the transcript never showed.
+        let request = Request::new(HeaderForm::Compact, 7, 0, 1, 0, length);
+        let mut buf = BytesMut::new();
+        prop_assert!(request.encode(HeaderForm::Compact, &mut buf).is_err());
+        prop_assert!(buf.is_empty());
     }
 
     fn chunks_round_trip_without_violations(body in chunk_body(), cookie: u64, extended: bool, done: bool) {
@@ -208,7 +216,7 @@ fn malformed_frames_can_be_built_on_purpose() {
     let mut buf = BytesMut::new();
     let mut bad = Request::new(HeaderForm::Compact, 7, 0, 1, 0, 4096);
     bad.magic = 0x1234_5678;
-    bad.encode(HeaderForm::Compact, &mut buf);
+    bad.encode(HeaderForm::Compact, &mut buf).unwrap();
     assert_eq!(&buf[..4], &[0x12, 0x34, 0x56, 0x78]);
     let mut opt = BytesMut::new();
     handshake::encode_option_raw(
@@ -422,6 +430,13 @@ pub fn trials() -> Vec<libtest_mimic::Trial> {
             requests_round_trip();
             Ok(())
         }),
+        libtest_mimic::Trial::test(
+            "selftest::wire::compact_headers_refuse_lengths_past_32_bits",
+            || {
+                compact_headers_refuse_lengths_past_32_bits();
+                Ok(())
+            },
+        ),
         libtest_mimic::Trial::test(
             "selftest::wire::chunks_round_trip_without_violations",
             || {

@@ -1,0 +1,308 @@
+//! Whether a request a case asks for may go out on this export, and in which form.
+//!
+//! The client keeps every rule that binds a client (the export's size, the minimum block size
+//! it asked for with NBD_INFO_BLOCK_SIZE, the maximum payload of a READ, the 32 bits of a compact
+//! length) unless the case is about breaking that rule; then the server's answer is judged by
+//! that rule. A request that cannot mean on this export what it means on the case's fixture
+//! makes the case `unsupported` here: never a verdict on the server.
+
+use crate::wire::consts::command;
+use crate::wire::request::HeaderForm;
+
+/// What the client knows of the export it talks to.
+#[derive(Debug, Clone, Copy)]
+pub struct Export {
+    pub size: u64,
+    /// The size of the case's own fixture, when known: what the case was written for.
+    pub fixture_size: Option<u64>,
+    pub form: HeaderForm,
+    /// The advertised minimum block size (1 when none was advertised).
+    pub minimum: u64,
+    /// The advertised maximum payload, if any.
+    pub max_payload: Option<u64>,
+}
+
+/// What the case expects of the request, as far as fitting goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// It must succeed: it has to keep every client rule.
+    Succeed,
+    /// It must be refused because it reaches past the end (or overflows): it has to do so here
+    /// as it does on the fixture, and break no other rule the server could be refusing.
+    RefusedOutOfRange,
+    /// It must be refused for a reason of its own (an unknown command or flag): it has to fit
+    /// the export, so that the refusal is for that reason.
+    RefusedInRange,
+    /// Any answer will do (zero-length requests): only the header form matters.
+    Anything,
+}
+
+/// The request to send, or why the case does not apply here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fit {
+    Send {
+        offset: u64,
+        length: u64,
+        /// Said in the transcript when the length differs from the case's.
+        note: Option<String>,
+    },
+    Unsupported(String),
+}
+
+/// The longest compact length that keeps to the minimum block size: 4 GiB less one block (at
+/// least 4 KiB, so that no server's 0xffffffff corner is hit by a case not about it).
+pub fn compact_max(minimum: u64) -> u64 {
+    (1u64 << 32) - minimum.clamp(4096, 1 << 16)
+}
+
+/// `end` reached by `offset + length`, if it does not overflow.
+fn end(offset: u64, length: u64) -> Option<u64> {
+    offset.checked_add(length)
+}
+
+/// Decides whether `offset+length` (as evaluated on this export) may go out for a case with
+/// `intent`; `end_on_fixture` is where the same expressions end on the case's fixture (None:
+/// they overflow there too, or the fixture is unknown).
+pub fn fit(
+    cmd: u16,
+    offset: u64,
+    length: u64,
+    intent: Intent,
+    export: &Export,
+    end_on_fixture: Option<u64>,
+) -> Fit {
+    let fits_here = end(offset, length).is_some_and(|e| e <= export.size);
+    let fits_fixture = match (export.fixture_size, end_on_fixture) {
+        (Some(size), Some(e)) => Some(e <= size),
+        (Some(_), None) => Some(false),
+        (None, _) => None,
+    };
+    match intent {
+        Intent::Succeed if !fits_here => {
+            let needs = match end(offset, length) {
+                Some(e) => format!("an export of at least {e} bytes"),
+                None => "a bigger export".to_owned(),
+            };
+            return Fit::Unsupported(format!("needs {needs}; this one has {}", export.size));
+        }
+        Intent::RefusedOutOfRange if fits_here => {
+            return Fit::Unsupported(format!(
+                "the request {offset}+{length} is meant to reach past the end of the export, \
+                 as it does on the case's fixture; on this export of {} bytes it does not",
+                export.size
+            ));
+        }
+        Intent::RefusedInRange if !fits_here && fits_fixture != Some(false) => {
+            return Fit::Unsupported(format!(
+                "the request {offset}+{length} is meant to be refused for its own reason, inside \
+                 the export; on this export of {} bytes it reaches past the end, which the \
+                 server may be refusing instead",
+                export.size
+            ));
+        }
+        _ => {}
+    }
+    if intent == Intent::Succeed && length == 0 {
+        // An empty range asks nothing (a client should not send one), unlike on the fixture.
+        return Fit::Unsupported(format!(
+            "the request at {offset} is empty on this export of {} bytes",
+            export.size
+        ));
+    }
+    let mut length = length;
+    let mut note = None;
+    if export.form == HeaderForm::Compact && u32::try_from(length).is_err() {
+        if intent != Intent::Succeed {
+            return Fit::Unsupported(format!(
+                "the request's length {length} does not fit the 32 bits of a compact header"
+            ));
+        }
+        // A compact request carries at most 4 GiB: a case about a whole large export asks
+        // for what fits, as any client must, and the server may answer less anyway.
+        let clamped = compact_max(export.minimum);
+        note = Some(format!(
+            "(the case asks for {length} bytes; a compact header carries at most 32 bits, so \
+             {clamped} are asked for)"
+        ));
+        length = clamped;
+    }
+    let keeps_alignment =
+        export.minimum <= 1 || (offset % export.minimum == 0 && length % export.minimum == 0);
+    if !keeps_alignment && intent != Intent::RefusedOutOfRange {
+        return Fit::Unsupported(format!(
+            "the request {offset}+{length} is not a multiple of the advertised minimum block \
+             size {}, which a client that asked for block sizes must keep (GO-BLKSZ-3)",
+            export.minimum
+        ));
+    }
+    if cmd == command::READ && intent == Intent::Succeed {
+        if let Some(max) = export.max_payload.filter(|m| length > *m) {
+            return Fit::Unsupported(format!(
+                "a READ of {length} bytes is more than the advertised maximum payload {max}"
+            ));
+        }
+    }
+    Fit::Send {
+        offset,
+        length,
+        note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(size: u64, minimum: u64) -> Export {
+        Export {
+            size,
+            fixture_size: Some(4 << 20),
+            form: HeaderForm::Compact,
+            minimum,
+            max_payload: None,
+        }
+    }
+
+    fn sent(f: Fit) -> (u64, u64) {
+        match f {
+            Fit::Send { offset, length, .. } => (offset, length),
+            Fit::Unsupported(why) => panic!("unsupported: {why}"),
+        }
+    }
+
+    #[test]
+    fn whole_export_requests_are_clamped_to_32_bits_never_truncated() {
+        let eight_g = 8u64 << 30;
+        let e = export(eight_g, 1);
+        let (_, length) = sent(fit(
+            command::BLOCK_STATUS,
+            0,
+            eight_g,
+            Intent::Succeed,
+            &e,
+            Some(4 << 20),
+        ));
+        assert_eq!(length, (1 << 32) - 4096);
+        // 8 GiB - 8 KiB: was sent as 4 GiB - 8 KiB; now the longest aligned compact length.
+        let (_, length) = sent(fit(
+            command::BLOCK_STATUS,
+            8192,
+            eight_g - 8192,
+            Intent::Succeed,
+            &e,
+            None,
+        ));
+        assert_eq!(length, (1 << 32) - 4096);
+        // Extended headers carry it whole.
+        let ext = Export {
+            form: HeaderForm::Extended,
+            ..e
+        };
+        assert_eq!(
+            sent(fit(
+                command::BLOCK_STATUS,
+                0,
+                eight_g,
+                Intent::Succeed,
+                &ext,
+                None
+            )),
+            (0, eight_g)
+        );
+        // A refusal meant for a length past the end cannot be said in 32 bits.
+        assert!(matches!(
+            fit(
+                command::BLOCK_STATUS,
+                0,
+                eight_g + 1,
+                Intent::RefusedOutOfRange,
+                &e,
+                Some((4 << 20) + 1)
+            ),
+            Fit::Unsupported(_)
+        ));
+    }
+
+    #[test]
+    fn the_minimum_block_size_is_kept_unless_the_request_is_out_of_range_anyway() {
+        let e = export(4 << 20, 4096);
+        assert!(matches!(
+            fit(command::BLOCK_STATUS, 1000, 4096, Intent::Succeed, &e, None),
+            Fit::Unsupported(_)
+        ));
+        assert!(matches!(
+            fit(command::BLOCK_STATUS, 65535, 2, Intent::Succeed, &e, None),
+            Fit::Unsupported(_)
+        ));
+        assert_eq!(
+            sent(fit(
+                command::BLOCK_STATUS,
+                4096,
+                8192,
+                Intent::Succeed,
+                &e,
+                None
+            )),
+            (4096, 8192)
+        );
+        // offset = size, length 1: out of range whatever its alignment.
+        assert_eq!(
+            sent(fit(
+                command::BLOCK_STATUS,
+                4 << 20,
+                1,
+                Intent::RefusedOutOfRange,
+                &e,
+                Some((4 << 20) + 1)
+            )),
+            (4 << 20, 1)
+        );
+        // Compact clamp stays on the grid of a 64 KiB minimum.
+        assert_eq!(compact_max(1 << 16) % (1 << 16), 0);
+    }
+
+    #[test]
+    fn requests_must_mean_here_what_they_mean_on_the_fixture() {
+        // A READ at 1M+64K on a 1,000,000-byte export: its EINVAL says nothing of cookies.
+        let small = export(1_000_000, 1);
+        assert!(matches!(
+            fit(
+                command::READ,
+                1 << 20,
+                64 << 10,
+                Intent::Succeed,
+                &small,
+                None
+            ),
+            Fit::Unsupported(_)
+        ));
+        // Past the end of 4 MiB, but not past the end of 8 GiB.
+        let big = export(8 << 30, 1);
+        assert!(matches!(
+            fit(
+                command::BLOCK_STATUS,
+                (4 << 20) - 512,
+                1024,
+                Intent::RefusedOutOfRange,
+                &big,
+                Some((4 << 20) + 512)
+            ),
+            Fit::Unsupported(_)
+        ));
+        // An unknown command at 0+4K on a 1000-byte export: refused maybe for the size.
+        let tiny = export(1000, 1);
+        assert!(matches!(
+            fit(0x7fff, 0, 4096, Intent::RefusedInRange, &tiny, Some(4096)),
+            Fit::Unsupported(_)
+        ));
+        // READ longer than the advertised maximum payload.
+        let capped = Export {
+            max_payload: Some(65536),
+            ..export(4 << 20, 1)
+        };
+        assert!(matches!(
+            fit(command::READ, 0, 1 << 20, Intent::Succeed, &capped, None),
+            Fit::Unsupported(_)
+        ));
+    }
+}
