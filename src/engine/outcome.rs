@@ -147,6 +147,8 @@ pub struct TargetResult {
     pub dialect: crate::Dialect,
     pub capabilities: Capabilities,
     pub cases: Vec<CaseResult>,
+    /// What the run learned about the target itself (it serves one client at a time, …).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

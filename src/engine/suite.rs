@@ -298,25 +298,29 @@ pub async fn run_subject(
         dialect,
         capabilities: Capabilities::default(),
         cases: Vec::new(),
+        notes: Vec::new(),
     };
-    // An unreachable target is reported once and quickly, not once per case after timeouts.
+    let mut parallel = parallel.max(1);
+    // An unreachable target is reported once and quickly, not once per case after timeouts;
+    // a target that serves one client at a time gets its cases one at a time.
     if let Subject::Remote { target, .. } = subject {
-        match Handshake::start(target, settings.timeout, None).await {
-            Ok(h) => {
-                let _ = h.abort().await;
+        match probe_clients(target, settings.timeout).await {
+            Ok(Clients::Many) => {}
+            Ok(Clients::OneAtATime) => {
+                parallel = 1;
+                result.notes.push(ONE_AT_A_TIME.to_owned());
             }
-            Err(e) => {
+            Err(why) => {
+                result.notes.push(why.clone());
                 result.cases = cases
                     .iter()
-                    .map(|c| {
-                        could_not_start(c, Grade::Error, format!("cannot reach the target: {e}"))
-                    })
+                    .map(|c| could_not_start(c, Grade::Error, why.clone()))
                     .collect();
                 return result;
             }
         }
     }
-    let permits = Arc::new(Semaphore::new(parallel.max(1)));
+    let permits = Arc::new(Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, case) in cases.into_iter().enumerate() {
         let permits = permits.clone();
@@ -356,6 +360,46 @@ pub async fn run_subject(
     }
     result.capabilities.contexts.sort();
     result
+}
+
+/// How many clients a target serves at once, as far as running cases side by side goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    Many,
+    OneAtATime,
+}
+
+const ONE_AT_A_TIME: &str = "the target serves one connection at a time (a second client got no \
+    greeting until the first left): its cases ran one by one";
+
+/// Opens a connection, then a second while the first is open. No greeting on the second: the
+/// first is closed and a third tried, which tells a server that takes clients one at a time
+/// from one that served a single client and stopped (qemu-nbd without `--persistent`).
+pub async fn probe_clients(target: &Target, timeout: Duration) -> Result<Clients, String> {
+    let first = Handshake::start(target, timeout, None)
+        .await
+        .map_err(|e| format!("cannot reach the target: {e}"))?;
+    match Handshake::start(target, timeout, None).await {
+        Ok(second) => {
+            let _ = second.abort().await;
+            let _ = first.abort().await;
+            return Ok(Clients::Many);
+        }
+        Err(_) => {
+            let _ = first.abort().await;
+        }
+    }
+    match Handshake::start(target, timeout, None).await {
+        Ok(third) => {
+            let _ = third.abort().await;
+            Ok(Clients::OneAtATime)
+        }
+        Err(e) => Err(format!(
+            "the target served one connection and then no more ({e}): it serves a single \
+             client and exits, as qemu-nbd does without --persistent (-t); start it persistent \
+             (qemu-nbd -t) and run again"
+        )),
+    }
 }
 
 /// The text insta snapshots hold for one case on one server: verdict, findings, transcript and

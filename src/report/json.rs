@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
+use super::{target_verdict, Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
 use crate::engine::outcome::{Capabilities, CaseResult, Finding, Grade, Summary, TargetResult};
 use crate::Dialect;
 
@@ -28,6 +28,10 @@ struct Target<'a> {
     capabilities: &'a Capabilities,
     summary: Summary,
     cases: Vec<Case<'a>>,
+    // Extensions.
+    /// "conformant", "non-conformant", "could not test", or "left out" (no case selected).
+    verdict: &'static str,
+    notes: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -43,6 +47,7 @@ struct Case<'a> {
     title: &'a str,
     findings: Vec<FindingOut<'a>>,
     note: Option<&'a str>,
+    not_checked: &'a [String],
     transcript: &'a [String],
     streams: &'a [String],
 }
@@ -64,7 +69,11 @@ pub(super) fn render(report: &RunReport) -> String {
         verdict: report.verdict().as_str(),
         strict: report.strict,
         exit_code: report.exit_code(),
-        targets: report.targets.iter().map(target).collect(),
+        targets: report
+            .targets
+            .iter()
+            .map(|t| target(t, report.strict))
+            .collect(),
     };
     let mut out = serde_json::to_string_pretty(&run)
         .expect("report JSON holds only strings, numbers and bools");
@@ -72,8 +81,10 @@ pub(super) fn render(report: &RunReport) -> String {
     out
 }
 
-fn target(t: &TargetResult) -> Target<'_> {
+fn target(t: &TargetResult, strict: bool) -> Target<'_> {
     Target {
+        verdict: target_verdict(t, strict).as_str(),
+        notes: &t.notes,
         name: &t.name,
         uri: &t.uri,
         server: &t.server,
@@ -97,6 +108,7 @@ fn case(c: &CaseResult) -> Case<'_> {
         title: &c.title,
         findings: c.findings.iter().map(finding).collect(),
         note: c.note.as_deref(),
+        not_checked: &c.not_checked,
         transcript: &c.transcript,
         streams: &c.streams,
     }

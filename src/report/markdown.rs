@@ -6,7 +6,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write};
 
-use super::{marker, Decided, RunReport, Verdict, SPEC_REVISION, SUITE_VERSION};
+use super::{
+    marker, target_verdict, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION,
+    SUITE_VERSION,
+};
 use crate::clauses;
 use crate::engine::outcome::{CaseResult, Grade, TargetResult};
 use crate::Dialect;
@@ -29,6 +32,7 @@ fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
     capabilities(out, report)?;
     entries(out, report, Grade::Fail)?;
     entries(out, report, Grade::Warn)?;
+    not_checked(out, report)?;
     by_section(out, report)?;
     coverage(out, report)?;
     if report.targets.len() >= 2 {
@@ -40,17 +44,35 @@ fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
 fn targets(out: &mut String, report: &RunReport) -> fmt::Result {
     writeln!(
         out,
-        "\n| Target | URI | Server | Dialect |\n|---|---|---|---|"
+        "\n| Target | URI | Server | Dialect | Verdict |\n|---|---|---|---|---|"
     )?;
     for t in &report.targets {
+        let s = t.summary();
+        let verdict = match target_verdict(t, report.strict) {
+            TargetVerdict::LeftOut => TargetVerdict::LeftOut.as_str().to_owned(),
+            v => format!(
+                "**{}** ({} fail, {} warn, {} pass, {} unsupported, {} error)",
+                v.as_str(),
+                s.fail,
+                s.warn,
+                s.pass,
+                s.unsupported,
+                s.error
+            ),
+        };
         writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {verdict} |",
             cell(&t.name),
             code_cell(&t.uri),
             cell(&t.server),
             dialect(t.dialect)
         )?;
+    }
+    for t in &report.targets {
+        for note in &t.notes {
+            writeln!(out, "\n- {}: {}", cell(&t.name), inline(note))?;
+        }
     }
     Ok(())
 }
@@ -73,6 +95,36 @@ fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
         s.fail, s.warn, s.pass, s.info, s.unsupported, s.error
     )?;
     writeln!(out, "\nSpec {SPEC_REVISION} · nbd-conform {SUITE_VERSION}")
+}
+
+/// What the cases could not check (a budget ran out): a verdict is as wide as what was read.
+fn not_checked(out: &mut String, report: &RunReport) -> fmt::Result {
+    let rows: Vec<(&TargetResult, &CaseResult, &String)> = report
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.cases
+                .iter()
+                .flat_map(move |c| c.not_checked.iter().map(move |n| (t, c, n)))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n## Not checked\n\n| Target | Case | What was left unchecked |\n|---|---|---|"
+    )?;
+    for (t, c, n) in rows {
+        writeln!(
+            out,
+            "| {} | {} | {} |",
+            cell(&t.name),
+            code_cell(&c.id),
+            cell(n)
+        )?;
+    }
+    Ok(())
 }
 
 fn legend(out: &mut String) -> fmt::Result {
@@ -181,6 +233,9 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
         .filter(|n| !n.is_empty() && *n != decided.observed)
     {
         writeln!(out, "- Note: {}", inline(note))?;
+    }
+    for n in &case.not_checked {
+        writeln!(out, "- Not checked: {}", inline(n))?;
     }
 
     let deciding = case.deciding();

@@ -41,25 +41,62 @@ impl Verdict {
     }
 }
 
+/// The verdict on one target, or why it has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetVerdict {
+    Judged(Verdict),
+    /// No case was selected for it (`--only`, or no case of its dialect): left out of the run's
+    /// verdict, and the report says so.
+    LeftOut,
+}
+
+impl TargetVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetVerdict::Judged(v) => v.as_str(),
+            TargetVerdict::LeftOut => "left out (no case selected)",
+        }
+    }
+}
+
+/// The verdict rules, in one place (README "Verdicts"):
+/// - non-conformant: some case failed (or warned, under `--strict`); never hidden by errors;
+/// - could not test: otherwise, some case errored, or no case tested anything (every one
+///   unsupported);
+/// - conformant: something was tested, nothing errored, nothing failed.
+pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
+    if target.cases.is_empty() {
+        return TargetVerdict::LeftOut;
+    }
+    let grades = || target.cases.iter().map(|c| c.grade);
+    if grades().any(|g| g.is_nonconformant(strict)) {
+        return TargetVerdict::Judged(Verdict::NonConformant);
+    }
+    let errored = grades().any(|g| g == Grade::Error);
+    let tested = grades().any(|g| matches!(g, Grade::Pass | Grade::Info | Grade::Warn));
+    TargetVerdict::Judged(if errored || !tested {
+        Verdict::CouldNotTest
+    } else {
+        Verdict::Conformant
+    })
+}
+
 impl RunReport {
-    /// Non-conformance wins over "could not test": a broken clause on one target is never hidden
-    /// by another target being unreachable. A target with no cases, or only errored ones, was
-    /// not tested; so is a run with no targets at all.
+    /// The run's verdict from its targets': non-conformance wins over "could not test" (a broken
+    /// clause on one target is never hidden by another being unreachable); a target left out
+    /// does not count, and a run with no target judged was not tested.
     pub fn verdict(&self) -> Verdict {
-        let nonconformant = self
+        let judged: Vec<Verdict> = self
             .targets
             .iter()
-            .flat_map(|t| &t.cases)
-            .any(|c| c.grade.is_nonconformant(self.strict));
-        if nonconformant {
-            return Verdict::NonConformant;
-        }
-        let untested = self.targets.is_empty()
-            || self
-                .targets
-                .iter()
-                .any(|t| t.cases.iter().all(|c| c.grade == Grade::Error));
-        if untested {
+            .filter_map(|t| match target_verdict(t, self.strict) {
+                TargetVerdict::Judged(v) => Some(v),
+                TargetVerdict::LeftOut => None,
+            })
+            .collect();
+        if judged.contains(&Verdict::NonConformant) {
+            Verdict::NonConformant
+        } else if judged.is_empty() || judged.contains(&Verdict::CouldNotTest) {
             Verdict::CouldNotTest
         } else {
             Verdict::Conformant
@@ -181,6 +218,7 @@ pub(crate) mod tests {
                 contexts: vec!["base:allocation".to_string()],
             },
             cases,
+            notes: Vec::new(),
         }
     }
 
@@ -315,17 +353,45 @@ pub(crate) mod tests {
         let r = report(vec![ok.clone(), down], false);
         assert_eq!(r.verdict(), Verdict::CouldNotTest);
         assert_eq!(r.exit_code(), 3);
-        assert_eq!(
-            report(vec![ok.clone(), target("c", vec![])], false).exit_code(),
-            3
-        );
         assert_eq!(report(vec![], false).exit_code(), 3);
-        // One errored case next to a passing one is still a tested target.
+    }
+
+    #[test]
+    fn one_error_is_no_green() {
+        // "1 pass, 4 unsupported, 119 error" was once called conformant.
+        let ok = target("a", vec![case("x", Grade::Pass, &[])]);
         let partly = target(
             "d",
             vec![case("x", Grade::Error, &[]), case("y", Grade::Pass, &[])],
         );
-        assert_eq!(report(vec![ok, partly], false).exit_code(), 0);
+        assert_eq!(report(vec![ok, partly], false).exit_code(), 3);
+    }
+
+    #[test]
+    fn nothing_tested_is_no_green() {
+        let unsupported = target(
+            "u",
+            vec![
+                case("x", Grade::Unsupported, &[]),
+                case("y", Grade::Unsupported, &[]),
+            ],
+        );
+        assert_eq!(
+            target_verdict(&unsupported, false),
+            TargetVerdict::Judged(Verdict::CouldNotTest)
+        );
+        assert_eq!(report(vec![unsupported], false).exit_code(), 3);
+    }
+
+    #[test]
+    fn a_target_without_selected_cases_is_left_out() {
+        // `--only bs.range` selects no draft case: the draft target must not make the run
+        // "could not test".
+        let ok = target("a", vec![case("x", Grade::Pass, &[])]);
+        let empty = target("draft", vec![]);
+        assert_eq!(target_verdict(&empty, false), TargetVerdict::LeftOut);
+        assert_eq!(report(vec![ok, empty.clone()], false).exit_code(), 0);
+        assert_eq!(report(vec![empty], false).exit_code(), 3);
     }
 
     #[test]

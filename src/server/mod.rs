@@ -159,8 +159,10 @@ impl Server {
     /// Accepts clients forever, one task each. A Unix socket file is removed when this future
     /// (or an unused `Server`) is dropped.
     pub async fn run(self) -> Result<(), ServeError> {
+        // `one-connection`: the next client is accepted only once the last one has gone.
+        let one_at_a_time = self.export.variants.has(Variant::OneConnection);
         loop {
-            match self.listener.accept().await {
+            let task = match self.listener.accept().await {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     // Replies are written whole; don't let Nagle delay them (TX-NAGLE-1).
                     let _ = stream.set_nodelay(true);
@@ -168,16 +170,20 @@ impl Server {
                         stream,
                         self.export.clone(),
                         peer.to_string(),
-                    ));
+                    ))
                 }
-                Ok(Accepted::Unix(stream)) => {
-                    tokio::spawn(connection::serve_connection(
-                        stream,
-                        self.export.clone(),
-                        "a Unix socket client".to_owned(),
-                    ));
+                Ok(Accepted::Unix(stream)) => tokio::spawn(connection::serve_connection(
+                    stream,
+                    self.export.clone(),
+                    "a Unix socket client".to_owned(),
+                )),
+                Err(e) => {
+                    pause_after_accept_error(&e).await;
+                    continue;
                 }
-                Err(e) => pause_after_accept_error(&e).await,
+            };
+            if one_at_a_time {
+                let _ = task.await;
             }
         }
     }

@@ -41,7 +41,12 @@ pub enum Variant {
     NoExtendedHeaders,
     NoStructuredReplies,
     NoMetaContexts,
+    OneConnection,
 }
+
+/// `allowed_by` of a choice no rule forbids (the spec asks no server to serve several clients
+/// at once), rather than one a MAY allows.
+pub const NO_RULE: &str = "(no rule against it)";
 
 /// What a variant is, for `--variant list` and docs/variants.md.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +69,7 @@ pub const SPLIT_PIECE: u64 = 64 << 10;
 pub const SHORT_REPLY_DESCRIPTORS: usize = 3;
 
 impl Variant {
-    pub const ALL: [Variant; 20] = [
+    pub const ALL: [Variant; 21] = [
         Variant::PastRequest,
         Variant::OneDescriptor,
         Variant::ShortReplies,
@@ -85,6 +90,7 @@ impl Variant {
         Variant::NoExtendedHeaders,
         Variant::NoStructuredReplies,
         Variant::NoMetaContexts,
+        Variant::OneConnection,
     ];
 
     pub fn spec(self) -> VariantSpec {
@@ -209,6 +215,12 @@ impl Variant {
                 &[],
                 "LIST and SET_META_CONTEXT are answered ERR_UNSUP: no block status offered",
             ),
+            Variant::OneConnection => (
+                "one-connection",
+                NO_RULE,
+                &[],
+                "serves one connection at a time: the next client waits until the last one leaves",
+            ),
         };
         VariantSpec {
             name,
@@ -228,7 +240,7 @@ impl Variant {
             .iter()
             .map(|v| {
                 let s = v.spec();
-                format!("{:<24} {:<18} {}\n", s.name, s.allowed_by, s.description)
+                format!("{:<24} {:<20} {}\n", s.name, s.allowed_by, s.description)
             })
             .collect()
     }
@@ -478,7 +490,11 @@ mod tests {
     fn names_parse_back() {
         for v in Variant::ALL {
             assert_eq!(v.name().parse::<Variant>(), Ok(v));
-            assert!(crate::clauses::clause(v.spec().allowed_by).is_some(), "{v}");
+            let allowed_by = v.spec().allowed_by;
+            assert!(
+                allowed_by == NO_RULE || crate::clauses::clause(allowed_by).is_some(),
+                "{v}"
+            );
             for w in v.spec().warns {
                 assert!(crate::clauses::clause(w).is_some(), "{v}: {w}");
             }
