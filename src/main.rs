@@ -118,6 +118,10 @@ struct RunArgs {
     /// the budget leaves unread is reported as not checked.
     #[arg(long, value_parser = parse_size, default_value = "256M")]
     read_back_budget: u64,
+    /// A dirty bitmap of the --target to test (repeatable, in order: the first stands in for
+    /// the cases' bm0, the second for bm1). Default: the ones LIST_META_CONTEXT shows.
+    #[arg(long = "bitmap", value_name = "NAME")]
+    bitmaps: Vec<String>,
     /// Cases run side by side.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
@@ -565,6 +569,7 @@ async fn run_cases(args: RunArgs) -> ExitCode {
                 subjects.push(Subject::Remote {
                     target: target.clone(),
                     dialect,
+                    bitmaps: args.bitmaps.clone(),
                 });
             }
         }
@@ -638,6 +643,9 @@ async fn run_cases(args: RunArgs) -> ExitCode {
             "  {} pass, {} fail, {} warn, {} info, {} unsupported, {} error",
             s.pass, s.fail, s.warn, s.info, s.unsupported, s.error
         );
+        for note in &result.notes {
+            eprintln!("  note: {note}");
+        }
         let mut last_why = String::new();
         for c in result.cases.iter().filter(|c| {
             c.grade.is_nonconformant(args.strict)

@@ -57,6 +57,9 @@ pub enum ClientError {
     Unencodable(#[from] crate::wire::request::LengthTooLong),
 }
 
+/// How much longer a whole exchange may take than one message of it.
+const EXCHANGE_GRACE: Duration = Duration::from_secs(1);
+
 /// What to negotiate.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -385,11 +388,14 @@ impl Session {
         self.wait_for(cookie).await
     }
 
-    /// Waits for the reply to `cookie`, all of it within the session's timeout however many
-    /// messages it takes (a server that drips one chunk at a time cannot stretch an exchange).
+    /// Waits for the reply to `cookie`, all of it within the session's timeout (plus a grace
+    /// second) however many messages it takes: a server that drips one chunk at a time cannot
+    /// stretch an exchange. Each message still has the timeout of its own, which fires first
+    /// when one message is what the server never finishes, so that the violation is named
+    /// where it happened (a draft error without its trailer is DRAFT-ERR-1, not a timeout).
     /// After a timeout the stream may stand mid-message: drop the session.
     pub async fn wait_for(&mut self, cookie: u64) -> Result<Reply, ClientError> {
-        let deadline = self.conn.timeout;
+        let deadline = self.conn.timeout + EXCHANGE_GRACE;
         match tokio::time::timeout(deadline, self.wait_unbounded(cookie)).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {

@@ -378,6 +378,38 @@ fn step_expressions(step: &Step) -> Vec<&str> {
 }
 
 impl Case {
+    /// The case with the fixture's dirty bitmaps renamed to a server's (`renames` holds
+    /// (fixture name, server name) pairs): a server we did not set up exports its own bitmaps
+    /// (`qemu-nbd -B backup-a`), and the case asks for those instead of `bm0`.
+    pub fn with_bitmaps_renamed(&self, renames: &[(String, String)]) -> Case {
+        let rename = |name: &mut String| {
+            let Some(bitmap) =
+                name.strip_prefix(crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX)
+            else {
+                return;
+            };
+            if let Some((_, to)) = renames.iter().find(|(from, _)| from == bitmap) {
+                *name = format!(
+                    "{}{to}",
+                    crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX
+                );
+            }
+        };
+        let mut case = self.clone();
+        case.needs.iter_mut().for_each(rename);
+        for step in &mut case.steps {
+            match step {
+                Step::Negotiate(n) => n.contexts.iter_mut().for_each(rename),
+                Step::Option(o) => {
+                    o.queries.iter_mut().for_each(rename);
+                    o.expect.contains.iter_mut().for_each(rename);
+                }
+                _ => {}
+            }
+        }
+        case
+    }
+
     /// Checks what can be checked without a server: clause ids exist, needs and flags parse.
     pub fn validate(&self) -> Result<(), String> {
         if self.clauses.is_empty() {

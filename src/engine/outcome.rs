@@ -96,6 +96,18 @@ impl Finding {
     }
 }
 
+/// How a case lost the server, if it did: what tells a server that died (and took every
+/// case's connection with it) from one that closed one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionLoss {
+    /// The server closed (or reset) a connection that had a request outstanding or an option
+    /// unanswered, where the spec did not allow it.
+    Dropped,
+    /// A new connection was refused or got no greeting.
+    Unreachable,
+}
+
 /// The result of one case against one target.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CaseResult {
@@ -110,6 +122,9 @@ pub struct CaseResult {
     /// What the case could not check, and why (e.g. zero ranges the read-back budget left
     /// unread): a verdict is only as wide as what was checked.
     pub not_checked: Vec<String>,
+    /// The first way the case lost the server, if it did (see `engine::dead_server`).
+    #[serde(skip)]
+    pub lost: Option<ConnectionLoss>,
     /// Numbered, decoded exchange (the snapshot's and the report's transcript).
     pub transcript: Vec<String>,
     /// Normalised descriptor streams: one line per descriptor, "context offset+length state (raw)".

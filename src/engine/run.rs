@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use super::case::{self, Case, Expect, Need, Negotiate, Step};
 use super::fit;
-use super::outcome::{Capabilities, CaseResult, Finding, Grade};
+use super::outcome::{Capabilities, CaseResult, ConnectionLoss, Finding, Grade};
 use super::transcript;
 use crate::checks::{self, from_violation};
 use crate::client::{
@@ -34,6 +34,9 @@ pub struct TargetSpec {
     pub dialect: Dialect,
     /// The fixture's truth, when the harness built the image this server serves.
     pub truth: Option<Arc<Truth>>,
+    /// The server's own dirty bitmaps, standing in (in order) for the fixture's (`bm0`, `bm1`)
+    /// on a server we did not set up; empty: the fixture's names are the server's.
+    pub bitmaps: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +103,7 @@ struct Run<'a> {
     not_checked: Vec<String>,
     /// The last request's connection was closed by the server, as the spec allows there.
     closed_as_allowed: bool,
+    lost: Option<ConnectionLoss>,
     /// The first complete map of each context by a `map` step, for `stability` to compare with.
     mapped: Vec<Track>,
 }
@@ -111,6 +115,20 @@ pub async fn run_case(
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
     let started = Instant::now();
+    let renamed;
+    let case = if spec.bitmaps.is_empty() {
+        case
+    } else {
+        let fixture_bitmaps = crate::fixtures::find(&case.fixture)
+            .map(|f| f.layout.bitmaps.iter().map(|b| b.name.clone()).collect())
+            .unwrap_or_else(|_| Vec::new());
+        let renames: Vec<(String, String)> = fixture_bitmaps
+            .into_iter()
+            .zip(spec.bitmaps.iter().cloned())
+            .collect();
+        renamed = case.with_bitmaps_renamed(&renames);
+        &renamed
+    };
     let mut run = Run {
         case,
         spec,
@@ -124,6 +142,7 @@ pub async fn run_case(
         read_budget: settings.read_back_budget,
         not_checked: Vec::new(),
         closed_as_allowed: false,
+        lost: None,
         mapped: Vec::new(),
     };
     let stop = match tokio::time::timeout(settings.case_timeout, run.all_steps()).await {
@@ -143,6 +162,7 @@ pub async fn run_case(
         findings: run.findings,
         note,
         not_checked: run.not_checked,
+        lost: run.lost,
         transcript: run.transcript,
         streams: run.streams,
         duration: started.elapsed(),
@@ -322,15 +342,25 @@ impl Run<'_> {
         self.findings.extend(v.iter().map(from_violation));
     }
 
+    /// Records the first way the case lost the server.
+    fn lost(&mut self, how: ConnectionLoss) {
+        self.lost.get_or_insert(how);
+    }
+
     fn note(&mut self, line: impl Into<String>) {
         self.transcript.push(line.into());
     }
 
     async fn start(&mut self, client_flags: Option<u32>) -> Result<Handshake, Stop> {
         self.close().await;
-        let hs = Handshake::start(&self.spec.target, self.settings.timeout, client_flags)
-            .await
-            .map_err(|e| Stop::Error(e.to_string()))?;
+        let hs =
+            match Handshake::start(&self.spec.target, self.settings.timeout, client_flags).await {
+                Ok(hs) => hs,
+                Err(e) => {
+                    self.lost(ConnectionLoss::Unreachable);
+                    return Err(Stop::Error(e.to_string()));
+                }
+            };
         self.note(format!("← greeting flags={:#06x}", hs.greeting.flags));
         Ok(hs)
     }
@@ -857,6 +887,7 @@ impl Run<'_> {
             ClientError::Closed { .. } | ClientError::Io(_) => {
                 self.note("← connection closed");
                 if !allow_close {
+                    self.lost(ConnectionLoss::Dropped);
                     self.findings.push(Finding::broken(
                         "HS-NOHARD-1",
                         "an option reply, the connection open",
@@ -924,6 +955,9 @@ impl Run<'_> {
             Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
                 self.note("← connection closed");
                 self.drop_conn();
+                if !allows_close {
+                    self.lost(ConnectionLoss::Dropped);
+                }
                 if allows_close {
                     self.closed_as_allowed = true;
                     self.findings.push(Finding::info("TX-VIOL-1", "an error reply", "the server closed the connection (allowed: the request broke a client MUST)"));
@@ -1123,7 +1157,7 @@ impl Run<'_> {
         }
         if step % minimum != 0 {
             return Err(Stop::Unsupported(format!(
-                "requests of {step} bytes are not a multiple of the advertised minimum block                  size {minimum} (GO-BLKSZ-3)"
+                "requests of {step} bytes are not a multiple of the advertised minimum block size {minimum} (GO-BLKSZ-3)"
             )));
         }
         let form = neg.header_form();
@@ -1498,7 +1532,7 @@ impl Run<'_> {
         if unread > 0 {
             let budget = self.settings.read_back_budget;
             self.not_checked.push(format!(
-                "{unread} bytes reported as zero were not read back: the read-back budget of                  {budget} bytes per case was spent (--read-back-budget raises it)"
+                "{unread} bytes reported as zero were not read back: the read-back budget of {budget} bytes per case was spent (--read-back-budget raises it)"
             ));
         }
         Ok(())

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::case::Case;
-use super::outcome::{Capabilities, CaseResult, Grade, TargetResult};
+use super::dead_server;
+use super::outcome::{Capabilities, CaseResult, ConnectionLoss, Grade, TargetResult};
 use super::run::{run_case, Settings, TargetSpec};
 use crate::client::{Handshake, Target};
 use crate::fixtures::{self, Built};
@@ -56,6 +57,7 @@ fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
         findings: Vec::new(),
         note: Some(why),
         not_checked: Vec::new(),
+        lost: None,
         transcript: Vec::new(),
         streams: Vec::new(),
         duration: Duration::ZERO,
@@ -165,6 +167,7 @@ async fn run_on_pooled(
         target: launched.target.clone(),
         dialect,
         truth: Some(Arc::new(built.truth.clone())),
+        bitmaps: Vec::new(),
     };
     run_case(case, &spec, settings).await
 }
@@ -176,10 +179,22 @@ pub async fn run_on_target(
     dialect: Dialect,
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
+    run_on_target_with_bitmaps(case, target, dialect, &[], settings).await
+}
+
+/// [`run_on_target`] with the server's own dirty bitmaps standing in for the fixture's.
+pub async fn run_on_target_with_bitmaps(
+    case: &Case,
+    target: &Target,
+    dialect: Dialect,
+    bitmaps: &[String],
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
     let spec = TargetSpec {
         target: target.clone(),
         dialect,
         truth: None,
+        bitmaps: bitmaps.to_vec(),
     };
     run_case(case, &spec, settings).await
 }
@@ -242,8 +257,13 @@ pub enum Subject {
         launcher: Launcher,
         dialect: Dialect,
     },
-    /// A server someone else runs (`--target`).
-    Remote { target: Target, dialect: Dialect },
+    /// A server someone else runs (`--target`), with the names of its dirty bitmaps if the
+    /// user gave them (`--bitmap`); otherwise they are found with LIST_META_CONTEXT.
+    Remote {
+        target: Target,
+        dialect: Dialect,
+        bitmaps: Vec<String>,
+    },
 }
 
 impl Subject {
@@ -303,7 +323,13 @@ pub async fn run_subject(
     let mut parallel = parallel.max(1);
     // An unreachable target is reported once and quickly, not once per case after timeouts;
     // a target that serves one client at a time gets its cases one at a time.
-    if let Subject::Remote { target, .. } = subject {
+    let mut bitmaps = Vec::new();
+    if let Subject::Remote {
+        target,
+        bitmaps: given,
+        ..
+    } = subject
+    {
         match probe_clients(target, settings.timeout).await {
             Ok(Clients::Many) => {}
             Ok(Clients::OneAtATime) => {
@@ -319,26 +345,33 @@ pub async fn run_subject(
                 return result;
             }
         }
+        bitmaps = if given.is_empty() {
+            listed_bitmaps(target, settings.timeout).await
+        } else {
+            given.clone()
+        };
+        if !bitmaps.is_empty() {
+            result.notes.push(format!(
+                "dirty bitmaps {} stand in for the cases' bm0, bm1 ({})",
+                bitmaps.join(", "),
+                if given.is_empty() {
+                    "found with LIST_META_CONTEXT; --bitmap NAME chooses"
+                } else {
+                    "from --bitmap"
+                }
+            ));
+        }
     }
+    let bitmaps = Arc::new(bitmaps);
     let permits = Arc::new(Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, case) in cases.into_iter().enumerate() {
+    for (i, case) in cases.iter().cloned().enumerate() {
         let permits = permits.clone();
         let subject = subject.clone();
+        let bitmaps = bitmaps.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let outcome = match &subject {
-                Subject::Local { kind, dialect } => {
-                    run_on_local(&case, *kind, *dialect, settings).await
-                }
-                Subject::Launched { launcher, dialect } => {
-                    run_on_launched(&case, launcher, *dialect, settings).await
-                }
-                Subject::Remote { target, dialect } => {
-                    run_on_target(&case, target, *dialect, settings).await
-                }
-            };
-            (i, outcome)
+            (i, run_one(&subject, &case, &bitmaps, settings).await)
         });
     }
     let mut outcomes = Vec::new();
@@ -359,7 +392,107 @@ pub async fn run_subject(
         result.cases.push(case);
     }
     result.capabilities.contexts.sort();
+    if result.cases.iter().any(|c| c.lost.is_some()) {
+        after_lost_connections(subject, &cases, &bitmaps, settings, &mut result).await;
+    }
     result
+}
+
+async fn run_one(
+    subject: &Subject,
+    case: &Case,
+    bitmaps: &[String],
+    settings: Settings,
+) -> (CaseResult, Capabilities) {
+    match subject {
+        Subject::Local { kind, dialect } => run_on_local(case, *kind, *dialect, settings).await,
+        Subject::Launched { launcher, dialect } => {
+            run_on_launched(case, launcher, *dialect, settings).await
+        }
+        Subject::Remote {
+            target, dialect, ..
+        } => run_on_target_with_bitmaps(case, target, *dialect, bitmaps, settings).await,
+    }
+}
+
+/// Some cases lost the server. A `--target` that accepts no more connections died, and
+/// [`dead_server::apportion`] says what that means for each case. A launched server is
+/// restarted by the pool, so when several cases had their connection dropped (one of them may
+/// have crashed a server the others shared), each of those is run again alone: a case whose
+/// solo run keeps its connection was a neighbour's victim, and its solo result stands.
+async fn after_lost_connections(
+    subject: &Subject,
+    cases: &[Case],
+    bitmaps: &[String],
+    settings: Settings,
+    result: &mut TargetResult,
+) {
+    if let Subject::Remote { target, .. } = subject {
+        match Handshake::start(target, settings.timeout, None).await {
+            Ok(h) => {
+                let _ = h.abort().await;
+            }
+            Err(_) => {
+                let death = dead_server::apportion(&mut result.cases);
+                result.notes.push(death.note());
+            }
+        }
+        return;
+    }
+    let dropped: Vec<usize> = result
+        .cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.lost == Some(ConnectionLoss::Dropped))
+        .map(|(i, _)| i)
+        .collect();
+    if dropped.len() < 2 {
+        return;
+    }
+    let mut victims = Vec::new();
+    for i in dropped {
+        let Some(case) = cases.iter().find(|c| c.id == result.cases[i].id) else {
+            continue;
+        };
+        let (mut solo, _) = run_one(subject, case, bitmaps, settings).await;
+        if solo.lost != Some(ConnectionLoss::Dropped) {
+            victims.push(solo.id.clone());
+            solo.not_checked.push(
+                "run again alone: its connection had been dropped while other cases ran \
+                 (another case's request took the shared server down); this is the solo result"
+                    .to_owned(),
+            );
+            result.cases[i] = solo;
+        }
+    }
+    if !victims.is_empty() {
+        result.notes.push(format!(
+            "the server dropped several cases' connections at once; run again alone, {} kept \
+             theirs, so the drop was another case's doing: {}",
+            victims.len(),
+            victims.join(", ")
+        ));
+    }
+}
+
+/// The target's `qemu:dirty-bitmap:` contexts, by LIST_META_CONTEXT (none if it lists none,
+/// or cannot: bitmap cases then grade unsupported, as they would anyway).
+async fn listed_bitmaps(target: &Target, timeout: Duration) -> Vec<String> {
+    let prefix = crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX;
+    let Ok(mut hs) = Handshake::start(target, timeout, None).await else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if hs.structured_reply().await.ok() == Some(crate::wire::consts::reply_type::ACK) {
+        if let Ok((listed, _)) = hs.list_meta_context(&target.export, &[prefix]).await {
+            names = listed
+                .into_iter()
+                .filter_map(|(_, n)| n.strip_prefix(prefix).map(str::to_owned))
+                .collect();
+        }
+    }
+    let _ = hs.abort().await;
+    names
 }
 
 /// How many clients a target serves at once, as far as running cases side by side goes.
@@ -408,6 +541,9 @@ pub fn snapshot_text(result: &CaseResult) -> String {
     let mut s = format!("case: {}\ngrade: {}\n", result.id, result.grade.as_str());
     if let Some(n) = &result.note {
         s.push_str(&format!("note: {n}\n"));
+    }
+    for n in &result.not_checked {
+        s.push_str(&format!("not checked: {n}\n"));
     }
     s.push_str("findings:\n");
     for f in &result.findings {

@@ -180,7 +180,9 @@ mod tests {
                 "dialect",
                 "capabilities",
                 "summary",
-                "cases"
+                "cases",
+                "verdict",
+                "notes"
             ])
         );
         assert_eq!(t["dialect"], "standard");
@@ -208,6 +210,7 @@ mod tests {
             "title",
             "findings",
             "note",
+            "not_checked",
             "transcript",
             "streams",
         ]);

@@ -200,6 +200,7 @@ pub(crate) mod tests {
             findings: Vec::new(),
             note: None,
             not_checked: Vec::new(),
+            lost: None,
             transcript: Vec::new(),
             streams: Vec::new(),
             duration: Duration::from_millis(12),

@@ -10,10 +10,19 @@ use nbd_conform::client::Target;
 use nbd_conform::engine::case::Case;
 use nbd_conform::engine::outcome::Grade;
 use nbd_conform::engine::run::Settings;
-use nbd_conform::engine::suite::run_on_target;
+use nbd_conform::engine::suite::{run_on_target, run_subject, Subject};
 use nbd_conform::Dialect;
 
 use crate::support::{bin, start_peer, unix_uri};
+
+/// Export sizes no fixture has: empty, odd, odd past 1 MiB, plain, just over 4 GiB, 8 GiB.
+const SHAPES: [u64; 6] = [0, 1000, 1_000_448, 64 << 20, (4 << 30) + 1, 8 << 30];
+/// Minimum block sizes, advertised by the reference server's min-block variants.
+const MINIMUM_BLOCKS: [(u64, Option<&str>); 3] = [
+    (1, None),
+    (512, Some("min-block-512")),
+    (4096, Some("min-block-4096")),
+];
 
 pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
     let cases: Vec<Case> = cases
@@ -22,7 +31,8 @@ pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
         .cloned()
         .collect();
     let big = cases.clone();
-    vec![
+    let mut trials = shape_trials(&cases, settings);
+    trials.extend([
         Trial::test(
             "selftest::target::a_small_export_named_otherwise_gets_no_false_verdict",
             move || {
@@ -49,7 +59,111 @@ pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
                 )
             },
         ),
-    ]
+    ]);
+    trials
+}
+
+/// Every case on every export shape × minimum block size, through `--target` (no fixture
+/// truth): a conformant server gets no fail, warn or error anywhere (issue 7: 8 GiB once
+/// went out as 0, a 4 KiB minimum block was broken by the suite itself, `size-512` wrapped on
+/// an empty export).
+fn shape_trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for size in SHAPES {
+        for (minimum, variant) in MINIMUM_BLOCKS {
+            let cases = cases.to_vec();
+            trials.push(Trial::test(
+                format!("selftest::target::shape-{size}-bytes-min-block-{minimum}"),
+                move || shape_fair(&cases, settings, size, variant),
+            ));
+        }
+    }
+    trials
+}
+
+fn shape_fair(
+    cases: &[Case],
+    settings: Settings,
+    size: u64,
+    variant: Option<&str>,
+) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let image = dir.path().join("disk.raw");
+    write_sparse_image(&image, size).map_err(|e| e.to_string())?;
+    let socket = dir.path().join("nbd.sock");
+    let (image_arg, socket_arg) = (image.to_string_lossy(), socket.to_string_lossy());
+    let mut args = vec![
+        "serve",
+        &image_arg,
+        "--socket",
+        &socket_arg,
+        "--export",
+        "disk",
+        "--bitmap",
+        "bm0",
+    ];
+    if let Some(v) = variant {
+        args.extend(["--variant", v]);
+    }
+    let _server = start_peer(bin(), &args, &socket);
+    let target: Target = unix_uri(&socket, "disk")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The verdicts are the point here, not reading 8 GiB of zeros back.
+    let settings = Settings {
+        read_back_budget: 16 << 20,
+        ..settings
+    };
+    let subject = Subject::Remote {
+        target,
+        dialect: Dialect::Standard,
+        bitmaps: Vec::new(),
+    };
+    let result = runtime.block_on(run_subject(&subject, cases, settings, 16));
+    let unfair: Vec<String> = result
+        .cases
+        .iter()
+        .filter(|r| matches!(r.grade, Grade::Fail | Grade::Warn | Grade::Error))
+        .map(|r| format!("{} {}: {}", r.grade.as_str(), r.id, why(r)))
+        .collect();
+    let tested = result
+        .cases
+        .iter()
+        .filter(|r| r.grade == Grade::Pass)
+        .count();
+    eprintln!(
+        "{size}-byte export, {}: {tested} pass, {} not fair",
+        variant.unwrap_or("minimum block 1"),
+        unfair.len()
+    );
+    if !unfair.is_empty() {
+        return Err(format!(
+            "the reference server ({}) on a {size}-byte export:\n{}",
+            variant.unwrap_or("minimum block 1"),
+            unfair.join("\n")
+        )
+        .into());
+    }
+    if tested == 0 {
+        return Err("no case passed: nothing was tested".into());
+    }
+    Ok(())
+}
+
+fn why(r: &nbd_conform::engine::outcome::CaseResult) -> String {
+    r.deciding().map_or_else(
+        || r.note.clone().unwrap_or_default(),
+        |f| {
+            format!(
+                "{}: expected {}; observed {}",
+                f.clause, f.expected, f.observed
+            )
+        },
+    )
 }
 
 fn every_case_fair(
@@ -127,12 +241,15 @@ fn every_case_fair(
     Ok(())
 }
 
-/// A sparse image with a little data at the start and at 2 MiB.
+/// A sparse image with a little data at the start and at 2 MiB (where they fit).
 fn write_sparse_image(path: &Path, size: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::create(path)?;
     file.set_len(size)?;
-    file.write_all_at(b"data at 0", 0)?;
-    file.write_all_at(b"data at 2M", 2 << 20)?;
+    for (at, data) in [(0u64, &b"data at 0"[..]), (2 << 20, &b"data at 2M"[..])] {
+        if at + data.len() as u64 <= size {
+            file.write_all_at(data, at)?;
+        }
+    }
     Ok(())
 }

@@ -128,6 +128,7 @@ fn run_as_target(
     let subject = Subject::Remote {
         target,
         dialect: Dialect::Standard,
+        bitmaps: Vec::new(),
     };
     let result = runtime.block_on(run_subject(&subject, cases, settings(), PARALLEL));
     Ok((result.cases, result.notes))

@@ -1,0 +1,194 @@
+//! A server that died during a run: one finding, not a hundred.
+//!
+//! Cases run side by side, so when one request kills the server (nbdkit 1.32.5 aborts on a
+//! 0xffffffff-byte block status over a big hole, CVE-2025-47711), every case in flight loses
+//! its connection at the same moment and every later one finds nobody listening. Graded as
+//! they stand, that is a handful of TX-NODROP-1 failures blamed on innocent neighbours and a
+//! hundred errors, different on each run. This module decides what each of them means, once
+//! the suite knows the server is gone (it no longer accepts connections).
+
+use super::outcome::{CaseResult, ConnectionLoss, Finding, Grade};
+
+/// What a dead server did to a run, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// The case whose request killed it, when only one case was in flight.
+    pub culprit: Option<String>,
+    /// The cases in flight when it died (the culprit among them).
+    pub in_flight: Vec<String>,
+    /// Cases that found it gone.
+    pub not_tested: usize,
+}
+
+impl Death {
+    /// The target note the report shows.
+    pub fn note(&self) -> String {
+        let suspects = self.in_flight.join(", ");
+        match &self.culprit {
+            Some(c) => format!(
+                "the server died during the run: it dropped the connection of {c} (the only \
+                 case in flight) and then accepted no more; {} later cases were not tested. \
+                 Re-run `--only {c}` against a fresh server to see it again.",
+                self.not_tested
+            ),
+            None if self.in_flight.is_empty() => format!(
+                "the server stopped accepting connections during the run; {} cases were not \
+                 tested",
+                self.not_tested
+            ),
+            None => format!(
+                "the server died during the run while {} cases were in flight ({suspects}): one \
+                 of their requests killed it, and the suite cannot tell which, so none of them \
+                 is graded for it; {} later cases were not tested. Run `--parallel 1` (or \
+                 `--only ID` against a fresh server for each) to find the request that kills it.",
+                self.in_flight.len(),
+                self.not_tested
+            ),
+        }
+    }
+}
+
+/// Regrades the results of a run whose server is known to be dead. A case that lost its
+/// connection mid-exchange is the culprit if it was the only one; with several in flight,
+/// none can be blamed and each is `error` (not tested). A case that found no server is
+/// `error` too, with a note that says why. Findings made before the death are kept (a fail
+/// found earlier in a case still fails it).
+pub fn apportion(results: &mut [CaseResult]) -> Death {
+    let in_flight: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.lost == Some(ConnectionLoss::Dropped))
+        .map(|(i, _)| i)
+        .collect();
+    let culprit = match in_flight.as_slice() {
+        [only] => Some(results[*only].id.clone()),
+        _ => None,
+    };
+    let mut not_tested = 0;
+    for r in results.iter_mut() {
+        match r.lost {
+            Some(ConnectionLoss::Dropped) if culprit.is_none() => {
+                forget_the_drop(r);
+                r.note = Some(
+                    "not tested: the server died while this case ran, with other cases in \
+                     flight (see the target's note)"
+                        .to_owned(),
+                );
+                regrade(r);
+            }
+            Some(ConnectionLoss::Unreachable) => {
+                not_tested += 1;
+                forget_the_drop(r);
+                r.note = Some(match &culprit {
+                    Some(c) => format!("not tested: the server was gone (it died during {c})"),
+                    None => "not tested: the server was gone (it died during the run)".to_owned(),
+                });
+                regrade(r);
+            }
+            _ => {}
+        }
+    }
+    Death {
+        culprit,
+        in_flight: in_flight.iter().map(|&i| results[i].id.clone()).collect(),
+        not_tested,
+    }
+}
+
+/// Findings that only say the server went away: the death is reported once, on the target.
+fn forget_the_drop(r: &mut CaseResult) {
+    r.findings.retain(|f| !is_drop(f));
+}
+
+fn is_drop(f: &Finding) -> bool {
+    matches!(f.clause, "TX-NODROP-1" | "HS-NOHARD-1") && f.observed.contains("closed")
+}
+
+/// The grade left once the drop is forgotten: a failure found before it still fails;
+/// otherwise the case was not tested.
+fn regrade(r: &mut CaseResult) {
+    r.grade = if r.findings.iter().any(|f| f.grade == Grade::Fail) {
+        Grade::Fail
+    } else {
+        Grade::Error
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn result(id: &str, grade: Grade, lost: Option<ConnectionLoss>) -> CaseResult {
+        let findings = match lost {
+            Some(ConnectionLoss::Dropped) => vec![Finding::broken(
+                "TX-NODROP-1",
+                "a reply, the connection open",
+                "the server closed the connection",
+            )],
+            _ => Vec::new(),
+        };
+        CaseResult {
+            id: id.to_owned(),
+            title: String::new(),
+            grade,
+            clauses: Vec::new(),
+            findings,
+            note: None,
+            not_checked: Vec::new(),
+            lost,
+            transcript: Vec::new(),
+            streams: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn one_case_in_flight_is_the_culprit() {
+        let mut results = vec![
+            result("a", Grade::Pass, None),
+            result("killer", Grade::Fail, Some(ConnectionLoss::Dropped)),
+            result("late", Grade::Error, Some(ConnectionLoss::Unreachable)),
+        ];
+        let death = apportion(&mut results);
+        assert_eq!(death.culprit.as_deref(), Some("killer"));
+        assert_eq!(results[1].grade, Grade::Fail);
+        assert_eq!(results[2].grade, Grade::Error);
+        assert!(results[2]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("during killer"));
+        assert_eq!(results[0].grade, Grade::Pass);
+    }
+
+    #[test]
+    fn neighbours_in_flight_are_not_blamed() {
+        let mut results = vec![
+            result("x", Grade::Fail, Some(ConnectionLoss::Dropped)),
+            result("y", Grade::Fail, Some(ConnectionLoss::Dropped)),
+            result("z", Grade::Error, Some(ConnectionLoss::Unreachable)),
+        ];
+        let death = apportion(&mut results);
+        assert_eq!(death.culprit, None);
+        assert_eq!(death.in_flight, ["x", "y"]);
+        assert!(results.iter().all(|r| r.grade == Grade::Error));
+        assert!(death.note().contains("--parallel 1"));
+    }
+
+    #[test]
+    fn a_failure_found_before_the_death_stays() {
+        let mut early = result("x", Grade::Fail, Some(ConnectionLoss::Dropped));
+        early
+            .findings
+            .push(Finding::broken("BS-REQ-ONE-1", "one descriptor", "two"));
+        let mut results = vec![
+            early,
+            result("y", Grade::Fail, Some(ConnectionLoss::Dropped)),
+        ];
+        apportion(&mut results);
+        assert_eq!(results[0].grade, Grade::Fail);
+        assert_eq!(results[0].findings.len(), 1);
+        assert_eq!(results[1].grade, Grade::Error);
+    }
+}
