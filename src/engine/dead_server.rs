@@ -32,8 +32,9 @@ impl Death {
                 self.not_tested
             ),
             None if self.in_flight.is_empty() => format!(
-                "the server stopped accepting connections during the run; {} cases were not \
-                 tested",
+                "the server stopped accepting connections during the run, with no request \
+                 outstanding; {} cases were not tested. A server that exits when its clients \
+                 leave (qemu-nbd without --persistent/-t) must be started persistent.",
                 self.not_tested
             ),
             None => format!(

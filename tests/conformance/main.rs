@@ -15,6 +15,7 @@
 mod faults;
 mod interop;
 mod launchers;
+mod real_servers;
 mod support;
 mod third_party;
 mod variants;
@@ -152,6 +153,7 @@ fn main() {
             trials.extend(interop::trials());
             trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));
+            trials.extend(real_servers::trials(&cases, settings));
             trials.extend(faults::trials(&cases));
             trials.extend(variants::trials(&cases));
         }
