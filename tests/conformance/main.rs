@@ -19,6 +19,7 @@ mod real_servers;
 mod support;
 mod third_party;
 mod variants;
+mod verdicts;
 mod wire;
 
 use std::path::Path;
@@ -156,6 +157,7 @@ fn main() {
             trials.extend(real_servers::trials(&cases, settings));
             trials.extend(faults::trials(&cases));
             trials.extend(variants::trials(&cases));
+            trials.extend(verdicts::trials());
         }
     }
     let conclusion = libtest_mimic::run(&cli.libtest, trials);

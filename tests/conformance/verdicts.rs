@@ -1,0 +1,158 @@
+//! The verdict rules of `nbd-conform run` (README "Verdicts"), one trial each, through the CLI
+//! as a user runs it (assert_cmd), against servers scripted to land in each rule:
+//!
+//! | rule | exit |
+//! |---|---|
+//! | conformant: something tested, nothing errored, nothing failed | 0 |
+//! | non-conformant: a fail (or a warn under `--strict`) anywhere | 1 |
+//! | could not test: unreachable, every case unsupported, or any case in error | 3 |
+//! | a target with no case selected is left out of the verdict | — |
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use libtest_mimic::{Failed, Trial};
+
+use crate::support::{bin, have, start_peer, unix_uri};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        Trial::test("selftest::verdict::conformant_exits_0", || {
+            with_reference(&[], |uri| {
+                expect(&["--target", uri, "--only", "bs."], 0, "conformant")
+            })
+        }),
+        Trial::test("selftest::verdict::a_fail_exits_1", || {
+            with_reference(&["--fault", "req-one-overrun"], |uri| {
+                expect(
+                    &["--target", uri, "--only", "bs.req-one"],
+                    1,
+                    "NON-CONFORMANT",
+                )
+            })
+        }),
+        Trial::test(
+            "selftest::verdict::a_warn_exits_1_only_under_strict",
+            || {
+                with_reference(&["--variant", "simple-errors"], |uri| {
+                    let args = ["--target", uri, "--only", "bs.range"];
+                    expect(&args, 0, "conformant")?;
+                    let strict = [&args[..], &["--strict"]].concat();
+                    expect(&strict, 1, "NON-CONFORMANT")
+                })
+            },
+        ),
+        Trial::test("selftest::verdict::unreachable_exits_3", || {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let uri = unix_uri(&dir.path().join("nobody.sock"), "");
+            expect(&["--target", &uri], 3, "could not test")
+        }),
+        Trial::test("selftest::verdict::nothing_tested_exits_3", || {
+            // Every case unsupported: no structured replies, so no block status at all.
+            with_reference(&["--variant", "no-structured-replies"], |uri| {
+                expect(
+                    &["--target", uri, "--only", "bs.range"],
+                    3,
+                    "could not test",
+                )
+            })
+        }),
+        Trial::test("selftest::verdict::one_error_among_passes_exits_3", || {
+            // qemu-nbd without --persistent: a case or two pass, then nobody listens.
+            if !have("qemu-nbd") {
+                return Ok(());
+            }
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let image = dir.path().join("disk.raw");
+            sparse(&image)?;
+            let socket = dir.path().join("nbd.sock");
+            let mut server = std::process::Command::new("qemu-nbd")
+                .args(["-r", "-f", "raw", "-k"])
+                .arg(&socket)
+                .arg(&image)
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            while !socket.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let outcome = expect(&["--target", &unix_uri(&socket, "")], 3, "could not test");
+            let _ = server.kill();
+            let _ = server.wait();
+            outcome
+        }),
+        Trial::test(
+            "selftest::verdict::a_target_without_cases_is_left_out",
+            || {
+                // `--only bs.range` selects no draft case: the reference's draft target is left
+                // out, and the run is judged by the standard one.
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let report = dir.path().join("report.md");
+                let report_arg = report.to_string_lossy().into_owned();
+                expect(
+                    &[
+                        "--server",
+                        "reference",
+                        "--only",
+                        "bs.range",
+                        "--report",
+                        &report_arg,
+                    ],
+                    0,
+                    "conformant",
+                )?;
+                let text = std::fs::read_to_string(&report).map_err(|e| e.to_string())?;
+                if !text.contains("left out (no case selected)") {
+                    return Err("the report does not say the draft target was left out".into());
+                }
+                Ok(())
+            },
+        ),
+    ]
+}
+
+/// Runs `nbd-conform run ARGS…` and checks its exit code and that stderr says `verdict`.
+fn expect(args: &[&str], code: i32, verdict: &str) -> Result<(), Failed> {
+    let out = Command::new(bin())
+        .arg("run")
+        .args(args)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(code) || !stderr.contains(verdict) {
+        return Err(format!(
+            "run {args:?}: expected exit {code} and {verdict:?}; got {:?}:\n{}",
+            out.status.code(),
+            stderr.lines().rev().take(12).collect::<Vec<_>>().join("\n")
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The reference server with `extra` arguments on a sparse 4 MiB image, for the duration of
+/// `f`, which gets its URI.
+fn with_reference(
+    extra: &[&str],
+    f: impl FnOnce(&str) -> Result<(), Failed>,
+) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let image = dir.path().join("disk.raw");
+    sparse(&image)?;
+    let socket = dir.path().join("nbd.sock");
+    let (image_arg, socket_arg) = (image.to_string_lossy(), socket.to_string_lossy());
+    let mut args = vec!["serve", &image_arg, "--socket", &socket_arg];
+    args.extend(extra);
+    let _server = start_peer(bin(), &args, &socket);
+    f(&unix_uri(&socket, ""))
+}
+
+fn sparse(path: &Path) -> Result<(), Failed> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    file.set_len(4 << 20).map_err(|e| e.to_string())?;
+    file.write_all_at(&[0x55; 4096], 1 << 20)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
