@@ -84,6 +84,24 @@ LEVEL_OVERRIDES = {
         "master (the normative text since 2025-05-31) says SHOULD; the MUST is the older "
         "EXT-branch wording, which the catalogue itself grades as warn by default",
     ),
+    # From the 2026-12 audit of every server-graded level against the sentence it paraphrases
+    # (proto.md 89ba7b5 and the extension-ext-header branch):
+    "SMC-REPLACE-1": (
+        "Derived",
+        "no keyword; the block-status request after a failed SET breaks a client MUST, and the "
+        "server's answer to it is bound only by a SHOULD (EINVAL, 'Metadata querying')",
+    ),
+    "SR-EHREQD-1": (
+        "Should",
+        "no keyword, and the EXT text lets the server answer 'or with an error permitted "
+        "elsewhere'; a different error is no MUST broken",
+    ),
+    "LMC-EXPORT-1": ("May", "the spec says nothing of LIST for an unknown export: recorded only"),
+    "SMC-EXPORT-1": ("May", "the spec says nothing of SET for an unknown export: recorded only"),
+    "QEMU-DB-1": (
+        "Derived",
+        "qemu's nbd.rst defines bit 0 only, with no keyword and no reserved-bits rule",
+    ),
 }
 
 SUITE_GROUP = [

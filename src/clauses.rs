@@ -28,7 +28,8 @@ pub enum Level {
     May,
     /// Inferred from other clauses (not literal spec text): a warning.
     Derived,
-    /// A definition or wire format without a keyword: informational.
+    /// A definition or wire format without a keyword: binding by construction, so a broken
+    /// one fails (`Grade::for_broken`).
     Def,
 }
 
@@ -285,7 +286,11 @@ mod tests {
         assert_eq!(level("BS-REQ-FUA-1"), Level::Must);
         assert_eq!(level("BS-REP-IDVALID-1"), Level::Derived);
         assert_eq!(level("HS-GREET-1"), Level::Def);
-        assert_eq!(level("LMC-EXPORT-1"), Level::Def);
+        // "(unspecified)" in the catalogue: recorded, never a failure (the level audit).
+        assert_eq!(level("LMC-EXPORT-1"), Level::May);
+        // The server MUST answer ABORT with ACK; the legacy SHOULD is about coping.
+        assert_eq!(level("ABORT-ACK-1"), Level::Must);
+        assert_eq!(level("SMC-REPLACE-1"), Level::Derived);
         assert_eq!(level("DRAFT-FLAG-1"), Level::Should);
         assert_eq!(level("DRAFT-DESC-LEN-1"), Level::Must);
         assert_eq!(level("DRAFT-DESC-ORDER-1"), Level::Must);

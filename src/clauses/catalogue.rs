@@ -249,7 +249,7 @@ pub static CLAUSES: &[Clause] = &[
     },
     Clause {
         id: "SR-EHREQD-1",
-        level: Level::Def,
+        level: Level::Should,
         section: "[EXT] Option types: NBD_OPT_STRUCTURED_REPLY",
         text: "If extended headers are already active, the server answers ERR_EXT_HEADER_REQD (it can't downgrade).",
     },
@@ -489,7 +489,7 @@ pub static CLAUSES: &[Clause] = &[
     },
     Clause {
         id: "LMC-EXPORT-1",
-        level: Level::Def,
+        level: Level::May,
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "The spec doesn't say what happens when the named export doesn't exist.",
     },
@@ -501,7 +501,7 @@ pub static CLAUSES: &[Clause] = &[
     },
     Clause {
         id: "SMC-REPLACE-1",
-        level: Level::Def,
+        level: Level::Derived,
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Every SET replaces the whole active set — even when the SET fails.",
     },
@@ -537,7 +537,7 @@ pub static CLAUSES: &[Clause] = &[
     },
     Clause {
         id: "SMC-EXPORT-1",
-        level: Level::Def,
+        level: Level::May,
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Behaviour for a non-existent export name is not specified.",
     },
@@ -627,7 +627,7 @@ pub static CLAUSES: &[Clause] = &[
     },
     Clause {
         id: "QEMU-DB-1",
-        level: Level::Def,
+        level: Level::Derived,
         section: "qemu nbd.rst \"qemu namespace\"",
         text: "qemu:dirty-bitmap:<export-name-of-bitmap> defines one flag: bit 0 NBD_STATE_DIRTY, set when the extent is dirty.",
     },
