@@ -321,3 +321,50 @@ fn check_alignment(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Negotiated;
+    use crate::Dialect;
+
+    fn negotiated() -> Negotiated {
+        Negotiated {
+            export: String::new(),
+            size: 64 << 10,
+            transmission_flags: 0,
+            block_sizes: None,
+            handshake_flags: 0,
+            structured: true,
+            extended: false,
+            contexts: vec![(1, context::BASE_ALLOCATION.to_owned())],
+            dialect: Dialect::Standard,
+        }
+    }
+
+    fn clauses(descriptors: &[(u64, u64)], length: u64) -> Vec<&'static str> {
+        let list: Vec<Descriptor> = descriptors
+            .iter()
+            .map(|&(length, flags)| Descriptor { length, flags })
+            .collect();
+        let mut out = Vec::new();
+        let name = context::BASE_ALLOCATION;
+        check_descriptors(0, length, 0, name, &list, &negotiated(), &mut out);
+        out.iter().map(|f| f.clause).collect()
+    }
+
+    /// "NBD_REPLY_TYPE_BLOCK_STATUS": without REQ_ONE the lengths of the first N-1 descriptors
+    /// MUST add up to less than the requested length; only the last may cross the end. A last
+    /// descriptor that starts exactly at the request's end (nbdkit 1.32.5's cow filter and sh
+    /// plugin: 0+8192 answered [8192 data, 57344 hole,zero]) breaks that MUST.
+    #[test]
+    fn only_the_last_descriptor_may_reach_past_the_request() {
+        assert_eq!(clauses(&[(4096, 0), (61440, 3)], 8192), ["BS-REP-SUM-2"]);
+        assert_eq!(
+            clauses(&[(8192, 0), (57344, 3)], 8192),
+            ["BS-REP-SUM-1", "BS-REP-SUM-2"]
+        );
+        assert!(clauses(&[(4096, 0), (4096, 3)], 8192).is_empty());
+        assert!(clauses(&[(8192, 0)], 8192).is_empty());
+    }
+}
