@@ -418,6 +418,14 @@ impl Session {
         }
     }
 
+    /// How many complete replies wait for requests sent after `cookie` (cookies rise).
+    pub fn replies_after(&self, cookie: u64) -> usize {
+        self.ready
+            .iter()
+            .filter(|r| r.request.cookie > cookie)
+            .count()
+    }
+
     /// The next complete reply, whichever request it answers.
     pub async fn recv(&mut self) -> Result<Reply, ClientError> {
         if let Some(r) = self.ready.pop() {

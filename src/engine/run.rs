@@ -1188,6 +1188,17 @@ impl Run<'_> {
                 break;
             };
             let result = session.wait_for(cookie).await;
+            if matches!(result, Err(ClientError::Timeout { .. })) {
+                // Not merely slow: the server got on with the requests behind this one.
+                let later = session.replies_after(cookie);
+                if later > 0 {
+                    self.note(format!(
+                        "(the server answered {later} requests sent after {}: it abandoned that \
+                         one)",
+                        transcript::cookie(cookie)
+                    ));
+                }
+            }
             if let Some(reply) = self.judge(result, Expect::Ok, "BS-REQ-PIPE-1")? {
                 self.record_stream(&reply);
             }

@@ -11,6 +11,7 @@ use nbd_conform::engine::case::Case;
 use nbd_conform::engine::outcome::Grade;
 use nbd_conform::engine::run::Settings;
 use nbd_conform::engine::suite::{run_on_target, run_subject, Subject};
+use nbd_conform::launch::{Launcher, SpawnTemplate};
 use nbd_conform::Dialect;
 
 use crate::support::{bin, start_peer, unix_uri};
@@ -32,6 +33,7 @@ pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
         .collect();
     let big = cases.clone();
     let mut trials = shape_trials(&cases, settings);
+    trials.extend(spawn_trials(&cases, settings));
     trials.extend([
         Trial::test(
             "selftest::target::a_small_export_named_otherwise_gets_no_false_verdict",
@@ -79,6 +81,71 @@ fn shape_trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
         }
     }
     trials
+}
+
+/// The same through `--spawn`: the reference server started from a template on every
+/// fixture, with each minimum block size, so that the fixture-truth checks run too.
+fn spawn_trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
+    MINIMUM_BLOCKS
+        .into_iter()
+        .map(|(minimum, variant)| {
+            let cases = cases.to_vec();
+            Trial::test(
+                format!("selftest::spawn::every-fixture-min-block-{minimum}"),
+                move || spawn_fair(&cases, settings, variant),
+            )
+        })
+        .collect()
+}
+
+fn spawn_fair(cases: &[Case], settings: Settings, variant: Option<&str>) -> Result<(), Failed> {
+    let mut template = format!(
+        "{} serve {{raw}} --socket {{socket}} --export {{export}}",
+        bin()
+    );
+    if let Some(v) = variant {
+        template.push_str(&format!(" --variant {v}"));
+    }
+    let template = SpawnTemplate::parse(&template).map_err(|e| e.to_string())?;
+    let subject = Subject::Launched {
+        launcher: Launcher::Spawn(template),
+        dialect: Dialect::Standard,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The spawned servers live in the global pool, which other trials share: they are stopped
+    // with it when the test binary ends.
+    let result = runtime.block_on(run_subject(&subject, cases, settings, 16));
+    let unfair: Vec<String> = result
+        .cases
+        .iter()
+        .filter(|r| matches!(r.grade, Grade::Fail | Grade::Warn | Grade::Error))
+        .map(|r| format!("{} {}: {}", r.grade.as_str(), r.id, why(r)))
+        .collect();
+    let tested = result
+        .cases
+        .iter()
+        .filter(|r| r.grade == Grade::Pass)
+        .count();
+    eprintln!(
+        "--spawn on every fixture, {}: {tested} pass, {} not fair",
+        variant.unwrap_or("minimum block 1"),
+        unfair.len()
+    );
+    if !unfair.is_empty() {
+        return Err(format!(
+            "the reference server from a template ({}):\n{}",
+            variant.unwrap_or("minimum block 1"),
+            unfair.join("\n")
+        )
+        .into());
+    }
+    if tested == 0 {
+        return Err("no case passed: nothing was tested".into());
+    }
+    Ok(())
 }
 
 fn shape_fair(
