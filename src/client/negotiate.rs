@@ -107,6 +107,12 @@ impl Handshake {
         })
     }
 
+    /// The deadline for each message from here on (the greeting had the connect deadline;
+    /// option replies may take as long as the server's real work takes).
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) {
+        self.conn.timeout = timeout;
+    }
+
     pub async fn send_option(&mut self, opt: u32, data: &[u8]) -> Result<(), ClientError> {
         let mut buf = BytesMut::new();
         handshake::encode_option(&mut buf, opt, data);
@@ -397,7 +403,8 @@ impl Handshake {
     /// Ends the handshake politely with ABORT.
     pub async fn abort(mut self) -> Result<(), ClientError> {
         self.send_option(option::ABORT, &[]).await?;
-        // The ACK is optional in practice (ABORT-LEGACY-1); don't wait on a server that closes.
+        // The server MUST answer with ACK (ABORT-ACK-1), but some close instead (nbd-server
+        // 3.24): cope with both, as the client's SHOULD (ABORT-LEGACY-1) asks.
         let _ = self.read_option_reply(option::ABORT).await;
         self.conn.shutdown().await;
         Ok(())

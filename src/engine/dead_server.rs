@@ -55,10 +55,20 @@ impl Death {
 /// `error` too, with a note that says why. Findings made before the death are kept (a fail
 /// found earlier in a case still fails it).
 pub fn apportion(results: &mut [CaseResult]) -> Death {
+    // A drop that some connection made afterwards outlived was the server closing one
+    // connection, not dying: its findings stand as they are.
+    let last_connect = results.iter().filter_map(|r| r.last_connected).max();
+    let at_death = |r: &CaseResult| {
+        r.lost == Some(ConnectionLoss::Dropped)
+            && match (r.lost_at, last_connect) {
+                (Some(lost), Some(connected)) => lost > connected,
+                _ => true,
+            }
+    };
     let in_flight: Vec<usize> = results
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.lost == Some(ConnectionLoss::Dropped))
+        .filter(|(_, r)| at_death(r))
         .map(|(i, _)| i)
         .collect();
     let culprit = match in_flight.as_slice() {
@@ -66,9 +76,9 @@ pub fn apportion(results: &mut [CaseResult]) -> Death {
         _ => None,
     };
     let mut not_tested = 0;
-    for r in results.iter_mut() {
+    for (i, r) in results.iter_mut().enumerate() {
         match r.lost {
-            Some(ConnectionLoss::Dropped) if culprit.is_none() => {
+            Some(ConnectionLoss::Dropped) if culprit.is_none() && in_flight.contains(&i) => {
                 forget_the_drop(r);
                 r.note = Some(
                     "not tested: the server died while this case ran, with other cases in \
@@ -138,6 +148,8 @@ mod tests {
             note: None,
             not_checked: Vec::new(),
             lost,
+            lost_at: None,
+            last_connected: None,
             transcript: Vec::new(),
             streams: Vec::new(),
             duration: Duration::ZERO,
@@ -175,6 +187,26 @@ mod tests {
         assert_eq!(death.in_flight, ["x", "y"]);
         assert!(results.iter().all(|r| r.grade == Grade::Error));
         assert!(death.note().contains("--parallel 1"));
+    }
+
+    #[test]
+    fn a_drop_the_server_outlived_is_not_its_death() {
+        let t0 = std::time::Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        let mut early = result("early", Grade::Fail, Some(ConnectionLoss::Dropped));
+        early.lost_at = Some(t0);
+        let mut killer = result("killer", Grade::Fail, Some(ConnectionLoss::Dropped));
+        killer.last_connected = Some(later);
+        killer.lost_at = Some(later + Duration::from_millis(5));
+        let mut results = vec![early, killer];
+        let death = apportion(&mut results);
+        assert_eq!(death.culprit.as_deref(), Some("killer"));
+        assert_eq!(
+            results[0].grade,
+            Grade::Fail,
+            "a real early drop stays a failure"
+        );
+        assert_eq!(results[0].findings.len(), 1);
     }
 
     #[test]

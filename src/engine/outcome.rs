@@ -122,9 +122,15 @@ pub struct CaseResult {
     /// What the case could not check, and why (e.g. zero ranges the read-back budget left
     /// unread): a verdict is only as wide as what was checked.
     pub not_checked: Vec<String>,
-    /// The first way the case lost the server, if it did (see `engine::dead_server`).
+    /// The first way the case lost the server, if it did, and when (see `engine::dead_server`).
     #[serde(skip)]
     pub lost: Option<ConnectionLoss>,
+    #[serde(skip)]
+    pub lost_at: Option<std::time::Instant>,
+    /// When the case last completed a connection's greeting: a drop that some case's later
+    /// connection outlived was not the server's death.
+    #[serde(skip)]
+    pub last_connected: Option<std::time::Instant>,
     /// Numbered, decoded exchange (the snapshot's and the report's transcript).
     pub transcript: Vec<String>,
     /// Normalised descriptor streams: one line per descriptor, "context offset+length state (raw)".

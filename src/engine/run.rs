@@ -103,7 +103,8 @@ struct Run<'a> {
     not_checked: Vec<String>,
     /// The last request's connection was closed by the server, as the spec allows there.
     closed_as_allowed: bool,
-    lost: Option<ConnectionLoss>,
+    lost: Option<(ConnectionLoss, Instant)>,
+    last_connected: Option<Instant>,
     /// The first complete map of each context by a `map` step, for `stability` to compare with.
     mapped: Vec<Track>,
 }
@@ -143,6 +144,7 @@ pub async fn run_case(
         not_checked: Vec::new(),
         closed_as_allowed: false,
         lost: None,
+        last_connected: None,
         mapped: Vec::new(),
     };
     let stop = match tokio::time::timeout(settings.case_timeout, run.all_steps()).await {
@@ -162,7 +164,9 @@ pub async fn run_case(
         findings: run.findings,
         note,
         not_checked: run.not_checked,
-        lost: run.lost,
+        lost: run.lost.map(|(how, _)| how),
+        lost_at: run.lost.map(|(_, at)| at),
+        last_connected: run.last_connected,
         transcript: run.transcript,
         streams: run.streams,
         duration: started.elapsed(),
@@ -342,9 +346,9 @@ impl Run<'_> {
         self.findings.extend(v.iter().map(from_violation));
     }
 
-    /// Records the first way the case lost the server.
+    /// Records the first way the case lost the server, and when.
     fn lost(&mut self, how: ConnectionLoss) {
-        self.lost.get_or_insert(how);
+        self.lost.get_or_insert((how, Instant::now()));
     }
 
     fn note(&mut self, line: impl Into<String>) {
@@ -361,7 +365,12 @@ impl Run<'_> {
                     return Err(Stop::Error(e.to_string()));
                 }
             };
+        self.last_connected = Some(Instant::now());
         self.note(format!("← greeting flags={:#06x}", hs.greeting.flags));
+        // Past the greeting the server is there: its option replies (GO opens the image)
+        // get the generous deadline, like any reply.
+        let mut hs = hs;
+        hs.set_timeout(self.settings.reply_timeout);
         Ok(hs)
     }
 
@@ -905,7 +914,7 @@ impl Run<'_> {
                 self.findings.push(Finding::broken(
                     clause,
                     "an option reply",
-                    format!("nothing within {:?}", self.settings.timeout),
+                    format!("nothing within {:?}", self.settings.reply_timeout),
                 ));
                 Ok(())
             }
@@ -1286,7 +1295,7 @@ impl Run<'_> {
             self.findings.push(Finding::broken(
                 "TX-DISC-1",
                 "the server closes after NBD_CMD_DISC",
-                format!("still open after {:?}", self.settings.timeout),
+                format!("still open after {:?}", self.settings.reply_timeout),
             ));
         }
         self.drop_conn();
@@ -1302,6 +1311,13 @@ impl Run<'_> {
             None if neg.extended => u64::MAX,
             None => fit::compact_max(neg.minimum_block()),
         };
+        if max_request < neg.minimum_block() {
+            return Err(Stop::Unsupported(format!(
+                "requests of at most {max_request} bytes cannot keep the advertised minimum \
+                 block size {}",
+                neg.minimum_block()
+            )));
+        }
         let tracks = match neg.dialect {
             Dialect::Standard => {
                 let names: Vec<String> = neg.contexts.iter().map(|(_, n)| n.clone()).collect();
@@ -1368,8 +1384,8 @@ impl Run<'_> {
         let minimum = neg.minimum_block();
         let mut requests = 0u32;
         loop {
-            let at = tracks.iter().map(|t| t.covered).min().unwrap_or(neg.size);
-            if at >= neg.size {
+            let from = tracks.iter().map(|t| t.covered).min().unwrap_or(neg.size);
+            if from >= neg.size {
                 return Ok(tracks);
             }
             requests += 1;
@@ -1378,7 +1394,10 @@ impl Run<'_> {
                     "more than 200000 requests to map the export".into(),
                 ));
             }
-            // Whole blocks only: the unaligned tail of an export is out of a client's reach.
+            // Whole blocks only: a server whose descriptors ended off the grid (a SHOULD it
+            // broke, warned elsewhere) does not make the client break its MUST; the overlap
+            // is clipped by the tracks. The unaligned tail of an export is out of reach.
+            let at = from / minimum * minimum;
             let length = (neg.size - at).min(max_request) / minimum * minimum;
             if length == 0 {
                 return Ok(tracks);
@@ -1435,7 +1454,7 @@ impl Run<'_> {
                     }
                 }
             }
-            if tracks.iter().map(|t| t.covered).min().unwrap_or(neg.size) <= at {
+            if tracks.iter().map(|t| t.covered).min().unwrap_or(neg.size) <= from {
                 let clause = if neg.dialect == Dialect::Draft {
                     "DRAFT-DESC-COVER-1"
                 } else {
@@ -1488,30 +1507,49 @@ impl Run<'_> {
             }
         }
         called_zero.sort_by_key(|(e, _)| e.length);
-        let (mut checked, mut unread) = (0u64, 0u64);
+        if piece > u64::from(limit::MAX_IO_PAYLOAD) {
+            self.not_checked.push(format!(
+                "nothing reported as zero was read back: the advertised minimum block size \
+                 {align} is larger than the {} bytes a READ may ask for here",
+                limit::MAX_IO_PAYLOAD
+            ));
+            return Ok(());
+        }
+        let (mut checked, mut unread, mut refused) = (0u64, 0u64, 0u64);
+        // Everything from `offset` in range `i` on: what a stop leaves unread.
+        let rest = |i: usize, offset: u64| {
+            let (e, _) = called_zero[i];
+            e.offset + e.length - offset
+                + called_zero[i + 1..]
+                    .iter()
+                    .map(|(e, _)| e.length)
+                    .sum::<u64>()
+        };
         'ranges: for (i, (e, clause)) in called_zero.iter().enumerate() {
-            for (offset, length) in pieces(e.offset, e.length, align, piece) {
+            for (offset, length) in Pieces::new(e.offset, e.length, align, piece) {
                 if self.read_budget < length {
-                    unread += e.offset + e.length - offset;
-                    unread += called_zero[i + 1..]
-                        .iter()
-                        .map(|(e, _)| e.length)
-                        .sum::<u64>();
+                    unread = rest(i, offset);
                     break 'ranges;
                 }
                 self.read_budget -= length;
                 let Conn::Session(session) = &mut self.conn else {
                     return Ok(());
                 };
-                // `piece` is at most MAX_IO_PAYLOAD (32 MiB), so the length fits.
-                let reply = match session.read(offset, length as u32).await {
+                // `piece` is at most MAX_IO_PAYLOAD (checked above), so the length fits.
+                let result = session.read(offset, length as u32).await;
+                let reply = match result {
                     Ok(r) => r,
-                    Err(e) => {
-                        self.note(format!(
-                            "→ READ offset={offset} length={length} failed: {e}"
-                        ));
+                    // A READ is a request like any other: a dropped or hung one is a finding.
+                    Err(err) => {
+                        self.note(format!("→ READ offset={offset} length={length}"));
+                        self.judge(Err(err), Expect::Ok, "TX-NODROP-1")?;
                         self.drop_conn();
-                        return Ok(());
+                        self.not_checked.push(format!(
+                            "{} bytes reported as zero were not read back: the connection was \
+                             lost during the read-back",
+                            rest(i, offset)
+                        ));
+                        break 'ranges;
                     }
                 };
                 self.findings
@@ -1528,14 +1566,23 @@ impl Run<'_> {
                             continue 'ranges;
                         }
                     }
-                    None => self.note(format!(
-                        "→ READ offset={offset} length={length}: {}",
-                        reply
-                            .error()
-                            .map_or("incomplete".into(), |e| errno::name(e).to_owned())
-                    )),
+                    None => {
+                        refused += length;
+                        self.note(format!(
+                            "→ READ offset={offset} length={length}: {}",
+                            reply
+                                .error()
+                                .map_or("incomplete".into(), |e| errno::name(e).to_owned())
+                        ));
+                    }
                 }
             }
+        }
+        if refused > 0 {
+            self.not_checked.push(format!(
+                "{refused} bytes reported as zero could not be read back: the server refused \
+                 the READs"
+            ));
         }
         if checked > 0 {
             self.note(format!("(read back {checked} bytes reported as zero)"));
@@ -1754,19 +1801,38 @@ fn coalesce(entries: &[crate::map::MapEntry]) -> Vec<(u64, u64, u64)> {
 }
 
 /// The READs that cover `[offset, offset+length)` whole, `piece` bytes at a time, aligned
-/// inward to `align` (bytes outside the aligned span cannot be asked for).
-fn pieces(offset: u64, length: u64, align: u64, piece: u64) -> Vec<(u64, u64)> {
-    let start = offset.div_ceil(align).saturating_mul(align);
-    let end = offset.saturating_add(length) / align * align;
-    let piece = (piece / align * align).max(align);
-    let mut out = Vec::new();
-    let mut at = start;
-    while at < end {
-        let n = piece.min(end - at);
-        out.push((at, n));
-        at += n;
+/// inward to `align` (bytes outside the aligned span cannot be asked for). An iterator: the
+/// range's length comes from the server, and the budget stops the walk long before a hole of
+/// exabytes could be listed.
+struct Pieces {
+    at: u64,
+    end: u64,
+    piece: u64,
+}
+
+impl Pieces {
+    fn new(offset: u64, length: u64, align: u64, piece: u64) -> Pieces {
+        let align = align.max(1);
+        Pieces {
+            at: offset.div_ceil(align).saturating_mul(align),
+            end: offset.saturating_add(length) / align * align,
+            piece: (piece / align * align).max(align),
+        }
     }
-    out
+}
+
+impl Iterator for Pieces {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        if self.at >= self.end {
+            return None;
+        }
+        let n = self.piece.min(self.end - self.at);
+        let item = (self.at, n);
+        self.at += n;
+        Some(item)
+    }
 }
 
 /// The length of a request that must succeed on any export it fits: 4 KiB from offset 0 (or
@@ -1917,6 +1983,7 @@ mod tests {
 
     #[test]
     fn pieces_cover_every_aligned_byte() {
+        let pieces = |o, l, a, p| Pieces::new(o, l, a, p).collect::<Vec<_>>();
         assert_eq!(
             pieces(0, 4096, 512, 1024),
             vec![(0, 1024), (1024, 1024), (2048, 1024), (3072, 1024)]
@@ -1928,6 +1995,9 @@ mod tests {
         assert_eq!(big.len(), 4096);
         assert_eq!(big.iter().map(|(_, n)| n).sum::<u64>(), 1 << 32);
         assert!(big.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
+        // An exabyte hole costs nothing until it is walked.
+        let mut huge = Pieces::new(0, 1 << 60, 1, 1 << 20);
+        assert_eq!(huge.next(), Some((0, 1 << 20)));
     }
 
     #[test]

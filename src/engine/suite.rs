@@ -58,6 +58,8 @@ fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
         note: Some(why),
         not_checked: Vec::new(),
         lost: None,
+        lost_at: None,
+        last_connected: None,
         transcript: Vec::new(),
         streams: Vec::new(),
         duration: Duration::ZERO,
@@ -449,12 +451,29 @@ async fn after_lost_connections(
     if dropped.len() < 2 {
         return;
     }
-    let mut victims = Vec::new();
+    let mut solos = Vec::new();
     for i in dropped {
         let Some(case) = cases.iter().find(|c| c.id == result.cases[i].id) else {
             continue;
         };
-        let (mut solo, _) = run_one(subject, case, bitmaps, settings).await;
+        let (solo, _) = run_one(subject, case, bitmaps, settings).await;
+        solos.push((i, solo));
+    }
+    // Only a drop that one case reproduces alone explains the others: without one, every drop
+    // stays as it was seen (the server did close connections with requests outstanding).
+    if !solos
+        .iter()
+        .any(|(_, s)| s.lost == Some(ConnectionLoss::Dropped))
+    {
+        result.notes.push(
+            "the server dropped several cases' connections at once, and no case alone makes \
+             it do so: the drops stand as seen"
+                .to_owned(),
+        );
+        return;
+    }
+    let mut victims = Vec::new();
+    for (i, mut solo) in solos {
         if solo.lost != Some(ConnectionLoss::Dropped) {
             victims.push(solo.id.clone());
             solo.not_checked.push(

@@ -27,7 +27,8 @@ const CHUNK: u64 = 1024 * 1024;
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Must run on the launcher runtime: the accept loop is spawned onto the current runtime.
-/// Neither faults nor variants touch the WRITE replies the replay below depends on.
+/// Neither faults nor variants touch the WRITE replies the replay below depends on (the
+/// fixtures' writes are whole 4 KiB blocks, which even a min-block variant accepts).
 pub(super) async fn launch(
     plan: &Plan,
     dialect: Dialect,

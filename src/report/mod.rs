@@ -201,6 +201,8 @@ pub(crate) mod tests {
             note: None,
             not_checked: Vec::new(),
             lost: None,
+            lost_at: None,
+            last_connected: None,
             transcript: Vec::new(),
             streams: Vec::new(),
             duration: Duration::from_millis(12),

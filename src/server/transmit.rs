@@ -29,6 +29,7 @@ use super::fault::{garbage, BeforeDisc, DescriptorScope, Hostile, DRIP_INTERVAL,
 use super::image::{AfterBudget, ScanLimits};
 use super::negotiate::Session;
 use super::replies::ReplyForm;
+use super::variant::OffLimits;
 use crate::wire::consts::{
     chunk_type, command as cmd, command_flag as flag, draft, errno, limit, magic, reply_flag,
 };
@@ -133,19 +134,25 @@ pub fn plan(
     if export.is_draft() && req.command == draft::CMD_GET_LBA_STATUS {
         return plan_lba_status(req, export);
     }
+    // An unknown command breaks no client MUST (the server SHOULD answer EINVAL): no close.
     if !is_known_command(req.command) {
-        return Err(misuse("unknown command"));
+        return Err(refuse(errno::EINVAL, "unknown command"));
     }
     if req.flags & !allowed_flags(req.command, session) != 0 {
         return Err(misuse("flag not valid for this command"));
     }
     let (offset, length) = (req.offset, req.length);
     if req.command != cmd::FLUSH {
-        if let Some(why) = export
+        if let Some(off) = export
             .variants
             .refuses_request(req.command == cmd::READ, offset, length)
         {
-            return Err(misuse(why));
+            let clients_must = off == OffLimits::Unaligned || !session.structured;
+            return Err(if clients_must {
+                misuse(off.message())
+            } else {
+                refuse(errno::EINVAL, off.message())
+            });
         }
     }
     let fua = req.flags & flag::FUA != 0;

@@ -1,9 +1,9 @@
 //! Legal variants: unusual choices the spec allows, taken on purpose (`serve --variant NAME`).
 //!
 //! The mirror image of [`super::fault`]: a fault breaks one clause and the suite must catch it;
-//! a variant keeps every rule while doing something a server may do but ours usually does not
-//! (answer less, answer past the request, say status 0, be slow, advertise a minimum block
-//! size, …), and the suite must grade it conformant. A check that fails a variant is a false
+//! a variant keeps every rule a client can hold a server to, while doing something a server
+//! may do but ours usually does not (answer less, answer past the request, say status 0, be
+//! slow, advertise a minimum block size, …), and the suite must grade it conformant. A check that fails a variant is a false
 //! verdict. Each variant names the clause that allows it and, where it really breaks a SHOULD,
 //! the clauses it may be warned under.
 //!
@@ -188,8 +188,8 @@ impl Variant {
             Variant::MaxPayload64K => (
                 "max-payload-64k",
                 "SIZE-ADVERTISE-1",
-                &[],
-                "advertises a 64 KiB maximum payload and refuses longer READs with EINVAL",
+                &["SIZE-MAX-1"],
+                "advertises a 64 KiB maximum payload and refuses longer READs with EINVAL (below the 1 MiB a maximum should be, SIZE-MAX-1, which no case checks)",
             ),
             Variant::UnrequestedInfo => (
                 "unrequested-info",
@@ -263,6 +263,25 @@ impl FromStr for Variant {
                 let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
                 format!("unknown variant {s:?}; variants: {}", names.join(", "))
             })
+    }
+}
+
+/// How a request breaks the advertised block sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffLimits {
+    /// Offset or length off the minimum block grid: a client MUST NOT send it.
+    Unaligned,
+    /// A READ longer than the maximum payload: a client MUST NOT send it with simple replies
+    /// only; under structured replies the server controls the reply's size.
+    TooLong,
+}
+
+impl OffLimits {
+    pub fn message(self) -> &'static str {
+        match self {
+            OffLimits::Unaligned => "request not aligned to the minimum block size",
+            OffLimits::TooLong => "read longer than the maximum payload",
+        }
     }
 }
 
@@ -346,13 +365,13 @@ impl Variants {
 
     /// Whether a request is refused for breaking the advertised block sizes: offset or length
     /// off the minimum grid, or a READ longer than the maximum payload.
-    pub fn refuses_request(&self, is_read: bool, offset: u64, length: u64) -> Option<&'static str> {
+    pub fn refuses_request(&self, is_read: bool, offset: u64, length: u64) -> Option<OffLimits> {
         let minimum = self.minimum_block();
         if offset % minimum != 0 || length % minimum != 0 {
-            return Some("request not aligned to the minimum block size");
+            return Some(OffLimits::Unaligned);
         }
         if is_read && self.has(Variant::MaxPayload64K) && length > 64 << 10 {
-            return Some("read longer than the maximum payload");
+            return Some(OffLimits::TooLong);
         }
         None
     }
@@ -538,7 +557,10 @@ mod tests {
         let v = Variants::new([Variant::MinBlock4096]);
         assert_eq!(v.export_size(1000), 0);
         assert_eq!(v.export_size(8192 + 100), 8192);
-        assert!(v.refuses_request(false, 512, 4096).is_some());
+        assert_eq!(
+            v.refuses_request(false, 512, 4096),
+            Some(OffLimits::Unaligned)
+        );
         assert!(v.refuses_request(false, 4096, 4096).is_none());
     }
 }

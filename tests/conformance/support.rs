@@ -298,3 +298,35 @@ pub fn qcow2_fixture(dir: &Path) -> PathBuf {
 pub fn unix_uri(socket: &Path, export: &str) -> String {
     format!("nbd+unix:///{export}?socket={}", socket.display())
 }
+
+/// Whether something listens on the Unix socket `path`, seen in /proc/net/unix (flag
+/// `__SO_ACCEPTCON`), without connecting: a test connection would use up a server that serves
+/// a single client.
+pub fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        cells.len() >= 8 && cells[7] == wanted && cells[3] == "00010000"
+    })
+}
+
+/// Waits up to 15 s for `child` to listen on `path` (see [`listening`]).
+pub fn wait_listening(child: &mut std::process::Child, path: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !listening(path) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the server exited early with {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "nothing listened on {} within 15 s",
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}

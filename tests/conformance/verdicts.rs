@@ -57,30 +57,33 @@ pub fn trials() -> Vec<Trial> {
                 )
             })
         }),
-        Trial::test("selftest::verdict::one_error_among_passes_exits_3", || {
-            // qemu-nbd without --persistent: a case or two pass, then nobody listens.
-            if !have("qemu-nbd") {
-                return Ok(());
-            }
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let image = dir.path().join("disk.raw");
-            sparse(&image)?;
-            let socket = dir.path().join("nbd.sock");
-            let mut server = std::process::Command::new("qemu-nbd")
-                .args(["-r", "-f", "raw", "-k"])
-                .arg(&socket)
-                .arg(&image)
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            while !socket.exists() {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let outcome = expect(&["--target", &unix_uri(&socket, "")], 3, "could not test");
-            let _ = server.kill();
-            let _ = server.wait();
-            outcome
-        }),
+        Trial::test(
+            "selftest::verdict::a_server_gone_after_one_client_exits_3",
+            || {
+                // qemu-nbd without --persistent: it serves the probe or a case, then nobody listens.
+                if !have("qemu-nbd") {
+                    return Ok(());
+                }
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let image = dir.path().join("disk.raw");
+                sparse(&image)?;
+                let socket = dir.path().join("nbd.sock");
+                let mut server = std::process::Command::new("qemu-nbd")
+                    .args(["-r", "-f", "raw", "-k"])
+                    .arg(&socket)
+                    .arg(&image)
+                    .spawn()
+                    .map_err(|e| e.to_string())?;
+                let outcome = crate::support::wait_listening(&mut server, &socket)
+                    .map_err(Failed::from)
+                    .and_then(|()| {
+                        expect(&["--target", &unix_uri(&socket, "")], 3, "could not test")
+                    });
+                let _ = server.kill();
+                let _ = server.wait();
+                outcome
+            },
+        ),
         Trial::test(
             "selftest::verdict::a_target_without_cases_is_left_out",
             || {
