@@ -98,45 +98,76 @@ fn shape_trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
 /// 7: `draft.fallback.dirty-without-bitmap` once failed it).
 fn draft_fair(cases: &[Case], settings: Settings) -> Result<(), Failed> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let image = dir.path().join("disk.raw");
-    write_sparse_image(&image, 4 << 20).map_err(|e| e.to_string())?;
-    let socket = dir.path().join("nbd.sock");
-    let (image_arg, socket_arg) = (image.to_string_lossy(), socket.to_string_lossy());
-    let args = [
-        "serve",
-        &image_arg,
-        "--socket",
-        &socket_arg,
-        "--dialect",
-        "draft",
-        "--bitmap",
-        "bm0",
-    ];
-    let _server = start_peer(bin(), &args, &socket);
-    let target: Target = unix_uri(&socket, "").parse().map_err(|e| format!("{e}"))?;
+    let extra = ["--dialect", "draft", "--bitmap", "bm0"];
+    let (_server, subject) = serve_target(dir.path(), 4 << 20, &extra, Dialect::Draft)?;
+    run_fair(&subject, cases, settings, "a draft server with a bitmap")
+}
+
+/// Runs `cases` on `subject` and requires a fair verdict: no fail, warn or error, and at least
+/// one pass. `what` names the server in messages.
+fn run_fair(
+    subject: &Subject,
+    cases: &[Case],
+    settings: Settings,
+    what: &str,
+) -> Result<(), Failed> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let subject = Subject::Remote {
-        target,
-        dialect: Dialect::Draft,
-        bitmaps: Vec::new(),
-    };
-    let result = runtime.block_on(run_subject(&subject, cases, settings, 16));
+    let result = runtime.block_on(run_subject(subject, cases, settings, 16));
     let unfair: Vec<String> = result
         .cases
         .iter()
         .filter(|r| matches!(r.grade, Grade::Fail | Grade::Warn | Grade::Error))
         .map(|r| format!("{} {}: {}", r.grade.as_str(), r.id, why(r)))
         .collect();
+    let tested = result
+        .cases
+        .iter()
+        .filter(|r| r.grade == Grade::Pass)
+        .count();
+    eprintln!("{what}: {tested} pass, {} not fair", unfair.len());
     if !unfair.is_empty() {
-        return Err(format!("a draft server with a bitmap:\n{}", unfair.join("\n")).into());
+        return Err(format!("{what}:\n{}", unfair.join("\n")).into());
     }
-    if !result.cases.iter().any(|r| r.grade == Grade::Pass) {
-        return Err("no draft case passed: nothing was tested".into());
+    if tested == 0 {
+        return Err(format!("{what}: no case passed, nothing was tested").into());
     }
     Ok(())
+}
+
+/// The reference server (`nbd-conform serve`) on a sparse image of `size` bytes with `extra`
+/// arguments, as a `--target` subject; the server lives as long as the returned guard.
+fn serve_target(
+    dir: &Path,
+    size: u64,
+    extra: &[&str],
+    dialect: Dialect,
+) -> Result<(crate::support::Peer, Subject), Failed> {
+    let image = dir.join("disk.raw");
+    write_sparse_image(&image, size).map_err(|e| e.to_string())?;
+    let socket = dir.join("nbd.sock");
+    let (image_arg, socket_arg) = (image.to_string_lossy(), socket.to_string_lossy());
+    let mut args = vec![
+        "serve",
+        &image_arg,
+        "--socket",
+        &socket_arg,
+        "--export",
+        "disk",
+    ];
+    args.extend(extra);
+    let server = start_peer(bin(), &args, &socket);
+    let target: Target = unix_uri(&socket, "disk")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let subject = Subject::Remote {
+        target,
+        dialect,
+        bitmaps: Vec::new(),
+    };
+    Ok((server, subject))
 }
 
 /// The same through `--spawn`: the reference server started from a template on every
@@ -167,41 +198,13 @@ fn spawn_fair(cases: &[Case], settings: Settings, variant: Option<&str>) -> Resu
         launcher: Launcher::Spawn(template),
         dialect: Dialect::Standard,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     // The spawned servers live in the global pool, which other trials share: they are stopped
     // with it when the test binary ends.
-    let result = runtime.block_on(run_subject(&subject, cases, settings, 16));
-    let unfair: Vec<String> = result
-        .cases
-        .iter()
-        .filter(|r| matches!(r.grade, Grade::Fail | Grade::Warn | Grade::Error))
-        .map(|r| format!("{} {}: {}", r.grade.as_str(), r.id, why(r)))
-        .collect();
-    let tested = result
-        .cases
-        .iter()
-        .filter(|r| r.grade == Grade::Pass)
-        .count();
-    eprintln!(
-        "--spawn on every fixture, {}: {tested} pass, {} not fair",
-        variant.unwrap_or("minimum block 1"),
-        unfair.len()
+    let what = format!(
+        "--spawn on every fixture, {}",
+        variant.unwrap_or("minimum block 1")
     );
-    if !unfair.is_empty() {
-        return Err(format!(
-            "the reference server from a template ({}):\n{}",
-            variant.unwrap_or("minimum block 1"),
-            unfair.join("\n")
-        )
-        .into());
-    }
-    if tested == 0 {
-        return Err("no case passed: nothing was tested".into());
-    }
-    Ok(())
+    run_fair(&subject, cases, settings, &what)
 }
 
 fn shape_fair(
@@ -211,70 +214,21 @@ fn shape_fair(
     variant: Option<&str>,
 ) -> Result<(), Failed> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let image = dir.path().join("disk.raw");
-    write_sparse_image(&image, size).map_err(|e| e.to_string())?;
-    let socket = dir.path().join("nbd.sock");
-    let (image_arg, socket_arg) = (image.to_string_lossy(), socket.to_string_lossy());
-    let mut args = vec![
-        "serve",
-        &image_arg,
-        "--socket",
-        &socket_arg,
-        "--export",
-        "disk",
-        "--bitmap",
-        "bm0",
-    ];
+    let mut extra = vec!["--bitmap", "bm0"];
     if let Some(v) = variant {
-        args.extend(["--variant", v]);
+        extra.extend(["--variant", v]);
     }
-    let _server = start_peer(bin(), &args, &socket);
-    let target: Target = unix_uri(&socket, "disk")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (_server, subject) = serve_target(dir.path(), size, &extra, Dialect::Standard)?;
     // The verdicts are the point here, not reading 8 GiB of zeros back.
     let settings = Settings {
         read_back_budget: 16 << 20,
         ..settings
     };
-    let subject = Subject::Remote {
-        target,
-        dialect: Dialect::Standard,
-        bitmaps: Vec::new(),
-    };
-    let result = runtime.block_on(run_subject(&subject, cases, settings, 16));
-    let unfair: Vec<String> = result
-        .cases
-        .iter()
-        .filter(|r| matches!(r.grade, Grade::Fail | Grade::Warn | Grade::Error))
-        .map(|r| format!("{} {}: {}", r.grade.as_str(), r.id, why(r)))
-        .collect();
-    let tested = result
-        .cases
-        .iter()
-        .filter(|r| r.grade == Grade::Pass)
-        .count();
-    eprintln!(
-        "{size}-byte export, {}: {tested} pass, {} not fair",
-        variant.unwrap_or("minimum block 1"),
-        unfair.len()
+    let what = format!(
+        "the reference server ({}) on a {size}-byte export",
+        variant.unwrap_or("minimum block 1")
     );
-    if !unfair.is_empty() {
-        return Err(format!(
-            "the reference server ({}) on a {size}-byte export:\n{}",
-            variant.unwrap_or("minimum block 1"),
-            unfair.join("\n")
-        )
-        .into());
-    }
-    if tested == 0 {
-        return Err("no case passed: nothing was tested".into());
-    }
-    Ok(())
+    run_fair(&subject, cases, settings, &what)
 }
 
 fn why(r: &nbd_conform::engine::outcome::CaseResult) -> String {
