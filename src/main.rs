@@ -122,8 +122,9 @@ struct RunArgs {
     /// the cases' bm0, the second for bm1). Default: the ones LIST_META_CONTEXT shows.
     #[arg(long = "bitmap", value_name = "NAME")]
     bitmaps: Vec<String>,
-    /// Cases run side by side.
-    #[arg(long, default_value_t = 8)]
+    /// Cases run side by side (most of a slow or hung server's time is waiting; a target that
+    /// serves one client at a time gets them one by one anyway).
+    #[arg(long, default_value_t = 32)]
     parallel: usize,
     /// Directory of case files (default: the source tree's cases/).
     #[arg(long, value_name = "DIR")]

@@ -989,7 +989,11 @@ impl Run<'_> {
                     "a complete reply",
                     timed_out(after),
                 ));
-                return Ok(None);
+                // The failure is found; waiting out more deadlines on the same server would
+                // only make a run against a hung server long (it still grades fail).
+                return Err(Stop::Error(format!(
+                    "stopped after a request that got no complete reply within {after:.0?}"
+                )));
             }
             Err(ClientError::Protocol(v)) => {
                 self.note(format!("← unreadable: {v}"));
