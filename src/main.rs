@@ -106,14 +106,14 @@ struct RunArgs {
     /// Treat SHOULD violations (warn) as non-conformance.
     #[arg(long)]
     strict: bool,
-    /// Seconds to wait for the whole reply to one request (a slow but complete reply is
-    /// correct; a server that never answers fails after this long).
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
-    /// Seconds to wait to connect and for each handshake message (an unreachable target is
-    /// reported after this long).
-    #[arg(long, default_value_t = 5.0)]
-    connect_timeout: f64,
+    /// Seconds to wait for the whole reply to one request, option replies included (a slow
+    /// but complete reply is correct; a server that never answers fails after this long).
+    #[arg(long, value_parser = parse_seconds, default_value = "30")]
+    timeout: Duration,
+    /// Seconds to wait to connect and for the greeting (an unreachable target is reported
+    /// after this long).
+    #[arg(long, value_parser = parse_seconds, default_value = "5")]
+    connect_timeout: Duration,
     /// Bytes each case reads back of the ranges a server calls zero (K/M/G suffixes); what
     /// the budget leaves unread is reported as not checked.
     #[arg(long, value_parser = parse_size, default_value = "256M")]
@@ -177,8 +177,8 @@ struct MapArgs {
     #[arg(long)]
     json: bool,
     /// Seconds to wait for any single read from the server.
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
+    #[arg(long, value_parser = parse_seconds, default_value = "10")]
+    timeout: Duration,
     /// Requests in flight at once (one per window).
     #[arg(long, default_value_t = 8)]
     depth: usize,
@@ -218,6 +218,20 @@ struct ServeArgs {
     /// variant with the clause that allows it): a conformant client or suite must accept it.
     #[arg(long = "variant", value_name = "NAME")]
     variants: Vec<String>,
+}
+
+/// A deadline in seconds: positive, at most a day (`1e20` is a typo, not a wish).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{s} s: a deadline must be above 0 and at most 86400 s"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -282,9 +296,7 @@ async fn run_map(args: MapArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(e),
     };
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return usage("--timeout must be a positive number of seconds");
-    }
+
     let mut options = MapOptions {
         offset: args.offset,
         length: args.length,
@@ -322,7 +334,7 @@ async fn run_map(args: MapArgs) -> ExitCode {
         }
     };
     let session_options = SessionOptions {
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: args.timeout,
         structured: true,
         extended: args.extended,
         contexts,
@@ -527,12 +539,6 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     use nbd_conform::launch::{Launcher, ServerKind, SpawnTemplate};
     use nbd_conform::report::RunReport;
 
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return usage("--timeout must be a positive number of seconds");
-    }
-    if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
-        return usage("--connect-timeout must be a positive number of seconds");
-    }
     let mut cases = match load(args.cases.clone()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -628,8 +634,8 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         }
     }
     let settings = Settings {
-        timeout: Duration::from_secs_f64(args.connect_timeout),
-        reply_timeout: Duration::from_secs_f64(args.timeout),
+        timeout: args.connect_timeout,
+        reply_timeout: args.timeout,
         read_back_budget: args.read_back_budget,
         ..Settings::default()
     };

@@ -76,8 +76,8 @@ const PINNED: &[(ServerKind, &str)] = &[
 fn main() {
     let cli = Cli::parse();
     let settings = Settings {
-        timeout: Duration::from_secs_f64(cli.connect_timeout.max(0.1)),
-        reply_timeout: Duration::from_secs_f64(cli.timeout.max(0.1)),
+        timeout: Duration::from_secs_f64(cli.connect_timeout.clamp(0.1, 86_400.0)),
+        reply_timeout: Duration::from_secs_f64(cli.timeout.clamp(0.1, 86_400.0)),
         ..Settings::default()
     };
     let cases = match load_cases(&cases_dir()) {
