@@ -26,6 +26,20 @@ pub struct Conn {
     pub timeout: Duration,
 }
 
+/// A Unix socket connect, retried while the server's accept backlog is full: Linux answers
+/// EAGAIN then, which is a busy server (nbd-server's backlog is short, and cases connect side
+/// by side), not an unreachable one. The caller's deadline bounds the retries.
+async fn connect_unix(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Conn {
     pub async fn connect(target: &Target, timeout: Duration) -> Result<Conn, ClientError> {
         let connecting = async {
@@ -35,7 +49,7 @@ impl Conn {
                     s.set_nodelay(true)?;
                     Box::new(s)
                 }
-                Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
+                Endpoint::Unix(path) => Box::new(connect_unix(path).await?),
             };
             Ok::<_, std::io::Error>(stream)
         };

@@ -85,6 +85,26 @@ pub fn trials() -> Vec<Trial> {
             },
         ),
         Trial::test(
+            "selftest::verdict::cases_side_by_side_are_no_errors",
+            || {
+                // nbd-server's accept backlog is short: 32 cases connecting at once once got
+                // EAGAIN, which a busy server is, not an unreachable one.
+                if !have("nbd-server") {
+                    return Ok(());
+                }
+                let out = Command::new(bin())
+                    .args(["run", "--server", "nbd-server", "--parallel", "32"])
+                    .timeout(std::time::Duration::from_secs(300))
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                if stderr.contains("ERROR ") || !stderr.contains(" 0 error") {
+                    return Err(format!("errors against nbd-server side by side:\n{stderr}").into());
+                }
+                Ok(())
+            },
+        ),
+        Trial::test(
             "selftest::verdict::a_target_without_cases_is_left_out",
             || {
                 // `--only bs.range` selects no draft case: the reference's draft target is left
