@@ -477,10 +477,12 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Prints `text` to stdout; a closed pipe (`| head`) is no error worth a panic.
+/// Prints `text` to stdout. A reader that stopped early (`| head`) got what it wanted: that
+/// is success, as for any Unix tool; another write error is a failure.
 fn print_or_fail(text: &str) -> ExitCode {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(exit::FAILED),
     }
 }
@@ -510,18 +512,22 @@ fn load(dir: Option<PathBuf>) -> Result<Vec<nbd_conform::engine::case::Case>, Ex
 }
 
 fn list(args: ListArgs) -> ExitCode {
+    use std::fmt::Write as _;
+    // Built whole, then written once: `list | head -1` closes the pipe, which is no panic.
+    let mut text = String::new();
     if args.clauses {
         for c in nbd_conform::clauses::CLAUSES {
-            println!("{:<22} {:<8} {}", c.id, c.level.as_str(), c.text);
+            let _ = writeln!(text, "{:<22} {:<8} {}", c.id, c.level.as_str(), c.text);
         }
-        return ExitCode::SUCCESS;
+        return print_or_fail(&text);
     }
     let cases = match load(args.cases) {
         Ok(c) => c,
         Err(code) => return code,
     };
     for c in &cases {
-        println!(
+        let _ = writeln!(
+            text,
             "{:<48} {:<9} {:<22} {}",
             c.id,
             format!("{:?}", c.dialect).to_lowercase(),
@@ -529,8 +535,8 @@ fn list(args: ListArgs) -> ExitCode {
             c.title
         );
     }
-    println!("{} cases", cases.len());
-    ExitCode::SUCCESS
+    let _ = writeln!(text, "{} cases", cases.len());
+    print_or_fail(&text)
 }
 
 async fn run_cases(args: RunArgs) -> ExitCode {
