@@ -129,13 +129,13 @@ struct RunArgs {
     /// Directory of case files (default: the source tree's cases/).
     #[arg(long, value_name = "DIR")]
     cases: Option<PathBuf>,
-    /// Write the Markdown report here.
+    /// Write the Markdown report here (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Write the JSON report here.
+    /// Write the JSON report here (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Write a JUnit XML report here.
+    /// Write a JUnit XML report here (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
 }
@@ -218,6 +218,23 @@ struct ServeArgs {
     /// variant with the clause that allows it): a conformant client or suite must accept it.
     #[arg(long = "variant", value_name = "NAME")]
     variants: Vec<String>,
+}
+
+/// The report path that means standard output.
+const STDOUT: &str = "-";
+
+fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == STDOUT
+}
+
+/// Whether a report can be written at `path`: opened for appending (created if need be, never
+/// truncated here; the report replaces it at the end).
+fn writable(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(drop)
 }
 
 /// A deadline in seconds: positive, at most a day (`1e20` is a typo, not a wish).
@@ -545,6 +562,24 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     use nbd_conform::launch::{Launcher, ServerKind, SpawnTemplate};
     use nbd_conform::report::RunReport;
 
+    // A report that cannot be written is found out now, not after every case has run (and
+    // never taken for a verdict).
+    let outputs = [&args.report, &args.json, &args.junit];
+    if outputs
+        .iter()
+        .filter(|p| p.as_deref().is_some_and(is_stdout))
+        .count()
+        > 1
+    {
+        return usage("only one of --report, --json and --junit can be `-` (standard output)");
+    }
+    for path in outputs.into_iter().flatten() {
+        if !is_stdout(path) {
+            if let Err(e) = writable(path) {
+                return usage(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+    }
     let mut cases = match load(args.cases.clone()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -692,9 +727,15 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         (&args.junit, report.to_junit()),
     ] {
         if let Some(p) = path {
-            if let Err(e) = std::fs::write(p, text) {
+            let written = if is_stdout(p) {
+                std::io::stdout().lock().write_all(text.as_bytes())
+            } else {
+                std::fs::write(p, text)
+            };
+            if let Err(e) = written {
+                // The verdict is known but its report is lost: no verdict to act on.
                 eprintln!("nbd-conform run: cannot write {}: {e}", p.display());
-                return ExitCode::from(exit::FAILED);
+                return ExitCode::from(exit::COULD_NOT_TEST);
             }
         }
     }

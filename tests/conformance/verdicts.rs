@@ -85,6 +85,42 @@ pub fn trials() -> Vec<Trial> {
             },
         ),
         Trial::test(
+            "selftest::verdict::an_unwritable_report_is_a_usage_error",
+            || {
+                // Found before any case runs, and never reported as non-conformance (it was
+                // exit 1).
+                let started = std::time::Instant::now();
+                expect(
+                    &[
+                        "--server",
+                        "reference",
+                        "--json",
+                        "/nonexistent/dir/report.json",
+                    ],
+                    2,
+                    "cannot write /nonexistent/dir/report.json",
+                )?;
+                if started.elapsed() > std::time::Duration::from_secs(5) {
+                    return Err("the bad path was found only after the run".into());
+                }
+                // `-` is standard output, not a file named `-`.
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let out = Command::new(bin())
+                    .current_dir(dir.path())
+                    .args(["run", "--server", "reference", "--only", "bs.range.whole"])
+                    .args(["--json", "-"])
+                    .timeout(std::time::Duration::from_secs(120))
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let json: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).map_err(|e| format!("stdout: {e}"))?;
+                if json["suite"] != "nbd-conform" || dir.path().join("-").exists() {
+                    return Err("--json - did not write the report to standard output".into());
+                }
+                Ok(())
+            },
+        ),
+        Trial::test(
             "selftest::verdict::cases_side_by_side_are_no_errors",
             || {
                 // nbd-server's accept backlog is short: 32 cases connecting at once once got
