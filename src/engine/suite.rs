@@ -92,15 +92,7 @@ pub async fn run_on_launched(
     dialect: Dialect,
     settings: Settings,
 ) -> (CaseResult, Capabilities) {
-    run_on_pooled(
-        Pool::global(),
-        case,
-        launcher,
-        dialect,
-        &Behaviour::default(),
-        settings,
-    )
-    .await
+    run_in_pool(Pool::global(), case, launcher, dialect, settings).await
 }
 
 /// Runs one case against the server `launcher` starts, from a pool of the caller's (which the

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use libtest_mimic::{Failed, Trial};
 
-use crate::support::{have, run};
+use crate::support::{have, run, why};
 use nbd_conform::client::Target;
 use nbd_conform::engine::case::Case;
 use nbd_conform::engine::outcome::{CaseResult, Grade, TargetResult};
@@ -529,18 +529,6 @@ fn version_of(program: &str) -> String {
                 .to_owned()
         })
         .unwrap_or_default()
-}
-
-fn why(r: &CaseResult) -> String {
-    r.deciding().map_or_else(
-        || r.note.clone().unwrap_or_default(),
-        |f| {
-            format!(
-                "{}: expected {}; observed {}",
-                f.clause, f.expected, f.observed
-            )
-        },
-    )
 }
 
 fn counts(result: &TargetResult) -> String {

@@ -330,3 +330,20 @@ pub fn wait_listening(child: &mut std::process::Child, path: &Path) -> Result<()
     }
     Ok(())
 }
+
+/// A case's grade explained in one line: the deciding finding (clause, level, expected,
+/// observed), or the note of an unsupported or errored case.
+pub fn why(r: &nbd_conform::engine::outcome::CaseResult) -> String {
+    r.deciding().map_or_else(
+        || r.note.clone().unwrap_or_default(),
+        |f| {
+            format!(
+                "{} ({}): expected {}; observed {}",
+                f.clause,
+                f.level(),
+                f.expected,
+                f.observed
+            )
+        },
+    )
+}

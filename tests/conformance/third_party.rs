@@ -14,7 +14,7 @@ use nbd_conform::engine::suite::{run_on_target, run_subject, Subject};
 use nbd_conform::launch::{Launcher, SpawnTemplate};
 use nbd_conform::Dialect;
 
-use crate::support::{bin, start_peer, unix_uri};
+use crate::support::{bin, start_peer, unix_uri, why};
 
 /// Export sizes no fixture has: empty, odd, odd past 1 MiB, plain, just over 4 GiB, 8 GiB.
 const SHAPES: [u64; 6] = [0, 1000, 1_000_448, 64 << 20, (4 << 30) + 1, 8 << 30];
@@ -139,7 +139,7 @@ fn run_fair(
 
 /// The reference server (`nbd-conform serve`) on a sparse image of `size` bytes with `extra`
 /// arguments, as a `--target` subject; the server lives as long as the returned guard.
-fn serve_target(
+pub(crate) fn serve_target(
     dir: &Path,
     size: u64,
     extra: &[&str],
@@ -229,18 +229,6 @@ fn shape_fair(
         variant.unwrap_or("minimum block 1")
     );
     run_fair(&subject, cases, settings, &what)
-}
-
-fn why(r: &nbd_conform::engine::outcome::CaseResult) -> String {
-    r.deciding().map_or_else(
-        || r.note.clone().unwrap_or_default(),
-        |f| {
-            format!(
-                "{}: expected {}; observed {}",
-                f.clause, f.expected, f.observed
-            )
-        },
-    )
 }
 
 fn every_case_fair(

@@ -21,11 +21,12 @@ use std::time::Duration;
 
 use libtest_mimic::{Failed, Trial};
 
-use nbd_conform::client::Target;
+use crate::support::why;
+
 use nbd_conform::engine::case::Case;
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::Settings;
-use nbd_conform::engine::suite::{run_subject, run_with_behaviour, Subject};
+use nbd_conform::engine::suite::{run_subject, run_with_behaviour};
 use nbd_conform::launch::Pool;
 use nbd_conform::server::variant::SLOW_REPLY;
 use nbd_conform::server::{Behaviour, Variant};
@@ -100,35 +101,13 @@ fn run_as_target(
     variant: Variant,
 ) -> Result<(Vec<CaseResult>, Vec<String>), Failed> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let image = dir.path().join("disk.raw");
-    std::fs::File::create(&image)
-        .and_then(|f| f.set_len(4 << 20))
-        .map_err(|e| e.to_string())?;
-    let socket = dir.path().join("nbd.sock");
-    let (image_arg, socket_arg) = (image.to_string_lossy(), socket.to_string_lossy());
-    let args = [
-        "serve",
-        &image_arg,
-        "--socket",
-        &socket_arg,
-        "--export",
-        "disk",
-        "--variant",
-        variant.name(),
-    ];
-    let _server = crate::support::start_peer(crate::support::bin(), &args, &socket);
-    let target: Target = crate::support::unix_uri(&socket, "disk")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
+    let extra = ["--variant", variant.name()];
+    let (_server, subject) =
+        crate::third_party::serve_target(dir.path(), 4 << 20, &extra, Dialect::Standard)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let subject = Subject::Remote {
-        target,
-        dialect: Dialect::Standard,
-        bitmaps: Vec::new(),
-    };
     let result = runtime.block_on(run_subject(&subject, cases, settings(), PARALLEL));
     Ok((result.cases, result.notes))
 }
@@ -216,19 +195,6 @@ fn judge(variant: Variant, results: &[CaseResult]) -> Vec<String> {
         problems.push("no case passed: nothing was tested".to_owned());
     }
     problems
-}
-
-fn why(r: &CaseResult) -> String {
-    match r.deciding() {
-        Some(f) => format!(
-            "{} ({}): expected {}; observed {}",
-            f.clause,
-            f.level(),
-            f.expected,
-            f.observed
-        ),
-        None => r.note.clone().unwrap_or_default(),
-    }
 }
 
 fn grade_counts(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
