@@ -74,6 +74,35 @@ pub fn clause(id: &str) -> Option<&'static Clause> {
         .copied()
 }
 
+/// A clause id a case file names, resolved against the registry when the case loads: an
+/// unknown id fails loading, so a running case never holds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClauseRef(&'static str);
+
+impl<'de> serde::Deserialize<'de> for ClauseRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClauseRef, D::Error> {
+        let id = String::deserialize(d)?;
+        ClauseRef::try_from(id).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ClauseRef {
+    /// The registry's id.
+    pub fn id(self) -> &'static str {
+        self.0
+    }
+}
+
+impl TryFrom<String> for ClauseRef {
+    type Error = String;
+
+    fn try_from(id: String) -> Result<ClauseRef, String> {
+        clause(&id)
+            .map(|c| ClauseRef(c.id))
+            .ok_or_else(|| format!("unknown clause {id:?}"))
+    }
+}
+
 /// The report group of an id: its prefix (before the first `-`) mapped to a human name.
 /// Works for any id string, whether or not it is in [`CLAUSES`].
 pub fn section_of(id: &str) -> &'static str {

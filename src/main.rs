@@ -548,7 +548,7 @@ fn list(args: ListArgs) -> ExitCode {
             "{:<48} {:<9} {:<22} {}",
             c.id,
             format!("{:?}", c.dialect).to_lowercase(),
-            c.clauses.join(","),
+            c.clause_ids().join(","),
             c.title
         );
     }

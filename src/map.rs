@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use crate::client::{ClientError, ReplyBody, Session};
+use crate::client::{ClientError, Negotiated, Reply, ReplyBody, Session};
 use crate::wire::consts::{command, command_flag, draft, errno};
 use crate::wire::draft::DraftQuery;
 use crate::wire::state::state_name;
@@ -114,6 +114,54 @@ impl Track {
         });
         self.covered = end;
     }
+}
+
+/// Adds what a successful reply to a request at `asked_at` says to each context's track, up to
+/// `end`. The one place a reply becomes map entries (for `map` and for the engine's walks).
+/// A context the reply has no chunk for is named in the error; the others are absorbed.
+pub fn absorb_reply(
+    tracks: &mut [Track],
+    negotiated: &Negotiated,
+    asked_at: u64,
+    end: u64,
+    reply: &Reply,
+) -> Result<(), String> {
+    let mut missing = None;
+    match &reply.body {
+        ReplyBody::Draft { descriptors, .. } => {
+            if let Some(track) = tracks.first_mut() {
+                for d in descriptors {
+                    track.absorb(end, d.offset, d.length as u64, d.status as u64);
+                }
+            }
+        }
+        _ => {
+            for track in tracks {
+                let id = negotiated
+                    .contexts
+                    .iter()
+                    .find(|(_, n)| *n == track.context)
+                    .map(|(i, _)| *i);
+                let descriptors = reply
+                    .status_chunks()
+                    .find(|(cid, _)| Some(*cid) == id)
+                    .map(|(_, d)| d);
+                let Some(descriptors) = descriptors else {
+                    missing.get_or_insert_with(|| track.context.clone());
+                    continue;
+                };
+                let mut at = asked_at;
+                for d in descriptors {
+                    track.absorb(end, at, d.length, d.flags);
+                    at = at.saturating_add(d.length);
+                    if at >= end {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    missing.map_or(Ok(()), Err)
 }
 
 /// One window's chain of requests.
@@ -312,41 +360,11 @@ fn absorb(session: &Session, w: &mut Window, reply: &crate::client::Reply) -> Re
         });
     }
     let before = w.next_offset();
-    match &reply.body {
-        ReplyBody::Draft { descriptors, .. } => {
-            let track = &mut w.tracks[0];
-            for d in descriptors {
-                track.absorb(w.end, d.offset, d.length as u64, d.status as u64);
-            }
-        }
-        _ => {
-            for track in &mut w.tracks {
-                let id = session
-                    .negotiated
-                    .contexts
-                    .iter()
-                    .find(|(_, n)| *n == track.context)
-                    .map(|(i, _)| *i);
-                let descriptors = reply
-                    .status_chunks()
-                    .find(|(cid, _)| Some(*cid) == id)
-                    .map(|(_, d)| d);
-                let Some(descriptors) = descriptors else {
-                    return Err(MapError::MissingContext {
-                        offset: asked_at,
-                        context: track.context.clone(),
-                    });
-                };
-                let mut at = asked_at;
-                for d in descriptors {
-                    track.absorb(w.end, at, d.length, d.flags);
-                    at = at.saturating_add(d.length);
-                    if at >= w.end {
-                        break;
-                    }
-                }
-            }
-        }
+    if let Err(context) = absorb_reply(&mut w.tracks, &session.negotiated, asked_at, w.end, reply) {
+        return Err(MapError::MissingContext {
+            offset: asked_at,
+            context,
+        });
     }
     if w.next_offset() <= before {
         let stuck = w

@@ -1,10 +1,31 @@
-//! Clause checks: code, keyed by clause id, run on every reply a case receives.
+//! Clause checks: code, keyed by clause id. Every finding the engine grades is built here.
 //!
-//! Checks consume decoded replies (never sockets) and return [`Finding`]s; each finding names
-//! exactly one clause. `block_status` covers today's replies, `draft` the 2016 draft's.
+//! Checks are pure functions over decoded values (replies, maps, the fixture's truth, what the
+//! case expects), never sockets, so each can be tested with a hand-built value. The engine's
+//! steps (`engine/steps/`) send, wait and call them; `wire` and `client` report framing they
+//! cannot decode as [`Violation`]s, turned into findings by [`from_violation`].
+//!
+//! | module | what it checks |
+//! |---|---|
+//! | `block_status` | the structure of one `NBD_CMD_BLOCK_STATUS` reply |
+//! | `draft` | the structure of one 2016-draft `GET_LBA_STATUS` reply |
+//! | `request` | a request's outcome against the case: error, close, no reply |
+//! | `options` | option haggling: final replies, META_CONTEXT ids, closes |
+//! | `disc` | NBD_CMD_DISC behind a request |
+//! | `walk` | whole-export walks make progress |
+//! | `read_back` | ranges called zero read as zeros |
+//! | `truth` | maps against the fixture's truth |
+//! | `stability` | two maps of one export agree |
 
 pub mod block_status;
+pub mod disc;
 pub mod draft;
+pub mod options;
+pub mod read_back;
+pub mod request;
+pub mod stability;
+pub mod truth;
+pub mod walk;
 
 use crate::clauses;
 use crate::engine::outcome::Finding;

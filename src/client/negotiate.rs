@@ -179,19 +179,34 @@ impl Handshake {
 
     pub async fn structured_reply(&mut self) -> Result<u32, ClientError> {
         let reply = self.simple_option(option::STRUCTURED_REPLY).await?;
-        if reply == reply_type::ACK {
-            self.structured = true;
-        }
+        self.accepted(option::STRUCTURED_REPLY, reply, "", Vec::new());
         Ok(reply)
     }
 
     pub async fn extended_headers(&mut self) -> Result<u32, ClientError> {
         let reply = self.simple_option(option::EXTENDED_HEADERS).await?;
-        if reply == reply_type::ACK {
-            self.extended = true;
-            self.structured = true;
-        }
+        self.accepted(option::EXTENDED_HEADERS, reply, "", Vec::new());
         Ok(reply)
+    }
+
+    /// Keeps the state of the haggling in step with an option's final reply, however the
+    /// option was sent (by these methods or as raw bytes): what transmission will use.
+    /// `contexts` are what a SET_META_CONTEXT selected; every SET replaces the selection, even
+    /// a failed one (SMC-REPLACE-1).
+    pub fn accepted(&mut self, opt: u32, last: u32, export: &str, contexts: Vec<(u32, String)>) {
+        let ack = last == reply_type::ACK;
+        match opt {
+            option::STRUCTURED_REPLY if ack => self.structured = true,
+            option::EXTENDED_HEADERS if ack => {
+                self.extended = true;
+                self.structured = true;
+            }
+            option::SET_META_CONTEXT => {
+                self.contexts = if ack { contexts } else { Vec::new() };
+                self.contexts_export = Some(export.to_owned());
+            }
+            _ => {}
+        }
     }
 
     /// LIST_META_CONTEXT: the listed (id, name) pairs and the final reply type.
@@ -214,12 +229,7 @@ impl Handshake {
         let (contexts, last) = self
             .meta_context(option::SET_META_CONTEXT, export, queries)
             .await?;
-        self.contexts = if last == reply_type::ACK {
-            contexts.clone()
-        } else {
-            Vec::new()
-        };
-        self.contexts_export = Some(export.to_owned());
+        self.accepted(option::SET_META_CONTEXT, last, export, contexts.clone());
         Ok((contexts, last))
     }
 

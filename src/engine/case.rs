@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::clauses;
-use crate::wire::consts::{command_flag, transmission_flag};
+use crate::clauses::ClauseRef;
+use crate::wire::consts::{command_flag, option, transmission_flag};
 use crate::Dialect;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -19,13 +19,13 @@ use crate::Dialect;
 pub struct Case {
     pub id: String,
     pub title: String,
-    pub clauses: Vec<String>,
+    pub clauses: Vec<ClauseRef>,
     #[serde(default)]
     pub dialect: Dialect,
     pub fixture: String,
     /// Capabilities without which the case grades `unsupported` (see [`Need`]).
     #[serde(default)]
-    pub needs: Vec<String>,
+    pub needs: Vec<Need>,
     /// Set when the outcome on a server that works on requests concurrently depends on
     /// timing (say, a request racing NBD_CMD_DISC): why. Such a case is graded and reported
     /// as always, but its snapshot is compared on the reference server only, whose outcome is
@@ -95,14 +95,14 @@ pub struct Connect {
     /// Expect the server to close the connection right after the client flags.
     #[serde(default)]
     pub expect_close: bool,
-    pub clause: Option<String>,
+    pub clause: Option<ClauseRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct OptionStep {
     /// Option name (`SET_META_CONTEXT`, …) or number.
-    pub option: toml::Value,
+    pub option: OptionCode,
     pub export: Option<String>,
     /// For LIST/SET_META_CONTEXT.
     #[serde(default)]
@@ -110,7 +110,7 @@ pub struct OptionStep {
     /// Replaces the payload entirely (hex; blanks ignored). `{export-len}` stands for the
     /// 4-byte length of the export name and `{export}` for its bytes, so a hand-made payload
     /// names the export of whatever server runs the case.
-    pub data_hex: Option<String>,
+    pub data_hex: Option<HexTemplate>,
     /// Announce this payload length instead of the real one.
     pub claimed_length: Option<u32>,
     pub expect: ExpectOption,
@@ -130,7 +130,7 @@ pub struct ExpectOption {
     #[serde(default)]
     pub allow_close: bool,
     /// The clause a mismatch breaks.
-    pub clause: String,
+    pub clause: ClauseRef,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,14 +164,14 @@ pub enum Expect {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BlockStatus {
-    pub offset: String,
-    pub length: String,
+    pub offset: Expr,
+    pub length: Expr,
     #[serde(default)]
-    pub flags: Vec<String>,
+    pub flags: CommandFlags,
     #[serde(default)]
     pub expect: Expect,
     /// The clause an unmet expectation breaks (default: the case's first clause).
-    pub clause: Option<String>,
+    pub clause: Option<ClauseRef>,
     /// Afterwards, a valid request on the same connection must still succeed (TX-NODROP-1).
     #[serde(default)]
     pub then_alive: bool,
@@ -180,13 +180,13 @@ pub struct BlockStatus {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DraftStatus {
-    pub offset: String,
-    pub length: String,
+    pub offset: Expr,
+    pub length: Expr,
     /// 0 = allocation, 1 = dirtiness, anything else = an unknown query type.
     pub selector: u16,
     #[serde(default)]
     pub expect: Expect,
-    pub clause: Option<String>,
+    pub clause: Option<ClauseRef>,
     #[serde(default)]
     pub then_alive: bool,
 }
@@ -197,12 +197,12 @@ pub struct RawRequest {
     pub magic: Option<u32>,
     pub command: u16,
     #[serde(default)]
-    pub flags: Vec<String>,
-    pub offset: String,
-    pub length: String,
+    pub flags: CommandFlags,
+    pub offset: Expr,
+    pub length: Expr,
     #[serde(default)]
     pub expect: Expect,
-    pub clause: Option<String>,
+    pub clause: Option<ClauseRef>,
     #[serde(default)]
     pub then_alive: bool,
 }
@@ -211,9 +211,9 @@ pub struct RawRequest {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Pipeline {
     pub count: usize,
-    pub length: String,
+    pub length: Expr,
     #[serde(default)]
-    pub flags: Vec<String>,
+    pub flags: CommandFlags,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -222,14 +222,17 @@ pub struct MapStep {
     #[serde(default)]
     pub req_one: bool,
     /// Longest request (default: as long as the header allows).
-    pub max_request: Option<String>,
+    pub max_request: Option<Expr>,
     /// Draft dialect: the selectors to walk (default [0]).
     #[serde(default)]
     pub selectors: Vec<u16>,
 }
 
-/// A capability a case needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A capability a case needs, spelled `structured-replies`, `extended-headers`,
+/// `min-block>1`, `fixture-truth`, `draft-status`, `flag:NAME`, `no-flag:NAME` or a context
+/// name (`base:allocation`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Need {
     StructuredReplies,
     ExtendedHeaders,
@@ -241,9 +244,11 @@ pub enum Need {
     DraftStatus,
 }
 
-impl Need {
-    pub fn parse(s: &str) -> Result<Need, String> {
-        Ok(match s {
+impl TryFrom<String> for Need {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Need, String> {
+        Ok(match s.as_str() {
             "structured-replies" => Need::StructuredReplies,
             "extended-headers" => Need::ExtendedHeaders,
             "min-block>1" => Need::MinBlockAbove1,
@@ -251,9 +256,26 @@ impl Need {
             "draft-status" => Need::DraftStatus,
             _ if s.starts_with("flag:") => Need::Flag(transmission_flag_named(&s[5..])?),
             _ if s.starts_with("no-flag:") => Need::NoFlag(transmission_flag_named(&s[8..])?),
-            _ if s.contains(':') => Need::Context(s.to_owned()),
+            _ if s.contains(':') => Need::Context(s),
             _ => return Err(format!("unknown need {s:?}")),
         })
+    }
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::StructuredReplies => f.write_str("structured replies"),
+            Need::ExtendedHeaders => f.write_str("extended headers"),
+            Need::Context(c) => write!(f, "metadata context {c}"),
+            Need::Flag(flag) => write!(f, "transmission flag {flag:#06x}"),
+            Need::NoFlag(flag) => write!(f, "transmission flag {flag:#06x} clear"),
+            Need::MinBlockAbove1 => f.write_str("an advertised minimum block size above 1"),
+            Need::FixtureTruth => f.write_str("a fixture the harness built"),
+            Need::DraftStatus => {
+                f.write_str("transmission flag bit 7 (NBD_FLAG_SEND_GET_LBA_STATUS)")
+            }
+        }
     }
 }
 
@@ -275,22 +297,137 @@ fn transmission_flag_named(name: &str) -> Result<u16, String> {
 }
 
 /// Command flags by name (`REQ_ONE`, `FUA`, …) or number (`0x8000`), OR-ed together.
-pub fn command_flags(names: &[String]) -> Result<u16, String> {
-    let mut flags = 0;
-    for n in names {
-        flags |= match n.as_str() {
-            "FUA" => command_flag::FUA,
-            "NO_HOLE" => command_flag::NO_HOLE,
-            "DF" => command_flag::DF,
-            "REQ_ONE" => command_flag::REQ_ONE,
-            "FAST_ZERO" => command_flag::FAST_ZERO,
-            "PAYLOAD_LEN" => command_flag::PAYLOAD_LEN,
-            other => parse_number(other)
-                .and_then(|v| u16::try_from(v).ok())
-                .ok_or_else(|| format!("unknown command flag {other:?}"))?,
-        };
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct CommandFlags(pub u16);
+
+impl TryFrom<Vec<String>> for CommandFlags {
+    type Error = String;
+
+    fn try_from(names: Vec<String>) -> Result<CommandFlags, String> {
+        let mut flags = 0;
+        for n in &names {
+            flags |= match n.as_str() {
+                "FUA" => command_flag::FUA,
+                "NO_HOLE" => command_flag::NO_HOLE,
+                "DF" => command_flag::DF,
+                "REQ_ONE" => command_flag::REQ_ONE,
+                "FAST_ZERO" => command_flag::FAST_ZERO,
+                "PAYLOAD_LEN" => command_flag::PAYLOAD_LEN,
+                other => parse_number(other)
+                    .and_then(|v| u16::try_from(v).ok())
+                    .ok_or_else(|| format!("unknown command flag {other:?}"))?,
+            };
+        }
+        Ok(CommandFlags(flags))
     }
-    Ok(flags)
+}
+
+/// An option by name (`SET_META_CONTEXT`, `NBD_OPT_GO`) or by number (any `u32`, so that a
+/// case can send an option no server knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "OptionSpelling")]
+pub struct OptionCode(pub u32);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OptionSpelling {
+    Number(i64),
+    Name(String),
+}
+
+impl TryFrom<OptionSpelling> for OptionCode {
+    type Error = String;
+
+    fn try_from(v: OptionSpelling) -> Result<OptionCode, String> {
+        match v {
+            OptionSpelling::Number(n) => u32::try_from(n)
+                .map(OptionCode)
+                .map_err(|_| format!("option number {n} out of range")),
+            OptionSpelling::Name(s) => Ok(OptionCode(match s.trim_start_matches("NBD_OPT_") {
+                "EXPORT_NAME" => option::EXPORT_NAME,
+                "ABORT" => option::ABORT,
+                "LIST" => option::LIST,
+                "STARTTLS" => option::STARTTLS,
+                "INFO" => option::INFO,
+                "GO" => option::GO,
+                "STRUCTURED_REPLY" => option::STRUCTURED_REPLY,
+                "LIST_META_CONTEXT" => option::LIST_META_CONTEXT,
+                "SET_META_CONTEXT" => option::SET_META_CONTEXT,
+                "EXTENDED_HEADERS" => option::EXTENDED_HEADERS,
+                other => return Err(format!("unknown option {other:?}")),
+            })),
+        }
+    }
+}
+
+/// A raw option payload in hex (blanks ignored), decoded when the case loads. `{export-len}`
+/// stands for the 4-byte length of the export name the case addresses and `{export}` for its
+/// bytes, so that a hand-made payload names the export of whatever server runs the case
+/// (`conform` on the servers the harness launches).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HexTemplate(Vec<HexPiece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HexPiece {
+    Bytes(Vec<u8>),
+    ExportLength,
+    Export,
+}
+
+impl TryFrom<String> for HexTemplate {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<HexTemplate, String> {
+        let mut pieces = Vec::new();
+        let mut rest = s.as_str();
+        loop {
+            let next = [
+                ("{export-len}", HexPiece::ExportLength),
+                ("{export}", HexPiece::Export),
+            ]
+            .into_iter()
+            .filter_map(|(token, piece)| rest.find(token).map(|at| (at, token, piece)))
+            .min_by_key(|(at, _, _)| *at);
+            let Some((at, token, piece)) = next else {
+                pieces.push(HexPiece::Bytes(decode_hex(rest)?));
+                return Ok(HexTemplate(pieces));
+            };
+            pieces.push(HexPiece::Bytes(decode_hex(&rest[..at])?));
+            pieces.push(piece);
+            rest = &rest[at + token.len()..];
+        }
+    }
+}
+
+impl HexTemplate {
+    /// The payload for a server whose export is named `export`.
+    pub fn bytes(&self, export: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for piece in &self.0 {
+            match piece {
+                HexPiece::Bytes(b) => out.extend(b),
+                HexPiece::ExportLength => {
+                    let len = u32::try_from(export.len()).map_err(|_| "export name too long")?;
+                    out.extend(len.to_be_bytes());
+                }
+                HexPiece::Export => out.extend(export.as_bytes()),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if s.len() % 2 != 0 {
+        return Err(format!("odd-length hex {s:?}"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex {s:?}")))
+        .collect()
 }
 
 fn parse_number(s: &str) -> Option<u64> {
@@ -308,72 +445,87 @@ fn parse_number(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
-/// Why an offset or length expression has no value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExprError {
-    /// The expression does not parse: a fault of the case file.
-    Syntax(String),
-    /// It parses but leaves 0..2^64 on this export (`size-512` on a 0-byte export): the case
-    /// does not fit the export, which is no request to send.
-    OutOfRange(String),
+/// An offset or length, parsed when the case loads: a number with an optional K/M/G/T suffix
+/// (or `0x` hex), `size` (the export size), `max` (2^64 − 1), or one of those plus or minus a
+/// number (`size-512`, `max-511`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Expr {
+    text: String,
+    base: Base,
+    /// `Some((true, n))` for `+n`, `Some((false, n))` for `-n`.
+    delta: Option<(bool, u64)>,
 }
 
-impl std::fmt::Display for ExprError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExprError::Syntax(m) | ExprError::OutOfRange(m) => f.write_str(m),
-        }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Base {
+    Size,
+    Max,
+    Number(u64),
+}
+
+impl TryFrom<String> for Expr {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Expr, String> {
+        let e = text.trim();
+        let split = e
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == '+' || *c == '-');
+        let (base, rest) = match split {
+            Some((i, _)) => (&e[..i], Some(&e[i..])),
+            None => (e, None),
+        };
+        let base = match base.trim() {
+            "size" => Base::Size,
+            "max" => Base::Max,
+            n => Base::Number(
+                parse_number(n).ok_or_else(|| format!("bad number {n:?} in {text:?}"))?,
+            ),
+        };
+        let delta = match rest {
+            None => None,
+            Some(r) => Some((
+                r.starts_with('+'),
+                parse_number(&r[1..]).ok_or_else(|| format!("bad number in {text:?}"))?,
+            )),
+        };
+        Ok(Expr { text, base, delta })
     }
 }
 
-/// Evaluates an offset or length expression against the export size. Arithmetic never wraps:
-/// a case that wants an overflowing range says so with `max` (`offset = "max-511"`), and an
-/// expression that would leave 0..2^64 is [`ExprError::OutOfRange`].
-pub fn eval(expr: &str, size: u64) -> Result<u64, ExprError> {
-    let e = expr.trim();
-    let split = e
-        .char_indices()
-        .skip(1)
-        .find(|(_, c)| *c == '+' || *c == '-');
-    let (base, rest) = match split {
-        Some((i, _)) => (&e[..i], Some(&e[i..])),
-        None => (e, None),
-    };
-    let base = match base.trim() {
-        "size" => size,
-        "max" => u64::MAX,
-        n => parse_number(n)
-            .ok_or_else(|| ExprError::Syntax(format!("bad number {n:?} in {expr:?}")))?,
-    };
-    let Some(r) = rest else {
-        return Ok(base);
-    };
-    let n = parse_number(&r[1..])
-        .ok_or_else(|| ExprError::Syntax(format!("bad number in {expr:?}")))?;
-    let value = if r.starts_with('+') {
-        base.checked_add(n)
-    } else {
-        base.checked_sub(n)
-    };
-    value.ok_or_else(|| {
-        ExprError::OutOfRange(format!(
-            "{expr:?} is outside 0..2^64 on an export of {size} bytes"
-        ))
-    })
-}
+impl Expr {
+    /// A constant, as a case would write it.
+    pub fn number(n: u64) -> Expr {
+        Expr {
+            text: n.to_string(),
+            base: Base::Number(n),
+            delta: None,
+        }
+    }
 
-/// The offset and length expressions a step evaluates.
-fn step_expressions(step: &Step) -> Vec<&str> {
-    match step {
-        Step::BlockStatus(s) => vec![&s.offset, &s.length],
-        Step::DraftStatus(s) => vec![&s.offset, &s.length],
-        Step::RawRequest(s) => vec![&s.offset, &s.length],
-        Step::Pipeline(s) => vec![&s.length],
-        Step::Map(MapStep {
-            max_request: Some(m),
-            ..
-        }) => vec![m],
-        _ => Vec::new(),
+    /// The value on an export of `size` bytes. Arithmetic never wraps: a case that wants an
+    /// overflowing range says so with `max` (`offset = "max-511"`); an expression that would
+    /// leave 0..2^64 (`size-512` on a 0-byte export) has no value there, and the case does not
+    /// fit that export.
+    pub fn eval(&self, size: u64) -> Result<u64, String> {
+        let base = match self.base {
+            Base::Size => size,
+            Base::Max => u64::MAX,
+            Base::Number(n) => n,
+        };
+        let value = match self.delta {
+            None => Some(base),
+            Some((true, n)) => base.checked_add(n),
+            Some((false, n)) => base.checked_sub(n),
+        };
+        value.ok_or_else(|| {
+            format!(
+                "{:?} is outside 0..2^64 on an export of {size} bytes",
+                self.text
+            )
+        })
     }
 }
 
@@ -396,7 +548,11 @@ impl Case {
             }
         };
         let mut case = self.clone();
-        case.needs.iter_mut().for_each(rename);
+        for need in &mut case.needs {
+            if let Need::Context(name) = need {
+                rename(name);
+            }
+        }
         for step in &mut case.steps {
             match step {
                 Step::Negotiate(n) => n.contexts.iter_mut().for_each(rename),
@@ -410,47 +566,10 @@ impl Case {
         case
     }
 
-    /// Checks what can be checked without a server: clause ids exist, needs and flags parse.
+    /// What the types cannot say: a case names a clause and has steps.
     pub fn validate(&self) -> Result<(), String> {
         if self.clauses.is_empty() {
             return Err("names no clause".into());
-        }
-        let known = |id: &str| clauses::clause(id).is_some();
-        for c in &self.clauses {
-            if !known(c) {
-                return Err(format!("unknown clause {c:?}"));
-            }
-        }
-        for n in &self.needs {
-            Need::parse(n)?;
-        }
-        for step in &self.steps {
-            let (clause, flags) = match step {
-                Step::BlockStatus(s) => (s.clause.as_deref(), Some(&s.flags)),
-                Step::DraftStatus(s) => (s.clause.as_deref(), None),
-                Step::RawRequest(s) => (s.clause.as_deref(), Some(&s.flags)),
-                Step::Pipeline(s) => (None, Some(&s.flags)),
-                Step::Option(s) => (Some(s.expect.clause.as_str()), None),
-                Step::Go(Go {
-                    expect: Some(e), ..
-                }) => (Some(e.clause.as_str()), None),
-                Step::Connect(c) => (c.clause.as_deref(), None),
-                _ => (None, None),
-            };
-            if let Some(c) = clause {
-                if !known(c) {
-                    return Err(format!("step names unknown clause {c:?}"));
-                }
-            }
-            if let Some(f) = flags {
-                command_flags(f)?;
-            }
-            for expr in step_expressions(step) {
-                // Only the syntax: whether a value fits depends on the export it runs on.
-                if let Err(ExprError::Syntax(m)) = eval(expr, 0) {
-                    return Err(m);
-                }
-            }
         }
         if self.steps.is_empty() {
             return Err("has no steps".into());
@@ -458,24 +577,18 @@ impl Case {
         Ok(())
     }
 
-    pub fn needs(&self) -> Vec<Need> {
-        self.needs
-            .iter()
-            .filter_map(|n| Need::parse(n).ok())
-            .collect()
+    pub fn needs(&self) -> &[Need] {
+        &self.needs
     }
 
-    /// The case's clause ids as the registry's `'static` strings (validated at load time).
+    /// The case's clause ids as the registry's strings.
     pub fn clause_ids(&self) -> Vec<&'static str> {
-        self.clauses
-            .iter()
-            .filter_map(|c| clauses::clause(c).map(|c| c.id))
-            .collect()
+        self.clauses.iter().map(|c| c.id()).collect()
     }
 
     /// The clause a step's unmet expectation breaks by default.
-    pub fn main_clause(&self) -> &str {
-        self.clauses.first().map_or("", String::as_str)
+    pub fn main_clause(&self) -> &'static str {
+        self.clauses[0].id()
     }
 }
 
@@ -555,6 +668,10 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CaseError> {
 mod tests {
     use super::*;
 
+    fn eval(text: &str, size: u64) -> Result<u64, String> {
+        Expr::try_from(text.to_owned())?.eval(size)
+    }
+
     #[test]
     fn expressions() {
         assert_eq!(eval("64K", 0), Ok(65536));
@@ -563,18 +680,54 @@ mod tests {
         assert_eq!(eval("max-511", 0), Ok(u64::MAX - 511));
         assert_eq!(eval("0x10", 0), Ok(16));
         assert_eq!(eval("4G", 0), Ok(1 << 32));
-        assert!(matches!(eval("lots", 0), Err(ExprError::Syntax(_))));
+        assert!(Expr::try_from("lots".to_owned()).is_err());
         // Never wraps: on a 0-byte export `size-512` is no offset at all.
-        assert!(matches!(eval("size-512", 0), Err(ExprError::OutOfRange(_))));
-        assert!(matches!(eval("max+1", 0), Err(ExprError::OutOfRange(_))));
+        assert!(eval("size-512", 0).is_err());
+        assert!(eval("max+1", 0).is_err());
     }
 
     #[test]
     fn flags() {
         assert_eq!(
-            command_flags(&["REQ_ONE".into(), "0x8000".into()]),
-            Ok(0x8008)
+            CommandFlags::try_from(vec!["REQ_ONE".into(), "0x8000".into()]),
+            Ok(CommandFlags(0x8008))
         );
-        assert!(command_flags(&["NOPE".into()]).is_err());
+        assert!(CommandFlags::try_from(vec!["NOPE".into()]).is_err());
+    }
+
+    #[test]
+    fn payload_hex_spells_the_export_of_the_server_under_test() {
+        let hex = |s: &str| HexTemplate::try_from(s.to_owned());
+        assert_eq!(
+            hex("{export-len} {export} 0002 7ffe")
+                .unwrap()
+                .bytes("disk")
+                .unwrap(),
+            [0, 0, 0, 4, b'd', b'i', b's', b'k', 0, 2, 0x7f, 0xfe]
+        );
+        assert_eq!(
+            hex("000003e8{export}").unwrap().bytes("").unwrap(),
+            [0, 0, 3, 0xe8]
+        );
+        assert_eq!(hex("").unwrap().bytes("x").unwrap(), Vec::<u8>::new());
+        assert!(hex("{export} 0").is_err());
+        assert!(hex("{exports}").is_err());
+    }
+
+    #[test]
+    fn a_case_file_that_names_an_unknown_clause_or_need_does_not_load() {
+        let case = |clauses: &str, needs: &str| {
+            toml::from_str::<Case>(&format!(
+                "id = 'x'\ntitle = 't'\nclauses = [{clauses}]\nneeds = [{needs}]\nfixture = 'f'\n\
+                 steps = [{{ block-status = {{ offset = '0', length = '4K' }} }}]"
+            ))
+        };
+        assert!(case("'BS-REP-PERCTX-1'", "'base:allocation'").is_ok());
+        let e = case("'NO-SUCH-1'", "").unwrap_err().to_string();
+        assert!(e.contains("unknown clause \"NO-SUCH-1\""), "{e}");
+        let e = case("'BS-REP-PERCTX-1'", "'flag:NOPE'")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown transmission flag \"NOPE\""), "{e}");
     }
 }

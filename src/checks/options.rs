@@ -1,0 +1,126 @@
+//! Option haggling: the final reply a case expects, the ids in META_CONTEXT replies, and the
+//! ways a server may (or may not) end haggling.
+
+use std::time::Duration;
+
+use crate::engine::case::ExpectOption;
+use crate::engine::outcome::Finding;
+use crate::wire::consts::reply_type;
+
+/// The final reply, and the META_CONTEXT names before it, against what the case expects.
+/// `names` holds every context the server replied with, in order.
+pub fn final_reply(expect: &ExpectOption, last: u32, names: &[String]) -> Vec<Finding> {
+    let clause = expect.clause.id();
+    let mut out = Vec::new();
+    let accepted = expect.reply.iter().any(|want| match want.as_str() {
+        "ERR_*" => last & reply_type::ERROR_BIT != 0,
+        name => reply_type::name(last) == name,
+    });
+    if !accepted {
+        out.push(Finding::broken(
+            clause,
+            format!("final reply {}", expect.reply.join(" or ")),
+            reply_type::name(last).to_owned(),
+        ));
+    }
+    if let Some(n) = expect.contexts {
+        if n != names.len() {
+            out.push(Finding::broken(
+                clause,
+                format!("{n} META_CONTEXT replies"),
+                format!("{}: {names:?}", names.len()),
+            ));
+        }
+    }
+    for wanted in &expect.contains {
+        if !names.contains(wanted) {
+            out.push(Finding::broken(
+                clause,
+                format!("{wanted} among the replies"),
+                format!("{names:?}"),
+            ));
+        }
+    }
+    out
+}
+
+/// SMC-REPLY-1: a SET_META_CONTEXT answer gives every selected context its own id.
+pub fn set_reply_ids(ids: &[u32], names: &[String]) -> Option<Finding> {
+    let mut unique = ids.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    (unique.len() != ids.len()).then(|| {
+        Finding::broken(
+            "SMC-REPLY-1",
+            "one META_CONTEXT reply per selected context, each with its own id",
+            format!("ids {ids:?} for {names:?}"),
+        )
+    })
+}
+
+/// LMC-ID-1: a LIST_META_CONTEXT answer carries context id 0 throughout.
+pub fn list_reply_ids(ids: &[u32]) -> Option<Finding> {
+    ids.iter().any(|i| *i != 0).then(|| {
+        Finding::broken(
+            "LMC-ID-1",
+            "context id 0 in LIST replies",
+            format!("ids {ids:?}"),
+        )
+    })
+}
+
+/// ABORT-ACK-1: the server closed after NBD_OPT_ABORT without acknowledging it. (The SHOULD
+/// about coping with a bare close, ABORT-LEGACY-1, binds the client, which is us.)
+pub fn abort_unacknowledged() -> Finding {
+    Finding::broken(
+        "ABORT-ACK-1",
+        "ACK before the close",
+        "the server closed without ACK",
+    )
+}
+
+/// HS-NOHARD-1: the server closed during haggling where the client broke no rule.
+pub fn closed_while_haggling() -> Finding {
+    Finding::broken(
+        "HS-NOHARD-1",
+        "an option reply, the connection open",
+        "the server closed the connection",
+    )
+}
+
+/// No answer to an option within the deadline: under the case's clause, else HS-OPTREP-1.
+pub fn no_option_reply(clause: Option<&'static str>, after: Duration) -> Finding {
+    Finding::broken(
+        clause.unwrap_or("HS-OPTREP-1"),
+        "an option reply",
+        format!("nothing within {after:?}"),
+    )
+}
+
+/// The server had to drop the connection right after the client's flags (HS-CFLAGS-3 unless
+/// the case names another clause) and answered an option instead.
+pub fn not_closed(clause: Option<&'static str>, observed: impl Into<String>) -> Finding {
+    Finding::broken(
+        clause.unwrap_or("HS-CFLAGS-3"),
+        "the connection closed",
+        observed,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_ids_break_smc_reply_1() {
+        let names = vec![
+            "base:allocation".to_owned(),
+            "qemu:dirty-bitmap:bm0".to_owned(),
+        ];
+        assert_eq!(set_reply_ids(&[1, 2], &names), None);
+        let f = set_reply_ids(&[1, 1], &names).expect("a finding");
+        assert_eq!(f.clause, "SMC-REPLY-1");
+        assert_eq!(list_reply_ids(&[0, 0]), None);
+        assert_eq!(list_reply_ids(&[0, 3]).map(|f| f.clause), Some("LMC-ID-1"));
+    }
+}

@@ -1,0 +1,116 @@
+//! The outcome of one request against what the case expects of it: the reply's structure, its
+//! error, a close or a reply that never came.
+
+use std::time::Duration;
+
+use super::from_violation;
+use crate::client::{Negotiated, Reply, ReplyBody};
+use crate::engine::case::Expect;
+use crate::engine::outcome::Finding;
+use crate::wire::consts::{command, draft, errno};
+use crate::Dialect;
+
+/// Every structural rule that applies to this reply, by command.
+pub fn structure(reply: &Reply, neg: &Negotiated) -> Vec<Finding> {
+    if neg.dialect == Dialect::Draft && reply.request.command == draft::CMD_GET_LBA_STATUS {
+        super::draft::check(reply)
+    } else if reply.request.command == command::BLOCK_STATUS {
+        super::block_status::check(reply, neg)
+    } else {
+        reply.violations.iter().map(from_violation).collect()
+    }
+}
+
+/// The reply's error (or success) against `expect`, under `clause`.
+pub fn expected(expect: Expect, clause: &'static str, reply: &Reply) -> Option<Finding> {
+    let error = reply.error();
+    let observed = || observed(reply);
+    match expect {
+        Expect::Ok if error.is_some() => Some(Finding::broken(clause, "success", observed())),
+        Expect::Einval | Expect::EinvalOrClose if error != Some(errno::EINVAL) => {
+            Some(Finding::broken(clause, "EINVAL", observed()))
+        }
+        Expect::Error | Expect::ErrorOrClose if error.is_none() => {
+            Some(Finding::broken(clause, "an error", observed()))
+        }
+        Expect::Fallback => fallback(reply, clause),
+        _ => None,
+    }
+}
+
+/// The draft's unknown-query fallback: one descriptor equal to the request, status 0.
+fn fallback(reply: &Reply, clause: &'static str) -> Option<Finding> {
+    let req = &reply.request;
+    let observed = match &reply.body {
+        ReplyBody::Draft {
+            error: 0,
+            descriptors,
+            ..
+        } => {
+            if let [d] = descriptors.as_slice() {
+                if d.offset == req.offset && d.length as u64 == req.length && d.status == 0 {
+                    return None;
+                }
+            }
+            format!(
+                "{:?}",
+                descriptors
+                    .iter()
+                    .map(|d| (d.offset, d.length, d.status))
+                    .collect::<Vec<_>>()
+            )
+        }
+        ReplyBody::Draft { error, .. } => format!("error {}", errno::name(*error)),
+        _ => "another reply form".into(),
+    };
+    Some(Finding::broken(
+        clause,
+        format!("one descriptor ({}, {}, status 0)", req.offset, req.length),
+        observed,
+    ))
+}
+
+/// The server closed with the request outstanding: allowed (and recorded) when the request
+/// broke a client MUST (TX-VIOL-1), a failure otherwise (TX-NODROP-1).
+pub fn closed(allowed: bool) -> Finding {
+    if allowed {
+        Finding::info(
+            "TX-VIOL-1",
+            "an error reply",
+            "the server closed the connection (allowed: the request broke a client MUST)",
+        )
+    } else {
+        Finding::broken(
+            "TX-NODROP-1",
+            "a reply, the connection open",
+            "the server closed the connection",
+        )
+    }
+}
+
+/// BS-COMPLETE-1: no complete reply within the deadline.
+pub fn incomplete(after: Duration) -> Finding {
+    Finding::broken(
+        "BS-COMPLETE-1",
+        "a complete reply",
+        format!(
+            "no complete reply within {after:.0?} (the per-request deadline; a server this slow \
+             can be given longer with --timeout)"
+        ),
+    )
+}
+
+/// What a reply says, for a finding or a transcript: `success`, or the error and its message.
+pub fn observed(reply: &Reply) -> String {
+    match reply.error() {
+        Some(e) => format!("{} ({e}){}", errno::name(e), error_message(reply)),
+        None => "success".to_owned(),
+    }
+}
+
+/// A reply's error message, quoted with a leading blank, if it carries one.
+pub fn error_message(reply: &Reply) -> String {
+    reply
+        .error_message()
+        .map_or_else(String::new, |m| format!(" {m:?}"))
+}

@@ -1,0 +1,138 @@
+//! `go`: end haggling with NBD_OPT_GO (or expect GO to fail), entering transmission.
+
+use super::Run;
+use crate::checks::{self, from_violation};
+use crate::client::{ClientError, Negotiated};
+use crate::engine::case::{self, Need};
+use crate::engine::link::Link;
+use crate::engine::outcome::Capabilities;
+use crate::engine::run::Stop;
+use crate::wire::consts::{option, reply_type};
+
+impl Run<'_> {
+    pub(super) async fn go_step(&mut self, g: &case::Go) -> Result<(), Stop> {
+        if self.link.is_closed() {
+            let hs = self.start(None).await?;
+            self.link = Link::Haggling(hs);
+        }
+        let export = g
+            .export
+            .clone()
+            .unwrap_or_else(|| self.spec.target.export.clone());
+        self.go(&export, g.expect.as_ref()).await
+    }
+
+    /// GO on the haggling connection. With `expect`, the final reply is graded against it and a
+    /// refusal is an outcome; without, a refusal ends the case.
+    pub(super) async fn go(
+        &mut self,
+        export: &str,
+        expect: Option<&case::ExpectOption>,
+    ) -> Result<(), Stop> {
+        let Some(mut hs) = self.link.take_handshake() else {
+            return Err(Stop::Error("GO outside option haggling".into()));
+        };
+        self.record.note(format!("→ NBD_OPT_GO export={export:?}"));
+        let answer = hs
+            .info_or_go(
+                option::GO,
+                export,
+                &crate::client::negotiate::GO_INFO_REQUESTS,
+            )
+            .await;
+        let (info, last) = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                // The handshake is about to go: keep what it saw broken on the way.
+                let broken = std::mem::take(&mut hs.violations);
+                self.record.violations(&broken);
+                return self.lost_in_haggling(
+                    e,
+                    expect.is_some_and(|x| x.allow_close),
+                    expect.map(|x| x.clause.id()),
+                );
+            }
+        };
+        let final_reply = reply_type::name(last.header.reply_type);
+        // Only what arrived: a refused GO usually carries no NBD_INFO_EXPORT at all.
+        self.record.note(match info.size {
+            Some(size) => format!(
+                "← INFO size={size} flags={:#06x}{} then {final_reply}",
+                info.transmission_flags,
+                info.block_sizes.map_or(String::new(), |b| format!(
+                    " block sizes {}/{}/{}",
+                    b.minimum, b.preferred, b.maximum
+                )),
+            ),
+            None => format!("← {final_reply}{}", error_text(&last.data)),
+        });
+        if let Some(expect) = expect {
+            let findings = checks::options::final_reply(expect, last.header.reply_type, &[]);
+            self.record.found_all(findings);
+        }
+        if last.header.is_error() {
+            self.link = Link::Haggling(hs);
+            if expect.is_some() {
+                return Ok(());
+            }
+            return Err(Stop::Error(format!(
+                "GO {export:?} refused with {final_reply}"
+            )));
+        }
+        let broken = std::mem::take(&mut hs.violations);
+        self.record.violations(&broken);
+        let mut session = match hs.enter_transmission(export, info, self.case.dialect) {
+            Ok(s) => s,
+            // A GO that succeeds without NBD_INFO_EXPORT is the server's fault (GO-ACK-1).
+            Err(ClientError::Protocol(v)) => {
+                self.record.found(from_violation(&v));
+                return Err(Stop::Error(format!("cannot enter transmission: {v}")));
+            }
+            Err(e) => return Err(Stop::Error(e.to_string())),
+        };
+        self.record.caps = Capabilities {
+            structured_replies: session.negotiated.structured,
+            extended_headers: session.negotiated.extended,
+            contexts: session
+                .negotiated
+                .contexts
+                .iter()
+                .map(|(_, n)| n.clone())
+                .collect(),
+        };
+        // From here on, messages are replies: they get the generous deadline.
+        session.set_timeout(self.settings.reply_timeout);
+        // Stored first, so that a case stopped for a missing need keeps the session's findings.
+        let negotiated = session.negotiated.clone();
+        self.link = Link::Transmitting(session);
+        self.check_needs(&negotiated)
+    }
+
+    fn check_needs(&self, neg: &Negotiated) -> Result<(), Stop> {
+        for need in self.case.needs() {
+            let met = match need {
+                Need::StructuredReplies => neg.structured,
+                Need::ExtendedHeaders => neg.extended,
+                Need::Context(c) => neg.contexts.iter().any(|(_, n)| n == c),
+                Need::Flag(f) => neg.transmission_flags & f != 0,
+                Need::NoFlag(f) => neg.transmission_flags & f == 0,
+                Need::MinBlockAbove1 => neg.block_sizes.is_some_and(|b| b.minimum > 1),
+                Need::FixtureTruth => self.spec.truth.is_some(),
+                Need::DraftStatus => neg.advertises_draft_status(),
+            };
+            if !met {
+                return Err(Stop::Unsupported(format!("needs {need}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An option error's human-readable text, quoted, if it carries one.
+fn error_text(data: &[u8]) -> String {
+    if data.is_empty() {
+        String::new()
+    } else {
+        format!(" {:?}", String::from_utf8_lossy(data))
+    }
+}

@@ -1,0 +1,181 @@
+//! `option`: one option, as the case spells it (any number, any payload, any claimed length),
+//! sent during haggling; its replies are decoded, shown and checked.
+
+use bytes::BytesMut;
+
+use super::Run;
+use crate::checks::{self, from_violation};
+use crate::client::negotiate::OptionReply;
+use crate::client::ClientError;
+use crate::engine::case;
+use crate::engine::outcome::ConnectionLoss;
+use crate::engine::run::Stop;
+use crate::wire::consts::{magic, option, reply_type};
+use crate::wire::handshake::{self, decode_meta_context_reply, decode_server_reply, Info};
+
+impl Run<'_> {
+    pub(super) async fn option(&mut self, o: &case::OptionStep) -> Result<(), Stop> {
+        let opt = o.option.0;
+        let export = o
+            .export
+            .clone()
+            .unwrap_or_else(|| self.spec.target.export.clone());
+        let queries: Vec<&str> = o.queries.iter().map(String::as_str).collect();
+        let data: Vec<u8> = match &o.data_hex {
+            Some(hex) => hex.bytes(&export).map_err(Stop::Error)?,
+            None => match opt {
+                option::LIST_META_CONTEXT | option::SET_META_CONTEXT => {
+                    handshake::meta_context_payload(&export, &queries).to_vec()
+                }
+                option::INFO | option::GO => handshake::info_request_payload(&export, &[]).to_vec(),
+                _ => Vec::new(),
+            },
+        };
+        let mut frame = BytesMut::new();
+        handshake::encode_option_raw(
+            &mut frame,
+            magic::IHAVEOPT,
+            opt,
+            o.claimed_length.unwrap_or(data.len() as u32),
+            &data,
+        );
+        let hs = self.haggling().await?;
+        let sent = hs.send_raw(&frame).await;
+        let replies = match sent {
+            Ok(()) => hs.read_option_replies(opt).await,
+            Err(e) => Err(e),
+        };
+        let shown = if queries.is_empty() {
+            String::new()
+        } else {
+            format!(" queries={queries:?}")
+        };
+        self.record.note(format!(
+            "→ NBD_OPT_{} ({opt}) {} bytes{shown}",
+            option::name(opt),
+            data.len()
+        ));
+        let replies = match replies {
+            Ok(r) => r,
+            Err(ClientError::Closed { .. } | ClientError::Io(_)) if opt == option::ABORT => {
+                self.record.note("← connection closed");
+                self.drop_link();
+                self.record.found(checks::options::abort_unacknowledged());
+                return Ok(());
+            }
+            Err(e) => {
+                return self.lost_in_haggling(e, o.expect.allow_close, Some(o.expect.clause.id()))
+            }
+        };
+        let mut contexts = Vec::new();
+        let mut ids = Vec::new();
+        for r in &replies {
+            if r.header.reply_type == reply_type::META_CONTEXT {
+                if let Some(d) = decode_meta_context_reply(&r.data) {
+                    ids.push(d.value.0);
+                    contexts.push(d.value.1.clone());
+                }
+            }
+            self.record.note(reply_line(r));
+        }
+        let last = replies.last().map_or(0, |r| r.header.reply_type);
+        // ERR_UNSUP is how a server says it does not implement an optional option (HS-UNSUP-1,
+        // SR-REPLY-1, EH-UNSUP-1, LMC-SHAPE-1): the case cannot apply, which is no failure,
+        // unless the case itself expects ERR_UNSUP.
+        let optional = matches!(
+            opt,
+            option::STRUCTURED_REPLY
+                | option::EXTENDED_HEADERS
+                | option::LIST_META_CONTEXT
+                | option::SET_META_CONTEXT
+        );
+        let unsup_expected = o
+            .expect
+            .reply
+            .iter()
+            .any(|r| r == "ERR_UNSUP" || r == "ERR_*");
+        if optional && last == reply_type::ERR_UNSUP && !unsup_expected {
+            return Err(Stop::Unsupported(format!(
+                "the server does not implement NBD_OPT_{} (ERR_UNSUP)",
+                option::name(opt)
+            )));
+        }
+        // Generic rules on every meta-context answer.
+        match opt {
+            option::SET_META_CONTEXT => {
+                let broken = checks::options::set_reply_ids(&ids, &contexts);
+                self.record.found_all(broken);
+            }
+            option::LIST_META_CONTEXT => {
+                self.record.found_all(checks::options::list_reply_ids(&ids));
+            }
+            _ => {}
+        }
+        let findings = checks::options::final_reply(&o.expect, last, &contexts);
+        self.record.found_all(findings);
+        // Keep the handshake's idea of the state in step with what the server accepted.
+        if opt == option::ABORT {
+            self.drop_link();
+        } else if let Some(hs) = self.link.handshake() {
+            hs.accepted(opt, last, &export, ids.into_iter().zip(contexts).collect());
+        }
+        Ok(())
+    }
+
+    /// The server went away (or broke framing) while we haggled.
+    pub(super) fn lost_in_haggling(
+        &mut self,
+        e: ClientError,
+        allow_close: bool,
+        clause: Option<&'static str>,
+    ) -> Result<(), Stop> {
+        self.drop_link();
+        match e {
+            ClientError::Closed { .. } | ClientError::Io(_) => {
+                self.record.note("← connection closed");
+                if !allow_close {
+                    self.record.lost(ConnectionLoss::Dropped);
+                    self.record.found(checks::options::closed_while_haggling());
+                }
+                Ok(())
+            }
+            ClientError::Protocol(v) => {
+                self.record.found(from_violation(&v));
+                Ok(())
+            }
+            ClientError::Timeout { .. } => {
+                let after = self.settings.reply_timeout;
+                self.record
+                    .found(checks::options::no_option_reply(clause, after));
+                Ok(())
+            }
+            other => Err(Stop::Error(other.to_string())),
+        }
+    }
+}
+
+/// One option reply as the transcript shows it.
+fn reply_line(r: &OptionReply) -> String {
+    match r.header.reply_type {
+        reply_type::META_CONTEXT => match decode_meta_context_reply(&r.data) {
+            Some(d) => format!("← META_CONTEXT id={} {:?}", d.value.0, d.value.1),
+            None => "← META_CONTEXT (too short)".to_owned(),
+        },
+        reply_type::SERVER => format!(
+            "← SERVER {:?}",
+            decode_server_reply(&r.data)
+                .map(|d| d.value.0)
+                .unwrap_or_default()
+        ),
+        reply_type::INFO => format!("← INFO {:?}", Info::decode(&r.data).map(|d| d.value)),
+        t => format!(
+            "← {}{}",
+            reply_type::name(t),
+            if r.data.is_empty() {
+                String::new()
+            } else {
+                format!(" {:?}", String::from_utf8_lossy(&r.data))
+            }
+        ),
+    }
+}

@@ -1,0 +1,214 @@
+//! `block-status`, `draft-status` and `raw-request`: one request, its reply graded against
+//! what the case expects; and what every request-sending step shares: sending one request and
+//! waiting for its reply, judging an outcome, recording its descriptors, the still-alive probe.
+
+use super::{probe_length, Run};
+use crate::checks::{self, from_violation};
+use crate::client::{ClientError, DraftTrailer, Reply, ReplyBody};
+use crate::engine::case::{self, Expect};
+use crate::engine::outcome::ConnectionLoss;
+use crate::engine::run::Stop;
+use crate::engine::transcript;
+use crate::wire::consts::{command, draft};
+use crate::wire::draft::DraftQuery;
+use crate::wire::request::Request;
+use crate::Dialect;
+
+impl Run<'_> {
+    pub(super) async fn block_status(&mut self, s: &case::BlockStatus) -> Result<(), Stop> {
+        let (offset, length) = self.plan(command::BLOCK_STATUS, &s.offset, &s.length, s.expect)?;
+        let request = self.new_request(command::BLOCK_STATUS, s.flags.0, offset, length)?;
+        self.request(request, s.expect, s.clause, s.then_alive)
+            .await
+    }
+
+    pub(super) async fn draft_status(&mut self, s: &case::DraftStatus) -> Result<(), Stop> {
+        let (offset, length) =
+            self.plan(draft::CMD_GET_LBA_STATUS, &s.offset, &s.length, s.expect)?;
+        let request = self.new_request(draft::CMD_GET_LBA_STATUS, s.selector, offset, length)?;
+        self.request(request, s.expect, s.clause, s.then_alive)
+            .await
+    }
+
+    pub(super) async fn raw_request(&mut self, s: &case::RawRequest) -> Result<(), Stop> {
+        // A frame with a wrong magic is malformed whatever its range: nothing to fit.
+        let (offset, length) = match s.magic {
+            Some(_) => (self.value(&s.offset)?, self.value(&s.length)?),
+            None => self.plan(s.command, &s.offset, &s.length, s.expect)?,
+        };
+        let mut request = self.new_request(s.command, s.flags.0, offset, length)?;
+        if let Some(m) = s.magic {
+            request.magic = m;
+            // The request line does not show the magic; say which one went out.
+            self.record
+                .note(format!("(the next request carries the magic {m:#010x})"));
+        }
+        self.request(request, s.expect, s.clause, s.then_alive)
+            .await
+    }
+
+    /// A request in this session's header form, with a fresh cookie.
+    pub(super) fn new_request(
+        &mut self,
+        cmd: u16,
+        flags: u16,
+        offset: u64,
+        length: u64,
+    ) -> Result<Request, Stop> {
+        let session = self.session()?;
+        let form = session.negotiated.header_form();
+        let cookie = session.allocate_cookie();
+        Ok(Request::new(form, cmd, flags, cookie, offset, length))
+    }
+
+    /// Sends `request` and waits for its whole reply (within the reply deadline): the
+    /// outcome, for [`Run::judge`].
+    pub(super) async fn exchange(
+        &mut self,
+        request: Request,
+    ) -> Result<Result<Reply, ClientError>, Stop> {
+        let session = self.session()?;
+        Ok(match session.send_request(request, &[]).await {
+            Ok(()) => session.wait_for(request.cookie).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Sends one request, logged, and grades the reply against `expect`.
+    async fn request(
+        &mut self,
+        request: Request,
+        expect: Expect,
+        clause: Option<crate::clauses::ClauseRef>,
+        then_alive: bool,
+    ) -> Result<(), Stop> {
+        self.record
+            .note(transcript::request(&request, self.case.dialect));
+        let result = self.exchange(request).await?;
+        let clause = clause.map_or(self.case.main_clause(), |c| c.id());
+        let Some(reply) = self.judge(result, expect, clause)? else {
+            return Ok(());
+        };
+        self.record_stream(&reply);
+        if then_alive {
+            self.still_alive().await?;
+        }
+        Ok(())
+    }
+
+    /// Grades a request's outcome; returns the reply if there was one and the link is usable.
+    pub(super) fn judge(
+        &mut self,
+        result: Result<Reply, ClientError>,
+        expect: Expect,
+        clause: &'static str,
+    ) -> Result<Option<Reply>, Stop> {
+        let allows_close = matches!(expect, Expect::EinvalOrClose | Expect::ErrorOrClose);
+        let reply = match result {
+            Ok(r) => r,
+            Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
+                self.record.note("← connection closed");
+                self.drop_link();
+                if allows_close {
+                    self.closed_as_allowed = true;
+                } else {
+                    self.record.lost(ConnectionLoss::Dropped);
+                }
+                self.record.found(checks::request::closed(allows_close));
+                return Ok(None);
+            }
+            Err(ClientError::Timeout { what, after }) => {
+                self.record.note(format!(
+                    "← (no complete reply: waited {after:?} for {what})"
+                ));
+                self.drop_link();
+                self.record.found(checks::request::incomplete(after));
+                // The failure is found; waiting out more deadlines on the same server would
+                // only make a run against a hung server long (it still grades fail).
+                return Err(Stop::Error(format!(
+                    "stopped after a request that got no complete reply within {after:.0?}"
+                )));
+            }
+            Err(ClientError::Protocol(v)) => {
+                self.record.note(format!("← unreadable: {v}"));
+                self.drop_link();
+                self.record.found(from_violation(&v));
+                return Ok(None);
+            }
+            Err(other) => return Err(Stop::Error(other.to_string())),
+        };
+        let neg = self.negotiated()?;
+        for line in transcript::reply(&reply, &neg) {
+            self.record.note(line);
+        }
+        self.record
+            .found_all(checks::request::structure(&reply, &neg));
+        // A draft server may close instead of sending the error trailer (DRAFT-ERR-1): the
+        // connection is gone, and nothing more can be asked on it.
+        if matches!(
+            reply.body,
+            ReplyBody::Draft {
+                trailer: DraftTrailer::Closed,
+                ..
+            }
+        ) {
+            self.drop_link();
+        }
+        self.record
+            .found_all(checks::request::expected(expect, clause, &reply));
+        Ok(Some(reply))
+    }
+
+    /// After a request the server should have survived: a plain one must still succeed.
+    async fn still_alive(&mut self) -> Result<(), Stop> {
+        if self.link.session().is_none() {
+            return Ok(());
+        }
+        let neg = self.negotiated()?;
+        let Some(length) = probe_length(&neg) else {
+            self.record
+                .note("(not probed: the export has no whole block a request may ask for)");
+            return Ok(());
+        };
+        let (cmd, flags) = match neg.dialect {
+            Dialect::Draft => (draft::CMD_GET_LBA_STATUS, draft::SELECT_ALLOCATED),
+            Dialect::Standard if neg.contexts.is_empty() => (command::READ, 0),
+            Dialect::Standard => (command::BLOCK_STATUS, 0),
+        };
+        let request = self.new_request(cmd, flags, 0, length)?;
+        self.record.note(format!(
+            "{} (still alive?)",
+            transcript::request(&request, self.case.dialect)
+        ));
+        let result = self.exchange(request).await?;
+        self.judge(result, Expect::Ok, "TX-NODROP-1")?;
+        Ok(())
+    }
+
+    /// The reply's descriptors, one stream line each, in the order the server sent them.
+    pub(super) fn record_stream(&mut self, reply: &Reply) {
+        let Some(session) = self.link.session() else {
+            return;
+        };
+        let neg = session.negotiated.clone();
+        match &reply.body {
+            ReplyBody::Draft { descriptors, .. } => {
+                let name = DraftQuery::from_selector(reply.request.flags).context_name();
+                for d in descriptors {
+                    self.record
+                        .stream(&name, d.offset, d.length as u64, d.status as u64);
+                }
+            }
+            _ => {
+                for (id, descriptors) in reply.status_chunks() {
+                    let name = neg.context_name(id).unwrap_or("?");
+                    let mut at = reply.request.offset;
+                    for d in descriptors {
+                        self.record.stream(name, at, d.length, d.flags);
+                        at = at.saturating_add(d.length);
+                    }
+                }
+            }
+        }
+    }
+}
