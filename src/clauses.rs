@@ -193,6 +193,46 @@ mod tests {
         used
     }
 
+    /// One place builds findings: `src/checks`. Elsewhere (test code aside) nothing constructs
+    /// a `Finding` (`wire` and `client` report what they cannot decode as `Violation`s, which
+    /// `checks::from_violation` turns into findings), and the engine names no clause id: what
+    /// a step's outcome means is the checks' to say.
+    #[test]
+    fn findings_are_built_only_in_checks() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let skip = [src.join("checks"), src.join("clauses"), src.join("clauses.rs")];
+        let mut files = Vec::new();
+        rust_files(&src, &skip, &mut files);
+        let mut offences = Vec::new();
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap_or(&file).display().to_string();
+            if rel.ends_with("tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+            // Unit tests sit at the end of their file.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            if rel != "engine/outcome.rs" {
+                for pattern in ["Finding::broken(", "Finding::info(", "Finding {"] {
+                    if code.contains(pattern) {
+                        offences.push(format!("{rel} builds a finding ({pattern})"));
+                    }
+                }
+            }
+            if rel.starts_with("engine/") {
+                for (i, _) in code.match_indices('"') {
+                    let rest = &code[i + 1..];
+                    let Some(end) = rest.find('"') else { break };
+                    if is_id_literal(&rest[..end]) {
+                        offences.push(format!("{rel} names clause {}", &rest[..end]));
+                    }
+                }
+            }
+        }
+        assert!(offences.is_empty(), "{offences:#?}");
+    }
+
     #[test]
     fn ids_are_unique_and_well_formed() {
         let mut seen = HashSet::new();

@@ -7,10 +7,13 @@ use crate::client::Reply;
 use crate::engine::outcome::Finding;
 use crate::wire::consts::errno;
 
+/// The clause every rule of this module belongs to.
+pub const CLAUSE: &str = "TX-DISC-1";
+
 /// The server closed without answering the outstanding request.
 pub fn closed_unanswered() -> Finding {
     Finding::broken(
-        "TX-DISC-1",
+        CLAUSE,
         "the outstanding request answered, then the close",
         "the server closed without answering it",
     )
@@ -23,7 +26,7 @@ pub fn answer(reply: &Reply) -> Option<Finding> {
     match reply.error() {
         None | Some(errno::ESHUTDOWN) => None,
         Some(_) => Some(Finding::broken(
-            "TX-DISC-1",
+            CLAUSE,
             "the outstanding request answered (or cut short with ESHUTDOWN)",
             observed(reply),
         )),
@@ -33,7 +36,7 @@ pub fn answer(reply: &Reply) -> Option<Finding> {
 /// The connection was still open this long after the DISC.
 pub fn still_open(after: Duration) -> Finding {
     Finding::broken(
-        "TX-DISC-1",
+        CLAUSE,
         "the server closes after NBD_CMD_DISC",
         format!("still open after {after:?}"),
     )

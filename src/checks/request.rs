@@ -10,6 +10,13 @@ use crate::engine::outcome::Finding;
 use crate::wire::consts::{command, draft, errno};
 use crate::Dialect;
 
+/// The clause broken by a request that must succeed on any server: the still-alive probe after
+/// a request the server should have survived, and the read-back's READs.
+pub const MUST_SUCCEED: &str = "TX-NODROP-1";
+
+/// The clause each reply of a pipeline breaks when it does not succeed.
+pub const PIPELINED: &str = "BS-REQ-PIPE-1";
+
 /// Every structural rule that applies to this reply, by command.
 pub fn structure(reply: &Reply, neg: &Negotiated) -> Vec<Finding> {
     if neg.dialect == Dialect::Draft && reply.request.command == draft::CMD_GET_LBA_STATUS {
@@ -86,6 +93,13 @@ pub fn closed(allowed: bool) -> Finding {
             "the server closed the connection",
         )
     }
+}
+
+/// Whether a finding says only that the server closed the connection (as [`closed`] and
+/// [`super::options::closed_while_haggling`] do): what a server that died leaves in every
+/// case it was serving.
+pub fn only_says_closed(f: &Finding) -> bool {
+    matches!(f.clause, "TX-NODROP-1" | "HS-NOHARD-1") && f.observed.contains("closed")
 }
 
 /// BS-COMPLETE-1: no complete reply within the deadline.

@@ -112,7 +112,7 @@ fn forget_the_drop(r: &mut CaseResult) {
 }
 
 fn is_drop(f: &Finding) -> bool {
-    matches!(f.clause, "TX-NODROP-1" | "HS-NOHARD-1") && f.observed.contains("closed")
+    crate::checks::request::only_says_closed(f)
 }
 
 /// The grade left once the drop is forgotten: a failure found before it still fails;

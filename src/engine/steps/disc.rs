@@ -43,7 +43,7 @@ impl Run<'_> {
                 return Ok(());
             }
             Err(e) => {
-                self.judge(Err(e), Expect::Ok, "TX-DISC-1")?;
+                self.judge(Err(e), Expect::Ok, checks::disc::CLAUSE)?;
                 return Ok(());
             }
         };

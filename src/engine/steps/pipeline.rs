@@ -2,6 +2,7 @@
 //! (BS-REQ-PIPE-1).
 
 use super::Run;
+use crate::checks;
 use crate::client::ClientError;
 use crate::engine::case::{self, Expect};
 use crate::engine::fit;
@@ -43,7 +44,7 @@ impl Run<'_> {
                 step.min(usable - offset),
             )?;
             if let Err(e) = self.session()?.send_request(request, &[]).await {
-                return self.judge(Err(e), Expect::Ok, "BS-REQ-PIPE-1").map(|_| ());
+                return self.judge(Err(e), Expect::Ok, checks::request::PIPELINED).map(|_| ());
             }
             cookies.push(request.cookie);
         }
@@ -67,7 +68,7 @@ impl Run<'_> {
                     ));
                 }
             }
-            if let Some(reply) = self.judge(result, Expect::Ok, "BS-REQ-PIPE-1")? {
+            if let Some(reply) = self.judge(result, Expect::Ok, checks::request::PIPELINED)? {
                 self.record_stream(&reply);
             }
         }

@@ -181,7 +181,7 @@ impl Run<'_> {
             transcript::request(&request, self.case.dialect)
         ));
         let result = self.exchange(request).await?;
-        self.judge(result, Expect::Ok, "TX-NODROP-1")?;
+        self.judge(result, Expect::Ok, checks::request::MUST_SUCCEED)?;
         Ok(())
     }
 
