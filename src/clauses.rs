@@ -200,12 +200,20 @@ mod tests {
     #[test]
     fn findings_are_built_only_in_checks() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let skip = [src.join("checks"), src.join("clauses"), src.join("clauses.rs")];
+        let skip = [
+            src.join("checks"),
+            src.join("clauses"),
+            src.join("clauses.rs"),
+        ];
         let mut files = Vec::new();
         rust_files(&src, &skip, &mut files);
         let mut offences = Vec::new();
         for file in files {
-            let rel = file.strip_prefix(&src).unwrap_or(&file).display().to_string();
+            let rel = file
+                .strip_prefix(&src)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
             if rel.ends_with("tests.rs") {
                 continue;
             }

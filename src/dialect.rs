@@ -20,3 +20,19 @@ pub enum Dialect {
     Standard,
     Draft,
 }
+
+impl Dialect {
+    /// The dialect as case files, the command line and reports spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Standard => "standard",
+            Dialect::Draft => "draft",
+        }
+    }
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -18,6 +18,7 @@ pub mod launch;
 pub mod map;
 pub mod report;
 pub mod server;
+pub mod size;
 pub mod wire;
 
 pub use dialect::Dialect;

@@ -14,12 +14,7 @@ use nbd_conform::wire::consts::{context, draft};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
 
-/// Exit codes shared by every subcommand (see the README).
-mod exit {
-    pub const FAILED: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const COULD_NOT_TEST: u8 = 3;
-}
+use nbd_conform::report::{exit, Verdict};
 
 #[derive(Parser)]
 #[command(
@@ -116,7 +111,7 @@ struct RunArgs {
     connect_timeout: Duration,
     /// Bytes each case reads back of the ranges a server calls zero (K/M/G suffixes); what
     /// the budget leaves unread is reported as not checked.
-    #[arg(long, value_parser = parse_size, default_value = "256M")]
+    #[arg(long, value_parser = nbd_conform::size::parse, default_value = "256M")]
     read_back_budget: u64,
     /// A dirty bitmap of the --target to test (repeatable, in order: the first stands in for
     /// the cases' bm0, the second for bm1). Default: the ones LIST_META_CONTEXT shows.
@@ -168,10 +163,10 @@ struct MapArgs {
     #[arg(long, value_enum, default_value_t = Dialect::Standard)]
     dialect: Dialect,
     /// First byte to map (accepts K, M, G, T suffixes).
-    #[arg(long, default_value = "0", value_parser = parse_size)]
+    #[arg(long, default_value = "0", value_parser = nbd_conform::size::parse)]
     offset: u64,
     /// Bytes to map (default: to the end of the export).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = nbd_conform::size::parse)]
     length: Option<u64>,
     /// One JSON object per descriptor per line.
     #[arg(long)]
@@ -184,7 +179,7 @@ struct MapArgs {
     depth: usize,
     /// Bytes per request window. 256M with 8 in flight was the fastest of 64M-1G against
     /// nbdkit (sparse-random, file) and qemu-nbd here (benches/map-vs-nbdinfo.sh).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    #[arg(long, default_value = "256M", value_parser = nbd_conform::size::parse)]
     window: u64,
 }
 
@@ -249,30 +244,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, shift) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => {
-                    return Err(format!(
-                        "{s:?}: unknown size suffix {c:?} (use K, M, G or T)"
-                    ))
-                }
-            };
-            (&s[..i], shift)
-        }
-        _ => (s, 0),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
 }
 
 fn main() -> ExitCode {
@@ -547,7 +518,7 @@ fn list(args: ListArgs) -> ExitCode {
             text,
             "{:<48} {:<9} {:<22} {}",
             c.id,
-            format!("{:?}", c.dialect).to_lowercase(),
+            c.dialect.as_str(),
             c.clause_ids().join(","),
             c.title
         );
@@ -739,16 +710,15 @@ async fn run_cases(args: RunArgs) -> ExitCode {
             }
         }
     }
-    let code = report.exit_code();
+    let verdict = report.verdict();
     eprintln!(
         "nbd-conform run: {}",
-        match code {
-            0 => "conformant",
-            1 => "NON-CONFORMANT",
-            _ => "could not test",
+        match verdict {
+            Verdict::NonConformant => verdict.as_str().to_uppercase(),
+            _ => verdict.as_str().to_owned(),
         }
     );
-    ExitCode::from(code)
+    ExitCode::from(verdict.exit_code())
 }
 
 fn usage(message: impl std::fmt::Display) -> ExitCode {

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use crate::client::{ClientError, Negotiated, Reply, ReplyBody, Session};
 use crate::wire::consts::{command, command_flag, draft, errno};
 use crate::wire::draft::DraftQuery;
+use crate::wire::request::Request;
 use crate::wire::state::state_name;
 use crate::Dialect;
 
@@ -263,7 +264,7 @@ async fn walk<F>(
 where
     F: FnMut(&MapEntry) -> std::io::Result<()>,
 {
-    let window = options.window.clamp(1, u32::MAX as u64 & !0xfff);
+    let window = options.window.clamp(1, Request::compact_max(1));
     let mut next_window = start;
     let mut windows: VecDeque<Window> = VecDeque::new();
     loop {

@@ -247,6 +247,10 @@ struct Pending {
     violations: Vec<Violation>,
 }
 
+/// Cookies a session hands out start just above this base: distinctive, so that echo mistakes
+/// are visible in transcripts (TX-COOKIE-1), and shown relative to it there.
+pub const COOKIE_BASE: u64 = 0xC0FF_EE00_0000_0000;
+
 /// A connection in the transmission phase.
 pub struct Session {
     conn: Conn,
@@ -264,8 +268,7 @@ impl Session {
         Session {
             conn,
             negotiated,
-            // Distinctive cookies make echo mistakes visible in transcripts (TX-COOKIE-1).
-            next_cookie: 0xC0FF_EE00_0000_0001,
+            next_cookie: COOKIE_BASE + 1,
             inflight: HashMap::new(),
             ready: Vec::new(),
             violations,

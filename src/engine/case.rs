@@ -1,4 +1,8 @@
-//! The case file format (`cases/**/*.toml`): scripted request sequences, as data.
+//! The case file format (`cases/**/*.toml`): scripted request sequences, as data, validated
+//! into types when a file loads (clause ids against the registry, needs, flags, options, hex
+//! payloads, offset and length expressions): a case that loads is one the engine can run, and
+//! a field that does not parse fails loading with the file and the reason. A case's id is its
+//! path (`cases/bs/range/past-end.toml` is `bs.range.past-end`).
 //!
 //! A case names its clauses, dialect, fixture and needs, then lists steps. Each step is one
 //! table with a single key naming its kind, e.g. `{ block-status = { offset = "0", length =
@@ -11,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::clauses::ClauseRef;
+use crate::size::parse_number;
 use crate::wire::consts::{command_flag, option, transmission_flag};
 use crate::Dialect;
 
@@ -315,6 +320,7 @@ impl TryFrom<Vec<String>> for CommandFlags {
                 "FAST_ZERO" => command_flag::FAST_ZERO,
                 "PAYLOAD_LEN" => command_flag::PAYLOAD_LEN,
                 other => parse_number(other)
+                    .ok()
                     .and_then(|v| u16::try_from(v).ok())
                     .ok_or_else(|| format!("unknown command flag {other:?}"))?,
             };
@@ -430,21 +436,6 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-fn parse_number(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if let Some(hex) = s.strip_prefix("0x") {
-        return u64::from_str_radix(hex, 16).ok();
-    }
-    let (digits, shift) = match s.as_bytes().last()? {
-        b'K' | b'k' => (&s[..s.len() - 1], 10),
-        b'M' | b'm' => (&s[..s.len() - 1], 20),
-        b'G' | b'g' => (&s[..s.len() - 1], 30),
-        b'T' | b't' => (&s[..s.len() - 1], 40),
-        _ => (s, 0),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
-}
-
 /// An offset or length, parsed when the case loads: a number with an optional K/M/G/T suffix
 /// (or `0x` hex), `size` (the export size), `max` (2^64 − 1), or one of those plus or minus a
 /// number (`size-512`, `max-511`).
@@ -480,15 +471,13 @@ impl TryFrom<String> for Expr {
         let base = match base.trim() {
             "size" => Base::Size,
             "max" => Base::Max,
-            n => Base::Number(
-                parse_number(n).ok_or_else(|| format!("bad number {n:?} in {text:?}"))?,
-            ),
+            n => Base::Number(parse_number(n).map_err(|e| format!("bad number in {text:?}: {e}"))?),
         };
         let delta = match rest {
             None => None,
             Some(r) => Some((
                 r.starts_with('+'),
-                parse_number(&r[1..]).ok_or_else(|| format!("bad number in {text:?}"))?,
+                parse_number(&r[1..]).map_err(|e| format!("bad number in {text:?}: {e}"))?,
             )),
         };
         Ok(Expr { text, base, delta })
@@ -630,6 +619,17 @@ pub fn load_cases(dir: &Path) -> Result<Vec<Case>, CaseError> {
             path: shown.clone(),
             reason,
         })?;
+        let from_path = id_of(dir, &path);
+        if case.id != from_path {
+            return Err(CaseError::Invalid {
+                path: shown,
+                reason: format!(
+                    "the id {:?} is not the file's path (a case at this path has the id \
+                     {from_path:?})",
+                    case.id
+                ),
+            });
+        }
         case.path = path;
         cases.push(case);
     }
@@ -641,6 +641,16 @@ pub fn load_cases(dir: &Path) -> Result<Vec<Case>, CaseError> {
         });
     }
     Ok(cases)
+}
+
+/// The id a case file at `path` under `dir` has: its path without `.toml`, `/` read as `.`
+/// (`bs/range/past-end.toml` is `bs.range.past-end`), so that a case is found from its id.
+fn id_of(dir: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path).with_extension("");
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CaseError> {
@@ -712,6 +722,15 @@ mod tests {
         assert_eq!(hex("").unwrap().bytes("x").unwrap(), Vec::<u8>::new());
         assert!(hex("{export} 0").is_err());
         assert!(hex("{exports}").is_err());
+    }
+
+    #[test]
+    fn a_case_is_found_from_its_id() {
+        let dir = Path::new("/x/cases");
+        assert_eq!(
+            id_of(dir, &dir.join("bs/range/past-end.toml")),
+            "bs.range.past-end"
+        );
     }
 
     #[test]

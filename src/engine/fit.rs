@@ -7,7 +7,7 @@
 //! makes the case `unsupported` here: never a verdict on the server.
 
 use crate::wire::consts::command;
-use crate::wire::request::HeaderForm;
+use crate::wire::request::{HeaderForm, Request};
 
 /// What the client knows of the export it talks to.
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +47,6 @@ pub enum Fit {
         note: Option<String>,
     },
     Unsupported(String),
-}
-
-/// The longest compact length that keeps to the minimum block size: 4 GiB less one block (at
-/// least 4 KiB, so that no server's 0xffffffff corner is hit by a case not about it).
-pub fn compact_max(minimum: u64) -> u64 {
-    (1u64 << 32) - minimum.clamp(4096, 1 << 16)
 }
 
 /// `end` reached by `offset + length`, if it does not overflow.
@@ -119,7 +113,7 @@ pub fn fit(
         }
         // A compact request carries at most 4 GiB: a case about a whole large export asks
         // for what fits, as any client must, and the server may answer less anyway.
-        let clamped = compact_max(export.minimum);
+        let clamped = Request::compact_max(export.minimum);
         note = Some(format!(
             "(the case asks for {length} bytes; a compact header carries at most 32 bits, so \
              {clamped} are asked for)"
@@ -258,7 +252,7 @@ mod tests {
             (4 << 20, 1)
         );
         // Compact clamp stays on the grid of a 64 KiB minimum.
-        assert_eq!(compact_max(1 << 16) % (1 << 16), 0);
+        assert_eq!(Request::compact_max(1 << 16) % (1 << 16), 0);
     }
 
     #[test]

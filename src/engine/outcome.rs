@@ -24,6 +24,12 @@ pub enum Grade {
     Error,
 }
 
+impl std::fmt::Display for Grade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Grade {
     pub fn as_str(self) -> &'static str {
         match self {

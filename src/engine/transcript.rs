@@ -3,15 +3,12 @@
 //! Lines are stable across runs: cookies are shown relative to the session's first cookie,
 //! and nothing time-dependent is recorded.
 
-use crate::client::{Chunk, DraftTrailer, Negotiated, Reply, ReplyBody};
+use crate::client::{Chunk, DraftTrailer, Negotiated, Reply, ReplyBody, COOKIE_BASE};
 use crate::wire::consts::{command, draft, errno};
 use crate::wire::reply::ChunkBody;
 use crate::wire::request::Request;
 use crate::wire::state::state_name;
 use crate::Dialect;
-
-/// Cookies this client hands out start just above this base (see `Session::new`).
-const COOKIE_BASE: u64 = 0xC0FF_EE00_0000_0000;
 
 pub fn cookie(c: u64) -> String {
     match c.checked_sub(COOKIE_BASE) {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::{marker, Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
 use crate::clauses;
 use crate::engine::outcome::{CaseResult, Grade, TargetResult};
-use crate::Dialect;
 
 pub(super) fn render(report: &RunReport) -> String {
     let mut out = String::new();
@@ -91,10 +90,7 @@ fn suite(out: &mut String, report: &RunReport, t: &TargetResult, counts: &Counts
         counts.attrs()
     )?;
     writeln!(out, "    <properties>")?;
-    let dialect = match t.dialect {
-        Dialect::Standard => "standard",
-        Dialect::Draft => "draft",
-    };
+    let dialect = t.dialect.as_str();
     let suite_version = format!("nbd-conform {SUITE_VERSION}");
     let props = [
         ("uri", t.uri.as_str()),

@@ -23,6 +23,16 @@ pub struct RunReport {
     pub strict: bool,
 }
 
+/// Exit codes shared by every subcommand (README "Exit codes"): the one place they are defined.
+pub mod exit {
+    pub const CONFORMANT: u8 = 0;
+    /// A case failed (or warned, under `--strict`); also `map`'s and `serve`'s failure.
+    pub const FAILED: u8 = 1;
+    /// Bad input: nothing was run.
+    pub const USAGE: u8 = 2;
+    pub const COULD_NOT_TEST: u8 = 3;
+}
+
 /// The run's overall result; it picks the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -32,12 +42,26 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Conformant => exit::CONFORMANT,
+            Verdict::NonConformant => exit::FAILED,
+            Verdict::CouldNotTest => exit::COULD_NOT_TEST,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Conformant => "conformant",
             Verdict::NonConformant => "non-conformant",
             Verdict::CouldNotTest => "could not test",
         }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -56,6 +80,12 @@ impl TargetVerdict {
             TargetVerdict::Judged(v) => v.as_str(),
             TargetVerdict::LeftOut => "left out (no case selected)",
         }
+    }
+}
+
+impl std::fmt::Display for TargetVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -103,13 +133,9 @@ impl RunReport {
         }
     }
 
-    /// 0 conformant, 1 non-conformant, 3 could not test (2, a usage error, is the CLI's).
+    /// The verdict's exit code (a usage error, [`exit::USAGE`], is the CLI's).
     pub fn exit_code(&self) -> u8 {
-        match self.verdict() {
-            Verdict::Conformant => 0,
-            Verdict::NonConformant => 1,
-            Verdict::CouldNotTest => 3,
-        }
+        self.verdict().exit_code()
     }
 
     pub fn to_json(&self) -> String {

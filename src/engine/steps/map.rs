@@ -4,12 +4,12 @@
 use super::Run;
 use crate::checks;
 use crate::engine::case::{self, Expect};
-use crate::engine::fit;
 use crate::engine::run::Stop;
 use crate::engine::transcript;
 use crate::map::{absorb_reply, Track};
 use crate::wire::consts::{command, command_flag, draft};
 use crate::wire::draft::DraftQuery;
+use crate::wire::request::Request;
 use crate::Dialect;
 
 /// Requests one walk may send before the harness gives up on it.
@@ -21,7 +21,7 @@ impl Run<'_> {
         let max_request = match &m.max_request {
             Some(e) => self.value(e)?,
             None if neg.extended => u64::MAX,
-            None => fit::compact_max(neg.minimum_block()),
+            None => Request::compact_max(neg.minimum_block()),
         };
         if max_request < neg.minimum_block() {
             return Err(Stop::Unsupported(format!(

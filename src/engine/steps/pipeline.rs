@@ -5,7 +5,6 @@ use super::Run;
 use crate::checks;
 use crate::client::ClientError;
 use crate::engine::case::{self, Expect};
-use crate::engine::fit;
 use crate::engine::run::Stop;
 use crate::engine::transcript;
 use crate::wire::consts::command;
@@ -27,7 +26,7 @@ impl Run<'_> {
         }
         let mut step = length.max(1);
         if !Request::length_fits(neg.header_form(), step) {
-            step = fit::compact_max(minimum);
+            step = Request::compact_max(minimum);
         }
         if step % minimum != 0 {
             return Err(Stop::Unsupported(format!(
@@ -44,7 +43,9 @@ impl Run<'_> {
                 step.min(usable - offset),
             )?;
             if let Err(e) = self.session()?.send_request(request, &[]).await {
-                return self.judge(Err(e), Expect::Ok, checks::request::PIPELINED).map(|_| ());
+                return self
+                    .judge(Err(e), Expect::Ok, checks::request::PIPELINED)
+                    .map(|_| ());
             }
             cookies.push(request.cookie);
         }

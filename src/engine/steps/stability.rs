@@ -4,8 +4,8 @@
 use super::Run;
 use crate::checks;
 use crate::engine::case::Negotiate;
-use crate::engine::fit;
 use crate::engine::run::Stop;
+use crate::wire::request::Request;
 
 impl Run<'_> {
     pub(super) async fn stability(&mut self) -> Result<(), Stop> {
@@ -17,7 +17,7 @@ impl Run<'_> {
         if names.is_empty() {
             return Err(Stop::Error("stability needs at least one context".into()));
         }
-        let compact_max = fit::compact_max(neg.minimum_block());
+        let compact_max = Request::compact_max(neg.minimum_block());
         let first = self.walk(&names, 0, false, compact_max, false).await?;
         // Earlier `map` steps of the case (other negotiations, other context mixes, e.g. the
         // B7 recipe of peers.md) must agree with this walk too.
