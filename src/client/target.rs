@@ -163,6 +163,7 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
     fn tcp(host: &str, port: u16, export: &str) -> Target {
         Target {
@@ -174,51 +175,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn parses_the_uri_document_examples() {
-        assert_eq!("nbd://h".parse(), Ok(tcp("h", 10809, "")));
-        assert_eq!("nbd://h/".parse(), Ok(tcp("h", 10809, "")));
-        assert_eq!("nbd://h//disk".parse(), Ok(tcp("h", 10809, "/disk")));
-        assert_eq!(
-            "nbd://127.0.0.1:10900/img".parse(),
-            Ok(tcp("127.0.0.1", 10900, "img"))
-        );
-        assert_eq!("nbd://[::1]:99/a%20b".parse(), Ok(tcp("::1", 99, "a b")));
-        assert_eq!("127.0.0.1:4000".parse(), Ok(tcp("127.0.0.1", 4000, "")));
-        assert_eq!(
-            "nbd+unix:///img?socket=/tmp/s.sock".parse(),
-            Ok(Target {
-                endpoint: Endpoint::Unix("/tmp/s.sock".into()),
-                export: "img".into()
-            })
-        );
+    #[rstest]
+    #[case("nbd://h", tcp("h", 10809, ""))]
+    #[case("nbd://h/", tcp("h", 10809, ""))]
+    #[case("nbd://h//disk", tcp("h", 10809, "/disk"))]
+    #[case("nbd://127.0.0.1:10900/img", tcp("127.0.0.1", 10900, "img"))]
+    #[case("nbd://[::1]:99/a%20b", tcp("::1", 99, "a b"))]
+    #[case("127.0.0.1:4000", tcp("127.0.0.1", 4000, ""))]
+    #[case(
+        "nbd+unix:///img?socket=/tmp/s.sock",
+        Target { endpoint: Endpoint::Unix("/tmp/s.sock".into()), export: "img".into() }
+    )]
+    fn parses_the_uri_document_examples(#[case] text: &str, #[case] target: Target) {
+        assert_eq!(text.parse(), Ok(target));
     }
 
-    #[test]
-    fn rejects_what_it_cannot_serve() {
-        assert!(matches!(
-            "nbds://h/x".parse::<Target>(),
-            Err(TargetError::Tls(_))
-        ));
-        assert!(matches!(
-            "nbd+unix:///x".parse::<Target>(),
-            Err(TargetError::NoSocket(_))
-        ));
-        assert!(matches!(
-            "http://h".parse::<Target>(),
-            Err(TargetError::Scheme(_))
-        ));
-        assert!(matches!(
-            "h:notaport".parse::<Target>(),
-            Err(TargetError::Port(_))
-        ));
-        assert!(matches!(
-            "nbd://:10/x".parse::<Target>(),
-            Err(TargetError::Host(_))
-        ));
-        assert!(matches!(
-            "nbd://h/%zz".parse::<Target>(),
-            Err(TargetError::Encoding(_))
-        ));
+    #[rstest]
+    #[case("nbds://h/x", "TLS")]
+    #[case("nbd+unix:///x", "socket")]
+    #[case("http://h", "scheme")]
+    #[case("h:notaport", "port")]
+    #[case("nbd://:10/x", "host")]
+    #[case("nbd://h/%zz", "encoding")]
+    fn rejects_what_it_cannot_serve(#[case] text: &str, #[case] why: &str) {
+        let e = text.parse::<Target>().unwrap_err();
+        let kind = match e {
+            TargetError::Tls(_) => "TLS",
+            TargetError::NoSocket(_) => "socket",
+            TargetError::Scheme(_) => "scheme",
+            TargetError::Port(_) => "port",
+            TargetError::Host(_) => "host",
+            TargetError::Encoding(_) => "encoding",
+        };
+        assert_eq!(kind, why, "{text}: {e}");
     }
 }

@@ -146,6 +146,7 @@ pub fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
     fn export(size: u64, minimum: u64) -> Export {
         Export {
@@ -217,41 +218,42 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn the_minimum_block_size_is_kept_unless_the_request_is_out_of_range_anyway() {
+    /// On a 4 MiB export with a 4 KiB minimum block: `None` is `unsupported`.
+    #[rstest]
+    #[case::unaligned_offset(1000, 4096, Intent::Succeed, None, None)]
+    #[case::unaligned_length(65535, 2, Intent::Succeed, None, None)]
+    #[case::aligned(4096, 8192, Intent::Succeed, None, Some((4096, 8192)))]
+    #[case::out_of_range_whatever_its_alignment(
+        4 << 20,
+        1,
+        Intent::RefusedOutOfRange,
+        Some((4 << 20) + 1),
+        Some((4 << 20, 1))
+    )]
+    fn the_minimum_block_size_is_kept_unless_the_request_is_out_of_range_anyway(
+        #[case] offset: u64,
+        #[case] length: u64,
+        #[case] intent: Intent,
+        #[case] end_on_fixture: Option<u64>,
+        #[case] sends: Option<(u64, u64)>,
+    ) {
         let e = export(4 << 20, 4096);
-        assert!(matches!(
-            fit(command::BLOCK_STATUS, 1000, 4096, Intent::Succeed, &e, None),
-            Fit::Unsupported(_)
-        ));
-        assert!(matches!(
-            fit(command::BLOCK_STATUS, 65535, 2, Intent::Succeed, &e, None),
-            Fit::Unsupported(_)
-        ));
-        assert_eq!(
-            sent(fit(
-                command::BLOCK_STATUS,
-                4096,
-                8192,
-                Intent::Succeed,
-                &e,
-                None
-            )),
-            (4096, 8192)
-        );
-        // offset = size, length 1: out of range whatever its alignment.
-        assert_eq!(
-            sent(fit(
-                command::BLOCK_STATUS,
-                4 << 20,
-                1,
-                Intent::RefusedOutOfRange,
-                &e,
-                Some((4 << 20) + 1)
-            )),
-            (4 << 20, 1)
-        );
-        // Compact clamp stays on the grid of a 64 KiB minimum.
+        let got = match fit(
+            command::BLOCK_STATUS,
+            offset,
+            length,
+            intent,
+            &e,
+            end_on_fixture,
+        ) {
+            Fit::Send { offset, length, .. } => Some((offset, length)),
+            Fit::Unsupported(_) => None,
+        };
+        assert_eq!(got, sends);
+    }
+
+    #[test]
+    fn the_compact_clamp_stays_on_the_grid_of_a_64k_minimum() {
         assert_eq!(Request::compact_max(1 << 16) % (1 << 16), 0);
     }
 

@@ -204,38 +204,61 @@ pub async fn run_with_behaviour(
     settings: Settings,
     parallel: usize,
 ) -> Vec<CaseResult> {
-    let cases: Vec<&Case> = cases.iter().filter(|c| c.dialect == dialect).collect();
+    let cases: Vec<Case> = cases
+        .iter()
+        .filter(|c| c.dialect == dialect)
+        .cloned()
+        .collect();
+    let behaviour = Arc::new(behaviour.clone());
+    side_by_side(&cases, parallel, move |case| {
+        let (pool, behaviour) = (pool.clone(), behaviour.clone());
+        async move {
+            let reference = Launcher::Known(ServerKind::Reference);
+            run_on_pooled(&pool, &case, &reference, dialect, &behaviour, settings).await
+        }
+    })
+    .await
+    .into_iter()
+    .map(|(result, _)| result)
+    .collect()
+}
+
+/// Runs every case through `run`, `parallel` at a time; results come back in case order. A
+/// case whose task panicked (a bug of the harness's own) is graded `error` with the panic,
+/// never lost.
+async fn side_by_side<F, Fut>(
+    cases: &[Case],
+    parallel: usize,
+    run: F,
+) -> Vec<(CaseResult, Capabilities)>
+where
+    F: Fn(Case) -> Fut,
+    Fut: std::future::Future<Output = (CaseResult, Capabilities)> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut index = HashMap::new();
     for (i, case) in cases.iter().enumerate() {
-        let (pool, permits, case, behaviour) = (
-            pool.clone(),
-            permits.clone(),
-            (*case).clone(),
-            behaviour.clone(),
-        );
+        let permits = permits.clone();
+        let running = run(case.clone());
         let task = tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let reference = Launcher::Known(ServerKind::Reference);
-            run_on_pooled(&pool, &case, &reference, dialect, &behaviour, settings)
-                .await
-                .0
+            running.await
         });
         index.insert(task.id(), i);
     }
-    let mut results: Vec<Option<CaseResult>> = vec![None; cases.len()];
+    let mut results: Vec<Option<(CaseResult, Capabilities)>> = vec![None; cases.len()];
     while let Some(joined) = tasks.join_next_with_id().await {
-        let (id, result) = match joined {
-            Ok((id, result)) => (id, result),
-            // A panic is the harness's own bug: reported as an error, never lost.
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, outcome),
             Err(e) => {
-                let case = cases[index[&e.id()]];
+                let case = &cases[index[&e.id()]];
                 let why = format!("the case panicked: {e}");
-                (e.id(), could_not_start(case, Grade::Error, why))
+                let result = could_not_start(case, Grade::Error, why);
+                (e.id(), (result, Capabilities::default()))
             }
         };
-        results[index[&id]] = Some(result);
+        results[index[&id]] = Some(outcome);
     }
     results.into_iter().flatten().collect()
 }
@@ -357,25 +380,12 @@ pub async fn run_subject(
         }
     }
     let bitmaps = Arc::new(bitmaps);
-    let permits = Arc::new(Semaphore::new(parallel));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, case) in cases.iter().cloned().enumerate() {
-        let permits = permits.clone();
-        let subject = subject.clone();
-        let bitmaps = bitmaps.clone();
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            (i, run_one(&subject, &case, &bitmaps, settings).await)
-        });
-    }
-    let mut outcomes = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(o) = joined {
-            outcomes.push(o);
-        }
-    }
-    outcomes.sort_by_key(|(i, _)| *i);
-    for (_, (case, caps)) in outcomes {
+    let outcomes = side_by_side(&cases, parallel, |case| {
+        let (subject, bitmaps) = (subject.clone(), bitmaps.clone());
+        async move { run_one(&subject, &case, &bitmaps, settings).await }
+    })
+    .await;
+    for (case, caps) in outcomes {
         result.capabilities.structured_replies |= caps.structured_replies;
         result.capabilities.extended_headers |= caps.extended_headers;
         for c in caps.contexts {

@@ -267,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn is_deterministic() {
-        assert_eq!(sample().to_json(), sample().to_json());
+    fn renders_the_sample_run() {
+        insta::assert_snapshot!("sample-run", sample().to_json());
     }
 }

@@ -527,4 +527,9 @@ mod tests {
             "<system-out>1 TX REQUEST type=BLOCK_STATUS flags=REQ_ONE cookie=0x1\n2 RX CHUNK"
         ));
     }
+
+    #[test]
+    fn renders_the_sample_run() {
+        insta::assert_snapshot!("sample-run", sample().to_junit());
+    }
 }

@@ -8,10 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::*;
+// Maps and replies compared whole: a mismatch shows as a diff.
 use nbd_conform::client::{DraftTrailer, ReplyBody, Session, SessionOptions, Target};
 use nbd_conform::wire::consts::{errno, option, reply_type};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
+use pretty_assertions::assert_eq;
 
 const K: u64 = 1024;
 const M: u64 = 1024 * 1024;
@@ -462,17 +464,12 @@ fn draft_dialect_between_our_client_and_server() {
 
     // A draft client against a standard server is told plainly, with "could not test".
     let (_standard, std_sock) = start_serve(dir.path(), &image, &[]);
-    let out = std::process::Command::new(bin())
+    assert_cmd::Command::new(bin())
         .args(["map", &unix_uri(&std_sock, ""), "--dialect", "draft"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bit 7"));
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("bit 7"));
 }
 
 fn reference_server_negotiation_follows_the_spec() {
@@ -568,13 +565,12 @@ fn servers_without_block_status_are_reported_as_could_not_test() {
         &sock,
         &pid,
     );
-    let out = std::process::Command::new(bin())
+    assert_cmd::Command::new(bin())
         .args(["map", &unix_uri(&sock, "raw")])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("STRUCTURED_REPLY"), "{stderr}");
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("STRUCTURED_REPLY"));
 }
 
 pub fn trials() -> Vec<libtest_mimic::Trial> {

@@ -166,20 +166,15 @@ pub fn bin() -> &'static str {
 
 /// `nbd-conform map URI --json ARGS…`, parsed.
 pub fn our_map(uri: &str, args: &[&str]) -> Vec<NamedEntry> {
-    let out = Command::new(bin())
+    let out = assert_cmd::Command::new(bin())
         .arg("map")
         .arg(uri)
         .arg("--json")
         .args(args)
-        .output()
-        .expect("run nbd-conform map");
-    assert!(
-        out.status.success(),
-        "nbd-conform map {uri} {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_lines(&out.stdout)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    parse_lines(&out.get_output().stdout)
 }
 
 /// The libnbd reference mapper with the same arguments.
