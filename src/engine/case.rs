@@ -285,20 +285,7 @@ impl std::fmt::Display for Need {
 }
 
 fn transmission_flag_named(name: &str) -> Result<u16, String> {
-    use transmission_flag::*;
-    Ok(match name {
-        "READ_ONLY" => READ_ONLY,
-        "SEND_FLUSH" => SEND_FLUSH,
-        "SEND_FUA" => SEND_FUA,
-        "SEND_TRIM" => SEND_TRIM,
-        "SEND_WRITE_ZEROES" => SEND_WRITE_ZEROES,
-        "SEND_DF" => SEND_DF,
-        "CAN_MULTI_CONN" => CAN_MULTI_CONN,
-        "SEND_CACHE" => SEND_CACHE,
-        "SEND_FAST_ZERO" => SEND_FAST_ZERO,
-        "BLOCK_STATUS_PAYLOAD" => BLOCK_STATUS_PAYLOAD,
-        _ => return Err(format!("unknown transmission flag {name:?}")),
-    })
+    transmission_flag::by_name(name).ok_or_else(|| format!("unknown transmission flag {name:?}"))
 }
 
 /// Command flags by name (`REQ_ONE`, `FUA`, …) or number (`0x8000`), OR-ed together.
@@ -312,18 +299,9 @@ impl TryFrom<Vec<String>> for CommandFlags {
     fn try_from(names: Vec<String>) -> Result<CommandFlags, String> {
         let mut flags = 0;
         for n in &names {
-            flags |= match n.as_str() {
-                "FUA" => command_flag::FUA,
-                "NO_HOLE" => command_flag::NO_HOLE,
-                "DF" => command_flag::DF,
-                "REQ_ONE" => command_flag::REQ_ONE,
-                "FAST_ZERO" => command_flag::FAST_ZERO,
-                "PAYLOAD_LEN" => command_flag::PAYLOAD_LEN,
-                other => parse_number(other)
-                    .ok()
-                    .and_then(|v| u16::try_from(v).ok())
-                    .ok_or_else(|| format!("unknown command flag {other:?}"))?,
-            };
+            flags |= command_flag::by_name(n)
+                .or_else(|| parse_number(n).ok().and_then(|v| u16::try_from(v).ok()))
+                .ok_or_else(|| format!("unknown command flag {n:?}"))?;
         }
         Ok(CommandFlags(flags))
     }
@@ -350,19 +328,9 @@ impl TryFrom<OptionSpelling> for OptionCode {
             OptionSpelling::Number(n) => u32::try_from(n)
                 .map(OptionCode)
                 .map_err(|_| format!("option number {n} out of range")),
-            OptionSpelling::Name(s) => Ok(OptionCode(match s.trim_start_matches("NBD_OPT_") {
-                "EXPORT_NAME" => option::EXPORT_NAME,
-                "ABORT" => option::ABORT,
-                "LIST" => option::LIST,
-                "STARTTLS" => option::STARTTLS,
-                "INFO" => option::INFO,
-                "GO" => option::GO,
-                "STRUCTURED_REPLY" => option::STRUCTURED_REPLY,
-                "LIST_META_CONTEXT" => option::LIST_META_CONTEXT,
-                "SET_META_CONTEXT" => option::SET_META_CONTEXT,
-                "EXTENDED_HEADERS" => option::EXTENDED_HEADERS,
-                other => return Err(format!("unknown option {other:?}")),
-            })),
+            OptionSpelling::Name(s) => option::by_name(s.trim_start_matches("NBD_OPT_"))
+                .map(OptionCode)
+                .ok_or_else(|| format!("unknown option {s:?}")),
         }
     }
 }

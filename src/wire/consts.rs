@@ -4,6 +4,26 @@
 //! in the project's clause catalogue, §1. The 2016 draft's numbers live in [`draft`] and are
 //! deliberately kept apart: several of them collide with today's meanings (see `draft`).
 
+/// In a module of constants: `NAMES`, every constant with its name in definition order (the
+/// one table that both `name` and `by_name` read, so a name and its value cannot drift apart),
+/// and `by_name`, the value a case file or a command line spells.
+macro_rules! names {
+    ($ty:ty: $($name:ident),* $(,)?) => {
+        /// Every constant of this module with its name, in definition order.
+        pub const NAMES: &[(&str, $ty)] = &[$((stringify!($name), $name)),*];
+
+        /// The constant spelled `name`.
+        pub fn by_name(name: &str) -> Option<$ty> {
+            NAMES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        }
+
+        /// The name of `value`, if it has one.
+        pub fn name_of(value: $ty) -> Option<&'static str> {
+            NAMES.iter().find(|(_, v)| *v == value).map(|(n, _)| *n)
+        }
+    };
+}
+
 /// Magic numbers and fixed header sizes.
 pub mod magic {
     /// "NBDMAGIC": the first eight bytes a server sends.
@@ -66,6 +86,10 @@ pub mod transmission_flag {
     pub const SEND_CACHE: u16 = 1 << 10;
     pub const SEND_FAST_ZERO: u16 = 1 << 11;
     pub const BLOCK_STATUS_PAYLOAD: u16 = 1 << 12;
+
+    names!(u16: HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, ROTATIONAL, SEND_TRIM,
+        SEND_WRITE_ZEROES, SEND_DF, CAN_MULTI_CONN, SEND_RESIZE, SEND_CACHE, SEND_FAST_ZERO,
+        BLOCK_STATUS_PAYLOAD);
 }
 
 /// Option types (`NBD_OPT_*`).
@@ -81,20 +105,11 @@ pub mod option {
     pub const SET_META_CONTEXT: u32 = 10;
     pub const EXTENDED_HEADERS: u32 = 11;
 
+    names!(u32: EXPORT_NAME, ABORT, LIST, STARTTLS, INFO, GO, STRUCTURED_REPLY,
+        LIST_META_CONTEXT, SET_META_CONTEXT, EXTENDED_HEADERS);
+
     pub fn name(option: u32) -> &'static str {
-        match option {
-            EXPORT_NAME => "EXPORT_NAME",
-            ABORT => "ABORT",
-            LIST => "LIST",
-            STARTTLS => "STARTTLS",
-            INFO => "INFO",
-            GO => "GO",
-            STRUCTURED_REPLY => "STRUCTURED_REPLY",
-            LIST_META_CONTEXT => "LIST_META_CONTEXT",
-            SET_META_CONTEXT => "SET_META_CONTEXT",
-            EXTENDED_HEADERS => "EXTENDED_HEADERS",
-            _ => "unknown option",
-        }
+        name_of(option).unwrap_or("unknown option")
     }
 }
 
@@ -116,24 +131,15 @@ pub mod reply_type {
     pub const ERR_TOO_BIG: u32 = ERROR_BIT | 9;
     pub const ERR_EXT_HEADER_REQD: u32 = ERROR_BIT | 10;
 
+    names!(u32: ACK, SERVER, INFO, META_CONTEXT, ERR_UNSUP, ERR_POLICY, ERR_INVALID,
+        ERR_PLATFORM, ERR_TLS_REQD, ERR_UNKNOWN, ERR_SHUTDOWN, ERR_BLOCK_SIZE_REQD, ERR_TOO_BIG,
+        ERR_EXT_HEADER_REQD);
+
     pub fn name(reply: u32) -> &'static str {
-        match reply {
-            ACK => "ACK",
-            SERVER => "SERVER",
-            INFO => "INFO",
-            META_CONTEXT => "META_CONTEXT",
-            ERR_UNSUP => "ERR_UNSUP",
-            ERR_POLICY => "ERR_POLICY",
-            ERR_INVALID => "ERR_INVALID",
-            ERR_PLATFORM => "ERR_PLATFORM",
-            ERR_TLS_REQD => "ERR_TLS_REQD",
-            ERR_UNKNOWN => "ERR_UNKNOWN",
-            ERR_SHUTDOWN => "ERR_SHUTDOWN",
-            ERR_BLOCK_SIZE_REQD => "ERR_BLOCK_SIZE_REQD",
-            ERR_TOO_BIG => "ERR_TOO_BIG",
-            ERR_EXT_HEADER_REQD => "ERR_EXT_HEADER_REQD",
-            r if r & ERROR_BIT != 0 => "unknown error",
-            _ => "unknown reply",
+        match name_of(reply) {
+            Some(name) => name,
+            None if reply & ERROR_BIT != 0 => "unknown error",
+            None => "unknown reply",
         }
     }
 }
@@ -158,18 +164,10 @@ pub mod command {
     /// Today's BLOCK_STATUS. The 2016 draft used the same number for GET_LBA_STATUS.
     pub const BLOCK_STATUS: u16 = 7;
 
+    names!(u16: READ, WRITE, DISC, FLUSH, TRIM, CACHE, WRITE_ZEROES, BLOCK_STATUS);
+
     pub fn name(command: u16) -> &'static str {
-        match command {
-            READ => "READ",
-            WRITE => "WRITE",
-            DISC => "DISC",
-            FLUSH => "FLUSH",
-            TRIM => "TRIM",
-            CACHE => "CACHE",
-            WRITE_ZEROES => "WRITE_ZEROES",
-            BLOCK_STATUS => "BLOCK_STATUS",
-            _ => "unknown command",
-        }
+        name_of(command).unwrap_or("unknown command")
     }
 }
 
@@ -181,6 +179,8 @@ pub mod command_flag {
     pub const REQ_ONE: u16 = 1 << 3;
     pub const FAST_ZERO: u16 = 1 << 4;
     pub const PAYLOAD_LEN: u16 = 1 << 5;
+
+    names!(u16: FUA, NO_HOLE, DF, REQ_ONE, FAST_ZERO, PAYLOAD_LEN);
 }
 
 /// Structured reply flags.
@@ -199,17 +199,14 @@ pub mod chunk_type {
     pub const ERROR: u16 = ERROR_BIT | 1;
     pub const ERROR_OFFSET: u16 = ERROR_BIT | 2;
 
+    names!(u16: NONE, OFFSET_DATA, OFFSET_HOLE, BLOCK_STATUS, BLOCK_STATUS_EXT, ERROR,
+        ERROR_OFFSET);
+
     pub fn name(chunk_type: u16) -> &'static str {
-        match chunk_type {
-            NONE => "NONE",
-            OFFSET_DATA => "OFFSET_DATA",
-            OFFSET_HOLE => "OFFSET_HOLE",
-            BLOCK_STATUS => "BLOCK_STATUS",
-            BLOCK_STATUS_EXT => "BLOCK_STATUS_EXT",
-            ERROR => "ERROR",
-            ERROR_OFFSET => "ERROR_OFFSET",
-            t if t & ERROR_BIT != 0 => "unknown error chunk",
-            _ => "unknown chunk",
+        match name_of(chunk_type) {
+            Some(name) => name,
+            None if chunk_type & ERROR_BIT != 0 => "unknown error chunk",
+            None => "unknown chunk",
         }
     }
 }
@@ -225,18 +222,12 @@ pub mod errno {
     pub const ENOTSUP: u32 = 95;
     pub const ESHUTDOWN: u32 = 108;
 
+    names!(u32: EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN);
+
     pub fn name(error: u32) -> &'static str {
         match error {
             0 => "OK",
-            EPERM => "EPERM",
-            EIO => "EIO",
-            ENOMEM => "ENOMEM",
-            EINVAL => "EINVAL",
-            ENOSPC => "ENOSPC",
-            EOVERFLOW => "EOVERFLOW",
-            ENOTSUP => "ENOTSUP",
-            ESHUTDOWN => "ESHUTDOWN",
-            _ => "unknown errno",
+            e => name_of(e).unwrap_or("unknown errno"),
         }
     }
 }
