@@ -1,11 +1,19 @@
 //! nbd-conform: a conformance and interop suite for NBD block-status queries.
 //!
-//! Layout:
+//! Layout (ARCHITECTURE.md has the codemap):
 //! - [`wire`]: the NBD wire format, sans IO (encoders that can build malformed frames, lenient
 //!   decoders that report violations by clause id).
-//! - [`client`]: a tokio client session (TCP, Unix sockets, NBD URIs) with timeouts on every read.
-//! - [`server`]: the reference server behind `nbd-conform serve`, in both dialects.
+//! - [`client`]: a tokio client (TCP, Unix sockets, NBD URIs) with a deadline on every read and
+//!   every exchange.
+//! - [`engine`]: the case language, the steps that run a case, suites of cases over servers.
+//! - [`checks`]: every clause the engine grades, as pure functions over decoded values.
+//! - [`clauses`]: the clause registry (id, level, section, our paraphrase).
+//! - [`fixtures`]: fixture layouts, the images built from them, and their truth.
+//! - [`launch`]: starting the servers under test (processes, containers, `--spawn` templates).
+//! - [`server`]: the reference server behind `nbd-conform serve`, its faults and variants.
+//! - [`report`]: the verdict, exit codes, Markdown, JSON and JUnit.
 //! - [`map`]: the pipelined walk behind `nbd-conform map`.
+//! - [`size`]: the one spelling of a byte count.
 //! - [`dialect`]: standard block status or the 2016 draft.
 
 pub mod checks;

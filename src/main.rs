@@ -1,4 +1,5 @@
-//! The `nbd-conform` command line: `map` and `serve` (more subcommands arrive with the engine).
+//! The `nbd-conform` command line: `run` (the suite), `list` (cases and clauses), `map` (a
+//! server's raw block-status stream) and `serve` (the reference server).
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -3,14 +3,18 @@
 
 use std::time::Duration;
 
-use crate::engine::case::ExpectOption;
+use crate::engine::case::Expect;
 use crate::engine::outcome::Finding;
 use crate::wire::consts::reply_type;
 
-/// The final reply, and the META_CONTEXT names before it, against what the case expects.
-/// `names` holds every context the server replied with, in order.
-pub fn final_reply(expect: &ExpectOption, last: u32, names: &[String]) -> Vec<Finding> {
-    let clause = expect.clause.id();
+/// The final reply, and the META_CONTEXT names before it, against what the case expects
+/// (under `clause`). `names` holds every context the server replied with, in order.
+pub fn final_reply(
+    expect: &Expect,
+    clause: &'static str,
+    last: u32,
+    names: &[String],
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let accepted = expect.reply.iter().any(|want| match want.as_str() {
         "ERR_*" => last & reply_type::ERROR_BIT != 0,

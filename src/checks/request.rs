@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::from_violation;
 use crate::client::{Negotiated, Reply, ReplyBody};
-use crate::engine::case::Expect;
+use crate::engine::case::Outcome;
 use crate::engine::outcome::Finding;
 use crate::wire::consts::{command, draft, errno};
 use crate::Dialect;
@@ -28,19 +28,17 @@ pub fn structure(reply: &Reply, neg: &Negotiated) -> Vec<Finding> {
     }
 }
 
-/// The reply's error (or success) against `expect`, under `clause`.
-pub fn expected(expect: Expect, clause: &'static str, reply: &Reply) -> Option<Finding> {
+/// The reply's error (or success) against the `outcome` the case expects, under `clause`.
+pub fn expected(outcome: Outcome, clause: &'static str, reply: &Reply) -> Option<Finding> {
     let error = reply.error();
     let observed = || observed(reply);
-    match expect {
-        Expect::Ok if error.is_some() => Some(Finding::broken(clause, "success", observed())),
-        Expect::Einval | Expect::EinvalOrClose if error != Some(errno::EINVAL) => {
+    match outcome {
+        Outcome::Ok if error.is_some() => Some(Finding::broken(clause, "success", observed())),
+        Outcome::Einval if error != Some(errno::EINVAL) => {
             Some(Finding::broken(clause, "EINVAL", observed()))
         }
-        Expect::Error | Expect::ErrorOrClose if error.is_none() => {
-            Some(Finding::broken(clause, "an error", observed()))
-        }
-        Expect::Fallback => fallback(reply, clause),
+        Outcome::Error if error.is_none() => Some(Finding::broken(clause, "an error", observed())),
+        Outcome::Fallback => fallback(reply, clause),
         _ => None,
     }
 }

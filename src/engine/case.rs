@@ -97,10 +97,9 @@ pub struct Negotiate {
 pub struct Connect {
     /// Client flags to send instead of the usual ones.
     pub client_flags: Option<u32>,
-    /// Expect the server to close the connection right after the client flags.
+    /// `close = "required"`: the server must close right after the client flags.
     #[serde(default)]
-    pub expect_close: bool,
-    pub clause: Option<ClauseRef>,
+    pub expect: Expect,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,37 +117,51 @@ pub struct OptionStep {
     pub data_hex: Option<HexTemplate>,
     /// Announce this payload length instead of the real one.
     pub claimed_length: Option<u32>,
-    pub expect: ExpectOption,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ExpectOption {
-    /// Acceptable final replies: `ACK`, `ERR_INVALID`, …, or `ERR_*` for any error.
-    pub reply: Vec<String>,
-    /// Exactly this many META_CONTEXT replies.
-    pub contexts: Option<usize>,
-    /// Context names that must be among the replies.
-    #[serde(default)]
-    pub contains: Vec<String>,
-    /// Whether closing the connection is acceptable (the client broke a MUST).
-    #[serde(default)]
-    pub allow_close: bool,
-    /// The clause a mismatch breaks.
-    pub clause: ClauseRef,
+    pub expect: Expect,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Go {
     pub export: Option<String>,
-    pub expect: Option<ExpectOption>,
+    pub expect: Option<Expect>,
 }
 
-/// What a request step accepts.
+/// What a step expects, in one shape for every kind of step:
+/// `expect = { outcome = "einval", close = "allowed", alive-after = true }` on a request,
+/// `expect = { reply = ["ACK"], contexts = 1, clause = "SMC-REPLY-1" }` on an option or GO,
+/// `expect = { close = "required", clause = "HS-CFLAGS-3" }` on a connect. Which fields a kind
+/// of step takes is checked when the case loads ([`Case::validate`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Expect {
+    /// Requests: how the reply must come out (default `ok`).
+    #[serde(default)]
+    pub outcome: Outcome,
+    /// Options and GO: the acceptable final replies: `ACK`, `ERR_INVALID`, …, or `ERR_*` for
+    /// any error.
+    #[serde(default)]
+    pub reply: Vec<String>,
+    /// Options: exactly this many META_CONTEXT replies.
+    pub contexts: Option<usize>,
+    /// Options: context names that must be among the replies.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Whether the server may (the step broke a client MUST) or must close the connection.
+    #[serde(default)]
+    pub close: Close,
+    /// Requests: afterwards, a valid request on the same connection must still succeed
+    /// (TX-NODROP-1).
+    #[serde(default)]
+    pub alive_after: bool,
+    /// The clause an unmet expectation breaks (requests default to the case's first clause).
+    pub clause: Option<ClauseRef>,
+}
+
+/// How a request's reply must come out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Expect {
+pub enum Outcome {
     /// A successful reply.
     #[default]
     Ok,
@@ -156,14 +169,84 @@ pub enum Expect {
     Einval,
     /// Any error reply.
     Error,
-    /// EINVAL, or the server closes (the client broke a MUST, TX-VIOL-1).
-    EinvalOrClose,
-    /// Any error, or the server closes.
-    ErrorOrClose,
-    /// Any well-formed reply, error or success; closing breaks TX-NODROP-1.
+    /// Any well-formed reply, error or success.
     Any,
     /// Draft only: the unknown-type fallback (one descriptor equal to the request, status 0).
     Fallback,
+}
+
+/// Whether the server may close the connection instead of answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Close {
+    /// Closing breaks a rule (TX-NODROP-1, HS-NOHARD-1).
+    #[default]
+    Forbidden,
+    /// The step broke a client MUST, so the server may close instead (TX-VIOL-1).
+    Allowed,
+    /// The server must close (HS-CFLAGS-3).
+    Required,
+}
+
+impl Expect {
+    /// What a request that must succeed on any server expects.
+    pub const SUCCESS: Expect = Expect {
+        outcome: Outcome::Ok,
+        reply: Vec::new(),
+        contexts: None,
+        contains: Vec::new(),
+        close: Close::Forbidden,
+        alive_after: false,
+        clause: None,
+    };
+
+    /// Which fields a kind of step may set.
+    fn fits(&self, kind: StepKind) -> Result<(), String> {
+        let misplaced = |field: &str, kind: &str| Err(format!("`{field}` is not for {kind} steps"));
+        match kind {
+            StepKind::Request => {
+                if !self.reply.is_empty() || self.contexts.is_some() || !self.contains.is_empty() {
+                    return misplaced("reply, contexts, contains", "request");
+                }
+                if self.close == Close::Required {
+                    return misplaced("close = \"required\"", "request");
+                }
+            }
+            StepKind::Option => {
+                if self.outcome != Outcome::Ok || self.alive_after {
+                    return misplaced("outcome, alive-after", "option and go");
+                }
+                if self.reply.is_empty() || self.clause.is_none() {
+                    return Err("an option or go expectation names its `reply` and `clause`".into());
+                }
+                if self.close == Close::Required {
+                    return misplaced("close = \"required\"", "option and go");
+                }
+            }
+            StepKind::Connect => {
+                if self.outcome != Outcome::Ok
+                    || self.alive_after
+                    || !self.reply.is_empty()
+                    || self.contexts.is_some()
+                    || !self.contains.is_empty()
+                {
+                    return Err("a connect expectation takes only `close` and `clause`".into());
+                }
+                if self.close == Close::Allowed {
+                    return misplaced("close = \"allowed\"", "connect");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of step an expectation can belong to.
+#[derive(Clone, Copy)]
+enum StepKind {
+    Request,
+    Option,
+    Connect,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,11 +258,6 @@ pub struct BlockStatus {
     pub flags: CommandFlags,
     #[serde(default)]
     pub expect: Expect,
-    /// The clause an unmet expectation breaks (default: the case's first clause).
-    pub clause: Option<ClauseRef>,
-    /// Afterwards, a valid request on the same connection must still succeed (TX-NODROP-1).
-    #[serde(default)]
-    pub then_alive: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,9 +269,6 @@ pub struct DraftStatus {
     pub selector: u16,
     #[serde(default)]
     pub expect: Expect,
-    pub clause: Option<ClauseRef>,
-    #[serde(default)]
-    pub then_alive: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,9 +282,6 @@ pub struct RawRequest {
     pub length: Expr,
     #[serde(default)]
     pub expect: Expect,
-    pub clause: Option<ClauseRef>,
-    #[serde(default)]
-    pub then_alive: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -523,13 +595,29 @@ impl Case {
         case
     }
 
-    /// What the types cannot say: a case names a clause and has steps.
+    /// What the types cannot say: a case names a clause and has steps, and each step's
+    /// expectation sets only what its kind of step can check.
     pub fn validate(&self) -> Result<(), String> {
         if self.clauses.is_empty() {
             return Err("names no clause".into());
         }
         if self.steps.is_empty() {
             return Err("has no steps".into());
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let checked = match step {
+                Step::BlockStatus(BlockStatus { expect, .. })
+                | Step::DraftStatus(DraftStatus { expect, .. })
+                | Step::RawRequest(RawRequest { expect, .. }) => expect.fits(StepKind::Request),
+                Step::Option(OptionStep { expect, .. })
+                | Step::Go(Go {
+                    expect: Some(expect),
+                    ..
+                }) => expect.fits(StepKind::Option),
+                Step::Connect(Connect { expect, .. }) => expect.fits(StepKind::Connect),
+                _ => Ok(()),
+            };
+            checked.map_err(|e| format!("step {}: {e}", i + 1))?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use super::Run;
 use crate::checks;
 use crate::client::ClientError;
-use crate::engine::case;
+use crate::engine::case::{self, Close};
 use crate::engine::link::Link;
 use crate::engine::run::Stop;
 use crate::wire::consts::{option, reply_type};
@@ -15,13 +15,13 @@ impl Run<'_> {
         if let Some(f) = c.client_flags {
             self.record.note(format!("→ client flags {f:#010x}"));
         }
-        if !c.expect_close {
+        if c.expect.close != Close::Required {
             self.link = Link::Haggling(hs);
             return Ok(());
         }
         // The server must drop us instead of reading options: probe with a harmless LIST.
         let _ = hs.send_option(option::LIST, &[]).await;
-        let clause = c.clause.map(|c| c.id());
+        let clause = c.expect.clause.map(|c| c.id());
         match hs.read_option_reply(option::LIST).await {
             Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
                 self.record.note("← connection closed")

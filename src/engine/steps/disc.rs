@@ -43,7 +43,7 @@ impl Run<'_> {
                 return Ok(());
             }
             Err(e) => {
-                self.judge(Err(e), Expect::Ok, checks::disc::CLAUSE)?;
+                self.judge(Err(e), &Expect::SUCCESS, checks::disc::CLAUSE)?;
                 return Ok(());
             }
         };

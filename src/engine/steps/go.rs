@@ -3,7 +3,7 @@
 use super::Run;
 use crate::checks::{self, from_violation};
 use crate::client::{ClientError, Negotiated};
-use crate::engine::case::{self, Need};
+use crate::engine::case::{self, Close, Need};
 use crate::engine::link::Link;
 use crate::engine::outcome::Capabilities;
 use crate::engine::run::Stop;
@@ -27,7 +27,7 @@ impl Run<'_> {
     pub(super) async fn go(
         &mut self,
         export: &str,
-        expect: Option<&case::ExpectOption>,
+        expect: Option<&case::Expect>,
     ) -> Result<(), Stop> {
         let Some(mut hs) = self.link.take_handshake() else {
             return Err(Stop::Error("GO outside option haggling".into()));
@@ -46,10 +46,11 @@ impl Run<'_> {
                 // The handshake is about to go: keep what it saw broken on the way.
                 let broken = std::mem::take(&mut hs.violations);
                 self.record.violations(&broken);
+                let clause = expect.map(|x| self.clause_of(x));
                 return self.lost_in_haggling(
                     e,
-                    expect.is_some_and(|x| x.allow_close),
-                    expect.map(|x| x.clause.id()),
+                    expect.is_some_and(|x| x.close == Close::Allowed),
+                    clause,
                 );
             }
         };
@@ -67,7 +68,9 @@ impl Run<'_> {
             None => format!("← {final_reply}{}", error_text(&last.data)),
         });
         if let Some(expect) = expect {
-            let findings = checks::options::final_reply(expect, last.header.reply_type, &[]);
+            let clause = self.clause_of(expect);
+            let findings =
+                checks::options::final_reply(expect, clause, last.header.reply_type, &[]);
             self.record.found_all(findings);
         }
         if last.header.is_error() {

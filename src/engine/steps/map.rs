@@ -114,7 +114,7 @@ impl Run<'_> {
             }
             let before = self.record.transcript.len();
             let clause = checks::walk::request_clause(neg.dialect);
-            let Some(reply) = self.judge(result, Expect::Ok, clause)? else {
+            let Some(reply) = self.judge(result, &Expect::SUCCESS, clause)? else {
                 return Ok(tracks);
             };
             if !log {

@@ -25,7 +25,7 @@ mod read_back;
 mod request;
 mod stability;
 
-use super::case::{Case, Expect, Expr, Need, Negotiate, Step};
+use super::case::{Case, Expect, Expr, Need, Negotiate, Outcome, Step};
 use super::fit;
 use super::link::Link;
 use super::outcome::ConnectionLoss;
@@ -180,6 +180,11 @@ impl<'a> Run<'a> {
         Ok(hs)
     }
 
+    /// The clause an unmet expectation breaks: the step's, else the case's first.
+    fn clause_of(&self, expect: &Expect) -> &'static str {
+        expect.clause.map_or(self.case.main_clause(), |c| c.id())
+    }
+
     /// Haggling on the current connection, or on a new one.
     async fn haggling(&mut self) -> Result<&mut Handshake, Stop> {
         if self.link.handshake().is_none() {
@@ -208,7 +213,7 @@ impl<'a> Run<'a> {
         cmd: u16,
         offset: &Expr,
         length: &Expr,
-        expect: Expect,
+        outcome: Outcome,
     ) -> Result<(u64, u64), Stop> {
         let (off, len) = (self.value(offset)?, self.value(length)?);
         let neg = self.negotiated()?;
@@ -219,15 +224,13 @@ impl<'a> Run<'a> {
             let o = offset.eval(size).ok()?;
             o.checked_add(length.eval(size).ok()?)
         });
-        let intent = match expect {
-            Expect::Ok | Expect::Fallback => fit::Intent::Succeed,
-            Expect::Any => fit::Intent::Anything,
-            Expect::Einval | Expect::Error | Expect::EinvalOrClose | Expect::ErrorOrClose => {
-                match (fixture_size, end_on_fixture) {
-                    (Some(size), Some(end)) if end <= size => fit::Intent::RefusedInRange,
-                    _ => fit::Intent::RefusedOutOfRange,
-                }
-            }
+        let intent = match outcome {
+            Outcome::Ok | Outcome::Fallback => fit::Intent::Succeed,
+            Outcome::Any => fit::Intent::Anything,
+            Outcome::Einval | Outcome::Error => match (fixture_size, end_on_fixture) {
+                (Some(size), Some(end)) if end <= size => fit::Intent::RefusedInRange,
+                _ => fit::Intent::RefusedOutOfRange,
+            },
         };
         let export = fit::Export {
             size: neg.size,

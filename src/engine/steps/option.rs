@@ -7,7 +7,7 @@ use super::Run;
 use crate::checks::{self, from_violation};
 use crate::client::negotiate::OptionReply;
 use crate::client::ClientError;
-use crate::engine::case;
+use crate::engine::case::{self, Close};
 use crate::engine::outcome::ConnectionLoss;
 use crate::engine::run::Stop;
 use crate::wire::consts::{magic, option, reply_type};
@@ -64,7 +64,9 @@ impl Run<'_> {
                 return Ok(());
             }
             Err(e) => {
-                return self.lost_in_haggling(e, o.expect.allow_close, Some(o.expect.clause.id()))
+                let clause = self.clause_of(&o.expect);
+                let allowed = o.expect.close == Close::Allowed;
+                return self.lost_in_haggling(e, allowed, Some(clause));
             }
         };
         let mut contexts = Vec::new();
@@ -111,7 +113,8 @@ impl Run<'_> {
             }
             _ => {}
         }
-        let findings = checks::options::final_reply(&o.expect, last, &contexts);
+        let clause = self.clause_of(&o.expect);
+        let findings = checks::options::final_reply(&o.expect, clause, last, &contexts);
         self.record.found_all(findings);
         // Keep the handshake's idea of the state in step with what the server accepted.
         if opt == option::ABORT {

@@ -44,7 +44,7 @@ impl Run<'_> {
             )?;
             if let Err(e) = self.session()?.send_request(request, &[]).await {
                 return self
-                    .judge(Err(e), Expect::Ok, checks::request::PIPELINED)
+                    .judge(Err(e), &Expect::SUCCESS, checks::request::PIPELINED)
                     .map(|_| ());
             }
             cookies.push(request.cookie);
@@ -69,7 +69,7 @@ impl Run<'_> {
                     ));
                 }
             }
-            if let Some(reply) = self.judge(result, Expect::Ok, checks::request::PIPELINED)? {
+            if let Some(reply) = self.judge(result, &Expect::SUCCESS, checks::request::PIPELINED)? {
                 self.record_stream(&reply);
             }
         }

@@ -75,7 +75,7 @@ impl Run<'_> {
                     Err(err) => {
                         self.record
                             .note(format!("→ READ offset={offset} length={length}"));
-                        self.judge(Err(err), Expect::Ok, checks::request::MUST_SUCCEED)?;
+                        self.judge(Err(err), &Expect::SUCCESS, checks::request::MUST_SUCCEED)?;
                         self.drop_link();
                         self.record.not_checked.push(format!(
                             "{} bytes reported as zero were not read back: the connection was \

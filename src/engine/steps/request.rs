@@ -5,7 +5,7 @@
 use super::{probe_length, Run};
 use crate::checks::{self, from_violation};
 use crate::client::{ClientError, DraftTrailer, Reply, ReplyBody};
-use crate::engine::case::{self, Expect};
+use crate::engine::case::{self, Close, Expect};
 use crate::engine::outcome::ConnectionLoss;
 use crate::engine::run::Stop;
 use crate::engine::transcript;
@@ -16,25 +16,32 @@ use crate::Dialect;
 
 impl Run<'_> {
     pub(super) async fn block_status(&mut self, s: &case::BlockStatus) -> Result<(), Stop> {
-        let (offset, length) = self.plan(command::BLOCK_STATUS, &s.offset, &s.length, s.expect)?;
+        let (offset, length) = self.plan(
+            command::BLOCK_STATUS,
+            &s.offset,
+            &s.length,
+            s.expect.outcome,
+        )?;
         let request = self.new_request(command::BLOCK_STATUS, s.flags.0, offset, length)?;
-        self.request(request, s.expect, s.clause, s.then_alive)
-            .await
+        self.request(request, &s.expect).await
     }
 
     pub(super) async fn draft_status(&mut self, s: &case::DraftStatus) -> Result<(), Stop> {
-        let (offset, length) =
-            self.plan(draft::CMD_GET_LBA_STATUS, &s.offset, &s.length, s.expect)?;
+        let (offset, length) = self.plan(
+            draft::CMD_GET_LBA_STATUS,
+            &s.offset,
+            &s.length,
+            s.expect.outcome,
+        )?;
         let request = self.new_request(draft::CMD_GET_LBA_STATUS, s.selector, offset, length)?;
-        self.request(request, s.expect, s.clause, s.then_alive)
-            .await
+        self.request(request, &s.expect).await
     }
 
     pub(super) async fn raw_request(&mut self, s: &case::RawRequest) -> Result<(), Stop> {
         // A frame with a wrong magic is malformed whatever its range: nothing to fit.
         let (offset, length) = match s.magic {
             Some(_) => (self.value(&s.offset)?, self.value(&s.length)?),
-            None => self.plan(s.command, &s.offset, &s.length, s.expect)?,
+            None => self.plan(s.command, &s.offset, &s.length, s.expect.outcome)?,
         };
         let mut request = self.new_request(s.command, s.flags.0, offset, length)?;
         if let Some(m) = s.magic {
@@ -43,8 +50,7 @@ impl Run<'_> {
             self.record
                 .note(format!("(the next request carries the magic {m:#010x})"));
         }
-        self.request(request, s.expect, s.clause, s.then_alive)
-            .await
+        self.request(request, &s.expect).await
     }
 
     /// A request in this session's header form, with a fresh cookie.
@@ -75,35 +81,30 @@ impl Run<'_> {
     }
 
     /// Sends one request, logged, and grades the reply against `expect`.
-    async fn request(
-        &mut self,
-        request: Request,
-        expect: Expect,
-        clause: Option<crate::clauses::ClauseRef>,
-        then_alive: bool,
-    ) -> Result<(), Stop> {
+    async fn request(&mut self, request: Request, expect: &Expect) -> Result<(), Stop> {
         self.record
             .note(transcript::request(&request, self.case.dialect));
         let result = self.exchange(request).await?;
-        let clause = clause.map_or(self.case.main_clause(), |c| c.id());
+        let clause = self.clause_of(expect);
         let Some(reply) = self.judge(result, expect, clause)? else {
             return Ok(());
         };
         self.record_stream(&reply);
-        if then_alive {
+        if expect.alive_after {
             self.still_alive().await?;
         }
         Ok(())
     }
 
-    /// Grades a request's outcome; returns the reply if there was one and the link is usable.
+    /// Grades a request's outcome against `expect` (its outcome and whether the server may
+    /// close), under `clause`; returns the reply if there was one and the link is usable.
     pub(super) fn judge(
         &mut self,
         result: Result<Reply, ClientError>,
-        expect: Expect,
+        expect: &Expect,
         clause: &'static str,
     ) -> Result<Option<Reply>, Stop> {
-        let allows_close = matches!(expect, Expect::EinvalOrClose | Expect::ErrorOrClose);
+        let allows_close = expect.close == Close::Allowed;
         let reply = match result {
             Ok(r) => r,
             Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
@@ -155,7 +156,7 @@ impl Run<'_> {
             self.drop_link();
         }
         self.record
-            .found_all(checks::request::expected(expect, clause, &reply));
+            .found_all(checks::request::expected(expect.outcome, clause, &reply));
         Ok(Some(reply))
     }
 
@@ -181,7 +182,7 @@ impl Run<'_> {
             transcript::request(&request, self.case.dialect)
         ));
         let result = self.exchange(request).await?;
-        self.judge(result, Expect::Ok, checks::request::MUST_SUCCEED)?;
+        self.judge(result, &Expect::SUCCESS, checks::request::MUST_SUCCEED)?;
         Ok(())
     }
 
