@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::guard::Watchdog;
-use super::scratch::Scratch;
+use super::scratch;
 use super::spawner::ForeignProcess;
 use super::*;
 use crate::client::{Endpoint, Session, SessionOptions};
@@ -37,6 +37,11 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// What every case runs on: no faults, no variants.
+fn plain() -> Behaviour {
+    Behaviour::default()
+}
+
 fn installed(kind: ServerKind) -> bool {
     if kind.installed_version().is_some() {
         return true;
@@ -51,7 +56,7 @@ fn installed(kind: ServerKind) -> bool {
 
 async fn launch_timed(kind: ServerKind, dialect: Dialect) -> Launched {
     let started = Instant::now();
-    let launched = launch(kind, FIXTURE, built(), dialect)
+    let launched = launch(&kind.into(), FIXTURE, built(), dialect, &plain())
         .await
         .unwrap_or_else(|e| panic!("launch {}: {e}", kind.name()));
     eprintln!(
@@ -278,8 +283,14 @@ fn reference_in_the_draft_dialect_shows_the_writes_too() {
 
 #[test]
 fn only_the_reference_speaks_the_draft() {
-    let err = block_on(launch(ServerKind::Nbdkit, FIXTURE, built(), Dialect::Draft))
-        .expect_err("nbdkit has no draft dialect");
+    let err = block_on(launch(
+        &ServerKind::Nbdkit.into(),
+        FIXTURE,
+        built(),
+        Dialect::Draft,
+        &plain(),
+    ))
+    .expect_err("nbdkit has no draft dialect");
     assert!(matches!(err, LaunchError::Setup(_)), "{err}");
 }
 
@@ -292,10 +303,11 @@ fn a_server_that_fails_to_start_reports_its_output() {
     let mut broken = built().clone();
     broken.qcow2 = broken.raw.clone();
     let err = block_on(launch(
-        ServerKind::QemuNbd,
+        &ServerKind::QemuNbd.into(),
         FIXTURE,
         &broken,
         Dialect::Standard,
+        &plain(),
     ))
     .expect_err("not a qcow2");
     let LaunchError::NotReady { output, .. } = &err else {
@@ -316,8 +328,14 @@ fn a_missing_image_is_a_fixture_error() {
         if !installed(kind) {
             continue;
         }
-        let err =
-            block_on(launch(kind, FIXTURE, &broken, Dialect::Standard)).expect_err("no image");
+        let err = block_on(launch(
+            &kind.into(),
+            FIXTURE,
+            &broken,
+            Dialect::Standard,
+            &plain(),
+        ))
+        .expect_err("no image");
         assert!(
             matches!(err, LaunchError::Fixture(_)),
             "{}: {err}",
@@ -362,22 +380,34 @@ fn the_pool_shares_one_server_and_shuts_all_down() {
     block_on(async {
         for &kind in &kinds {
             let first = pool
-                .get(kind, FIXTURE, built(), Dialect::Standard)
+                .get(&kind.into(), FIXTURE, built(), Dialect::Standard, &plain())
                 .await
                 .unwrap();
             let second = pool
-                .get(kind, FIXTURE, built(), Dialect::Standard)
+                .get(&kind.into(), FIXTURE, built(), Dialect::Standard, &plain())
                 .await
                 .unwrap();
             assert!(Arc::ptr_eq(&first, &second), "{}", kind.name());
             stopped.push((kind, socket(&first), first.pid()));
         }
         let draft = pool
-            .get(ServerKind::Reference, FIXTURE, built(), Dialect::Draft)
+            .get(
+                &ServerKind::Reference.into(),
+                FIXTURE,
+                built(),
+                Dialect::Draft,
+                &plain(),
+            )
             .await
             .unwrap();
         let standard = pool
-            .get(ServerKind::Reference, FIXTURE, built(), Dialect::Standard)
+            .get(
+                &ServerKind::Reference.into(),
+                FIXTURE,
+                built(),
+                Dialect::Standard,
+                &plain(),
+            )
             .await
             .unwrap();
         assert!(!Arc::ptr_eq(&draft, &standard));
@@ -387,7 +417,7 @@ fn the_pool_shares_one_server_and_shuts_all_down() {
     block_on(async {
         for &kind in &kinds {
             let launched = pool
-                .get(kind, FIXTURE, built(), Dialect::Standard)
+                .get(&kind.into(), FIXTURE, built(), Dialect::Standard, &plain())
                 .await
                 .unwrap();
             let structured = kind != ServerKind::NbdServer;
@@ -408,8 +438,14 @@ fn many_cases_asking_at_once_get_one_server() {
         .map(|_| {
             let pool = pool.clone();
             std::thread::spawn(move || {
-                block_on(pool.get(ServerKind::Reference, FIXTURE, built(), Dialect::Standard))
-                    .unwrap()
+                block_on(pool.get(
+                    &ServerKind::Reference.into(),
+                    FIXTURE,
+                    built(),
+                    Dialect::Standard,
+                    &plain(),
+                ))
+                .unwrap()
             })
         })
         .collect();
@@ -442,15 +478,15 @@ fn children_outlive_the_thread_that_asked_for_them() {
 
 #[test]
 fn a_watchdog_cleans_up_when_the_harness_is_gone() {
-    let scratch = Scratch::create(ServerKind::NbdServer.name()).unwrap();
-    let dir = scratch.dir().to_owned();
-    std::fs::write(scratch.path("leftover"), b"x").unwrap();
+    let scratch = scratch::create(ServerKind::NbdServer.name()).unwrap();
+    let dir = scratch.path().to_owned();
+    std::fs::write(scratch.path().join("leftover"), b"x").unwrap();
     let mut daemon = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
     let process = ForeignProcess::find(daemon.id() as i32).expect("sleep runs");
-    let mut watchdog = Watchdog::start(&scratch).unwrap();
+    let mut watchdog = Watchdog::start(scratch.path()).unwrap();
     watchdog.watch(process).unwrap();
     // The harness "dies": its end of the pipe closes without a word.
     watchdog.abandon();
@@ -464,21 +500,20 @@ fn a_watchdog_cleans_up_when_the_harness_is_gone() {
         "the watchdog should have removed {}",
         dir.display()
     );
-    std::mem::forget(scratch);
 }
 
 #[test]
 fn a_dismissed_watchdog_does_nothing() {
-    let scratch = Scratch::create(ServerKind::NbdServer.name()).unwrap();
+    let scratch = scratch::create(ServerKind::NbdServer.name()).unwrap();
     let mut daemon = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
     let process = ForeignProcess::find(daemon.id() as i32).expect("sleep runs");
-    let mut watchdog = Watchdog::start(&scratch).unwrap();
+    let mut watchdog = Watchdog::start(scratch.path()).unwrap();
     watchdog.watch(process).unwrap();
     drop(watchdog);
-    assert!(scratch.dir().exists());
+    assert!(scratch.path().exists());
     assert!(process.is_alive());
     let _ = daemon.kill();
     let _ = daemon.wait();
@@ -490,12 +525,18 @@ fn faulty_reference_servers_are_pooled_apart_and_still_replay_writes() {
     let faults = [Fault::DirtyMapMissingWrite];
     block_on(async {
         let clean = pool
-            .get(ServerKind::Reference, FIXTURE, built(), Dialect::Standard)
+            .get(
+                &ServerKind::Reference.into(),
+                FIXTURE,
+                built(),
+                Dialect::Standard,
+                &plain(),
+            )
             .await
             .unwrap();
         let faulty = pool
-            .get_with(
-                ServerKind::Reference,
+            .get(
+                &ServerKind::Reference.into(),
                 FIXTURE,
                 built(),
                 Dialect::Standard,
@@ -505,8 +546,8 @@ fn faulty_reference_servers_are_pooled_apart_and_still_replay_writes() {
             .unwrap();
         assert!(!Arc::ptr_eq(&clean, &faulty));
         let again = pool
-            .get_with(
-                ServerKind::Reference,
+            .get(
+                &ServerKind::Reference.into(),
                 FIXTURE,
                 built(),
                 Dialect::Standard,
@@ -536,7 +577,7 @@ fn faulty_reference_servers_are_pooled_apart_and_still_replay_writes() {
 
 #[test]
 fn only_the_reference_server_takes_faults() {
-    let err = block_on(launch_with(
+    let err = block_on(launch(
         &ServerKind::Nbdkit.into(),
         FIXTURE,
         built(),
@@ -552,12 +593,12 @@ fn spawn(template: &str) -> Launcher {
 }
 
 async fn launch_spawned(template: &str) -> Result<Launched, LaunchError> {
-    launch_with(
+    launch(
         &spawn(template),
         FIXTURE,
         built(),
         Dialect::Standard,
-        &Behaviour::default(),
+        &plain(),
     )
     .await
 }
@@ -682,9 +723,10 @@ fn spawned_servers_are_pooled_per_template() {
         let b = spawn("nbdkit -f -r -U {socket} --filter=noextents file {raw}");
         let mut got = Vec::new();
         for l in [&a, &a, &b] {
-            let plain = Behaviour::default();
-            let launched = pool.get_launched(l, FIXTURE, built(), Dialect::Standard, &plain);
-            got.push(launched.await.unwrap_or_else(|e| panic!("{e}")));
+            let launched = pool
+                .get(l, FIXTURE, built(), Dialect::Standard, &plain())
+                .await;
+            got.push(launched.unwrap_or_else(|e| panic!("{e}")));
         }
         let [a1, a2, b1] = &got[..] else {
             unreachable!()
@@ -703,8 +745,11 @@ fn a_pooled_server_that_died_is_started_again() {
     }
     let pool = Pool::default();
     block_on(async {
-        let first = pool.get(ServerKind::Nbdkit, FIXTURE, built(), Dialect::Standard);
-        let first = first.await.unwrap_or_else(|e| panic!("{e}"));
+        let nbdkit = ServerKind::Nbdkit.into();
+        let first = pool
+            .get(&nbdkit, FIXTURE, built(), Dialect::Standard, &plain())
+            .await;
+        let first = first.unwrap_or_else(|e| panic!("{e}"));
         let pid = first.pid().expect("nbdkit runs in a process");
         // What a crash looks like from outside: the process is gone.
         // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
@@ -714,16 +759,20 @@ fn a_pooled_server_that_died_is_started_again() {
             assert!(Instant::now() < deadline, "nbdkit {pid} survived SIGKILL");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let second = pool.get(ServerKind::Nbdkit, FIXTURE, built(), Dialect::Standard);
-        let second = second.await.unwrap_or_else(|e| panic!("{e}"));
+        let second = pool
+            .get(&nbdkit, FIXTURE, built(), Dialect::Standard, &plain())
+            .await;
+        let second = second.unwrap_or_else(|e| panic!("{e}"));
         assert!(!Arc::ptr_eq(&first, &second));
         assert!(second.is_running());
         let session = open(&second, true, &[context::BASE_ALLOCATION]).await;
         assert_eq!(session.negotiated.size, SIZE);
         session.disconnect().await;
         // A live server is shared, as before.
-        let third = pool.get(ServerKind::Nbdkit, FIXTURE, built(), Dialect::Standard);
-        assert!(Arc::ptr_eq(&second, &third.await.unwrap()));
+        let third = pool
+            .get(&nbdkit, FIXTURE, built(), Dialect::Standard, &plain())
+            .await;
+        assert!(Arc::ptr_eq(&second, &third.unwrap()));
         pool.shutdown_all();
     });
 }
@@ -774,15 +823,9 @@ fn known_servers_serve_from_a_container_and_leave_nothing_behind() {
                 kind,
                 image: DEFAULT_IMAGE.to_owned(),
             };
-            let launched = launch_with(
-                &launcher,
-                FIXTURE,
-                built(),
-                Dialect::Standard,
-                &Behaviour::default(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", launcher.name()));
+            let launched = launch(&launcher, FIXTURE, built(), Dialect::Standard, &plain())
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", launcher.name()));
             assert_eq!(launched.server, launcher.name());
             let structured = kind != ServerKind::NbdServer;
             let contexts: &[&str] = if structured {
@@ -812,9 +855,9 @@ fn a_watchdog_removes_the_container_of_a_dead_harness() {
     if !have_image() {
         return;
     }
-    let scratch = Scratch::create("watchdog-container").unwrap();
+    let scratch = scratch::create("watchdog-container").unwrap();
     let name = scratch
-        .dir()
+        .path()
         .file_name()
         .unwrap()
         .to_string_lossy()
@@ -825,7 +868,7 @@ fn a_watchdog_removes_the_container_of_a_dead_harness() {
         .output()
         .unwrap();
     assert!(started.status.success(), "{started:?}");
-    let mut watchdog = Watchdog::start(&scratch).unwrap();
+    let mut watchdog = Watchdog::start(scratch.path()).unwrap();
     watchdog.watch_container(&name).unwrap();
     watchdog.abandon();
     let gone = !container_exists(&name);
@@ -835,8 +878,7 @@ fn a_watchdog_removes_the_container_of_a_dead_harness() {
             .output();
     }
     assert!(gone, "the watchdog should have removed container {name}");
-    assert!(!scratch.dir().exists());
-    std::mem::forget(scratch);
+    assert!(!scratch.path().exists());
 }
 
 #[test]
@@ -845,12 +887,12 @@ fn a_missing_image_says_how_to_build_it() {
         kind: ServerKind::Nbdkit,
         image: "nbd-conform-no-such-image:none".to_owned(),
     };
-    let err = block_on(launch_with(
+    let err = block_on(launch(
         &launcher,
         FIXTURE,
         built(),
         Dialect::Standard,
-        &Behaviour::default(),
+        &plain(),
     ))
     .expect_err("no such image");
     let text = err.to_string();
