@@ -146,7 +146,7 @@ async fn run_on_pooled(
         }
     };
     let launched = match pool
-        .get_launched(launcher, &case.fixture, &built, dialect, behaviour)
+        .get(launcher, &case.fixture, &built, dialect, behaviour)
         .await
     {
         Ok(l) => l,

@@ -15,14 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use super::guard::{Guard, Running, Watchdog};
+use super::child_server::{self, Place, Process, Recipe, ServerCommand};
 use super::kind::parse_version;
-use super::process::{
-    describe, foreground_args, nbd_server_config, start_program, wait_until_ready,
-};
-use super::scratch::Scratch;
+use super::process::{foreground_args, nbd_server_config};
 use super::{LaunchError, Launched, Plan, ServerKind};
-use crate::client::Endpoint;
 use crate::Dialect;
 
 /// The image `docker/build-image.sh` builds on a Debian bookworm machine.
@@ -41,119 +37,120 @@ pub(super) async fn launch(
         ));
     }
     let version = version_in(kind, image)?;
-    let served = plan.image_for(kind);
-    plan.require(served)?;
+    plan.require(plan.image_for(kind))?;
     // Same paths inside and out only works with absolute ones (a relative NBD_CONFORM_CACHE
     // or TMPDIR would become a docker volume name).
     let plan = &plan.absolute().map_err(LaunchError::scratch)?;
-    let served = plan.image_for(kind);
-    let label = format!("{}-container", kind.name());
-    let scratch = Scratch::create(&label).map_err(LaunchError::scratch)?;
-    let mut watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
-    let socket = scratch.path("nbd.sock");
-    // The scratch dir's name is unique per process and launch; the clock's nanoseconds keep
-    // two harnesses with the same pid (in different pid namespaces, one dockerd) apart.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let name = format!(
-        "{}-{nanos:08x}",
-        scratch
-            .dir()
-            .file_name()
-            .map_or_else(|| "nbd-conform".into(), |n| n.to_string_lossy())
-    );
-    watchdog
-        .watch_container(&name)
-        .map_err(LaunchError::watchdog)?;
+    let recipe = InContainer { kind, image, plan };
+    child_server::launch(&recipe, version, plan, dialect).await
+}
 
-    let mut mounts: Vec<PathBuf> = Vec::new();
-    for file in [&plan.raw, &plan.qcow2] {
-        if let Some(dir) = file.parent() {
-            if !mounts.iter().any(|m| m == dir) {
-                mounts.push(dir.to_owned());
+/// A known server in a container of `image`, serving `plan` (with absolute paths).
+struct InContainer<'a> {
+    kind: ServerKind,
+    image: &'a str,
+    plan: &'a Plan,
+}
+
+impl Recipe for InContainer<'_> {
+    fn server(&self) -> String {
+        format!("{} in {}", self.kind.name(), self.image)
+    }
+
+    fn label(&self) -> String {
+        format!("{}-container", self.kind.name())
+    }
+
+    fn command(&self, place: &Place<'_>) -> Result<ServerCommand, LaunchError> {
+        let (kind, plan) = (self.kind, self.plan);
+        // The temp dir's name is unique per process and launch; the clock's nanoseconds keep
+        // two harnesses that drew the same name (in different mount namespaces, one dockerd)
+        // apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "{}-{nanos:08x}",
+            place
+                .dir
+                .file_name()
+                .map_or_else(|| "nbd-conform".into(), |n| n.to_string_lossy())
+        );
+        let mut mounts: Vec<PathBuf> = Vec::new();
+        for file in [&plan.raw, &plan.qcow2] {
+            if let Some(dir) = file.parent() {
+                if !mounts.iter().any(|m| m == dir) {
+                    mounts.push(dir.to_owned());
+                }
             }
         }
-    }
-    let server_command: Vec<OsString> = match kind {
-        ServerKind::NbdServer => {
-            // nbd-server goes into the background; a container ends with its first process, so
-            // a shell waits in the foreground once the daemon is up.
-            let config = scratch.path("nbd-server.conf");
-            fs::write(&config, nbd_server_config(&socket, &plan.raw)?)
-                .map_err(LaunchError::scratch)?;
-            // The shell stays as long as the daemon does, so that a crashed nbd-server ends
-            // its container and the pool starts a new one.
-            // The daemon writes its pid file after the first process has returned: wait for
-            // it (5 s at most) before watching the pid.
-            let script = r#"nbd-server -C "$0" -p "$1" || exit 1
+        let server_command: Vec<OsString> = match kind {
+            ServerKind::NbdServer => {
+                // nbd-server goes into the background; a container ends with its first
+                // process, so a shell waits in the foreground once the daemon is up.
+                let config = place.dir.join("nbd-server.conf");
+                fs::write(&config, nbd_server_config(place.socket, &plan.raw)?)
+                    .map_err(LaunchError::scratch)?;
+                // The shell stays as long as the daemon does, so that a crashed nbd-server
+                // ends its container and the pool starts a new one.
+                // The daemon writes its pid file after the first process has returned: wait
+                // for it (5 s at most) before watching the pid.
+                let script = r#"nbd-server -C "$0" -p "$1" || exit 1
 tries=0
 while [ ! -s "$1" ]; do
   tries=$((tries + 1)); [ "$tries" -gt 100 ] && exit 1; sleep 0.05
 done
 while kill -0 "$(cat "$1")" 2>/dev/null; do sleep 0.2; done"#;
-            vec![
-                "sh".into(),
-                "-c".into(),
-                script.into(),
-                config.into(),
-                scratch.path("nbd-server.pid").into(),
-            ]
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    script.into(),
+                    config.into(),
+                    place.dir.join("nbd-server.pid").into(),
+                ]
+            }
+            _ => {
+                let mut words = vec![OsString::from(kind.name())];
+                words.extend(foreground_args(
+                    kind,
+                    plan,
+                    place.socket,
+                    plan.image_for(kind),
+                ));
+                words
+            }
+        };
+        // As the harness's own user: the server's socket must be one the harness may connect
+        // to, and the 0700 temp dir one the server may enter.
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+        let mut args: Vec<OsString> = [
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--user",
+            &user,
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        for dir in &mounts {
+            args.push("-v".into());
+            args.push(bind(dir, true));
         }
-        _ => {
-            let mut words = vec![OsString::from(kind.name())];
-            words.extend(foreground_args(kind, plan, &socket, served));
-            words
-        }
-    };
-    // As the harness's own user: the server's socket must be one the harness may connect to,
-    // and the 0700 scratch dir one the server may enter.
-    // SAFETY: getuid and getgid cannot fail and touch no memory.
-    let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
-    let mut args: Vec<OsString> = [
-        "run",
-        "--rm",
-        "--name",
-        &name,
-        "--network",
-        "none",
-        "--user",
-        &user,
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    for dir in &mounts {
         args.push("-v".into());
-        args.push(bind(dir, true));
+        args.push(bind(place.dir, false));
+        args.push(self.image.into());
+        args.extend(server_command);
+        Ok(ServerCommand {
+            program: "docker".into(),
+            args,
+            process: Process::ContainerClient { name },
+        })
     }
-    args.push("-v".into());
-    args.push(bind(scratch.dir(), false));
-    args.push(image.into());
-    args.extend(server_command);
-    let client = start_program("docker".as_ref(), &args, &scratch)
-        .await
-        .map_err(|e| LaunchError::Spawn(describe("docker", &args), e))?;
-    let mut running = Running::Container {
-        client,
-        name,
-        removed: false,
-    };
-    let server = format!("{} in {image}", kind.name());
-    let endpoint = Endpoint::Unix(socket);
-    wait_until_ready(&server, &endpoint, &scratch, &mut running).await?;
-    Ok(Launched::new(
-        server,
-        version,
-        plan,
-        dialect,
-        endpoint,
-        Guard {
-            running,
-            watchdog: Some(watchdog),
-            scratch,
-        },
-    ))
 }
 
 /// `-v DIR:DIR[:ro]`.

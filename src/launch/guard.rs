@@ -12,10 +12,12 @@
 
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use super::scratch::Scratch;
+use tempfile::TempDir;
+
 use super::spawner::ForeignProcess;
 
 /// How long a daemon gets between SIGTERM and SIGKILL.
@@ -37,18 +39,25 @@ if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; fi
 if [ -n "$container" ]; then docker rm -f "$container" >/dev/null 2>&1; fi
 rm -rf -- "$1""#;
 
+/// A launched server and what cleans up after it. Fields drop in the order they are declared,
+/// which is the order cleanup needs: the watchdog stays on duty until the server has stopped, and
+/// the server never runs in a directory that is gone.
 #[derive(Debug)]
 pub(super) struct Guard {
     pub(super) running: Running,
-    pub(super) watchdog: Option<Watchdog>,
-    pub(super) scratch: Scratch,
+    /// Held only to be dropped.
+    _watchdog: Watchdog,
+    /// Held only to be dropped: that removes the directory and everything in it.
+    _scratch: TempDir,
 }
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.running.stop();
-        drop(self.watchdog.take());
-        self.scratch.remove();
+impl Guard {
+    pub(super) fn new(running: Running, watchdog: Watchdog, scratch: TempDir) -> Guard {
+        Guard {
+            running,
+            _watchdog: watchdog,
+            _scratch: scratch,
+        }
     }
 }
 
@@ -144,7 +153,7 @@ pub(super) struct Watchdog {
 
 impl Watchdog {
     /// Watches for the harness's death; then it removes `scratch`.
-    pub(super) fn start(scratch: &Scratch) -> io::Result<Watchdog> {
+    pub(super) fn start(scratch: &Path) -> io::Result<Watchdog> {
         // Our end of the pipe is close-on-exec, so no other child holds it open. A process
         // group of its own keeps it out of reach of signals sent to the harness's group
         // (Ctrl-C, `kill -- -PGID`).
@@ -152,7 +161,7 @@ impl Watchdog {
             .arg("-c")
             .arg(WATCHDOG_SCRIPT)
             .arg("nbd-conform-watchdog")
-            .arg(scratch.dir())
+            .arg(scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

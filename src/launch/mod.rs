@@ -12,13 +12,17 @@
 //!   (`container`);
 //! - any server from a `--spawn` command template (`template`, `spawned`).
 //!
-//! [`launch`] starts one; [`Pool`] shares one per (server, fixture, dialect) across the cases of
-//! a process. [`launch_with`] and [`Pool::get_with`] start the reference server with faults
-//! or variants (one pooled server per [`Behaviour`]). The parts:
+//! The last three only say what differs (a `child_server::Recipe`: the command, where it
+//! listens, what the process it starts is); `child_server` starts each, waits until it answers,
+//! quotes its log when it does not, and hands it to the guard that kills and reaps it.
+//!
+//! [`launch`] starts one; [`Pool`] shares one per (server, fixture, dialect, [`Behaviour`])
+//! across the cases of a process. Only the reference server takes faults or variants. The parts:
 //! - `kind`: the servers ([`ServerKind`]) and their installed versions;
 //! - `runtime`: the process-wide runtime launches and the reference server run on;
 //! - `spawner`: child processes that die with the harness, and signalling daemons safely;
-//! - `scratch`: the per-server temp dir (socket, log, config);
+//! - `scratch`: the per-server temp dir (socket, log, config), short enough for a socket path;
+//! - `child_server`: the one skeleton of every server in a process of its own;
 //! - `guard`: stopping a server and cleaning up, also when the harness dies abruptly;
 //! - `pool`: the shared servers (one that died is started again).
 //!
@@ -31,6 +35,7 @@
 //! does not reach it; only killing a watchdog itself leaves its nbd-server and temp dir behind.
 //! Connections the reference server already accepted outlive a stop until their clients hang up.
 
+mod child_server;
 mod container;
 mod guard;
 mod kind;
@@ -285,33 +290,18 @@ impl From<ServerKind> for Launcher {
     }
 }
 
-/// Starts `kind` serving `built` (raw for reference, nbdkit and nbd-server, qcow2 for
-/// qemu-nbd), read-only, on a fresh Unix socket in a private temp dir; returns once a handshake
-/// works. (The reference server is writable, on a private copy, for fixtures with bitmap
-/// writes: see the module doc.)
+/// Starts the server `launcher` names serving `built` (raw for reference, nbdkit and
+/// nbd-server, qcow2 for qemu-nbd), read-only, on a fresh Unix socket in a private temp dir;
+/// returns once a handshake works. (The reference server is writable, on a private copy, for
+/// fixtures with bitmap writes: see the module doc.)
+///
+/// `behaviour` holds faults (clauses broken on purpose, design §7) or variants (legal choices
+/// taken on purpose); only the reference server takes them, any other server with either is a
+/// setup error. [`Behaviour::default`] is the plain server.
 ///
 /// The work runs on the launcher's own runtime, so the caller's runtime may be short-lived and
 /// need not have any driver enabled.
 pub async fn launch(
-    kind: ServerKind,
-    fixture_name: &str,
-    built: &Built,
-    dialect: Dialect,
-) -> Result<Launched, LaunchError> {
-    launch_with(
-        &kind.into(),
-        fixture_name,
-        built,
-        dialect,
-        &Behaviour::default(),
-    )
-    .await
-}
-
-/// [`launch`] for any [`Launcher`], with faults (clauses broken on purpose, design §7) or
-/// variants (legal choices taken on purpose). Only the reference server takes them; any other
-/// server with either is a setup error.
-pub async fn launch_with(
     launcher: &Launcher,
     fixture_name: &str,
     built: &Built,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::OnceCell;
 
-use super::{launch_with, LaunchError, Launched, Launcher, ServerKind};
+use super::{launch, LaunchError, Launched, Launcher};
 use crate::fixtures::Built;
 use crate::server::Behaviour;
 use crate::Dialect;
@@ -36,36 +36,11 @@ impl Pool {
         POOL.get_or_init(Pool::default)
     }
 
-    /// The server for (kind, fixture, dialect), launching it if this is the first request.
-    /// Concurrent first requests wait for one launch.
+    /// The server `launcher` starts for (fixture, dialect, behaviour), launching it if this is
+    /// the first request; concurrent first requests wait for one launch. A reference server with
+    /// faults or variants is one server per distinct behaviour ([`Behaviour::default`] is the
+    /// plain one every case runs on).
     pub async fn get(
-        &self,
-        kind: ServerKind,
-        fixture_name: &str,
-        built: &Built,
-        dialect: Dialect,
-    ) -> Result<Arc<Launched>, Arc<LaunchError>> {
-        self.get_with(kind, fixture_name, built, dialect, &Behaviour::default())
-            .await
-    }
-
-    /// [`Pool::get`] for a reference server with faults or variants: one server per distinct
-    /// behaviour (the plain one is the server `get` returns).
-    pub async fn get_with(
-        &self,
-        kind: ServerKind,
-        fixture_name: &str,
-        built: &Built,
-        dialect: Dialect,
-        behaviour: &Behaviour,
-    ) -> Result<Arc<Launched>, Arc<LaunchError>> {
-        self.get_launched(&kind.into(), fixture_name, built, dialect, behaviour)
-            .await
-    }
-
-    /// The server `launcher` starts for (fixture, dialect, behaviour), launching it if this is the
-    /// first request. Concurrent first requests wait for one launch.
-    pub async fn get_launched(
         &self,
         launcher: &Launcher,
         fixture_name: &str,
@@ -94,7 +69,7 @@ impl Pool {
         };
         let outcome = slot
             .get_or_init(|| async {
-                launch_with(launcher, fixture_name, built, dialect, &key.behaviour)
+                launch(launcher, fixture_name, built, dialect, &key.behaviour)
                     .await
                     .map(Arc::new)
                     .map_err(Arc::new)

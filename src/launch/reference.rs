@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::guard::{Guard, Running, Watchdog};
-use super::scratch::Scratch;
+use super::scratch::{self, SOCKET};
 use super::{LaunchError, Launched, Plan, ServerKind, EXPORT_NAME};
 use crate::client::Endpoint;
 use crate::client::{Session, SessionOptions, Target};
@@ -34,11 +34,11 @@ pub(super) async fn launch(
     dialect: Dialect,
     behaviour: Behaviour,
 ) -> Result<Launched, LaunchError> {
-    let scratch = Scratch::create(ServerKind::Reference.name()).map_err(LaunchError::scratch)?;
-    let socket = scratch.path("nbd.sock");
+    let scratch = scratch::create(ServerKind::Reference.name()).map_err(LaunchError::scratch)?;
+    let socket = scratch.path().join(SOCKET);
     let writable = !plan.writes.is_empty();
     let image = if writable {
-        let copy = scratch.path("raw.img");
+        let copy = scratch.path().join("raw.img");
         copy_sparse(&plan.raw, &copy).map_err(|e| {
             LaunchError::Fixture(format!(
                 "{}: cannot copy {}: {e}",
@@ -65,7 +65,7 @@ pub(super) async fn launch(
         ServeError::Image { .. } => LaunchError::Fixture(format!("{}: {e}", plan.fixture)),
         e => LaunchError::Setup(format!("the reference server cannot start: {e}")),
     })?;
-    let watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
+    let watchdog = Watchdog::start(scratch.path()).map_err(LaunchError::watchdog)?;
     let task = tokio::spawn(server.run());
     let launched = Launched::new(
         ServerKind::Reference.name().to_owned(),
@@ -75,11 +75,7 @@ pub(super) async fn launch(
         plan,
         dialect,
         Endpoint::Unix(socket),
-        Guard {
-            running: Running::InProcess(task.abort_handle()),
-            watchdog: Some(watchdog),
-            scratch,
-        },
+        Guard::new(Running::InProcess(task.abort_handle()), watchdog, scratch),
     );
     // On failure `launched` is dropped here, which stops the server again.
     replay_writes(&launched.target, dialect, &plan.raw, &plan.writes)

@@ -1,13 +1,10 @@
 //! Any server, from a `--spawn` template (see `template`): started on each fixture like the
 //! servers the harness knows, watched the same way, stopped the same way.
 
-use std::ffi::OsString;
-use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::ffi::{OsStr, OsString};
 
-use super::guard::{Guard, Running, Watchdog};
-use super::process::{describe, has_exited, start_program, wait_until_ready};
-use super::scratch::Scratch;
+use super::child_server::{self, has_exited, Place, Process, Recipe, ServerCommand};
+use super::guard::Running;
 use super::spawner::ForeignProcess;
 use super::template::{Listen, SpawnTemplate, Values};
 use super::{LaunchError, Launched, Plan, EXPORT_NAME};
@@ -20,52 +17,76 @@ pub(super) async fn launch(
     plan: &Plan,
     dialect: Dialect,
 ) -> Result<Launched, LaunchError> {
-    let name = template.program_name();
-    let server = format!("spawn:{name}");
     plan.require(&plan.raw)?;
     plan.require(&plan.qcow2)?;
-    let scratch = Scratch::create(&name).map_err(LaunchError::scratch)?;
-    // The watchdog removes the temp dir if the harness dies; the server itself dies with the
-    // harness through PDEATHSIG, as long as it stays the process we started.
-    let watchdog = Watchdog::start(&scratch).map_err(LaunchError::watchdog)?;
-    let socket = scratch.path("nbd.sock");
-    let (endpoint, port) = match template.listen() {
-        Listen::Socket => (Endpoint::Unix(socket.clone()), 0),
-        Listen::Port => {
-            let port = free_loopback_port().map_err(|e| {
-                LaunchError::Setup(format!("cannot find a free port on 127.0.0.1: {e}"))
-            })?;
-            let host = Ipv4Addr::LOCALHOST.to_string();
-            (Endpoint::Tcp { host, port }, port)
-        }
-    };
-    let words = template.render(&Values {
-        raw: &plan.raw,
-        qcow2: &plan.qcow2,
-        socket: &socket,
-        port,
-        export: EXPORT_NAME,
-        dir: scratch.dir(),
-    });
-    let (program, args) = words
-        .split_first()
-        .ok_or_else(|| LaunchError::Setup("the --spawn template is empty".into()))?;
-    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-    let child = start_program(program.as_ref(), &args, &scratch)
-        .await
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => LaunchError::Setup(format!(
-                "cannot start {program}: no such program (the first word of --spawn is run \
-                 directly, without a shell)"
-            )),
-            _ => LaunchError::Spawn(describe(program, &args), e),
-        })?;
-    let mut running = Running::Child(child);
-    wait_until_ready(&server, &endpoint, &scratch, &mut running).await?;
-    // It answered, but the process we started is gone: the server forked into the background,
-    // out of the harness's reach (it could be neither stopped nor cleaned up).
-    if let Some(how) = has_exited(&mut running) {
-        let stopped = match &endpoint {
+    let version = template.text().to_owned();
+    child_server::launch(&Spawned { template, plan }, version, plan, dialect).await
+}
+
+/// A template's server on the fixture of `plan`. The watchdog removes its temp dir if the
+/// harness dies; the server itself dies with the harness through PDEATHSIG, as long as it stays
+/// the process we started.
+struct Spawned<'a> {
+    template: &'a SpawnTemplate,
+    plan: &'a Plan,
+}
+
+impl Recipe for Spawned<'_> {
+    fn server(&self) -> String {
+        format!("spawn:{}", self.label())
+    }
+
+    fn label(&self) -> String {
+        self.template.program_name()
+    }
+
+    fn listen(&self) -> Listen {
+        self.template.listen()
+    }
+
+    fn command(&self, place: &Place<'_>) -> Result<ServerCommand, LaunchError> {
+        let port = match place.endpoint {
+            Endpoint::Tcp { port, .. } => *port,
+            Endpoint::Unix(_) => 0,
+        };
+        let words = self.template.render(&Values {
+            raw: &self.plan.raw,
+            qcow2: &self.plan.qcow2,
+            socket: place.socket,
+            port,
+            export: EXPORT_NAME,
+            dir: place.dir,
+        });
+        let (program, args) = words
+            .split_first()
+            .ok_or_else(|| LaunchError::Setup("the --spawn template is empty".into()))?;
+        Ok(ServerCommand {
+            program: program.into(),
+            args: args.iter().map(OsString::from).collect(),
+            process: Process::Server,
+        })
+    }
+
+    fn missing_program(&self, program: &OsStr) -> Option<LaunchError> {
+        Some(LaunchError::Setup(format!(
+            "cannot start {}: no such program (the first word of --spawn is run directly, \
+             without a shell)",
+            program.to_string_lossy()
+        )))
+    }
+
+    /// It answered, but the process we started is gone: the server forked into the
+    /// background, out of the harness's reach (it could be neither stopped nor cleaned up).
+    fn check_answered(
+        &self,
+        server: &str,
+        running: &mut Running,
+        endpoint: &Endpoint,
+    ) -> Result<(), LaunchError> {
+        let Some(how) = has_exited(running) else {
+            return Ok(());
+        };
+        let stopped = match endpoint {
             // Our private dir: whoever listens there is the server that ran away. Stop it.
             Endpoint::Unix(path) => {
                 let pids = listeners_on_unix_socket(path);
@@ -77,24 +98,12 @@ pub(super) async fn launch(
             // A port anyone could hold: name it, leave it.
             Endpoint::Tcp { .. } => "; it is still running, stop it by hand".to_owned(),
         };
-        return Err(LaunchError::Setup(format!(
+        Err(LaunchError::Setup(format!(
             "{server} answered on {endpoint}, but the process the harness started {how}: the \
              server went into the background, out of the harness's reach{stopped}. Keep it in \
              the foreground (e.g. nbdkit -f, qemu-nbd without --fork)"
-        )));
+        )))
     }
-    Ok(Launched::new(
-        server,
-        template.text().to_owned(),
-        plan,
-        dialect,
-        endpoint,
-        Guard {
-            running,
-            watchdog: Some(watchdog),
-            scratch,
-        },
-    ))
 }
 
 /// How long a server that went into the background gets between SIGTERM and SIGKILL.
@@ -134,11 +143,4 @@ fn listeners_on_unix_socket(path: &std::path::Path) -> Vec<i32> {
             })
         })
         .collect()
-}
-
-/// A port the kernel just handed out on loopback. Another process could take it before the
-/// server binds it; then the server fails to start and says so in its output.
-fn free_loopback_port() -> io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
 }
