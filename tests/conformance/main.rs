@@ -15,7 +15,9 @@
 mod faults;
 mod interop;
 mod launchers;
+mod peer;
 mod real_servers;
+mod scripted;
 mod support;
 mod third_party;
 mod variants;
@@ -151,6 +153,7 @@ fn main() {
                 }
             }
             trials.extend(wire::trials());
+            trials.extend(scripted::trials());
             trials.extend(interop::trials());
             trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));

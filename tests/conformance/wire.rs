@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+
+use crate::peer::Peer;
 
 use nbd_conform::client::{ClientError, Session, SessionOptions, Target};
 use nbd_conform::wire::consts::{chunk_type, magic, option, reply_flag, reply_type};
@@ -247,91 +247,52 @@ enum Misbehaviour {
     HugeOptionReply,
 }
 
-async fn read_option(s: &mut UnixStream) -> (u32, Vec<u8>) {
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).await.unwrap();
-    let header = OptionHeader::decode(&h).unwrap();
-    let mut data = vec![0u8; header.length as usize];
-    s.read_exact(&mut data).await.unwrap();
-    (header.option, data)
-}
-
 /// A server that negotiates base:allocation properly, then misbehaves.
-async fn hostile_server(listener: UnixListener, how: Misbehaviour) {
-    let (mut s, _) = listener.accept().await.unwrap();
-    let mut out = BytesMut::new();
-    Greeting::new(3).encode(&mut out);
-    s.write_all(&out).await.unwrap();
-    let mut flags = [0u8; 4];
-    s.read_exact(&mut flags).await.unwrap();
-    loop {
-        let (opt, _) = read_option(&mut s).await;
-        let mut out = BytesMut::new();
-        match opt {
-            option::STRUCTURED_REPLY => {
-                if let Misbehaviour::HugeOptionReply = how {
-                    out.extend_from_slice(&magic::OPTION_REPLY.to_be_bytes());
-                    out.extend_from_slice(&opt.to_be_bytes());
-                    out.extend_from_slice(&reply_type::ACK.to_be_bytes());
-                    out.extend_from_slice(&u32::MAX.to_be_bytes());
-                    s.write_all(&out).await.unwrap();
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    return;
-                }
-                handshake::encode_option_reply(&mut out, opt, reply_type::ACK, &[]);
-            }
-            option::SET_META_CONTEXT => {
-                let mut ctx = BytesMut::new();
-                handshake::encode_meta_context_reply(&mut ctx, 1, "base:allocation");
-                handshake::encode_option_reply(&mut out, opt, reply_type::META_CONTEXT, &ctx);
-                handshake::encode_option_reply(&mut out, opt, reply_type::ACK, &[]);
-            }
-            option::GO => {
-                let mut info = BytesMut::new();
-                Info::Export {
-                    size: 1 << 20,
-                    flags: 1,
-                }
-                .encode(&mut info);
-                handshake::encode_option_reply(&mut out, opt, reply_type::INFO, &info);
-                handshake::encode_option_reply(&mut out, opt, reply_type::ACK, &[]);
-                s.write_all(&out).await.unwrap();
-                break;
-            }
-            _ => handshake::encode_option_reply(&mut out, opt, reply_type::ERR_UNSUP, &[]),
-        }
-        s.write_all(&out).await.unwrap();
-    }
-    let mut req = [0u8; 28];
-    s.read_exact(&mut req).await.unwrap();
-    let cookie = Request::decode(HeaderForm::Compact, &req).unwrap().cookie;
-    let mut out = BytesMut::new();
-    match how {
-        Misbehaviour::Silence | Misbehaviour::HugeOptionReply => {}
-        Misbehaviour::HugeChunkClaim => ReplyHeader::Structured {
-            flags: 1,
-            chunk_type: chunk_type::BLOCK_STATUS,
-            cookie,
-            length: u32::MAX,
-        }
-        .encode(&mut out),
-        Misbehaviour::HangUpMidChunk => {
+fn hostile_server(how: Misbehaviour) -> Peer {
+    let chunk_header = |length: u32| {
+        move |r: &Request| {
+            let mut out = BytesMut::new();
             ReplyHeader::Structured {
                 flags: 1,
                 chunk_type: chunk_type::BLOCK_STATUS,
-                cookie,
-                length: 1 << 20,
+                cookie: r.cookie,
+                length,
             }
             .encode(&mut out);
-            out.extend_from_slice(&[0u8; 10]);
+            out.to_vec()
         }
-        Misbehaviour::GarbageMagic => out.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+    };
+    let stall = Duration::from_secs(30);
+    match how {
+        Misbehaviour::HugeOptionReply => {
+            let mut reply = BytesMut::new();
+            reply.extend_from_slice(&magic::OPTION_REPLY.to_be_bytes());
+            reply.extend_from_slice(&option::STRUCTURED_REPLY.to_be_bytes());
+            reply.extend_from_slice(&reply_type::ACK.to_be_bytes());
+            reply.extend_from_slice(&u32::MAX.to_be_bytes());
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .send(&reply)
+                .pause(stall)
+        }
+        Misbehaviour::Silence => Peer::new().negotiated(1 << 20).request().pause(stall),
+        Misbehaviour::HugeChunkClaim => Peer::new()
+            .negotiated(1 << 20)
+            .request()
+            .reply(chunk_header(u32::MAX))
+            .pause(stall),
+        Misbehaviour::HangUpMidChunk => Peer::new()
+            .negotiated(1 << 20)
+            .request()
+            .reply(chunk_header(1 << 20))
+            .send(&[0u8; 10]),
+        Misbehaviour::GarbageMagic => Peer::new()
+            .negotiated(1 << 20)
+            .request()
+            .send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .pause(stall),
     }
-    s.write_all(&out).await.unwrap();
-    if let Misbehaviour::HangUpMidChunk = how {
-        return;
-    }
-    tokio::time::sleep(Duration::from_secs(30)).await;
 }
 
 /// Runs the client against a misbehaving server; returns the error and how long it took.
@@ -341,13 +302,7 @@ fn against(how: Misbehaviour) -> (ClientError, Duration) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hostile.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let server = tokio::spawn(hostile_server(listener, how));
-        let target: Target = format!("nbd+unix:///?socket={}", path.display())
-            .parse()
-            .unwrap();
+        let (_dir, target, server) = hostile_server(how).listen();
         let options = SessionOptions {
             timeout: Duration::from_millis(500),
             contexts: vec!["base:allocation".into()],

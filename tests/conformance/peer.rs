@@ -1,0 +1,202 @@
+//! A scripted NBD server for tests, in the style of h2's test support: a test writes the part
+//! one connection of a server plays (expect this option, reply that; expect a request, send
+//! these bytes; stall; hang up) and the peer plays it, so that any misbehaviour takes a few
+//! lines and no fault of the reference server. What the client sends that the script did not
+//! expect ends the script with an error the test can report.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use nbd_conform::client::Target;
+use nbd_conform::wire::consts::{option, reply_type};
+use nbd_conform::wire::handshake::{self, Greeting, Info, OptionHeader};
+use nbd_conform::wire::request::{HeaderForm, Request};
+
+/// Bytes built from the request being answered.
+type BuildReply = Box<dyn Fn(&Request) -> Vec<u8> + Send>;
+
+/// What the server does next.
+enum Act {
+    /// Send a fixed-newstyle greeting and read the client's flags.
+    Greet,
+    /// Read one option; with a number, it must be that option.
+    ExpectOption(Option<u32>),
+    /// Answer the option just read.
+    ReplyOption { reply_type: u32, data: Vec<u8> },
+    /// Read one compact request header.
+    ExpectRequest,
+    /// Send bytes built from the request just read.
+    Reply(BuildReply),
+    /// Send bytes as they are.
+    Send(Vec<u8>),
+    /// Do nothing for a while (a stall, or a server that never answers).
+    Pause(Duration),
+}
+
+/// The script of one connection.
+#[derive(Default)]
+pub struct Peer {
+    acts: Vec<Act>,
+}
+
+impl Peer {
+    pub fn new() -> Peer {
+        Peer::default()
+    }
+
+    fn then(mut self, act: Act) -> Peer {
+        self.acts.push(act);
+        self
+    }
+
+    pub fn greet(self) -> Peer {
+        self.then(Act::Greet)
+    }
+
+    /// Expects the option `opt` next.
+    pub fn option(self, opt: u32) -> Peer {
+        self.then(Act::ExpectOption(Some(opt)))
+    }
+
+    /// Answers the last option with `reply_type` and `data`.
+    pub fn option_reply(self, reply_type: u32, data: &[u8]) -> Peer {
+        self.then(Act::ReplyOption {
+            reply_type,
+            data: data.to_vec(),
+        })
+    }
+
+    pub fn ack(self) -> Peer {
+        self.option_reply(reply_type::ACK, &[])
+    }
+
+    /// A META_CONTEXT reply selecting `name` under `id`.
+    pub fn meta_context(self, id: u32, name: &str) -> Peer {
+        let mut data = BytesMut::new();
+        handshake::encode_meta_context_reply(&mut data, id, name);
+        self.option_reply(reply_type::META_CONTEXT, &data)
+    }
+
+    /// An NBD_INFO_EXPORT reply: the export's size and transmission flags.
+    pub fn export_info(self, size: u64, flags: u16) -> Peer {
+        let mut data = BytesMut::new();
+        Info::Export { size, flags }.encode(&mut data);
+        self.option_reply(reply_type::INFO, &data)
+    }
+
+    /// The usual handshake done right: greeting, structured replies, `base:allocation` as
+    /// context 1, GO on an export of `size` bytes.
+    pub fn negotiated(self, size: u64) -> Peer {
+        self.greet()
+            .option(option::STRUCTURED_REPLY)
+            .ack()
+            .option(option::SET_META_CONTEXT)
+            .meta_context(1, "base:allocation")
+            .ack()
+            .option(option::GO)
+            .export_info(size, 1)
+            .ack()
+    }
+
+    /// Expects a request next.
+    pub fn request(self) -> Peer {
+        self.then(Act::ExpectRequest)
+    }
+
+    /// Answers the last request with what `reply` builds from it.
+    pub fn reply(self, reply: impl Fn(&Request) -> Vec<u8> + Send + 'static) -> Peer {
+        self.then(Act::Reply(Box::new(reply)))
+    }
+
+    pub fn send(self, bytes: &[u8]) -> Peer {
+        self.then(Act::Send(bytes.to_vec()))
+    }
+
+    pub fn pause(self, how_long: Duration) -> Peer {
+        self.then(Act::Pause(how_long))
+    }
+
+    /// Plays the script on the first connection `listener` accepts, then closes it.
+    pub async fn serve(self, listener: UnixListener) -> Result<(), String> {
+        let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut last_option = 0;
+        let mut last_request = None;
+        for act in self.acts {
+            match act {
+                Act::Greet => {
+                    let mut out = BytesMut::new();
+                    Greeting::new(3).encode(&mut out);
+                    write(&mut s, &out).await?;
+                    let mut flags = [0u8; 4];
+                    s.read_exact(&mut flags).await.map_err(|e| e.to_string())?;
+                }
+                Act::ExpectOption(want) => {
+                    let (opt, _) = read_option(&mut s).await?;
+                    if want.is_some_and(|w| w != opt) {
+                        return Err(format!(
+                            "expected option {}, got {}",
+                            option::name(want.unwrap_or(0)),
+                            option::name(opt)
+                        ));
+                    }
+                    last_option = opt;
+                }
+                Act::ReplyOption { reply_type, data } => {
+                    let mut out = BytesMut::new();
+                    handshake::encode_option_reply(&mut out, last_option, reply_type, &data);
+                    write(&mut s, &out).await?;
+                }
+                Act::ExpectRequest => {
+                    let mut header = [0u8; 28];
+                    s.read_exact(&mut header)
+                        .await
+                        .map_err(|e| format!("no request: {e}"))?;
+                    last_request = Request::decode(HeaderForm::Compact, &header);
+                }
+                Act::Reply(build) => {
+                    let request = last_request.as_ref().ok_or("a reply before any request")?;
+                    write(&mut s, &build(request)).await?;
+                }
+                Act::Send(bytes) => write(&mut s, &bytes).await?,
+                Act::Pause(how_long) => tokio::time::sleep(how_long).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Listens on a fresh Unix socket and plays the script there (on the current tokio
+    /// runtime); the target reaches it, the dir holds the socket.
+    pub fn listen(
+        self,
+    ) -> (
+        tempfile::TempDir,
+        Target,
+        tokio::task::JoinHandle<Result<(), String>>,
+    ) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("peer.sock");
+        let listener = UnixListener::bind(&path).expect("bind the peer's socket");
+        let target = format!("nbd+unix:///?socket={}", path.display())
+            .parse()
+            .expect("a Unix target");
+        (dir, target, tokio::spawn(self.serve(listener)))
+    }
+}
+
+async fn write(s: &mut UnixStream, bytes: &[u8]) -> Result<(), String> {
+    s.write_all(bytes).await.map_err(|e| e.to_string())
+}
+
+async fn read_option(s: &mut UnixStream) -> Result<(u32, Vec<u8>), String> {
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h)
+        .await
+        .map_err(|e| format!("no option: {e}"))?;
+    let header = OptionHeader::decode(&h).ok_or("a short option header")?;
+    let mut data = vec![0u8; header.length as usize];
+    s.read_exact(&mut data).await.map_err(|e| e.to_string())?;
+    Ok((header.option, data))
+}
