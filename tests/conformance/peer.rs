@@ -87,9 +87,9 @@ impl Peer {
         self.option_reply(reply_type::INFO, &data)
     }
 
-    /// The usual handshake done right: greeting, structured replies, `base:allocation` as
-    /// context 1, GO on an export of `size` bytes.
-    pub fn negotiated(self, size: u64) -> Peer {
+    /// The usual haggling done right, up to GO: greeting, structured replies,
+    /// `base:allocation` as context 1.
+    pub fn haggled(self) -> Peer {
         self.greet()
             .option(option::STRUCTURED_REPLY)
             .ack()
@@ -97,8 +97,11 @@ impl Peer {
             .meta_context(1, "base:allocation")
             .ack()
             .option(option::GO)
-            .export_info(size, 1)
-            .ack()
+    }
+
+    /// The whole handshake done right: [`Peer::haggled`], then GO on an export of `size` bytes.
+    pub fn negotiated(self, size: u64) -> Peer {
+        self.haggled().export_info(size, 1).ack()
     }
 
     /// Expects a request next.

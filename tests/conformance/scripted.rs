@@ -11,7 +11,6 @@ use crate::peer::Peer;
 use nbd_conform::engine::case::{cases_dir, load_cases};
 use nbd_conform::engine::outcome::Grade;
 use nbd_conform::engine::run::{run_case, Settings, TargetSpec};
-use nbd_conform::wire::consts::option;
 use nbd_conform::wire::reply::ReplyHeader;
 use nbd_conform::Dialect;
 
@@ -58,15 +57,7 @@ fn expect_fail(id: &str, peer: Peer, clause: &str) -> Result<(), Failed> {
 
 /// GO acknowledged without NBD_INFO_EXPORT: the client cannot know the size (GO-ACK-1).
 fn go_without_the_export_size() -> Result<(), Failed> {
-    let peer = Peer::new()
-        .greet()
-        .option(option::STRUCTURED_REPLY)
-        .ack()
-        .option(option::SET_META_CONTEXT)
-        .meta_context(1, "base:allocation")
-        .ack()
-        .option(option::GO)
-        .ack();
+    let peer = Peer::new().haggled().ack();
     expect_fail("bs.req-one.single-descriptor", peer, "GO-ACK-1")
 }
 
