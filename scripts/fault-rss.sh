@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Standard cases: a sparse 4 GiB + 1 MiB export with a little data and a dirty bitmap (big
-# enough for the cases written for big-hole-8g). Draft cases: 4 MiB, no bitmap (so that GET_DIRTY
+# enough for the cases written for big-hole-4g). Draft cases: 4 MiB, no bitmap (so that GET_DIRTY
 # gets the fallback the draft cases expect there).
 standard=$work/standard.img
 draft=$work/draft.img

@@ -37,6 +37,11 @@ pub struct Case {
     /// fixed; a third-party server's verdict may differ from run to run, and that is the finding.
     #[serde(default)]
     pub races: Option<String>,
+    /// Set when the case's requests may crash a server that fails it (a probe that has
+    /// brought real servers down): why. A server the harness launches is then started for
+    /// this case alone, so that a crash takes no other case's server with it.
+    #[serde(default, rename = "own-server")]
+    pub own_server: Option<String>,
     pub steps: Vec<Step>,
     #[serde(skip)]
     pub path: PathBuf,

@@ -145,10 +145,18 @@ async fn run_on_pooled(
             )
         }
     };
-    let launched = match pool
-        .get(launcher, &case.fixture, &built, dialect, behaviour)
-        .await
-    {
+    // A case that may crash its server gets one of its own, so that a crash costs the
+    // servers of no other case.
+    let launched = if case.own_server.is_some() {
+        crate::launch::launch(launcher, &case.fixture, &built, dialect, behaviour)
+            .await
+            .map(Arc::new)
+            .map_err(Arc::new)
+    } else {
+        pool.get(launcher, &case.fixture, &built, dialect, behaviour)
+            .await
+    };
+    let launched = match launched {
         Ok(l) => l,
         Err(e) => {
             return (
