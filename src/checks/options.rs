@@ -48,20 +48,6 @@ pub fn final_reply(
     out
 }
 
-/// SMC-REPLY-1: a SET_META_CONTEXT answer gives every selected context its own id.
-pub fn set_reply_ids(ids: &[u32], names: &[String]) -> Option<Finding> {
-    let mut unique = ids.to_vec();
-    unique.sort_unstable();
-    unique.dedup();
-    (unique.len() != ids.len()).then(|| {
-        Finding::broken(
-            "SMC-REPLY-1",
-            "one META_CONTEXT reply per selected context, each with its own id",
-            format!("ids {ids:?} for {names:?}"),
-        )
-    })
-}
-
 /// LMC-ID-1: a LIST_META_CONTEXT answer carries context id 0 throughout.
 pub fn list_reply_ids(ids: &[u32]) -> Option<Finding> {
     ids.iter().any(|i| *i != 0).then(|| {
@@ -116,14 +102,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn duplicate_ids_break_smc_reply_1() {
-        let names = vec![
-            "base:allocation".to_owned(),
-            "qemu:dirty-bitmap:bm0".to_owned(),
-        ];
-        assert_eq!(set_reply_ids(&[1, 2], &names), None);
-        let f = set_reply_ids(&[1, 1], &names).expect("a finding");
-        assert_eq!(f.clause, "SMC-REPLY-1");
+    fn list_replies_carry_id_0() {
         assert_eq!(list_reply_ids(&[0, 0]), None);
         assert_eq!(list_reply_ids(&[0, 3]).map(|f| f.clause), Some("LMC-ID-1"));
     }

@@ -242,8 +242,16 @@ impl Handshake {
         self.send_option(opt, &handshake::meta_context_payload(export, queries))
             .await?;
         let replies = self.read_option_replies(opt).await?;
+        let contexts = self.meta_contexts(opt, &replies);
+        Ok((contexts, replies.last().map_or(0, |r| r.header.reply_type)))
+    }
+
+    /// The contexts in the META_CONTEXT replies to LIST or SET_META_CONTEXT `opt`, however the
+    /// option was sent; what the server got wrong in them is recorded. For a SET, one entry per
+    /// id and one per name (see `distinct_contexts`, SMC-REPLY-1).
+    pub fn meta_contexts(&mut self, opt: u32, replies: &[OptionReply]) -> Vec<(u32, String)> {
         let mut contexts = Vec::new();
-        for r in &replies {
+        for r in replies {
             if r.header.reply_type != reply_type::META_CONTEXT {
                 continue;
             }
@@ -265,7 +273,7 @@ impl Handshake {
         if opt == option::SET_META_CONTEXT {
             contexts = distinct_contexts(contexts, &mut self.violations);
         }
-        Ok((contexts, replies.last().map_or(0, |r| r.header.reply_type)))
+        contexts
     }
 
     /// INFO or GO: returns what the server said and the final reply (with its message on error).

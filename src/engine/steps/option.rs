@@ -102,25 +102,24 @@ impl Run<'_> {
                 option::name(opt)
             )));
         }
-        // Generic rules on every meta-context answer.
-        match opt {
-            option::SET_META_CONTEXT => {
-                let broken = checks::options::set_reply_ids(&ids, &contexts);
-                self.record.found_all(broken);
-            }
-            option::LIST_META_CONTEXT => {
-                self.record.found_all(checks::options::list_reply_ids(&ids));
-            }
-            _ => {}
+        if opt == option::LIST_META_CONTEXT {
+            self.record.found_all(checks::options::list_reply_ids(&ids));
         }
         let clause = self.clause_of(&o.expect);
         let findings = checks::options::final_reply(&o.expect, clause, last, &contexts);
         self.record.found_all(findings);
-        // Keep the handshake's idea of the state in step with what the server accepted.
+        // Keep the handshake's idea of the state in step with what the server accepted; the
+        // client checks the contexts as it does for its own SET (decoding, SMC-REPLY-1).
         if opt == option::ABORT {
             self.drop_link();
         } else if let Some(hs) = self.link.handshake() {
-            hs.accepted(opt, last, &export, ids.into_iter().zip(contexts).collect());
+            let selected = match opt {
+                option::LIST_META_CONTEXT | option::SET_META_CONTEXT => {
+                    hs.meta_contexts(opt, &replies)
+                }
+                _ => Vec::new(),
+            };
+            hs.accepted(opt, last, &export, selected);
         }
         Ok(())
     }
