@@ -1,205 +1,36 @@
 //! Where cases meet servers: fixtures built once per process, servers launched once per
 //! (server, fixture, dialect), cases run side by side, results gathered per target.
 //!
-//! Used by `nbd-conform run` and by the `cargo test` harness alike.
+//! Used by `nbd-conform run` and by the `cargo test` harness alike. `one` runs one case on one
+//! kind of server; this module runs many, side by side, against a [`Subject`]; `probe` asks a
+//! target how it serves; `snapshot` is the text insta compares.
+
+mod one;
+mod probe;
+mod snapshot;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::case::Case;
 use super::dead_server;
 use super::outcome::{Capabilities, CaseResult, ConnectionLoss, Grade, TargetResult};
-use super::run::{run_case, Settings, TargetSpec};
+use super::run::Settings;
 use crate::client::{Handshake, Target};
-use crate::fixtures::{self, Built};
 use crate::launch::{Launcher, Pool, ServerKind};
 use crate::server::Behaviour;
 use crate::Dialect;
 
-type BuiltSlot = Arc<OnceCell<Result<Arc<Built>, String>>>;
-
-/// Builds (or finds in the cache) the images of fixture `name`, once per process.
-pub async fn built_fixture(name: &str) -> Result<Arc<Built>, String> {
-    static BUILT: OnceLock<Mutex<HashMap<String, BuiltSlot>>> = OnceLock::new();
-    let slot = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(name.to_owned())
-        .or_default()
-        .clone();
-    slot.get_or_init(|| async {
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let fixture = fixtures::find(&name).map_err(|e| e.to_string())?;
-            fixture
-                .build(&fixtures::cache_dir())
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("fixture build panicked: {e}")))
-    })
-    .await
-    .clone()
-}
-
-/// A result for a case that could not start.
-fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
-    CaseResult {
-        id: case.id.clone(),
-        title: case.title.clone(),
-        grade,
-        clauses: case.clause_ids(),
-        findings: Vec::new(),
-        note: Some(why),
-        not_checked: Vec::new(),
-        lost: None,
-        lost_at: None,
-        last_connected: None,
-        transcript: Vec::new(),
-        streams: Vec::new(),
-        duration: Duration::ZERO,
-    }
-}
-
-/// Runs one case against a server the harness launches (pooled per process).
-pub async fn run_on_local(
-    case: &Case,
-    kind: ServerKind,
-    dialect: Dialect,
-    settings: Settings,
-) -> (CaseResult, Capabilities) {
-    run_on_pooled(
-        Pool::global(),
-        case,
-        &kind.into(),
-        dialect,
-        &Behaviour::default(),
-        settings,
-    )
-    .await
-}
-
-/// Runs one case against the server `launcher` starts (pooled per process). The harness built
-/// the fixture, so its truth applies, as for the servers it knows.
-pub async fn run_on_launched(
-    case: &Case,
-    launcher: &Launcher,
-    dialect: Dialect,
-    settings: Settings,
-) -> (CaseResult, Capabilities) {
-    run_in_pool(Pool::global(), case, launcher, dialect, settings).await
-}
-
-/// Runs one case against the server `launcher` starts, from a pool of the caller's (which the
-/// caller shuts down), so that nothing another run does to the global pool's servers (a case
-/// that crashes one) reaches it.
-pub async fn run_in_pool(
-    pool: &Pool,
-    case: &Case,
-    launcher: &Launcher,
-    dialect: Dialect,
-    settings: Settings,
-) -> (CaseResult, Capabilities) {
-    run_on_pooled(
-        pool,
-        case,
-        launcher,
-        dialect,
-        &Behaviour::default(),
-        settings,
-    )
-    .await
-}
-
-/// Runs one case against a server from `pool` that behaves as `behaviour` says (faults and
-/// variants: reference server only).
-async fn run_on_pooled(
-    pool: &Pool,
-    case: &Case,
-    launcher: &Launcher,
-    dialect: Dialect,
-    behaviour: &Behaviour,
-    settings: Settings,
-) -> (CaseResult, Capabilities) {
-    if case.dialect != dialect {
-        return (
-            could_not_start(
-                case,
-                Grade::Unsupported,
-                format!("the case is for the {:?} dialect", case.dialect),
-            ),
-            Capabilities::default(),
-        );
-    }
-    let built = match built_fixture(&case.fixture).await {
-        Ok(b) => b,
-        Err(e) => {
-            return (
-                could_not_start(case, Grade::Error, format!("fixture {}: {e}", case.fixture)),
-                Capabilities::default(),
-            )
-        }
-    };
-    // A case that may crash its server gets one of its own, so that a crash costs the
-    // servers of no other case.
-    let launched = if case.own_server.is_some() {
-        crate::launch::launch(launcher, &case.fixture, &built, dialect, behaviour)
-            .await
-            .map(Arc::new)
-            .map_err(Arc::new)
-    } else {
-        pool.get(launcher, &case.fixture, &built, dialect, behaviour)
-            .await
-    };
-    let launched = match launched {
-        Ok(l) => l,
-        Err(e) => {
-            return (
-                could_not_start(case, Grade::Error, e.to_string()),
-                Capabilities::default(),
-            )
-        }
-    };
-    let spec = TargetSpec {
-        target: launched.target.clone(),
-        dialect,
-        truth: Some(Arc::new(built.truth.clone())),
-        bitmaps: Vec::new(),
-    };
-    run_case(case, &spec, settings).await
-}
-
-/// Runs one case against a server someone else runs (`--target`): no fixture truth.
-pub async fn run_on_target(
-    case: &Case,
-    target: &Target,
-    dialect: Dialect,
-    settings: Settings,
-) -> (CaseResult, Capabilities) {
-    run_on_target_with_bitmaps(case, target, dialect, &[], settings).await
-}
-
-/// [`run_on_target`] with the server's own dirty bitmaps standing in for the fixture's.
-pub async fn run_on_target_with_bitmaps(
-    case: &Case,
-    target: &Target,
-    dialect: Dialect,
-    bitmaps: &[String],
-    settings: Settings,
-) -> (CaseResult, Capabilities) {
-    let spec = TargetSpec {
-        target: target.clone(),
-        dialect,
-        truth: None,
-        bitmaps: bitmaps.to_vec(),
-    };
-    run_case(case, &spec, settings).await
-}
+pub use one::{
+    built_fixture, run_in_pool, run_on_launched, run_on_local, run_on_target,
+    run_on_target_with_bitmaps,
+};
+use one::{could_not_start, run_on_pooled};
+use probe::{listed_bitmaps, ONE_AT_A_TIME};
+pub use probe::{probe_clients, Clients};
+pub use snapshot::snapshot_text;
 
 /// Runs the cases of `dialect` against the reference server with faults injected or variants
 /// taken (design §7), `parallel` at a time, on servers from `pool` (a pool of the caller's, so
@@ -502,96 +333,4 @@ async fn after_lost_connections(
             victims.join(", ")
         ));
     }
-}
-
-/// The target's `qemu:dirty-bitmap:` contexts, by LIST_META_CONTEXT (none if it lists none,
-/// or cannot: bitmap cases then grade unsupported, as they would anyway).
-async fn listed_bitmaps(target: &Target, timeout: Duration) -> Vec<String> {
-    let prefix = crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX;
-    let Ok(mut hs) = Handshake::start(target, timeout, None).await else {
-        return Vec::new();
-    };
-    let mut names = Vec::new();
-    if hs.structured_reply().await.ok() == Some(crate::wire::consts::reply_type::ACK) {
-        if let Ok((listed, _)) = hs.list_meta_context(&target.export, &[prefix]).await {
-            names = listed
-                .into_iter()
-                .filter_map(|(_, n)| n.strip_prefix(prefix).map(str::to_owned))
-                .collect();
-        }
-    }
-    let _ = hs.abort().await;
-    names
-}
-
-/// How many clients a target serves at once, as far as running cases side by side goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Clients {
-    Many,
-    OneAtATime,
-}
-
-const ONE_AT_A_TIME: &str = "the target serves one connection at a time (a second client got no \
-    greeting until the first left): its cases ran one by one";
-
-/// Opens a connection, then a second while the first is open. No greeting on the second: the
-/// first is closed and a third tried, which tells a server that takes clients one at a time
-/// from one that served a single client and stopped (qemu-nbd without `--persistent`).
-pub async fn probe_clients(target: &Target, timeout: Duration) -> Result<Clients, String> {
-    let first = Handshake::start(target, timeout, None)
-        .await
-        .map_err(|e| format!("cannot reach the target: {e}"))?;
-    match Handshake::start(target, timeout, None).await {
-        Ok(second) => {
-            let _ = second.abort().await;
-            let _ = first.abort().await;
-            return Ok(Clients::Many);
-        }
-        Err(_) => {
-            let _ = first.abort().await;
-        }
-    }
-    match Handshake::start(target, timeout, None).await {
-        Ok(third) => {
-            let _ = third.abort().await;
-            Ok(Clients::OneAtATime)
-        }
-        Err(e) => Err(format!(
-            "the target served one connection and then no more ({e}): it serves a single \
-             client and exits, as qemu-nbd does without --persistent (-t); start it persistent \
-             (qemu-nbd -t) and run again"
-        )),
-    }
-}
-
-/// The text insta snapshots hold for one case on one server: verdict, findings, transcript and
-/// the normalised descriptor streams. Nothing time-dependent.
-pub fn snapshot_text(result: &CaseResult) -> String {
-    let mut s = format!("case: {}\ngrade: {}\n", result.id, result.grade.as_str());
-    if let Some(n) = &result.note {
-        s.push_str(&format!("note: {n}\n"));
-    }
-    for n in &result.not_checked {
-        s.push_str(&format!("not checked: {n}\n"));
-    }
-    s.push_str("findings:\n");
-    for f in &result.findings {
-        s.push_str(&format!(
-            "  - {} {} ({}): expected {}; observed {}\n",
-            f.grade.as_str(),
-            f.clause,
-            f.level(),
-            f.expected,
-            f.observed
-        ));
-    }
-    s.push_str("transcript:\n");
-    for (i, line) in result.transcript.iter().enumerate() {
-        s.push_str(&format!("  {:>3} {line}\n", i + 1));
-    }
-    s.push_str("streams:\n");
-    for line in &result.streams {
-        s.push_str(&format!("  {line}\n"));
-    }
-    s
 }
