@@ -1,0 +1,127 @@
+//! What a step expects: one shape for every kind of step.
+
+use serde::Deserialize;
+
+use crate::clauses::ClauseRef;
+
+/// What a step expects, in one shape for every kind of step:
+/// `expect = { outcome = "einval", close = "allowed", alive-after = true }` on a request,
+/// `expect = { reply = ["ACK"], contexts = 1, clause = "SMC-REPLY-1" }` on an option or GO,
+/// `expect = { close = "required", clause = "HS-CFLAGS-3" }` on a connect. Which fields a kind
+/// of step takes is checked when the case loads ([`Case::validate`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Expect {
+    /// Requests: how the reply must come out (default `ok`).
+    #[serde(default)]
+    pub outcome: Outcome,
+    /// Options and GO: the acceptable final replies: `ACK`, `ERR_INVALID`, …, or `ERR_*` for
+    /// any error.
+    #[serde(default)]
+    pub reply: Vec<String>,
+    /// Options: exactly this many META_CONTEXT replies.
+    pub contexts: Option<usize>,
+    /// Options: context names that must be among the replies.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Whether the server may (the step broke a client MUST) or must close the connection.
+    #[serde(default)]
+    pub close: Close,
+    /// Requests: afterwards, a valid request on the same connection must still succeed
+    /// (TX-NODROP-1).
+    #[serde(default)]
+    pub alive_after: bool,
+    /// The clause an unmet expectation breaks (requests default to the case's first clause).
+    pub clause: Option<ClauseRef>,
+}
+
+/// How a request's reply must come out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A successful reply.
+    #[default]
+    Ok,
+    /// An error reply with EINVAL (another error value is graded by the same clause).
+    Einval,
+    /// Any error reply.
+    Error,
+    /// Any well-formed reply, error or success.
+    Any,
+    /// Draft only: the unknown-type fallback (one descriptor equal to the request, status 0).
+    Fallback,
+}
+
+/// Whether the server may close the connection instead of answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Close {
+    /// Closing breaks a rule (TX-NODROP-1, HS-NOHARD-1).
+    #[default]
+    Forbidden,
+    /// The step broke a client MUST, so the server may close instead (TX-VIOL-1).
+    Allowed,
+    /// The server must close (HS-CFLAGS-3).
+    Required,
+}
+
+impl Expect {
+    /// What a request that must succeed on any server expects.
+    pub const SUCCESS: Expect = Expect {
+        outcome: Outcome::Ok,
+        reply: Vec::new(),
+        contexts: None,
+        contains: Vec::new(),
+        close: Close::Forbidden,
+        alive_after: false,
+        clause: None,
+    };
+
+    /// Which fields a kind of step may set.
+    pub(super) fn fits(&self, kind: StepKind) -> Result<(), String> {
+        let misplaced = |field: &str, kind: &str| Err(format!("`{field}` is not for {kind} steps"));
+        match kind {
+            StepKind::Request => {
+                if !self.reply.is_empty() || self.contexts.is_some() || !self.contains.is_empty() {
+                    return misplaced("reply, contexts, contains", "request");
+                }
+                if self.close == Close::Required {
+                    return misplaced("close = \"required\"", "request");
+                }
+            }
+            StepKind::Option => {
+                if self.outcome != Outcome::Ok || self.alive_after {
+                    return misplaced("outcome, alive-after", "option and go");
+                }
+                if self.reply.is_empty() || self.clause.is_none() {
+                    return Err("an option or go expectation names its `reply` and `clause`".into());
+                }
+                if self.close == Close::Required {
+                    return misplaced("close = \"required\"", "option and go");
+                }
+            }
+            StepKind::Connect => {
+                if self.outcome != Outcome::Ok
+                    || self.alive_after
+                    || !self.reply.is_empty()
+                    || self.contexts.is_some()
+                    || !self.contains.is_empty()
+                {
+                    return Err("a connect expectation takes only `close` and `clause`".into());
+                }
+                if self.close == Close::Allowed {
+                    return misplaced("close = \"allowed\"", "connect");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of step an expectation can belong to.
+#[derive(Clone, Copy)]
+pub(super) enum StepKind {
+    Request,
+    Option,
+    Connect,
+}

@@ -1,0 +1,291 @@
+//! The case file format (`cases/**/*.toml`): scripted request sequences, as data, validated
+//! into types when a file loads (clause ids against the registry, needs, flags, options, hex
+//! payloads, offset and length expressions): a case that loads is one the engine can run, and
+//! a field that does not parse fails loading with the file and the reason. A case's id is its
+//! path (`cases/bs/range/past-end.toml` is `bs.range.past-end`).
+//!
+//! `steps` holds the kinds of step, `expect` what a step expects, `values` the typed values
+//! (needs, flags, options, payloads, expressions) they are written with.
+//!
+//! A case names its clauses, dialect, fixture and needs, then lists steps. Each step is one
+//! table with a single key naming its kind, e.g. `{ block-status = { offset = "0", length =
+//! "4K", flags = ["REQ_ONE"] } }`. Offsets and lengths are expressions: a number with an
+//! optional K/M/G/T suffix, `size` (the export size), `max` (2^64 − 1), or one of those plus or
+//! minus a number (`size-512`, `max-511`).
+
+mod expect;
+mod steps;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::clauses::ClauseRef;
+use crate::Dialect;
+
+use expect::StepKind;
+pub use expect::{Close, Expect, Outcome};
+pub use steps::{
+    BlockStatus, Connect, DraftStatus, Empty, Go, MapStep, Negotiate, OptionStep, Pipeline,
+    RawRequest,
+};
+pub use values::{CommandFlags, Expr, HexTemplate, Need, OptionCode};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub id: String,
+    pub title: String,
+    pub clauses: Vec<ClauseRef>,
+    #[serde(default)]
+    pub dialect: Dialect,
+    pub fixture: String,
+    /// Capabilities without which the case grades `unsupported` (see [`Need`]).
+    #[serde(default)]
+    pub needs: Vec<Need>,
+    /// Set when the outcome on a server that works on requests concurrently depends on
+    /// timing (say, a request racing NBD_CMD_DISC): why. Such a case is graded and reported
+    /// as always, but its snapshot is compared on the reference server only, whose outcome is
+    /// fixed; a third-party server's verdict may differ from run to run, and that is the finding.
+    #[serde(default)]
+    pub races: Option<String>,
+    /// Set when the case's requests may crash a server that fails it (a probe that has
+    /// brought real servers down): why. A server the harness launches is then started for
+    /// this case alone, so that a crash takes no other case's server with it.
+    #[serde(default, rename = "own-server")]
+    pub own_server: Option<String>,
+    pub steps: Vec<Step>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    /// Connect, negotiate (extended headers or structured replies, contexts) and GO.
+    Negotiate(Negotiate),
+    /// Connect and read the greeting, leaving the connection in option haggling.
+    Connect(Connect),
+    /// Send one option during haggling and check its replies.
+    Option(OptionStep),
+    /// End haggling with GO (or expect GO to fail).
+    Go(Go),
+    BlockStatus(BlockStatus),
+    DraftStatus(DraftStatus),
+    /// A request header with any field, including a wrong magic.
+    RawRequest(RawRequest),
+    /// Several block-status requests in flight at once.
+    Pipeline(Pipeline),
+    /// Map the whole export for every selected context, with the read-back and truth oracles.
+    Map(MapStep),
+    /// Map again with other context mixes and orders; everything must agree.
+    Stability(Empty),
+    /// Close and negotiate again as the last `negotiate` step did.
+    Reconnect(Empty),
+    /// A block-status request and NBD_CMD_DISC back to back: the reply, then the close.
+    Disc(Empty),
+}
+
+impl Case {
+    /// The case with the fixture's dirty bitmaps renamed to a server's (`renames` holds
+    /// (fixture name, server name) pairs): a server we did not set up exports its own bitmaps
+    /// (`qemu-nbd -B backup-a`), and the case asks for those instead of `bm0`.
+    pub fn with_bitmaps_renamed(&self, renames: &[(String, String)]) -> Case {
+        let rename = |name: &mut String| {
+            let Some(bitmap) =
+                name.strip_prefix(crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX)
+            else {
+                return;
+            };
+            if let Some((_, to)) = renames.iter().find(|(from, _)| from == bitmap) {
+                *name = format!(
+                    "{}{to}",
+                    crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX
+                );
+            }
+        };
+        let mut case = self.clone();
+        for need in &mut case.needs {
+            if let Need::Context(name) = need {
+                rename(name);
+            }
+        }
+        for step in &mut case.steps {
+            match step {
+                Step::Negotiate(n) => n.contexts.iter_mut().for_each(rename),
+                Step::Option(o) => {
+                    o.queries.iter_mut().for_each(rename);
+                    o.expect.contains.iter_mut().for_each(rename);
+                }
+                _ => {}
+            }
+        }
+        case
+    }
+
+    /// What the types cannot say: a case names a clause and has steps, and each step's
+    /// expectation sets only what its kind of step can check.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.clauses.is_empty() {
+            return Err("names no clause".into());
+        }
+        if self.steps.is_empty() {
+            return Err("has no steps".into());
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let checked = match step {
+                Step::BlockStatus(BlockStatus { expect, .. })
+                | Step::DraftStatus(DraftStatus { expect, .. })
+                | Step::RawRequest(RawRequest { expect, .. }) => expect.fits(StepKind::Request),
+                Step::Option(OptionStep { expect, .. })
+                | Step::Go(Go {
+                    expect: Some(expect),
+                    ..
+                }) => expect.fits(StepKind::Option),
+                Step::Connect(Connect { expect, .. }) => expect.fits(StepKind::Connect),
+                _ => Ok(()),
+            };
+            checked.map_err(|e| format!("step {}: {e}", i + 1))?;
+        }
+        Ok(())
+    }
+
+    pub fn needs(&self) -> &[Need] {
+        &self.needs
+    }
+
+    /// The case's clause ids as the registry's strings.
+    pub fn clause_ids(&self) -> Vec<&'static str> {
+        self.clauses.iter().map(|c| c.id()).collect()
+    }
+
+    /// The clause a step's unmet expectation breaks by default.
+    pub fn main_clause(&self) -> &'static str {
+        self.clauses[0].id()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where case files live: `$NBD_CONFORM_CASES`, else the source tree's `cases/`.
+pub fn cases_dir() -> PathBuf {
+    std::env::var_os("NBD_CONFORM_CASES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("cases"),
+        PathBuf::from,
+    )
+}
+
+/// Loads and validates every `*.toml` under `dir`, sorted by id; ids must be unique.
+pub fn load_cases(dir: &Path) -> Result<Vec<Case>, CaseError> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    let mut cases = Vec::new();
+    for path in files {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| CaseError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut case: Case = toml::from_str(&text).map_err(|e| CaseError::Invalid {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        case.validate().map_err(|reason| CaseError::Invalid {
+            path: shown.clone(),
+            reason,
+        })?;
+        let from_path = id_of(dir, &path);
+        if case.id != from_path {
+            return Err(CaseError::Invalid {
+                path: shown,
+                reason: format!(
+                    "the id {:?} is not the file's path (a case at this path has the id \
+                     {from_path:?})",
+                    case.id
+                ),
+            });
+        }
+        case.path = path;
+        cases.push(case);
+    }
+    cases.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Some(w) = cases.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(CaseError::Invalid {
+            path: w[1].path.display().to_string(),
+            reason: format!("duplicate case id {:?}", w[1].id),
+        });
+    }
+    Ok(cases)
+}
+
+/// The id a case file at `path` under `dir` has: its path without `.toml`, `/` read as `.`
+/// (`bs/range/past-end.toml` is `bs.range.past-end`), so that a case is found from its id.
+fn id_of(dir: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path).with_extension("");
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CaseError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| CaseError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry
+            .map_err(|source| CaseError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?
+            .path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_is_found_from_its_id() {
+        let dir = Path::new("/x/cases");
+        assert_eq!(
+            id_of(dir, &dir.join("bs/range/past-end.toml")),
+            "bs.range.past-end"
+        );
+    }
+
+    #[test]
+    fn a_case_file_that_names_an_unknown_clause_or_need_does_not_load() {
+        let case = |clauses: &str, needs: &str| {
+            toml::from_str::<Case>(&format!(
+                "id = 'x'\ntitle = 't'\nclauses = [{clauses}]\nneeds = [{needs}]\nfixture = 'f'\n\
+                 steps = [{{ block-status = {{ offset = '0', length = '4K' }} }}]"
+            ))
+        };
+        assert!(case("'BS-REP-PERCTX-1'", "'base:allocation'").is_ok());
+        let e = case("'NO-SUCH-1'", "").unwrap_err().to_string();
+        assert!(e.contains("unknown clause \"NO-SUCH-1\""), "{e}");
+        let e = case("'BS-REP-PERCTX-1'", "'flag:NOPE'")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown transmission flag \"NOPE\""), "{e}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The kinds of step a case is written with; what each expects is an [`Expect`].
+
+use serde::Deserialize;
+
+use super::{CommandFlags, Expect, Expr, HexTemplate, OptionCode};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Negotiate {
+    #[serde(default = "yes")]
+    pub structured: bool,
+    #[serde(default)]
+    pub extended: bool,
+    #[serde(default)]
+    pub contexts: Vec<String>,
+    /// Export for SET_META_CONTEXT and GO; default: the target's.
+    pub export: Option<String>,
+    /// Export for GO only, when it should differ from the SET one.
+    pub go_export: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Connect {
+    /// Client flags to send instead of the usual ones.
+    pub client_flags: Option<u32>,
+    /// `close = "required"`: the server must close right after the client flags.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OptionStep {
+    /// Option name (`SET_META_CONTEXT`, …) or number.
+    pub option: OptionCode,
+    pub export: Option<String>,
+    /// For LIST/SET_META_CONTEXT.
+    #[serde(default)]
+    pub queries: Vec<String>,
+    /// Replaces the payload entirely (hex; blanks ignored). `{export-len}` stands for the
+    /// 4-byte length of the export name and `{export}` for its bytes, so a hand-made payload
+    /// names the export of whatever server runs the case.
+    pub data_hex: Option<HexTemplate>,
+    /// Announce this payload length instead of the real one.
+    pub claimed_length: Option<u32>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Go {
+    pub export: Option<String>,
+    pub expect: Option<Expect>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BlockStatus {
+    pub offset: Expr,
+    pub length: Expr,
+    #[serde(default)]
+    pub flags: CommandFlags,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DraftStatus {
+    pub offset: Expr,
+    pub length: Expr,
+    /// 0 = allocation, 1 = dirtiness, anything else = an unknown query type.
+    pub selector: u16,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawRequest {
+    pub magic: Option<u32>,
+    pub command: u16,
+    #[serde(default)]
+    pub flags: CommandFlags,
+    pub offset: Expr,
+    pub length: Expr,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Pipeline {
+    pub count: usize,
+    pub length: Expr,
+    #[serde(default)]
+    pub flags: CommandFlags,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MapStep {
+    #[serde(default)]
+    pub req_one: bool,
+    /// Longest request (default: as long as the header allows).
+    pub max_request: Option<Expr>,
+    /// Draft dialect: the selectors to walk (default [0]).
+    #[serde(default)]
+    pub selectors: Vec<u16>,
+}
