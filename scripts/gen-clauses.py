@@ -309,6 +309,17 @@ def render(groups: list[tuple[str, list[tuple[str, str, str, str]]]]) -> str:
             lines.append(f"        text: {rust_str(text)},")
             lines.append("    },")
     lines.append("];")
+    lines.append("")
+    lines.append("/// Every clause id as a constant: code names a clause through these, so that a misspelt")
+    lines.append("/// or retired id does not compile.")
+    lines.append("pub mod id {")
+    lines.append("    use crate::clauses::ClauseId;")
+    lines.append("")
+    for title, rows in groups:
+        for cid, level, section, text in rows:
+            const = cid.replace("-", "_")
+            lines.append(f"    pub const {const}: ClauseId = ClauseId({rust_str(cid)});")
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 mod catalogue;
 
-pub use catalogue::CLAUSES;
+pub use catalogue::{id, CLAUSES};
 
 /// How strongly a clause binds the server, hence how a broken clause is graded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -74,31 +74,68 @@ pub fn clause(id: &str) -> Option<&'static Clause> {
         .copied()
 }
 
-/// A clause id a case file names, resolved against the registry when the case loads: an
-/// unknown id fails loading, so a running case never holds one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClauseRef(&'static str);
+/// A clause id known to the registry. Code names one through the generated constants of
+/// [`id`] (a misspelt id does not compile); a case file's ids are resolved when it loads
+/// (`TryFrom<String>`: an unknown id fails loading). So every `ClauseId` is in [`CLAUSES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClauseId(&'static str);
 
-impl<'de> serde::Deserialize<'de> for ClauseRef {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClauseRef, D::Error> {
-        let id = String::deserialize(d)?;
-        ClauseRef::try_from(id).map_err(serde::de::Error::custom)
-    }
-}
-
-impl ClauseRef {
-    /// The registry's id.
-    pub fn id(self) -> &'static str {
+impl ClauseId {
+    pub fn as_str(self) -> &'static str {
         self.0
     }
+
+    /// Its entry in the registry.
+    pub fn clause(self) -> Option<&'static Clause> {
+        clause(self.0)
+    }
 }
 
-impl TryFrom<String> for ClauseRef {
+impl std::fmt::Display for ClauseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl PartialEq<&str> for ClauseId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<str> for ClauseId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl serde::Serialize for ClauseId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClauseId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClauseId, D::Error> {
+        let id = String::deserialize(d)?;
+        ClauseId::try_from(id).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<String> for ClauseId {
     type Error = String;
 
-    fn try_from(id: String) -> Result<ClauseRef, String> {
-        clause(&id)
-            .map(|c| ClauseRef(c.id))
+    fn try_from(id: String) -> Result<ClauseId, String> {
+        ClauseId::try_from(id.as_str())
+    }
+}
+
+impl TryFrom<&str> for ClauseId {
+    type Error = String;
+
+    fn try_from(id: &str) -> Result<ClauseId, String> {
+        clause(id)
+            .map(|c| ClauseId(c.id))
             .ok_or_else(|| format!("unknown clause {id:?}"))
     }
 }
@@ -236,6 +273,12 @@ mod tests {
                 }
             }
             if rel.starts_with("engine/") {
+                for (i, _) in code.match_indices("id::") {
+                    if code[i + 4..].starts_with(|c: char| c.is_ascii_uppercase()) {
+                        let name: String = code[i..].chars().take_while(|c| *c != ',').collect();
+                        offences.push(format!("{rel} names clause {name}"));
+                    }
+                }
                 for (i, _) in code.match_indices('"') {
                     let rest = &code[i + 1..];
                     let Some(end) = rest.find('"') else { break };

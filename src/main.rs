@@ -520,7 +520,11 @@ fn list(args: ListArgs) -> ExitCode {
             "{:<48} {:<9} {:<22} {}",
             c.id,
             c.dialect.as_str(),
-            c.clause_ids().join(","),
+            c.clause_ids()
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             c.title
         );
     }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::from_violation;
+use crate::clauses::id;
 use crate::client::{Negotiated, Reply, ReplyBody};
 use crate::engine::outcome::Finding;
 use crate::wire::consts::{chunk_type, command_flag, context, errno, limit, reply_flag};
@@ -13,14 +14,14 @@ pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
     let mut out: Vec<Finding> = reply.violations.iter().map(from_violation).collect();
     match &reply.body {
         ReplyBody::Simple { error: 0, .. } => out.push(Finding::broken(
-            "BS-NEG-3",
+            id::BS_NEG_3,
             "a successful block-status reply is structured",
             "a simple reply with error 0",
         )),
         ReplyBody::Simple { error, .. } => {
             if negotiated.structured && !negotiated.extended {
                 out.push(Finding::broken(
-                    "BS-ERR-CHUNK-1",
+                    id::BS_ERR_CHUNK_1,
                     "the error in an error chunk",
                     format!("a simple reply with {}", errno::name(*error)),
                 ));
@@ -29,7 +30,7 @@ pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
         }
         ReplyBody::Chunks(chunks) => check_chunks(reply, chunks, negotiated, &mut out),
         ReplyBody::Draft { .. } => out.push(Finding::broken(
-            "BS-NEG-3",
+            id::BS_NEG_3,
             "a structured reply",
             "a draft-format reply",
         )),
@@ -40,7 +41,7 @@ pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
 fn check_errno(error: u32, out: &mut Vec<Finding>) {
     if error == errno::ENOTSUP {
         out.push(Finding::broken(
-            "BS-ERR-NOTSUP-1",
+            id::BS_ERR_NOTSUP_1,
             "not ENOTSUP (reserved for fast zero)",
             "ENOTSUP",
         ));
@@ -58,7 +59,7 @@ fn check_errno(error: u32, out: &mut Vec<Finding>) {
     .contains(&error)
     {
         out.push(Finding::broken(
-            "ERRNO-SET-1",
+            id::ERRNO_SET_1,
             "one of the defined error values",
             format!("error value {error}"),
         ));
@@ -77,14 +78,14 @@ fn check_chunks(
         let last = i + 1 == chunks.len();
         if c.flags & !reply_flag::DONE != 0 {
             out.push(Finding::broken(
-                "CHUNK-FLAGS-1",
+                id::CHUNK_FLAGS_1,
                 "no reply flags but DONE",
                 format!("flags {:#06x}", c.flags),
             ));
         }
         match &c.body {
             ChunkBody::None if !last => out.push(Finding::broken(
-                "CHUNK-NONE-1",
+                id::CHUNK_NONE_1,
                 "NONE only as the final chunk",
                 format!("NONE as chunk {} of {}", i + 1, chunks.len()),
             )),
@@ -95,7 +96,7 @@ fn check_chunks(
                     let inside = *o >= req.offset && o - req.offset < req.length.max(1);
                     if !inside {
                         out.push(Finding::broken(
-                            "BS-ERR-OFFSET-1",
+                            id::BS_ERR_OFFSET_1,
                             format!("an offset inside {}+{}", req.offset, req.length),
                             format!("offset {o}"),
                         ));
@@ -103,18 +104,18 @@ fn check_chunks(
                 }
             }
             ChunkBody::BlockStatus { .. } if neg.extended => out.push(Finding::broken(
-                "BS-REP-NOEXT-1",
+                id::BS_REP_NOEXT_1,
                 "BLOCK_STATUS_EXT chunks under extended headers",
                 "a 32-bit BLOCK_STATUS chunk",
             )),
             ChunkBody::BlockStatusExt { .. } if !neg.extended => out.push(Finding::broken(
-                "BS-EXT-GATE-1",
+                id::BS_EXT_GATE_1,
                 "32-bit BLOCK_STATUS chunks without extended headers",
                 "a BLOCK_STATUS_EXT chunk",
             )),
             ChunkBody::BlockStatus { .. } | ChunkBody::BlockStatusExt { .. } | ChunkBody::None => {}
             other => out.push(Finding::broken(
-                "BS-REP-PERCTX-1",
+                id::BS_REP_PERCTX_1,
                 "only block-status chunks (and errors) in a block-status reply",
                 format!("a {} chunk", chunk_type::name(other.chunk_type())),
             )),
@@ -128,7 +129,7 @@ fn check_chunks(
         *seen.entry(id).or_default() += 1;
         match neg.context_name(id) {
             None => out.push(Finding::broken(
-                "BS-REP-IDVALID-1",
+                id::BS_REP_IDVALID_1,
                 "a context id handed out by SET_META_CONTEXT",
                 format!("context id {id}"),
             )),
@@ -147,12 +148,12 @@ fn check_chunks(
         match seen.get(id).copied().unwrap_or(0) {
             1 => {}
             0 => out.push(Finding::broken(
-                "BS-REP-PERCTX-1",
+                id::BS_REP_PERCTX_1,
                 format!("one chunk for context {id} ({name})"),
                 "none",
             )),
             n => out.push(Finding::broken(
-                "BS-REP-PERCTX-1",
+                id::BS_REP_PERCTX_1,
                 format!("one chunk for context {id} ({name})"),
                 format!("{n} chunks"),
             )),
@@ -172,7 +173,7 @@ pub fn check_descriptors(
 ) {
     if descriptors.is_empty() {
         out.push(Finding::broken(
-            "BS-REP-ATLEAST1-1",
+            id::BS_REP_ATLEAST1_1,
             format!("at least one descriptor for {name}"),
             "none",
         ));
@@ -181,14 +182,14 @@ pub fn check_descriptors(
     if flags & command_flag::REQ_ONE != 0 {
         if descriptors.len() != 1 {
             out.push(Finding::broken(
-                "BS-REQ-ONE-1",
+                id::BS_REQ_ONE_1,
                 format!("exactly one descriptor for {name} with REQ_ONE"),
                 format!("{} descriptors", descriptors.len()),
             ));
         }
         if descriptors[0].length > length {
             out.push(Finding::broken(
-                "BS-REQ-ONE-2",
+                id::BS_REQ_ONE_2,
                 format!("a descriptor no longer than the requested {length} bytes"),
                 format!("{} bytes for {name}", descriptors[0].length),
             ));
@@ -199,7 +200,7 @@ pub fn check_descriptors(
             .fold(0u64, |a, d| a.saturating_add(d.length));
         if descriptors.len() > 1 && head >= length {
             out.push(Finding::broken(
-                "BS-REP-SUM-1",
+                id::BS_REP_SUM_1,
                 format!(
                     "all descriptors but the last of {name} below the requested {length} bytes"
                 ),
@@ -213,7 +214,7 @@ pub fn check_descriptors(
     let end = offset.saturating_add(total);
     if total > length && flags & command_flag::REQ_ONE == 0 {
         out.push(Finding::info(
-            "BS-REP-SUM-2",
+            id::BS_REP_SUM_2,
             format!("descriptors within {offset}+{length}"),
             format!(
                 "the last descriptor of {name} runs {} bytes past the request",
@@ -223,7 +224,7 @@ pub fn check_descriptors(
     }
     if end > neg.size {
         out.push(Finding::broken(
-            "BS-REP-EOF-1",
+            id::BS_REP_EOF_1,
             format!(
                 "descriptors of {name} ending by the export size {}",
                 neg.size
@@ -236,7 +237,7 @@ pub fn check_descriptors(
     for d in descriptors {
         if is_base && d.flags & !0x3 != 0 {
             out.push(Finding::broken(
-                "ALLOC-RSV-1",
+                id::ALLOC_RSV_1,
                 "reserved base:allocation bits clear",
                 format!("status {:#x}", d.flags),
             ));
@@ -244,7 +245,7 @@ pub fn check_descriptors(
         }
         if is_dirty && d.flags & !context::STATE_DIRTY != 0 {
             out.push(Finding::broken(
-                "QEMU-DB-1",
+                id::QEMU_DB_1,
                 "only bit 0 in a dirty-bitmap status",
                 format!("status {:#x}", d.flags),
             ));
@@ -255,7 +256,7 @@ pub fn check_descriptors(
             && d.flags >> 32 != 0
         {
             out.push(Finding::broken(
-                "BS-EXT-HI-1",
+                id::BS_EXT_HI_1,
                 "high 32 status bits zero for a 32-bit context",
                 format!("status {:#x}", d.flags),
             ));
@@ -268,7 +269,7 @@ pub fn check_descriptors(
         .position(|w| w[0].flags == w[1].flags)
     {
         out.push(Finding::broken(
-            "BS-REP-DIFF-1",
+            id::BS_REP_DIFF_1,
             format!("neighbouring descriptors of {name} with different status"),
             format!(
                 "descriptors {w} and {} both have status {:#x}",
@@ -305,7 +306,7 @@ fn check_alignment(
         }
         if !warned_512 && at % 512 != 0 {
             out.push(Finding::broken(
-                "BS-REP-512-1",
+                id::BS_REP_512_1,
                 format!("descriptor boundaries of {name} on multiples of 512"),
                 format!("a boundary at {at}"),
             ));
@@ -313,7 +314,7 @@ fn check_alignment(
         }
         if !warned_min && minimum > 1 && at % minimum != 0 {
             out.push(Finding::broken(
-                "BS-REP-MINBLK-1",
+                id::BS_REP_MINBLK_1,
                 format!("descriptor boundaries of {name} on the {minimum}-byte minimum block size"),
                 format!("a boundary at {at}"),
             ));
@@ -325,6 +326,7 @@ fn check_alignment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clauses::ClauseId;
     use crate::client::Negotiated;
     use crate::Dialect;
 
@@ -342,7 +344,7 @@ mod tests {
         }
     }
 
-    fn clauses(descriptors: &[(u64, u64)], length: u64) -> Vec<&'static str> {
+    fn clauses(descriptors: &[(u64, u64)], length: u64) -> Vec<ClauseId> {
         let list: Vec<Descriptor> = descriptors
             .iter()
             .map(|&(length, flags)| Descriptor { length, flags })
@@ -359,10 +361,10 @@ mod tests {
     /// plugin: 0+8192 answered [8192 data, 57344 hole,zero]) breaks that MUST.
     #[test]
     fn only_the_last_descriptor_may_reach_past_the_request() {
-        assert_eq!(clauses(&[(4096, 0), (61440, 3)], 8192), ["BS-REP-SUM-2"]);
+        assert_eq!(clauses(&[(4096, 0), (61440, 3)], 8192), [id::BS_REP_SUM_2]);
         assert_eq!(
             clauses(&[(8192, 0), (57344, 3)], 8192),
-            ["BS-REP-SUM-1", "BS-REP-SUM-2"]
+            [id::BS_REP_SUM_1, id::BS_REP_SUM_2]
         );
         assert!(clauses(&[(4096, 0), (4096, 3)], 8192).is_empty());
         assert!(clauses(&[(8192, 0)], 8192).is_empty());

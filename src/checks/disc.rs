@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use super::request::observed;
+use crate::clauses::{id, ClauseId};
 use crate::client::Reply;
 use crate::engine::outcome::Finding;
 use crate::wire::consts::errno;
 
 /// The clause every rule of this module belongs to.
-pub const CLAUSE: &str = "TX-DISC-1";
+pub const CLAUSE: ClauseId = id::TX_DISC_1;
 
 /// The server closed without answering the outstanding request.
 pub fn closed_unanswered() -> Finding {

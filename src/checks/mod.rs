@@ -27,13 +27,14 @@ pub mod stability;
 pub mod truth;
 pub mod walk;
 
-use crate::clauses;
 use crate::engine::outcome::Finding;
 use crate::wire::Violation;
 
 /// A codec or framing violation as a finding, graded by its clause's level.
 pub fn from_violation(v: &Violation) -> Finding {
-    let expected = clauses::clause(v.clause)
+    let expected = v
+        .clause
+        .clause()
         .map_or_else(|| "the clause holds".to_owned(), |c| c.text.to_owned());
     Finding::broken(v.clause, expected, v.detail.clone())
 }

@@ -3,18 +3,14 @@
 
 use std::time::Duration;
 
+use crate::clauses::{id, ClauseId};
 use crate::engine::case::Expect;
 use crate::engine::outcome::Finding;
 use crate::wire::consts::reply_type;
 
 /// The final reply, and the META_CONTEXT names before it, against what the case expects
 /// (under `clause`). `names` holds every context the server replied with, in order.
-pub fn final_reply(
-    expect: &Expect,
-    clause: &'static str,
-    last: u32,
-    names: &[String],
-) -> Vec<Finding> {
+pub fn final_reply(expect: &Expect, clause: ClauseId, last: u32, names: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
     let accepted = expect.reply.iter().any(|want| match want.as_str() {
         "ERR_*" => last & reply_type::ERROR_BIT != 0,
@@ -52,7 +48,7 @@ pub fn final_reply(
 pub fn list_reply_ids(ids: &[u32]) -> Option<Finding> {
     ids.iter().any(|i| *i != 0).then(|| {
         Finding::broken(
-            "LMC-ID-1",
+            id::LMC_ID_1,
             "context id 0 in LIST replies",
             format!("ids {ids:?}"),
         )
@@ -63,7 +59,7 @@ pub fn list_reply_ids(ids: &[u32]) -> Option<Finding> {
 /// about coping with a bare close, ABORT-LEGACY-1, binds the client, which is us.)
 pub fn abort_unacknowledged() -> Finding {
     Finding::broken(
-        "ABORT-ACK-1",
+        id::ABORT_ACK_1,
         "ACK before the close",
         "the server closed without ACK",
     )
@@ -72,16 +68,16 @@ pub fn abort_unacknowledged() -> Finding {
 /// HS-NOHARD-1: the server closed during haggling where the client broke no rule.
 pub fn closed_while_haggling() -> Finding {
     Finding::broken(
-        "HS-NOHARD-1",
+        id::HS_NOHARD_1,
         "an option reply, the connection open",
         "the server closed the connection",
     )
 }
 
 /// No answer to an option within the deadline: under the case's clause, else HS-OPTREP-1.
-pub fn no_option_reply(clause: Option<&'static str>, after: Duration) -> Finding {
+pub fn no_option_reply(clause: Option<ClauseId>, after: Duration) -> Finding {
     Finding::broken(
-        clause.unwrap_or("HS-OPTREP-1"),
+        clause.unwrap_or(id::HS_OPTREP_1),
         "an option reply",
         format!("nothing within {after:?}"),
     )
@@ -89,9 +85,9 @@ pub fn no_option_reply(clause: Option<&'static str>, after: Duration) -> Finding
 
 /// The server had to drop the connection right after the client's flags (HS-CFLAGS-3 unless
 /// the case names another clause) and answered an option instead.
-pub fn not_closed(clause: Option<&'static str>, observed: impl Into<String>) -> Finding {
+pub fn not_closed(clause: Option<ClauseId>, observed: impl Into<String>) -> Finding {
     Finding::broken(
-        clause.unwrap_or("HS-CFLAGS-3"),
+        clause.unwrap_or(id::HS_CFLAGS_3),
         "the connection closed",
         observed,
     )
@@ -104,6 +100,9 @@ mod tests {
     #[test]
     fn list_replies_carry_id_0() {
         assert_eq!(list_reply_ids(&[0, 0]), None);
-        assert_eq!(list_reply_ids(&[0, 3]).map(|f| f.clause), Some("LMC-ID-1"));
+        assert_eq!(
+            list_reply_ids(&[0, 3]).map(|f| f.clause),
+            Some(id::LMC_ID_1)
+        );
     }
 }

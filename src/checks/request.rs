@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::from_violation;
+use crate::clauses::{id, ClauseId};
 use crate::client::{Negotiated, Reply, ReplyBody};
 use crate::engine::case::Outcome;
 use crate::engine::outcome::Finding;
@@ -12,10 +13,10 @@ use crate::Dialect;
 
 /// The clause broken by a request that must succeed on any server: the still-alive probe after
 /// a request the server should have survived, and the read-back's READs.
-pub const MUST_SUCCEED: &str = "TX-NODROP-1";
+pub const MUST_SUCCEED: ClauseId = id::TX_NODROP_1;
 
 /// The clause each reply of a pipeline breaks when it does not succeed.
-pub const PIPELINED: &str = "BS-REQ-PIPE-1";
+pub const PIPELINED: ClauseId = id::BS_REQ_PIPE_1;
 
 /// Every structural rule that applies to this reply, by command.
 pub fn structure(reply: &Reply, neg: &Negotiated) -> Vec<Finding> {
@@ -29,7 +30,7 @@ pub fn structure(reply: &Reply, neg: &Negotiated) -> Vec<Finding> {
 }
 
 /// The reply's error (or success) against the `outcome` the case expects, under `clause`.
-pub fn expected(outcome: Outcome, clause: &'static str, reply: &Reply) -> Option<Finding> {
+pub fn expected(outcome: Outcome, clause: ClauseId, reply: &Reply) -> Option<Finding> {
     let error = reply.error();
     let observed = || observed(reply);
     match outcome {
@@ -44,7 +45,7 @@ pub fn expected(outcome: Outcome, clause: &'static str, reply: &Reply) -> Option
 }
 
 /// The draft's unknown-query fallback: one descriptor equal to the request, status 0.
-fn fallback(reply: &Reply, clause: &'static str) -> Option<Finding> {
+fn fallback(reply: &Reply, clause: ClauseId) -> Option<Finding> {
     let req = &reply.request;
     let observed = match &reply.body {
         ReplyBody::Draft {
@@ -80,13 +81,13 @@ fn fallback(reply: &Reply, clause: &'static str) -> Option<Finding> {
 pub fn closed(allowed: bool) -> Finding {
     if allowed {
         Finding::info(
-            "TX-VIOL-1",
+            id::TX_VIOL_1,
             "an error reply",
             "the server closed the connection (allowed: the request broke a client MUST)",
         )
     } else {
         Finding::broken(
-            "TX-NODROP-1",
+            id::TX_NODROP_1,
             "a reply, the connection open",
             "the server closed the connection",
         )
@@ -97,13 +98,13 @@ pub fn closed(allowed: bool) -> Finding {
 /// [`super::options::closed_while_haggling`] do): what a server that died leaves in every
 /// case it was serving.
 pub fn only_says_closed(f: &Finding) -> bool {
-    matches!(f.clause, "TX-NODROP-1" | "HS-NOHARD-1") && f.observed.contains("closed")
+    matches!(f.clause, id::TX_NODROP_1 | id::HS_NOHARD_1) && f.observed.contains("closed")
 }
 
 /// BS-COMPLETE-1: no complete reply within the deadline.
 pub fn incomplete(after: Duration) -> Finding {
     Finding::broken(
-        "BS-COMPLETE-1",
+        id::BS_COMPLETE_1,
         "a complete reply",
         format!(
             "no complete reply within {after:.0?} (the per-request deadline; a server this slow \

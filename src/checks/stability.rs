@@ -1,6 +1,7 @@
 //! BS-STABLE-1: with nothing written in between, two maps of one context agree once
 //! neighbouring entries of one status are merged (whatever contexts were selected beside it).
 
+use crate::clauses::id;
 use crate::engine::outcome::Finding;
 use crate::map::MapEntry;
 
@@ -22,7 +23,7 @@ pub fn same_answer(
         .position(|(x, y)| x != y)
         .unwrap_or(a.len().min(b.len()));
     Some(Finding::broken(
-        "BS-STABLE-1",
+        id::BS_STABLE_1,
         expected(format!("{:?}", a.get(at))),
         observed(format!("{:?}", b.get(at))),
     ))

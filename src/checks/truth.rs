@@ -4,6 +4,7 @@
 //! (QEMU-AD-1). One finding per context and rule: the first place it breaks.
 
 use super::read_back::says_zero;
+use crate::clauses::{id, ClauseId};
 use crate::engine::outcome::Finding;
 use crate::fixtures::Truth;
 use crate::map::{MapEntry, Track};
@@ -26,7 +27,7 @@ fn data_not_zero(t: &Track, truth: &Truth) -> Option<Finding> {
         .iter()
         .find(|e| says_zero(&t.context, e.flags) && truth.has_data(e.offset, e.length))?;
     Some(Finding::broken(
-        "ALLOC-TRUTH-1",
+        id::ALLOC_TRUTH_1,
         format!("data in {}+{} not called zero", e.offset, e.length),
         format!("reported {}", e.state),
     ))
@@ -34,18 +35,18 @@ fn data_not_zero(t: &Track, truth: &Truth) -> Option<Finding> {
 
 fn writes_dirty(t: &Track, truth: &Truth) -> Option<Finding> {
     let name = t.context.as_str();
-    let (bitmap, dirty, clause): (Option<&str>, fn(u64) -> bool, &'static str) =
+    let (bitmap, dirty, clause): (Option<&str>, fn(u64) -> bool, ClauseId) =
         if let Some(b) = name.strip_prefix(context::QEMU_DIRTY_BITMAP_PREFIX) {
             (
                 Some(b),
                 |f| f & context::STATE_DIRTY != 0,
-                "QEMU-DB-COVER-1",
+                id::QEMU_DB_COVER_1,
             )
         } else if name == draft::CONTEXT_DIRTY {
             (
                 truth.bitmaps().first().map(|b| b.name.as_str()),
                 |f| f == draft::STATE_DIRTY as u64 || f == draft::STATE_DIRTY_DEALLOCATED as u64,
-                "DRAFT-DIRTY-COVER-1",
+                id::DRAFT_DIRTY_COVER_1,
             )
         } else {
             return None;
@@ -74,7 +75,7 @@ fn depth_over_data(t: &Track, truth: &Truth) -> Option<Finding> {
         .iter()
         .find(|e| e.flags == 0 && truth.has_data(e.offset, e.length))?;
     Some(Finding::broken(
-        "QEMU-AD-1",
+        id::QEMU_AD_1,
         format!(
             "{}+{} holds data, so some layer allocates it",
             e.offset, e.length

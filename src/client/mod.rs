@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::clauses::id;
 use crate::wire::consts::{command, command_flag, draft, limit, reply_flag, transmission_flag};
 use crate::wire::draft::{decode_descriptors, DraftDescriptor, DraftQuery};
 use crate::wire::handshake::BlockSizes;
@@ -456,7 +457,7 @@ impl Session {
                 }
                 HeaderScan::BadMagic(m) => {
                     return Err(ClientError::Protocol(Violation::new(
-                        "TX-SIMPLE-1",
+                        id::TX_SIMPLE_1,
                         format!("reply starts with magic {m:#010x}, which no reply has"),
                     )))
                 }
@@ -473,13 +474,13 @@ impl Session {
             let skip = header.payload_len();
             if skip > limit::MAX_CHUNK_PAYLOAD {
                 return Err(ClientError::Protocol(Violation::new(
-                    "TX-COOKIE-1",
+                    id::TX_COOKIE_1,
                     format!("reply with unknown cookie {cookie:#x} claims {skip} bytes"),
                 )));
             }
             self.conn.take(skip as usize, "a reply payload").await?;
             self.violations.push(Violation::new(
-                "TX-COOKIE-1",
+                id::TX_COOKIE_1,
                 format!("reply with cookie {cookie:#x}, which no request in flight carries"),
             ));
             return Ok(None);
@@ -501,7 +502,7 @@ impl Session {
                 };
                 if !pending.chunks.is_empty() {
                     pending.violations.push(Violation::new(
-                        "CHUNK-DONE-1",
+                        id::CHUNK_DONE_1,
                         "a simple reply arrived for a cookie that already had chunks",
                     ));
                 }
@@ -539,19 +540,19 @@ impl Session {
         let n = &self.negotiated;
         match header {
             ReplyHeader::Simple { .. } if n.extended => v.push(Violation::new(
-                "EH-REP-1",
+                id::EH_REP_1,
                 "simple reply after extended headers were negotiated",
             )),
             ReplyHeader::Structured { .. } if n.extended => v.push(Violation::new(
-                "EH-REP-1",
+                id::EH_REP_1,
                 "20-byte structured chunk after extended headers were negotiated",
             )),
             ReplyHeader::Structured { .. } if !n.structured => v.push(Violation::new(
-                "SR-GATE-1",
+                id::SR_GATE_1,
                 "structured chunk without negotiated structured replies",
             )),
             ReplyHeader::Extended { .. } if !n.extended => v.push(Violation::new(
-                "EH-WIRE-1",
+                id::EH_WIRE_1,
                 "extended chunk without negotiated extended headers",
             )),
             _ => {}
@@ -569,9 +570,9 @@ impl Session {
     ) -> Result<Option<Reply>, ClientError> {
         if length > limit::MAX_CHUNK_PAYLOAD {
             let clause = if header_offset.is_some() {
-                "EH-REP-3"
+                id::EH_REP_3
             } else {
-                "CHUNK-INCONS-1"
+                id::CHUNK_INCONS_1
             };
             return Err(ClientError::Protocol(Violation::new(
                 clause,
@@ -590,7 +591,7 @@ impl Session {
         if let Some(offset) = header_offset {
             if offset != pending.request.offset {
                 pending.violations.push(Violation::new(
-                    "EH-REP-2",
+                    id::EH_REP_2,
                     format!(
                         "extended reply offset {offset} differs from the request's {}",
                         pending.request.offset
@@ -637,15 +638,15 @@ impl Session {
             }
             Err(ClientError::Closed { .. }) if error == 0 => {
                 return Err(ClientError::Protocol(Violation::new(
-                    "DRAFT-REP-1",
+                    id::DRAFT_REP_1,
                     "successful reply without a parameter length before the connection closed",
                 )));
             }
             Err(ClientError::Timeout { .. }) => {
                 let clause = if error == 0 {
-                    "DRAFT-REP-1"
+                    id::DRAFT_REP_1
                 } else {
-                    "DRAFT-ERR-1"
+                    id::DRAFT_ERR_1
                 };
                 return Err(ClientError::Protocol(Violation::new(
                     clause,
@@ -661,7 +662,7 @@ impl Session {
             .max(draft::DESCRIPTOR_LEN as u64);
         if p as u64 > bound {
             return Err(ClientError::Protocol(Violation::new(
-                "DRAFT-BOUND-1",
+                id::DRAFT_BOUND_1,
                 format!("parameter length {p} exceeds the {bound} bytes the request could need"),
             )));
         }
@@ -669,9 +670,9 @@ impl Session {
             Ok(b) => b,
             Err(ClientError::Timeout { .. } | ClientError::Closed { .. }) => {
                 let clause = if error == 0 {
-                    "DRAFT-REP-1"
+                    id::DRAFT_REP_1
                 } else {
-                    "DRAFT-ERR-1"
+                    id::DRAFT_ERR_1
                 };
                 return Err(ClientError::Protocol(Violation::new(
                     clause,

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use super::conn::Conn;
 use super::target::Target;
 use super::{ClientError, Negotiated, Session, SessionOptions};
+use crate::clauses::id;
 use crate::wire::consts::{
     client_flag, handshake_flag, info, limit, magic, option, reply_type, transmission_flag,
 };
@@ -137,19 +138,19 @@ impl Handshake {
         })?;
         if header.magic != magic::OPTION_REPLY {
             return Err(ClientError::Protocol(Violation::new(
-                "HS-OPTREP-1",
+                id::HS_OPTREP_1,
                 format!("option reply magic {:#x}", header.magic),
             )));
         }
         if header.option != opt {
             self.violations.push(Violation::new(
-                "HS-OPTREP-1",
+                id::HS_OPTREP_1,
                 format!("reply to option {opt} echoes option {}", header.option),
             ));
         }
         if header.length > limit::MAX_OPTION_PAYLOAD {
             return Err(ClientError::Protocol(Violation::new(
-                "HS-OPTREP-1",
+                id::HS_OPTREP_1,
                 format!("option reply claims {} payload bytes", header.length),
             )));
         }
@@ -261,7 +262,7 @@ impl Handshake {
                     contexts.push(d.value);
                 }
                 None => self.violations.push(Violation::new(
-                    "SMC-REPLY-1",
+                    id::SMC_REPLY_1,
                     format!(
                         "META_CONTEXT reply of {} bytes has no context id",
                         r.data.len()
@@ -293,8 +294,8 @@ impl Handshake {
             }
             let Some(d) = Info::decode(&r.data) else {
                 let (clause, what) = match r.data.get(..2) {
-                    Some([0, 3]) => ("GO-BLKSZ-1", "NBD_INFO_BLOCK_SIZE"),
-                    _ => ("GO-EXPORT-1", "NBD_INFO_EXPORT"),
+                    Some([0, 3]) => (id::GO_BLKSZ_1, "NBD_INFO_BLOCK_SIZE"),
+                    _ => (id::GO_EXPORT_1, "NBD_INFO_EXPORT"),
                 };
                 self.violations.push(Violation::new(
                     clause,
@@ -343,7 +344,7 @@ impl Handshake {
     ) -> Result<Session, ClientError> {
         let size = info.size.ok_or_else(|| {
             ClientError::Protocol(Violation::new(
-                "GO-ACK-1",
+                id::GO_ACK_1,
                 "GO succeeded without NBD_INFO_EXPORT",
             ))
         })?;
@@ -372,7 +373,7 @@ impl Handshake {
             let pad = self.conn.take(magic::EXPORT_NAME_PADDING, what).await?;
             if pad.iter().any(|b| *b != 0) {
                 self.violations.push(Violation::new(
-                    "EXPNAME-REPLY-1",
+                    id::EXPNAME_REPLY_1,
                     "export-name padding is not all zeros",
                 ));
             }
@@ -391,7 +392,7 @@ impl Handshake {
         if flags & transmission_flag::HAS_FLAGS == 0 {
             // Not fatal: the other flags are still readable.
             self.violations.push(Violation::new(
-                "TX-HASFLAGS-1",
+                id::TX_HASFLAGS_1,
                 format!("transmission flags {flags:#06x} lack HAS_FLAGS"),
             ));
         }
@@ -507,7 +508,7 @@ fn distinct_contexts(
             continue;
         };
         violations.push(Violation::new(
-            "SMC-REPLY-1",
+            id::SMC_REPLY_1,
             format!("{detail}; the first one is kept"),
         ));
     }
@@ -540,7 +541,7 @@ mod tests {
             vec![ctx(1, "base:allocation"), ctx(3, "qemu:dirty-bitmap:b")]
         );
         assert_eq!(violations.len(), 3);
-        assert!(violations.iter().all(|v| v.clause == "SMC-REPLY-1"));
+        assert!(violations.iter().all(|v| v.clause == id::SMC_REPLY_1));
     }
 
     #[test]

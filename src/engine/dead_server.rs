@@ -128,12 +128,13 @@ fn regrade(r: &mut CaseResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clauses::id;
     use std::time::Duration;
 
     fn result(id: &str, grade: Grade, lost: Option<ConnectionLoss>) -> CaseResult {
         let findings = match lost {
             Some(ConnectionLoss::Dropped) => vec![Finding::broken(
-                "TX-NODROP-1",
+                id::TX_NODROP_1,
                 "a reply, the connection open",
                 "the server closed the connection",
             )],
@@ -214,7 +215,7 @@ mod tests {
         let mut early = result("x", Grade::Fail, Some(ConnectionLoss::Dropped));
         early
             .findings
-            .push(Finding::broken("BS-REQ-ONE-1", "one descriptor", "two"));
+            .push(Finding::broken(id::BS_REQ_ONE_1, "one descriptor", "two"));
         let mut results = vec![
             early,
             result("y", Grade::Fail, Some(ConnectionLoss::Dropped)),

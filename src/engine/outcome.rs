@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::clauses::{self, Level};
+use crate::clauses::{ClauseId, Level};
 
 /// The verdict on one case (and on one finding).
 #[derive(
@@ -61,7 +61,7 @@ impl Grade {
 /// One observation about one clause.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
-    pub clause: &'static str,
+    pub clause: ClauseId,
     pub grade: Grade,
     pub expected: String,
     pub observed: String,
@@ -70,11 +70,13 @@ pub struct Finding {
 impl Finding {
     /// A broken clause, graded by its level in the registry.
     pub fn broken(
-        clause: &'static str,
+        clause: ClauseId,
         expected: impl Into<String>,
         observed: impl Into<String>,
     ) -> Finding {
-        let grade = clauses::clause(clause).map_or(Grade::Fail, |c| Grade::for_broken(c.level));
+        let grade = clause
+            .clause()
+            .map_or(Grade::Fail, |c| Grade::for_broken(c.level));
         Finding {
             clause,
             grade,
@@ -85,7 +87,7 @@ impl Finding {
 
     /// A recorded behaviour that breaks nothing.
     pub fn info(
-        clause: &'static str,
+        clause: ClauseId,
         expected: impl Into<String>,
         observed: impl Into<String>,
     ) -> Finding {
@@ -98,7 +100,7 @@ impl Finding {
     }
 
     pub fn level(&self) -> &'static str {
-        clauses::clause(self.clause).map_or("?", |c| c.level.as_str())
+        self.clause.clause().map_or("?", |c| c.level.as_str())
     }
 }
 
@@ -121,7 +123,7 @@ pub struct CaseResult {
     pub title: String,
     pub grade: Grade,
     /// The clauses the case is about (from the case file).
-    pub clauses: Vec<&'static str>,
+    pub clauses: Vec<ClauseId>,
     pub findings: Vec<Finding>,
     /// Why the case was unsupported or errored, when it was.
     pub note: Option<String>,

@@ -144,10 +144,11 @@ fn grade(findings: &[Finding], stop: Option<Stop>) -> (Grade, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clauses::id;
 
     #[test]
     fn fail_is_never_hidden() {
-        let fail = Finding::broken("BS-REP-PERCTX-1", "x", "y");
+        let fail = Finding::broken(id::BS_REP_PERCTX_1, "x", "y");
         assert_eq!(
             grade(
                 std::slice::from_ref(&fail),

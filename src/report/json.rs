@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{target_verdict, Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
+use crate::clauses::ClauseId;
 use crate::engine::outcome::{Capabilities, CaseResult, Finding, Grade, Summary, TargetResult};
 use crate::Dialect;
 
@@ -38,7 +39,7 @@ struct Target<'a> {
 struct Case<'a> {
     id: &'a str,
     grade: Grade,
-    clauses: &'a [&'static str],
+    clauses: &'a [ClauseId],
     level: &'static str,
     expected: &'a str,
     observed: &'a str,
@@ -54,7 +55,7 @@ struct Case<'a> {
 
 #[derive(Serialize)]
 struct FindingOut<'a> {
-    clause: &'static str,
+    clause: ClauseId,
     level: &'static str,
     grade: Grade,
     expected: &'a str,
@@ -126,6 +127,7 @@ fn finding(f: &Finding) -> FindingOut<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::clauses::id;
     use serde_json::Value;
 
     use super::super::tests::sample;
@@ -234,7 +236,7 @@ mod tests {
         assert_eq!(fail["grade"], "fail");
         assert_eq!(
             fail["clauses"],
-            serde_json::json!(["BS-REQ-ONE-2", "BS-REP-LEN-1"])
+            serde_json::json!([id::BS_REQ_ONE_2, id::BS_REP_LEN_1])
         );
         assert_eq!(fail["level"], "MUST");
         assert_eq!(fail["expected"], "1 descriptor, length <= 4096");

@@ -127,7 +127,7 @@ fn case(out: &mut String, strict: bool, t: &TargetResult, c: &CaseResult) -> fmt
     )?;
     writeln!(out, "      <properties>")?;
     for id in &c.clauses {
-        property(out, 8, "clause", id)?;
+        property(out, 8, "clause", id.as_str())?;
     }
     if let Some(level) = level {
         property(out, 8, "level", level)?;

@@ -251,7 +251,7 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
                 out,
                 "- {} {} ({}): expected {}; observed {}",
                 marker(f.grade),
-                code(f.clause),
+                code(f.clause.as_str()),
                 f.level(),
                 inline(&f.expected),
                 inline(&f.observed)
@@ -306,7 +306,7 @@ fn by_section(out: &mut String, report: &RunReport) -> fmt::Result {
             let name = c
                 .clauses
                 .first()
-                .map_or("general", |id| clauses::section_of(id));
+                .map_or("general", |id| clauses::section_of(id.as_str()));
             match sections.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, rows)) => rows.push((t, c)),
                 None => sections.push((name, vec![(t, c)])),
@@ -364,7 +364,9 @@ fn coverage(out: &mut String, report: &RunReport) -> fmt::Result {
             .copied()
             .chain(c.findings.iter().map(|f| f.clause));
         for id in named {
-            let cases = covered.entry((registry_position(id), id)).or_default();
+            let cases = covered
+                .entry((registry_position(id.as_str()), id.as_str()))
+                .or_default();
             if !cases.contains(&c.id.as_str()) {
                 cases.push(&c.id);
             }
@@ -529,6 +531,7 @@ fn one_line(s: &str) -> String {
 mod tests {
     use super::super::tests::{case, sample, target};
     use super::*;
+    use crate::clauses::id;
 
     fn pos(haystack: &str, needle: &str) -> usize {
         haystack
@@ -565,7 +568,7 @@ mod tests {
     fn failure_entry_has_clause_expected_observed_and_other_findings() {
         let md = sample().to_markdown();
         let entry = &md[pos(&md, "### FAIL")..pos(&md, "## Warnings")];
-        let paraphrase = clauses::clause("BS-REQ-ONE-2").unwrap().text;
+        let paraphrase = id::BS_REQ_ONE_2.clause().unwrap().text;
         assert!(
             entry.contains(&format!("> {}", inline(paraphrase))),
             "{entry}"

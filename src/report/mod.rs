@@ -184,7 +184,7 @@ impl<'a> Decided<'a> {
             _ => deciding.map_or("", |f| f.observed.as_str()),
         };
         Decided {
-            clause: deciding.map(|f| f.clause),
+            clause: deciding.map(|f| f.clause.as_str()),
             level: deciding.map_or("", |f| f.level()),
             expected: deciding.map_or("", |f| f.expected.as_str()),
             observed,
@@ -193,7 +193,8 @@ impl<'a> Decided<'a> {
 
     /// The deciding clause, else the first clause the case is about.
     fn clause_or_first(&self, case: &CaseResult) -> Option<&'static str> {
-        self.clause.or_else(|| case.clauses.first().copied())
+        self.clause
+            .or_else(|| case.clauses.first().map(|c| c.as_str()))
     }
 }
 
@@ -211,13 +212,14 @@ fn marker(grade: Grade) -> &'static str {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use crate::clauses::{id, ClauseId};
     use std::time::Duration;
 
     use super::*;
     use crate::engine::outcome::{Capabilities, Finding};
     use crate::Dialect;
 
-    pub(crate) fn case(id: &str, grade: Grade, clauses: &[&'static str]) -> CaseResult {
+    pub(crate) fn case(id: &str, grade: Grade, clauses: &[ClauseId]) -> CaseResult {
         CaseResult {
             id: id.to_string(),
             title: format!("title of {id}"),
@@ -254,9 +256,9 @@ pub(crate) mod tests {
     /// Two targets and every grade; a transcript line holding a fence, cells holding `|`, and
     /// messages holding every XML special character.
     pub(crate) fn sample() -> RunReport {
-        let mut pass = case("block-status/basic", Grade::Pass, &["BS-REP-ATLEAST1-1"]);
+        let mut pass = case("block-status/basic", Grade::Pass, &[id::BS_REP_ATLEAST1_1]);
         pass.findings.push(Finding {
-            clause: "BS-REP-ATLEAST1-1",
+            clause: id::BS_REP_ATLEAST1_1,
             grade: Grade::Pass,
             expected: "a reply".into(),
             observed: "a reply".into(),
@@ -266,18 +268,18 @@ pub(crate) mod tests {
         let mut fail = case(
             "block-status/req-one",
             Grade::Fail,
-            &["BS-REQ-ONE-2", "BS-REP-LEN-1"],
+            &[id::BS_REQ_ONE_2, id::BS_REP_LEN_1],
         );
         fail.title = "REQ_ONE | one descriptor".into();
         fail.findings = vec![
             Finding {
-                clause: "BS-REQ-ONE-2",
+                clause: id::BS_REQ_ONE_2,
                 grade: Grade::Fail,
                 expected: "1 descriptor, length <= 4096".into(),
                 observed: "2 descriptors | lengths 4096+512 <&\"'>".into(),
             },
             Finding {
-                clause: "BS-REP-512-1",
+                clause: id::BS_REP_512_1,
                 grade: Grade::Warn,
                 expected: "multiples of 512".into(),
                 observed: "length 100".into(),
@@ -289,26 +291,26 @@ pub(crate) mod tests {
             "```".into(),
         ];
 
-        let mut warn = case("block-status/align", Grade::Warn, &["BS-REP-512-1"]);
+        let mut warn = case("block-status/align", Grade::Warn, &[id::BS_REP_512_1]);
         warn.findings.push(Finding {
-            clause: "BS-REP-512-1",
+            clause: id::BS_REP_512_1,
             grade: Grade::Warn,
             expected: "multiples of 512".into(),
             observed: "line one\nline two".into(),
         });
 
-        let mut info = case("block-status/overshoot", Grade::Info, &["BS-REP-SHORT-1"]);
+        let mut info = case("block-status/overshoot", Grade::Info, &[id::BS_REP_SHORT_1]);
         info.findings.push(Finding {
-            clause: "BS-REP-SHORT-1",
+            clause: id::BS_REP_SHORT_1,
             grade: Grade::Info,
             expected: "extent may end past the request".into(),
             observed: "last extent ends at 8192 for a 4096 request".into(),
         });
 
-        let mut unsupported = case("negotiation/extended", Grade::Unsupported, &["EH-GO-1"]);
+        let mut unsupported = case("negotiation/extended", Grade::Unsupported, &[id::EH_GO_1]);
         unsupported.note = Some("server did not negotiate extended headers".into());
 
-        let mut error = case("handshake/greeting", Grade::Error, &["HS-GREET-1"]);
+        let mut error = case("handshake/greeting", Grade::Error, &[id::HS_GREET_1]);
         error.note = Some("connect refused <127.0.0.1:10809> & gave up".into());
 
         let alpha = target(
@@ -319,7 +321,7 @@ pub(crate) mod tests {
             "beta",
             vec![
                 pass,
-                case("block-status/align", Grade::Pass, &["BS-REP-512-1"]),
+                case("block-status/align", Grade::Pass, &[id::BS_REP_512_1]),
             ],
         );
         beta.server = "qemu-nbd 10.0.2".into();

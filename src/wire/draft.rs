@@ -6,6 +6,7 @@ use bytes::{BufMut, BytesMut};
 use super::consts::draft;
 use super::reader::Reader;
 use super::{Decoded, Violation};
+use crate::clauses::id;
 
 /// One draft descriptor: absolute offset, 32-bit length, 16-bit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -76,7 +77,7 @@ pub fn decode_descriptors(params: &[u8]) -> Decoded<Vec<DraftDescriptor>> {
     let mut violations = Vec::new();
     if params.len() % draft::DESCRIPTOR_LEN != 0 {
         violations.push(Violation::new(
-            "DRAFT-DESC-LEN-1",
+            id::DRAFT_DESC_LEN_1,
             format!("parameter length {} is not a multiple of 14", params.len()),
         ));
     }

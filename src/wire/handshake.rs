@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::consts::{info, magic, reply_type};
 use super::reader::Reader;
 use super::{decode_string, Decoded, Violation};
+use crate::clauses::id;
 
 /// The 18-byte newstyle greeting, as received (magics kept raw so they can be graded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,7 @@ impl Greeting {
         let mut violations = Vec::new();
         if greeting.nbd_magic != magic::NBDMAGIC {
             violations.push(Violation::new(
-                "HS-GREET-1",
+                id::HS_GREET_1,
                 format!(
                     "greeting starts with {:#018x}, not NBDMAGIC",
                     greeting.nbd_magic
@@ -52,7 +53,7 @@ impl Greeting {
         }
         if greeting.option_magic != magic::IHAVEOPT {
             violations.push(Violation::new(
-                "HS-GREET-1",
+                id::HS_GREET_1,
                 format!(
                     "second greeting word is {:#018x}, not IHAVEOPT (oldstyle server?)",
                     greeting.option_magic
@@ -61,7 +62,7 @@ impl Greeting {
         }
         if greeting.flags & !0x3 != 0 {
             violations.push(Violation::new(
-                "HS-HFLAGS-1",
+                id::HS_HFLAGS_1,
                 format!("handshake flags {:#06x} set undefined bits", greeting.flags),
             ));
         }
@@ -272,7 +273,7 @@ impl Info {
             info::EXPORT => {
                 if data.len() != 12 {
                     violations.push(Violation::new(
-                        "GO-EXPORT-1",
+                        id::GO_EXPORT_1,
                         format!("NBD_INFO_EXPORT has length {}, not 12", data.len()),
                     ));
                 }
@@ -292,7 +293,7 @@ impl Info {
             info::BLOCK_SIZE => {
                 if data.len() != 14 {
                     violations.push(Violation::new(
-                        "GO-BLKSZ-1",
+                        id::GO_BLKSZ_1,
                         format!("NBD_INFO_BLOCK_SIZE has length {}, not 14", data.len()),
                     ));
                 }
@@ -327,7 +328,7 @@ pub fn decode_meta_context_reply(data: &[u8]) -> Option<Decoded<(u32, String)>> 
     match name.split_once(':') {
         Some((ns, _)) if !ns.is_empty() && !ns.chars().any(char::is_whitespace) => {}
         _ => violations.push(Violation::new(
-            "MC-NAME-1",
+            id::MC_NAME_1,
             format!("context name {name:?} is not namespace:leaf"),
         )),
     }

@@ -19,15 +19,18 @@ pub mod state;
 
 use std::fmt;
 
+use crate::clauses::id;
+use crate::clauses::ClauseId;
+
 /// A rule a peer broke, seen while decoding. `clause` is an id from the clause catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
-    pub clause: &'static str,
+    pub clause: ClauseId,
     pub detail: String,
 }
 
 impl Violation {
-    pub fn new(clause: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(clause: ClauseId, detail: impl Into<String>) -> Self {
         Violation {
             clause,
             detail: detail.into(),
@@ -62,18 +65,18 @@ impl<T> Decoded<T> {
 pub fn decode_string(bytes: &[u8], what: &str, violations: &mut Vec<Violation>) -> String {
     if bytes.len() > consts::limit::MAX_STRING {
         violations.push(Violation::new(
-            "GEN-STR-1",
+            id::GEN_STR_1,
             format!("{what} is {} bytes, over the 4096-byte limit", bytes.len()),
         ));
     } else if bytes.len() > consts::limit::RECOMMENDED_STRING {
         violations.push(Violation::new(
-            "GEN-STR-2",
+            id::GEN_STR_2,
             format!("{what} is {} bytes, over the recommended 256", bytes.len()),
         ));
     }
     if bytes.contains(&0) {
         violations.push(Violation::new(
-            "GEN-STR-1",
+            id::GEN_STR_1,
             format!("{what} contains a NUL byte"),
         ));
     }
@@ -81,7 +84,7 @@ pub fn decode_string(bytes: &[u8], what: &str, violations: &mut Vec<Violation>) 
         Ok(s) => s.to_owned(),
         Err(_) => {
             violations.push(Violation::new(
-                "GEN-STR-1",
+                id::GEN_STR_1,
                 format!("{what} is not valid UTF-8"),
             ));
             String::from_utf8_lossy(bytes).into_owned()

@@ -6,6 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::consts::{chunk_type, limit, magic};
 use super::reader::Reader;
 use super::{decode_string, Decoded, Violation};
+use crate::clauses::{id, ClauseId};
 
 /// A reply header as received, before its payload (if any) is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +265,7 @@ impl ChunkBody {
             chunk_type::NONE => {
                 if !payload.is_empty() {
                     v.push(Violation::new(
-                        "CHUNK-NONE-1",
+                        id::CHUNK_NONE_1,
                         format!("NONE chunk has length {}, not 0", payload.len()),
                     ));
                 }
@@ -297,7 +298,7 @@ fn decode_offset_data(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody {
         },
         _ => {
             v.push(Violation::new(
-                "CHUNK-INCONS-1",
+                id::CHUNK_INCONS_1,
                 format!("OFFSET_DATA chunk has length {}, below 9", payload.len()),
             ));
             ChunkBody::Unknown {
@@ -314,7 +315,7 @@ fn decode_offset_hole(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody {
         (12, Some(offset), Some(length)) => ChunkBody::OffsetHole { offset, length },
         _ => {
             v.push(Violation::new(
-                "CHUNK-INCONS-1",
+                id::CHUNK_INCONS_1,
                 format!("OFFSET_HOLE chunk has length {}, not 12", payload.len()),
             ));
             ChunkBody::Unknown {
@@ -329,7 +330,7 @@ fn decode_block_status(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody {
     let mut r = Reader::new(payload);
     let Some(context_id) = r.u32() else {
         v.push(Violation::new(
-            "BS-REP-LEN-1",
+            id::BS_REP_LEN_1,
             format!(
                 "BLOCK_STATUS chunk has length {}, too short for a context id",
                 payload.len()
@@ -343,7 +344,7 @@ fn decode_block_status(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody {
     let body = payload.len() - 4;
     if body == 0 || body % 8 != 0 {
         v.push(Violation::new(
-            "BS-REP-LEN-1",
+            id::BS_REP_LEN_1,
             format!(
                 "BLOCK_STATUS chunk length {} is not 4 + a positive multiple of 8",
                 payload.len()
@@ -357,7 +358,7 @@ fn decode_block_status(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody {
             flags: flags as u64,
         });
     }
-    check_descriptors(&descriptors, "BS-REP-NZ-1", v);
+    check_descriptors(&descriptors, id::BS_REP_NZ_1, v);
     ChunkBody::BlockStatus {
         context_id,
         descriptors,
@@ -368,7 +369,7 @@ fn decode_block_status_ext(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody 
     let mut r = Reader::new(payload);
     let (Some(context_id), Some(count)) = (r.u32(), r.u32()) else {
         v.push(Violation::new(
-            "BS-EXT-LEN-1",
+            id::BS_EXT_LEN_1,
             format!(
                 "BLOCK_STATUS_EXT chunk has length {}, below 8",
                 payload.len()
@@ -382,7 +383,7 @@ fn decode_block_status_ext(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody 
     let body = payload.len() - 8;
     if body == 0 || body % 16 != 0 {
         v.push(Violation::new(
-            "BS-EXT-LEN-1",
+            id::BS_EXT_LEN_1,
             format!(
                 "BLOCK_STATUS_EXT chunk length {} is not 8 + a positive multiple of 16",
                 payload.len()
@@ -395,14 +396,14 @@ fn decode_block_status_ext(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody 
     }
     if count == 0 || count as usize != descriptors.len() {
         v.push(Violation::new(
-            "BS-EXT-COUNT-1",
+            id::BS_EXT_COUNT_1,
             format!(
                 "BLOCK_STATUS_EXT count field says {count}, payload holds {} descriptors",
                 descriptors.len()
             ),
         ));
     }
-    check_descriptors(&descriptors, "BS-EXT-NZ-1", v);
+    check_descriptors(&descriptors, id::BS_EXT_NZ_1, v);
     ChunkBody::BlockStatusExt {
         context_id,
         count,
@@ -410,11 +411,7 @@ fn decode_block_status_ext(payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody 
     }
 }
 
-fn check_descriptors(
-    descriptors: &[Descriptor],
-    zero_clause: &'static str,
-    v: &mut Vec<Violation>,
-) {
+fn check_descriptors(descriptors: &[Descriptor], zero_clause: ClauseId, v: &mut Vec<Violation>) {
     if let Some(i) = descriptors.iter().position(|d| d.length == 0) {
         v.push(Violation::new(
             zero_clause,
@@ -423,7 +420,7 @@ fn check_descriptors(
     }
     if descriptors.len() > limit::MAX_DESCRIPTORS_PER_CHUNK {
         v.push(Violation::new(
-            "BS-REP-CAP-1",
+            id::BS_REP_CAP_1,
             format!("{} descriptors in one chunk, over 2^20", descriptors.len()),
         ));
     }
@@ -432,9 +429,9 @@ fn check_descriptors(
 fn decode_error(kind: u16, payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody {
     let with_offset = kind == chunk_type::ERROR_OFFSET;
     let (clause, fixed) = if with_offset {
-        ("ERRCHUNK-OFF-1", 14)
+        (id::ERRCHUNK_OFF_1, 14)
     } else {
-        ("ERRCHUNK-ERR-1", 6)
+        (id::ERRCHUNK_ERR_1, 6)
     };
     let mut r = Reader::new(payload);
     let (Some(error), Some(msg_len)) = (r.u32(), r.u16()) else {
@@ -453,7 +450,7 @@ fn decode_error(kind: u16, payload: &[u8], v: &mut Vec<Violation>) -> ChunkBody 
     };
     if error == 0 {
         v.push(Violation::new(
-            "ERRCHUNK-NONZERO-1",
+            id::ERRCHUNK_NONZERO_1,
             "error chunk carries error value 0",
         ));
     }

@@ -178,7 +178,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn level_of(case: &Case) -> String {
     case.clauses
         .first()
-        .and_then(|c| nbd_conform::clauses::clause(c.id()))
+        .and_then(|c| c.clause())
         .map_or("?", |c| c.level.as_str())
         .to_owned()
 }

@@ -40,7 +40,7 @@ fn run_against(id: &str, peer: Peer) -> Result<(Grade, Vec<&'static str>), Faile
         };
         let (result, _) = run_case(case, &spec, settings).await;
         server.abort();
-        let clauses = result.findings.iter().map(|f| f.clause).collect();
+        let clauses = result.findings.iter().map(|f| f.clause.as_str()).collect();
         Ok((result.grade, clauses))
     })
 }

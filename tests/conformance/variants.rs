@@ -180,7 +180,7 @@ fn judge(variant: Variant, results: &[CaseResult]) -> Vec<String> {
             }
             Grade::Warn => {
                 for f in r.findings.iter().filter(|f| f.grade == Grade::Warn) {
-                    if !spec.warns.contains(&f.clause) {
+                    if !spec.warns.contains(&f.clause.as_str()) {
                         problems.push(format!(
                             "{} warned under {} although {variant} keeps it: expected {}; observed {}",
                             r.id, f.clause, f.expected, f.observed

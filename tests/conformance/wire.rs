@@ -173,7 +173,7 @@ fn decode(kind: u16, payload: &[u8]) -> Vec<&'static str> {
     ChunkBody::decode(kind, payload)
         .violations
         .iter()
-        .map(|v| v.clause)
+        .map(|v| v.clause.as_str())
         .collect()
 }
 

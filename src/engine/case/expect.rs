@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::clauses::ClauseRef;
+use crate::clauses::ClauseId;
 
 /// What a step expects, in one shape for every kind of step:
 /// `expect = { outcome = "einval", close = "allowed", alive-after = true }` on a request,
@@ -32,7 +32,7 @@ pub struct Expect {
     #[serde(default)]
     pub alive_after: bool,
     /// The clause an unmet expectation breaks (requests default to the case's first clause).
-    pub clause: Option<ClauseRef>,
+    pub clause: Option<ClauseId>,
 }
 
 /// How a request's reply must come out.

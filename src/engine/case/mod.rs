@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::clauses::ClauseRef;
+use crate::clauses::ClauseId;
 use crate::Dialect;
 
 use expect::StepKind;
@@ -37,7 +37,7 @@ pub use values::{CommandFlags, Expr, HexTemplate, Need, OptionCode};
 pub struct Case {
     pub id: String,
     pub title: String,
-    pub clauses: Vec<ClauseRef>,
+    pub clauses: Vec<ClauseId>,
     #[serde(default)]
     pub dialect: Dialect,
     pub fixture: String,
@@ -155,14 +155,14 @@ impl Case {
         &self.needs
     }
 
-    /// The case's clause ids as the registry's strings.
-    pub fn clause_ids(&self) -> Vec<&'static str> {
-        self.clauses.iter().map(|c| c.id()).collect()
+    /// The case's clause ids.
+    pub fn clause_ids(&self) -> Vec<ClauseId> {
+        self.clauses.clone()
     }
 
     /// The clause a step's unmet expectation breaks by default.
-    pub fn main_clause(&self) -> &'static str {
-        self.clauses[0].id()
+    pub fn main_clause(&self) -> ClauseId {
+        self.clauses[0]
     }
 }
 

@@ -21,7 +21,7 @@ impl Run<'_> {
         }
         // The server must drop us instead of reading options: probe with a harmless LIST.
         let _ = hs.send_option(option::LIST, &[]).await;
-        let clause = c.expect.clause.map(|c| c.id());
+        let clause = c.expect.clause;
         match hs.read_option_reply(option::LIST).await {
             Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
                 self.record.note("← connection closed")

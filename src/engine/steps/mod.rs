@@ -31,6 +31,7 @@ use super::link::Link;
 use super::outcome::ConnectionLoss;
 use super::record::Record;
 use super::run::{Settings, Stop, TargetSpec};
+use crate::clauses::ClauseId;
 use crate::client::{Handshake, Negotiated, Session};
 use crate::map::Track;
 
@@ -181,8 +182,8 @@ impl<'a> Run<'a> {
     }
 
     /// The clause an unmet expectation breaks: the step's, else the case's first.
-    fn clause_of(&self, expect: &Expect) -> &'static str {
-        expect.clause.map_or(self.case.main_clause(), |c| c.id())
+    fn clause_of(&self, expect: &Expect) -> ClauseId {
+        expect.clause.unwrap_or(self.case.main_clause())
     }
 
     /// Haggling on the current connection, or on a new one.

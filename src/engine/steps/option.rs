@@ -1,6 +1,7 @@
 //! `option`: one option, as the case spells it (any number, any payload, any claimed length),
 //! sent during haggling; its replies are decoded, shown and checked.
 
+use crate::clauses::ClauseId;
 use bytes::BytesMut;
 
 use super::Run;
@@ -129,7 +130,7 @@ impl Run<'_> {
         &mut self,
         e: ClientError,
         allow_close: bool,
-        clause: Option<&'static str>,
+        clause: Option<ClauseId>,
     ) -> Result<(), Stop> {
         self.drop_link();
         match e {

@@ -6,6 +6,7 @@
 
 use super::Run;
 use crate::checks;
+use crate::clauses::ClauseId;
 use crate::engine::case::Expect;
 use crate::engine::run::Stop;
 use crate::map::{MapEntry, Track};
@@ -28,7 +29,7 @@ impl Run<'_> {
             / align
             * align;
         let piece = piece.max(align);
-        let mut called_zero: Vec<(&MapEntry, &'static str)> = Vec::new();
+        let mut called_zero: Vec<(&MapEntry, ClauseId)> = Vec::new();
         for t in tracks {
             let Some(clause) = checks::read_back::zero_clause(&t.context) else {
                 continue;
@@ -89,7 +90,8 @@ impl Run<'_> {
                 match reply.read_data() {
                     Some(data) => {
                         checked += length;
-                        if let Some(broken) = checks::read_back::nonzero(clause, e, offset, &data) {
+                        if let Some(broken) = checks::read_back::nonzero(*clause, e, offset, &data)
+                        {
                             self.record.found(broken);
                             continue 'ranges;
                         }

@@ -4,6 +4,7 @@
 
 use super::{probe_length, Run};
 use crate::checks::{self, from_violation};
+use crate::clauses::ClauseId;
 use crate::client::{ClientError, DraftTrailer, Reply, ReplyBody};
 use crate::engine::case::{self, Close, Expect};
 use crate::engine::outcome::ConnectionLoss;
@@ -102,7 +103,7 @@ impl Run<'_> {
         &mut self,
         result: Result<Reply, ClientError>,
         expect: &Expect,
-        clause: &'static str,
+        clause: ClauseId,
     ) -> Result<Option<Reply>, Stop> {
         let allows_close = expect.close == Close::Allowed;
         let reply = match result {
