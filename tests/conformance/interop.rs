@@ -64,7 +64,7 @@ fn qemu_nbd_qcow2_maps_match_libnbd() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let img = qcow2_fixture(dir.path());
+    let img = mixed_4m_qcow2();
     let sock = dir.path().join("qemu.sock");
     let _qemu = start_peer(
         "qemu-nbd",

@@ -239,55 +239,16 @@ pub fn assert_same_as_libnbd(uri: &str, ours: &[&str], theirs: &[&str]) -> Vec<N
     mine
 }
 
-/// The qcow2 fixture of research/peers.md §1.1: data, zero clusters (allocated and not), holes,
-/// and two persistent bitmaps (64K and 128K granularity) with writes after they were added.
-pub fn qcow2_fixture(dir: &Path) -> PathBuf {
-    let img = dir.join("img.qcow2");
-    let i = img.to_str().expect("utf-8 path");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=64k",
-            i,
-            "4M",
-        ],
-    );
-    run(
-        "qemu-io",
-        &[
-            "-f",
-            "qcow2",
-            "-c",
-            "write -P 0xaa 0 64k",
-            "-c",
-            "write -z 1M 64k",
-            "-c",
-            "write -P 0x55 2M 128k",
-            "-c",
-            "write -z -u 3M 64k",
-            i,
-        ],
-    );
-    run("qemu-img", &["bitmap", "--add", i, "bm0"]);
-    run("qemu-img", &["bitmap", "--add", "-g", "128k", i, "bm1"]);
-    run(
-        "qemu-io",
-        &[
-            "-f",
-            "qcow2",
-            "-c",
-            "write -P 0x77 2M 4k",
-            "-c",
-            "write -P 0x66 3584k 64k",
-            i,
-        ],
-    );
-    img
+/// The qcow2 image of the `mixed-4m` fixture (research/peers.md §1.1: data, zero clusters
+/// allocated and not, holes, two persistent bitmaps of 64K and 128K granularity with writes
+/// after they were added), built through `src/fixtures` into the shared cache like every
+/// image the harness serves. Serve it read-only: the cache is shared.
+pub fn mixed_4m_qcow2() -> PathBuf {
+    let fixture = nbd_conform::fixtures::find("mixed-4m").expect("the mixed-4m fixture");
+    fixture
+        .build(&nbd_conform::fixtures::cache_dir())
+        .expect("build mixed-4m")
+        .qcow2
 }
 
 pub fn unix_uri(socket: &Path, export: &str) -> String {
