@@ -4,7 +4,7 @@
 //! and nothing time-dependent is recorded.
 
 use crate::client::{Chunk, DraftTrailer, Negotiated, Reply, ReplyBody, COOKIE_BASE};
-use crate::wire::consts::{command, draft, errno};
+use crate::wire::consts::{command, command_flag, draft, errno, option};
 use crate::wire::reply::ChunkBody;
 use crate::wire::request::Request;
 use crate::wire::state::state_name;
@@ -17,21 +17,67 @@ pub fn cookie(c: u64) -> String {
     }
 }
 
-/// One request line. In the draft dialect command 7 is GET_LBA_STATUS and its flags field is
-/// the query selector.
+/// One request line, its flags by name as cases write them. In the draft dialect command 7 is
+/// GET_LBA_STATUS and its flags field is the query selector.
 pub fn request(r: &Request, dialect: Dialect) -> String {
-    let name = match dialect {
-        Dialect::Draft if r.command == draft::CMD_GET_LBA_STATUS => "GET_LBA_STATUS",
-        _ => command::name(r.command),
-    };
-    format!(
-        "→ {} {} offset={} length={} flags={:#06x}",
-        name,
-        cookie(r.cookie),
-        r.offset,
-        r.length,
-        r.flags
-    )
+    let start = format!("offset={} length={}", r.offset, r.length);
+    match dialect {
+        Dialect::Draft if r.command == draft::CMD_GET_LBA_STATUS => format!(
+            "→ GET_LBA_STATUS {} {start} selector={}",
+            cookie(r.cookie),
+            r.flags
+        ),
+        _ => format!(
+            "→ {} {} {start} flags={}",
+            command::name(r.command),
+            cookie(r.cookie),
+            command_flags(r.flags)
+        ),
+    }
+}
+
+/// Command flags by name, `|`-joined (`REQ_ONE|FUA`); bits without a name in hex; `0` for none.
+fn command_flags(flags: u16) -> String {
+    if flags == 0 {
+        return "0".into();
+    }
+    let mut names: Vec<String> = command_flag::NAMES
+        .iter()
+        .filter(|(_, bit)| flags & bit != 0)
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    let unnamed = command_flag::NAMES
+        .iter()
+        .fold(flags, |rest, (_, bit)| rest & !bit);
+    if unnamed != 0 {
+        names.push(format!("{unnamed:#06x}"));
+    }
+    names.join("|")
+}
+
+/// One option line, the same whichever step sent it: the option, the export its payload names
+/// and the queries, or for a payload the case wrote by hand its length (and the length the
+/// header claimed, when that differs).
+pub fn option(
+    opt: u32,
+    export: Option<&str>,
+    queries: &[&str],
+    raw: Option<(usize, u32)>,
+) -> String {
+    let mut line = format!("→ NBD_OPT_{} ({opt})", option::name(opt));
+    if let Some(export) = export {
+        line.push_str(&format!(" export={export:?}"));
+    }
+    if !queries.is_empty() {
+        line.push_str(&format!(" queries={queries:?}"));
+    }
+    if let Some((sent, claimed)) = raw {
+        line.push_str(&format!(" payload {sent} bytes"));
+        if claimed as usize != sent {
+            line.push_str(&format!(" (the header claims {claimed})"));
+        }
+    }
+    line
 }
 
 /// One line per chunk (or one for a simple / draft reply).

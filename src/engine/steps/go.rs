@@ -7,6 +7,7 @@ use crate::engine::case::{self, Close, Need};
 use crate::engine::link::Link;
 use crate::engine::outcome::Capabilities;
 use crate::engine::run::Stop;
+use crate::engine::transcript;
 use crate::wire::consts::{option, reply_type};
 
 impl Run<'_> {
@@ -32,7 +33,8 @@ impl Run<'_> {
         let Some(mut hs) = self.link.take_handshake() else {
             return Err(Stop::Error("GO outside option haggling".into()));
         };
-        self.record.note(format!("→ NBD_OPT_GO export={export:?}"));
+        let line = transcript::option(option::GO, Some(export), &[], None);
+        self.record.note(line);
         let answer = hs
             .info_or_go(
                 option::GO,

@@ -6,7 +6,8 @@ use crate::client::Handshake;
 use crate::engine::case::{Need, Negotiate};
 use crate::engine::link::Link;
 use crate::engine::run::Stop;
-use crate::wire::consts::reply_type;
+use crate::engine::transcript;
+use crate::wire::consts::{option, reply_type};
 use crate::Dialect;
 
 impl Run<'_> {
@@ -45,14 +46,16 @@ impl Run<'_> {
         }
         let failed = |e: crate::client::ClientError| Stop::Error(e.to_string());
         if n.extended {
-            self.record.note("→ NBD_OPT_EXTENDED_HEADERS");
+            let line = transcript::option(option::EXTENDED_HEADERS, None, &[], None);
+            self.record.note(line);
             let r = hs.extended_headers().await.map_err(failed)?;
             self.record.note(format!("← {}", reply_type::name(r)));
             if r != reply_type::ACK {
                 return Err(refused("NBD_OPT_EXTENDED_HEADERS", r));
             }
         } else if n.structured {
-            self.record.note("→ NBD_OPT_STRUCTURED_REPLY");
+            let line = transcript::option(option::STRUCTURED_REPLY, None, &[], None);
+            self.record.note(line);
             let r = hs.structured_reply().await.map_err(failed)?;
             self.record.note(format!("← {}", reply_type::name(r)));
             if r != reply_type::ACK
@@ -65,9 +68,8 @@ impl Run<'_> {
             return Ok(());
         }
         let queries: Vec<&str> = n.contexts.iter().map(String::as_str).collect();
-        self.record.note(format!(
-            "→ NBD_OPT_SET_META_CONTEXT export={export:?} queries={queries:?}"
-        ));
+        let line = transcript::option(option::SET_META_CONTEXT, Some(export), &queries, None);
+        self.record.note(line);
         let (selected, last) = hs
             .set_meta_context(export, &queries)
             .await

@@ -11,6 +11,7 @@ use crate::client::ClientError;
 use crate::engine::case::{self, Close};
 use crate::engine::outcome::ConnectionLoss;
 use crate::engine::run::Stop;
+use crate::engine::transcript;
 use crate::wire::consts::{magic, option, reply_type};
 use crate::wire::handshake::{self, decode_meta_context_reply, decode_server_reply, Info};
 
@@ -46,15 +47,18 @@ impl Run<'_> {
             Ok(()) => hs.read_option_replies(opt).await,
             Err(e) => Err(e),
         };
-        let shown = if queries.is_empty() {
-            String::new()
-        } else {
-            format!(" queries={queries:?}")
-        };
-        self.record.note(format!(
-            "→ NBD_OPT_{} ({opt}) {} bytes{shown}",
-            option::name(opt),
-            data.len()
+        let claimed = o.claimed_length.unwrap_or(data.len() as u32);
+        let hand_made = o.data_hex.is_some() || o.claimed_length.is_some();
+        let names_export = !hand_made
+            && matches!(
+                opt,
+                option::LIST_META_CONTEXT | option::SET_META_CONTEXT | option::INFO | option::GO
+            );
+        self.record.note(transcript::option(
+            opt,
+            names_export.then_some(export.as_str()),
+            &queries,
+            hand_made.then_some((data.len(), claimed)),
         ));
         let replies = match replies {
             Ok(r) => r,
