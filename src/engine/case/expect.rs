@@ -31,7 +31,8 @@ pub struct Expect {
     /// (TX-NODROP-1).
     #[serde(default)]
     pub alive_after: bool,
-    /// The clause an unmet expectation breaks (requests default to the case's first clause).
+    /// The clause an unmet expectation breaks: requests default to the case's first clause,
+    /// connect steps to HS-CFLAGS-3; option and go steps name theirs.
     pub clause: Option<ClauseId>,
 }
 

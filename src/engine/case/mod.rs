@@ -161,6 +161,7 @@ impl Case {
     }
 
     /// The clause a step's unmet expectation breaks by default.
+    /// Only for a validated case (which names at least one clause).
     pub fn main_clause(&self) -> ClauseId {
         self.clauses[0]
     }

@@ -226,15 +226,6 @@ impl TryFrom<String> for Expr {
 }
 
 impl Expr {
-    /// A constant, as a case would write it.
-    pub fn number(n: u64) -> Expr {
-        Expr {
-            text: n.to_string(),
-            base: Base::Number(n),
-            delta: None,
-        }
-    }
-
     /// The value on an export of `size` bytes. Arithmetic never wraps: a case that wants an
     /// overflowing range says so with `max` (`offset = "max-511"`); an expression that would
     /// leave 0..2^64 (`size-512` on a 0-byte export) has no value there, and the case does not

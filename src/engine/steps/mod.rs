@@ -73,6 +73,9 @@ impl<'a> Run<'a> {
     }
 
     pub async fn all_steps(&mut self) -> Result<(), Stop> {
+        // Loading validates a case; one built by hand is checked here, so that a step never
+        // meets a case without a clause.
+        self.case.validate().map_err(Stop::Error)?;
         if self.case.dialect != self.spec.dialect {
             return Err(Stop::Unsupported(format!(
                 "the case is for the {:?} dialect",
@@ -183,7 +186,7 @@ impl<'a> Run<'a> {
 
     /// The clause an unmet expectation breaks: the step's, else the case's first.
     fn clause_of(&self, expect: &Expect) -> ClauseId {
-        expect.clause.unwrap_or(self.case.main_clause())
+        expect.clause.unwrap_or_else(|| self.case.main_clause())
     }
 
     /// Haggling on the current connection, or on a new one.

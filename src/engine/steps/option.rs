@@ -107,23 +107,28 @@ impl Run<'_> {
                 option::name(opt)
             )));
         }
+        // A SET's contexts are checked as the client checks its own (decoding, SMC-REPLY-1),
+        // and reported here, where the old per-step check stood.
+        let selected = match (opt, self.link.handshake()) {
+            (option::SET_META_CONTEXT, Some(hs)) => {
+                let before = hs.violations.len();
+                let selected = hs.meta_contexts(opt, &replies);
+                let broken = hs.violations.split_off(before);
+                self.record.violations(&broken);
+                selected
+            }
+            _ => Vec::new(),
+        };
         if opt == option::LIST_META_CONTEXT {
             self.record.found_all(checks::options::list_reply_ids(&ids));
         }
         let clause = self.clause_of(&o.expect);
         let findings = checks::options::final_reply(&o.expect, clause, last, &contexts);
         self.record.found_all(findings);
-        // Keep the handshake's idea of the state in step with what the server accepted; the
-        // client checks the contexts as it does for its own SET (decoding, SMC-REPLY-1).
+        // Keep the handshake's idea of the state in step with what the server accepted.
         if opt == option::ABORT {
             self.drop_link();
         } else if let Some(hs) = self.link.handshake() {
-            let selected = match opt {
-                option::LIST_META_CONTEXT | option::SET_META_CONTEXT => {
-                    hs.meta_contexts(opt, &replies)
-                }
-                _ => Vec::new(),
-            };
             hs.accepted(opt, last, &export, selected);
         }
         Ok(())
