@@ -23,11 +23,11 @@
 //! and replay a fixture's writes into the dirty bitmaps. A fault may change what the server
 //! advertises only when it needs to (`unaligned-to-min-block` advertises a 4 KiB minimum block).
 
-use std::fmt;
 use std::str::FromStr;
 
 use bytes::{BufMut, BytesMut};
 
+use super::catalogue::catalogue;
 use super::extents::{Allocation, Dirtiness, Extent, MAX_COMPACT_DESCRIPTOR};
 use super::replies::{draft_error, draft_status, OutgoingChunk, ReplyForm};
 use crate::wire::consts::{chunk_type, draft, reply_flag};
@@ -63,7 +63,7 @@ impl FaultDialect {
     }
 }
 
-/// Everything said about one fault, in one place.
+/// Everything said about one fault, in one place: a row of the [`Fault`] table.
 #[derive(Debug, Clone, Copy)]
 pub struct FaultSpec {
     pub name: &'static str,
@@ -73,321 +73,28 @@ pub struct FaultSpec {
     pub description: &'static str,
 }
 
-/// One way to break the protocol on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Fault {
-    // Today's block status: what a reply says.
-    ReqOneOverrun,
-    ReqOneIgnored,
-    ZeroOverData,
-    DescriptorsPastRequest,
-    ZeroLengthDescriptor,
-    UnalignedToMinBlock,
-    DirtyMapMissingWrite,
-    SuccessPastEnd,
-    // Today's block status: chunks and framing.
-    DuplicateContextChunk,
-    StrangerContextId,
-    WrongCookie,
-    NoDoneFlag,
-    ChunkLengthMismatch,
-    CompactChunkUnderEh,
-    StructuredHeaderUnderEh,
-    ExtCountMismatch,
-    ExtOffsetMismatch,
-    ErrorMessageOverrun,
-    // Negotiation.
-    ContextIdReused,
-    // Disconnect.
-    DiscDropsOutstanding,
-    DiscAnswersEio,
-    // The 2016 draft.
-    DraftNoFallback,
-    DraftFallbackSplit,
-    DraftErrorNoTrailer,
-    DraftShortTrailer,
-    DraftShortDescriptors,
-    DraftOverlap,
-    DraftZeroedOverData,
-    DraftDescriptorOutside,
-    DraftUndefinedStatus,
-    DraftDirtyMissingWrite,
-    // Hostile behaviours.
-    Hang,
-    Drip,
-    HugeLength,
-    DraftHugeLength,
-    GarbageAfterHandshake,
-    CloseMidReply,
-}
+impl FaultSpec {
+    /// A fault met by the cases of today's dialect.
+    const fn standard(name: &'static str, clause: &'static str, description: &'static str) -> Self {
+        FaultSpec::new(FaultDialect::Standard, name, clause, description)
+    }
 
-impl Fault {
-    pub const ALL: [Fault; 37] = [
-        Fault::ReqOneOverrun,
-        Fault::ReqOneIgnored,
-        Fault::ZeroOverData,
-        Fault::DescriptorsPastRequest,
-        Fault::ZeroLengthDescriptor,
-        Fault::UnalignedToMinBlock,
-        Fault::DirtyMapMissingWrite,
-        Fault::SuccessPastEnd,
-        Fault::DuplicateContextChunk,
-        Fault::StrangerContextId,
-        Fault::WrongCookie,
-        Fault::NoDoneFlag,
-        Fault::ChunkLengthMismatch,
-        Fault::CompactChunkUnderEh,
-        Fault::StructuredHeaderUnderEh,
-        Fault::ExtCountMismatch,
-        Fault::ExtOffsetMismatch,
-        Fault::ErrorMessageOverrun,
-        Fault::ContextIdReused,
-        Fault::DiscDropsOutstanding,
-        Fault::DiscAnswersEio,
-        Fault::DraftNoFallback,
-        Fault::DraftFallbackSplit,
-        Fault::DraftErrorNoTrailer,
-        Fault::DraftShortTrailer,
-        Fault::DraftShortDescriptors,
-        Fault::DraftOverlap,
-        Fault::DraftZeroedOverData,
-        Fault::DraftDescriptorOutside,
-        Fault::DraftUndefinedStatus,
-        Fault::DraftDirtyMissingWrite,
-        Fault::Hang,
-        Fault::Drip,
-        Fault::HugeLength,
-        Fault::DraftHugeLength,
-        Fault::GarbageAfterHandshake,
-        Fault::CloseMidReply,
-    ];
+    /// A fault met by the cases of the 2016 draft.
+    const fn draft(name: &'static str, clause: &'static str, description: &'static str) -> Self {
+        FaultSpec::new(FaultDialect::Draft, name, clause, description)
+    }
 
-    pub fn spec(self) -> FaultSpec {
-        use FaultDialect::{Both, Draft, Standard};
-        let (name, dialect, clause, description) = match self {
-            Fault::ReqOneOverrun => (
-                "req-one-overrun",
-                Standard,
-                "BS-REQ-ONE-2",
-                "with REQ_ONE, the one descriptor runs on to the end of its extent, past the requested length",
-            ),
-            Fault::ReqOneIgnored => (
-                "req-one-ignored",
-                Standard,
-                "BS-REQ-ONE-1",
-                "REQ_ONE is ignored: as many descriptors as without it",
-            ),
-            Fault::ZeroOverData => (
-                "zero-over-data",
-                Standard,
-                "ALLOC-TRUTH-1",
-                "base:allocation calls data ZERO (read-back also catches it, as ALLOC-ZERO-1)",
-            ),
-            Fault::DescriptorsPastRequest => (
-                "descriptors-past-request",
-                Standard,
-                "BS-REP-SUM-1",
-                "descriptors continue past the requested range: one more after the one that crosses its end",
-            ),
-            Fault::ZeroLengthDescriptor => (
-                "zero-length-descriptor",
-                Standard,
-                "BS-REP-NZ-1",
-                "a zero-length descriptor opens each compact status chunk (not with REQ_ONE)",
-            ),
-            Fault::UnalignedToMinBlock => (
-                "unaligned-to-min-block",
-                Standard,
-                "BS-REP-MINBLK-1",
-                "advertises a 4 KiB minimum block, then moves every data/hole boundary 512 bytes off that grid",
-            ),
-            Fault::DirtyMapMissingWrite => (
-                "dirty-map-missing-write",
-                Standard,
-                "QEMU-DB-COVER-1",
-                "qemu:dirty-bitmap contexts report every granule clean, missing the writes",
-            ),
-            Fault::SuccessPastEnd => (
-                "success-past-end",
-                Standard,
-                "BS-REQ-OOB-1",
-                "a block-status request that starts inside the export but runs past its end succeeds",
-            ),
-            Fault::DuplicateContextChunk => (
-                "duplicate-context-chunk",
-                Standard,
-                "BS-REP-PERCTX-1",
-                "the first context's status chunk is sent twice",
-            ),
-            Fault::StrangerContextId => (
-                "stranger-context-id",
-                Standard,
-                "BS-REP-IDVALID-1",
-                "an extra status chunk for a context id SET_META_CONTEXT never handed out",
-            ),
-            Fault::WrongCookie => (
-                "wrong-cookie",
-                Standard,
-                "TX-COOKIE-1",
-                "block-status chunks carry a cookie other than the request's",
-            ),
-            Fault::NoDoneFlag => (
-                "no-done-flag",
-                Standard,
-                "BS-COMPLETE-1",
-                "the last block-status chunk lacks DONE, so the reply never ends",
-            ),
-            Fault::ChunkLengthMismatch => (
-                "chunk-length-mismatch",
-                Standard,
-                "BS-REP-LEN-1",
-                "compact status chunks carry 4 stray bytes, so their length is not 4 + 8n",
-            ),
-            Fault::CompactChunkUnderEh => (
-                "compact-chunk-under-eh",
-                Standard,
-                "BS-REP-NOEXT-1",
-                "under extended headers, status comes in 32-bit BLOCK_STATUS chunks (type 5)",
-            ),
-            Fault::StructuredHeaderUnderEh => (
-                "structured-header-under-eh",
-                Standard,
-                "EH-REP-1",
-                "under extended headers, status chunks come with 20-byte structured headers",
-            ),
-            Fault::ExtCountMismatch => (
-                "ext-count-mismatch",
-                Standard,
-                "BS-EXT-COUNT-1",
-                "BLOCK_STATUS_EXT chunks claim one descriptor more than they carry",
-            ),
-            Fault::ExtOffsetMismatch => (
-                "ext-offset-mismatch",
-                Standard,
-                "EH-REP-2",
-                "extended status chunks carry an offset 4 KiB past the request's",
-            ),
-            Fault::ErrorMessageOverrun => (
-                "error-message-overrun",
-                Standard,
-                "ERRCHUNK-ERR-1",
-                "error chunks for block status announce a message 16 bytes longer than the chunk holds",
-            ),
-            Fault::ContextIdReused => (
-                "context-id-reused",
-                Standard,
-                "SMC-REPLY-1",
-                "SET_META_CONTEXT hands out one id for every context it selects",
-            ),
-            Fault::DiscDropsOutstanding => (
-                "disc-drops-outstanding",
-                Standard,
-                "TX-DISC-1",
-                "a block-status request with NBD_CMD_DISC right behind it is never answered: the server just closes",
-            ),
-            Fault::DiscAnswersEio => (
-                "disc-answers-eio",
-                Standard,
-                "TX-DISC-1",
-                "a block-status request with NBD_CMD_DISC right behind it gets EIO instead of its answer (ESHUTDOWN would be allowed)",
-            ),
-            Fault::DraftNoFallback => (
-                "draft-no-fallback",
-                Draft,
-                "DRAFT-UNK-1",
-                "an unknown query type gets EINVAL instead of the status-0 fallback descriptor",
-            ),
-            Fault::DraftFallbackSplit => (
-                "draft-fallback-split",
-                Draft,
-                "DRAFT-UNK-1",
-                "the fallback comes as two status-0 halves: neither descriptor has the request's range",
-            ),
-            Fault::DraftErrorNoTrailer => (
-                "draft-error-no-trailer",
-                Draft,
-                "DRAFT-ERR-1",
-                "an error reply without its P trailer, and the connection stays open",
-            ),
-            Fault::DraftShortTrailer => (
-                "draft-short-trailer",
-                Draft,
-                "DRAFT-ERR-1",
-                "an error reply announces P = 14 and sends 6 bytes",
-            ),
-            Fault::DraftShortDescriptors => (
-                "draft-short-descriptors",
-                Draft,
-                "DRAFT-REP-1",
-                "a successful reply's P counts one descriptor more than is sent",
-            ),
-            Fault::DraftOverlap => (
-                "draft-overlap",
-                Draft,
-                "DRAFT-DESC-ORDER-1",
-                "a status-0 descriptor reaches 512 bytes into its neighbour, so the two overlap",
-            ),
-            Fault::DraftZeroedOverData => (
-                "draft-zeroed-over-data",
-                Draft,
-                "DRAFT-ALLOC-1",
-                "GET_ALLOCATED calls data ZEROED (the truth oracle also catches it, as ALLOC-TRUTH-1)",
-            ),
-            Fault::DraftDescriptorOutside => (
-                "draft-descriptor-outside",
-                Draft,
-                "DRAFT-DESC-RANGE-1",
-                "an extra 512-byte status-0 descriptor just past the requested range",
-            ),
-            Fault::DraftUndefinedStatus => (
-                "draft-undefined-status",
-                Draft,
-                "DRAFT-STATE-1",
-                "GET_ALLOCATED's first descriptor carries status 0x8000, which the query does not define",
-            ),
-            Fault::DraftDirtyMissingWrite => (
-                "draft-dirty-missing-write",
-                Draft,
-                "DRAFT-DIRTY-COVER-1",
-                "GET_DIRTY reports every granule clean, missing the writes",
-            ),
-            Fault::Hang => (
-                "hang",
-                Both,
-                "BS-COMPLETE-1",
-                "hostile: never answers a block-status request (reads and discards until the client leaves)",
-            ),
-            Fault::Drip => (
-                "drip",
-                Both,
-                "BS-COMPLETE-1",
-                "hostile: block-status replies trickle out one byte per second",
-            ),
-            Fault::HugeLength => (
-                "huge-length",
-                Standard,
-                "CHUNK-INCONS-1",
-                "hostile: a compact status chunk claims 0xfffffff0 payload bytes, then streams zeros",
-            ),
-            Fault::DraftHugeLength => (
-                "draft-huge-length",
-                Draft,
-                "DRAFT-BOUND-1",
-                "hostile: a GET_LBA_STATUS reply claims P = 0xfffffff0, then streams zeros",
-            ),
-            Fault::GarbageAfterHandshake => (
-                "garbage-after-handshake",
-                Both,
-                "TX-SIMPLE-1",
-                "hostile: 4 KiB of garbage where the first block-status reply of a connection belongs",
-            ),
-            Fault::CloseMidReply => (
-                "close-mid-reply",
-                Standard,
-                "TX-NODROP-1",
-                "hostile: sends half of each block-status reply, then closes the connection",
-            ),
-        };
+    /// A fault met by the cases of both dialects.
+    const fn both(name: &'static str, clause: &'static str, description: &'static str) -> Self {
+        FaultSpec::new(FaultDialect::Both, name, clause, description)
+    }
+
+    const fn new(
+        dialect: FaultDialect,
+        name: &'static str,
+        clause: &'static str,
+        description: &'static str,
+    ) -> Self {
         FaultSpec {
             name,
             dialect,
@@ -395,12 +102,96 @@ impl Fault {
             description,
         }
     }
+}
 
-    /// Kebab-case, as on the command line.
-    pub fn name(self) -> &'static str {
-        self.spec().name
+catalogue! {
+    /// One way to break the protocol on purpose. Each row: the name, the one clause the fault
+    /// breaks, and what it does (`serve --fault list`, docs/faults.md).
+    pub enum Fault: FaultSpec {
+        // Today's block status: what a reply says.
+        ReqOneOverrun => FaultSpec::standard("req-one-overrun", "BS-REQ-ONE-2",
+            "with REQ_ONE, the one descriptor runs on to the end of its extent, past the requested length"),
+        ReqOneIgnored => FaultSpec::standard("req-one-ignored", "BS-REQ-ONE-1",
+            "REQ_ONE is ignored: as many descriptors as without it"),
+        ZeroOverData => FaultSpec::standard("zero-over-data", "ALLOC-TRUTH-1",
+            "base:allocation calls data ZERO (read-back also catches it, as ALLOC-ZERO-1)"),
+        DescriptorsPastRequest => FaultSpec::standard("descriptors-past-request", "BS-REP-SUM-1",
+            "descriptors continue past the requested range: one more after the one that crosses its end"),
+        ZeroLengthDescriptor => FaultSpec::standard("zero-length-descriptor", "BS-REP-NZ-1",
+            "a zero-length descriptor opens each compact status chunk (not with REQ_ONE)"),
+        UnalignedToMinBlock => FaultSpec::standard("unaligned-to-min-block", "BS-REP-MINBLK-1",
+            "advertises a 4 KiB minimum block, then moves every data/hole boundary 512 bytes off that grid"),
+        DirtyMapMissingWrite => FaultSpec::standard("dirty-map-missing-write", "QEMU-DB-COVER-1",
+            "qemu:dirty-bitmap contexts report every granule clean, missing the writes"),
+        SuccessPastEnd => FaultSpec::standard("success-past-end", "BS-REQ-OOB-1",
+            "a block-status request that starts inside the export but runs past its end succeeds"),
+        // Today's block status: chunks and framing.
+        DuplicateContextChunk => FaultSpec::standard("duplicate-context-chunk", "BS-REP-PERCTX-1",
+            "the first context's status chunk is sent twice"),
+        StrangerContextId => FaultSpec::standard("stranger-context-id", "BS-REP-IDVALID-1",
+            "an extra status chunk for a context id SET_META_CONTEXT never handed out"),
+        WrongCookie => FaultSpec::standard("wrong-cookie", "TX-COOKIE-1",
+            "block-status chunks carry a cookie other than the request's"),
+        NoDoneFlag => FaultSpec::standard("no-done-flag", "BS-COMPLETE-1",
+            "the last block-status chunk lacks DONE, so the reply never ends"),
+        ChunkLengthMismatch => FaultSpec::standard("chunk-length-mismatch", "BS-REP-LEN-1",
+            "compact status chunks carry 4 stray bytes, so their length is not 4 + 8n"),
+        CompactChunkUnderEh => FaultSpec::standard("compact-chunk-under-eh", "BS-REP-NOEXT-1",
+            "under extended headers, status comes in 32-bit BLOCK_STATUS chunks (type 5)"),
+        StructuredHeaderUnderEh => FaultSpec::standard("structured-header-under-eh", "EH-REP-1",
+            "under extended headers, status chunks come with 20-byte structured headers"),
+        ExtCountMismatch => FaultSpec::standard("ext-count-mismatch", "BS-EXT-COUNT-1",
+            "BLOCK_STATUS_EXT chunks claim one descriptor more than they carry"),
+        ExtOffsetMismatch => FaultSpec::standard("ext-offset-mismatch", "EH-REP-2",
+            "extended status chunks carry an offset 4 KiB past the request's"),
+        ErrorMessageOverrun => FaultSpec::standard("error-message-overrun", "ERRCHUNK-ERR-1",
+            "error chunks for block status announce a message 16 bytes longer than the chunk holds"),
+        // Negotiation.
+        ContextIdReused => FaultSpec::standard("context-id-reused", "SMC-REPLY-1",
+            "SET_META_CONTEXT hands out one id for every context it selects"),
+        // Disconnect.
+        DiscDropsOutstanding => FaultSpec::standard("disc-drops-outstanding", "TX-DISC-1",
+            "a block-status request with NBD_CMD_DISC right behind it is never answered: the server just closes"),
+        DiscAnswersEio => FaultSpec::standard("disc-answers-eio", "TX-DISC-1",
+            "a block-status request with NBD_CMD_DISC right behind it gets EIO instead of its answer (ESHUTDOWN would be allowed)"),
+        // The 2016 draft.
+        DraftNoFallback => FaultSpec::draft("draft-no-fallback", "DRAFT-UNK-1",
+            "an unknown query type gets EINVAL instead of the status-0 fallback descriptor"),
+        DraftFallbackSplit => FaultSpec::draft("draft-fallback-split", "DRAFT-UNK-1",
+            "the fallback comes as two status-0 halves: neither descriptor has the request's range"),
+        DraftErrorNoTrailer => FaultSpec::draft("draft-error-no-trailer", "DRAFT-ERR-1",
+            "an error reply without its P trailer, and the connection stays open"),
+        DraftShortTrailer => FaultSpec::draft("draft-short-trailer", "DRAFT-ERR-1",
+            "an error reply announces P = 14 and sends 6 bytes"),
+        DraftShortDescriptors => FaultSpec::draft("draft-short-descriptors", "DRAFT-REP-1",
+            "a successful reply's P counts one descriptor more than is sent"),
+        DraftOverlap => FaultSpec::draft("draft-overlap", "DRAFT-DESC-ORDER-1",
+            "a status-0 descriptor reaches 512 bytes into its neighbour, so the two overlap"),
+        DraftZeroedOverData => FaultSpec::draft("draft-zeroed-over-data", "DRAFT-ALLOC-1",
+            "GET_ALLOCATED calls data ZEROED (the truth oracle also catches it, as ALLOC-TRUTH-1)"),
+        DraftDescriptorOutside => FaultSpec::draft("draft-descriptor-outside", "DRAFT-DESC-RANGE-1",
+            "an extra 512-byte status-0 descriptor just past the requested range"),
+        DraftUndefinedStatus => FaultSpec::draft("draft-undefined-status", "DRAFT-STATE-1",
+            "GET_ALLOCATED's first descriptor carries status 0x8000, which the query does not define"),
+        DraftDirtyMissingWrite => FaultSpec::draft("draft-dirty-missing-write", "DRAFT-DIRTY-COVER-1",
+            "GET_DIRTY reports every granule clean, missing the writes"),
+        // Hostile behaviours.
+        Hang => FaultSpec::both("hang", "BS-COMPLETE-1",
+            "hostile: never answers a block-status request (reads and discards until the client leaves)"),
+        Drip => FaultSpec::both("drip", "BS-COMPLETE-1",
+            "hostile: block-status replies trickle out one byte per second"),
+        HugeLength => FaultSpec::standard("huge-length", "CHUNK-INCONS-1",
+            "hostile: a compact status chunk claims 0xfffffff0 payload bytes, then streams zeros"),
+        DraftHugeLength => FaultSpec::draft("draft-huge-length", "DRAFT-BOUND-1",
+            "hostile: a GET_LBA_STATUS reply claims P = 0xfffffff0, then streams zeros"),
+        GarbageAfterHandshake => FaultSpec::both("garbage-after-handshake", "TX-SIMPLE-1",
+            "hostile: 4 KiB of garbage where the first block-status reply of a connection belongs"),
+        CloseMidReply => FaultSpec::standard("close-mid-reply", "TX-NODROP-1",
+            "hostile: sends half of each block-status reply, then closes the connection"),
     }
+}
 
+impl Fault {
     /// The one clause id the fault breaks.
     pub fn clause(self) -> &'static str {
         self.spec().clause
@@ -420,19 +211,11 @@ impl Fault {
     }
 }
 
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 impl FromStr for Fault {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Fault, String> {
-        Fault::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
+        Fault::from_name(s)
             .ok_or_else(|| format!("unknown fault {s:?}; the faults are: {}", Fault::names()))
     }
 }
@@ -940,10 +723,10 @@ mod tests {
                 fault.clause()
             );
         }
-        let mut sorted = Fault::ALL.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), Fault::ALL.len(), "ALL lists each fault once");
+        let mut names = Fault::ALL.map(Fault::name).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Fault::ALL.len(), "two faults share a name");
         let err = "nope".parse::<Fault>().unwrap_err();
         assert!(err.contains("req-one-overrun"), "{err}");
     }

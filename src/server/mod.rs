@@ -17,6 +17,7 @@
 //! The pure pieces are public so that integration tests can exercise them directly.
 
 pub mod bitmap;
+mod catalogue;
 pub mod connection;
 pub mod contexts;
 pub mod export;

@@ -9,40 +9,14 @@
 //!
 //! With no variant the hooks below change nothing.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::catalogue::catalogue;
 use super::extents::{Allocation, Dirtiness, Extent};
 use crate::wire::consts::context;
 use crate::wire::handshake::BlockSizes;
 use crate::wire::reply::Descriptor;
-
-/// One legal departure from the reference server's usual answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Variant {
-    PastRequest,
-    OneDescriptor,
-    ShortReplies,
-    StatusZero,
-    HoleWithoutZero,
-    ZeroAsData,
-    SplitHoles,
-    DirtyEverywhere,
-    ReverseChunks,
-    ReverseMetaContexts,
-    SimpleErrors,
-    CloseOnMisuse,
-    SlowReplies,
-    MinBlock512,
-    MinBlock4096,
-    MaxPayload64K,
-    UnrequestedInfo,
-    NoExtendedHeaders,
-    NoStructuredReplies,
-    NoMetaContexts,
-    OneConnection,
-}
 
 /// `allowed_by` of a choice no rule forbids (the spec asks no server to serve several clients
 /// at once), rather than one a MAY allows.
@@ -60,6 +34,75 @@ pub struct VariantSpec {
     pub description: &'static str,
 }
 
+impl VariantSpec {
+    /// A variant that no clause warns about.
+    const fn new(name: &'static str, allowed_by: &'static str, description: &'static str) -> Self {
+        VariantSpec {
+            name,
+            allowed_by,
+            warns: &[],
+            description,
+        }
+    }
+
+    /// The SHOULD-level clauses the variant really breaks.
+    const fn warns(self, warns: &'static [&'static str]) -> Self {
+        VariantSpec { warns, ..self }
+    }
+}
+
+catalogue! {
+    /// One legal departure from the reference server's usual answers. Each row: the name, the
+    /// clause that allows it, what it does, and the clauses it may be warned under
+    /// (`serve --variant list`, docs/variants.md).
+    pub enum Variant: VariantSpec {
+        PastRequest => VariantSpec::new("past-request", "BS-REP-SUM-2",
+            "without REQ_ONE, the last descriptor runs on to the end of its extent, past the request"),
+        OneDescriptor => VariantSpec::new("one-descriptor", "BS-REP-ATLEAST1-1",
+            "every status chunk holds one descriptor even without REQ_ONE (less than asked, never none)"),
+        ShortReplies => VariantSpec::new("short-replies", "BS-REP-ATLEAST1-1",
+            "status chunks stop after 3 descriptors: the client asks again for the rest"),
+        StatusZero => VariantSpec::new("status-zero", "ALLOC-SAFE0-1",
+            "base:allocation says 0 (allocated data) everywhere: always safe"),
+        HoleWithoutZero => VariantSpec::new("hole-without-zero", "ALLOC-SAFE0-1",
+            "holes are reported HOLE without ZERO (what a hole over a backing file looks like)"),
+        ZeroAsData => VariantSpec::new("zero-as-data", "ALLOC-SAFE0-1",
+            "allocated zeros are reported as data (status 0): no zero detection"),
+        SplitHoles => VariantSpec::new("split-holes", "ALLOC-SAFE0-1",
+            "holes and zeros come in 64 KiB pieces that alternate with status 0"),
+        DirtyEverywhere => VariantSpec::new("dirty-everywhere", "QEMU-DIRTY0-1",
+            "qemu:dirty-bitmap contexts report every granule dirty: over-reporting is safe"),
+        ReverseChunks => VariantSpec::new("reverse-chunks", "BS-REP-ORDER-1",
+            "status chunks of several contexts come in the reverse of the order ids were handed out"),
+        ReverseMetaContexts => VariantSpec::new("reverse-meta-contexts", "SMC-IGNORE-1",
+            "META_CONTEXT replies come in the reverse of the order queried"),
+        SimpleErrors => VariantSpec::new("simple-errors", "SR-SIMPLEOK-1",
+            "block-status errors as simple replies under structured replies (a SHOULD prefers error chunks)")
+            .warns(&["BS-ERR-CHUNK-1"]),
+        CloseOnMisuse => VariantSpec::new("close-on-misuse", "TX-VIOL-1",
+            "a request that breaks a client MUST (past the end, unknown flag or command, no context) closes the connection instead of EINVAL"),
+        SlowReplies => VariantSpec::new("slow-replies", "BS-COMPLETE-1",
+            "the first block-status reply of each connection waits 6 s before it goes out, complete"),
+        MinBlock512 => VariantSpec::new("min-block-512", "SIZE-ADVERTISE-1",
+            "advertises a 512-byte minimum block, exports whole blocks only, refuses unaligned requests with EINVAL"),
+        MinBlock4096 => VariantSpec::new("min-block-4096", "SIZE-ADVERTISE-1",
+            "advertises a 4 KiB minimum and preferred block, exports whole blocks only, refuses unaligned requests with EINVAL"),
+        MaxPayload64K => VariantSpec::new("max-payload-64k", "SIZE-ADVERTISE-1",
+            "advertises a 64 KiB maximum payload and refuses longer READs with EINVAL (below the 1 MiB a maximum should be, SIZE-MAX-1, which no case checks)")
+            .warns(&["SIZE-MAX-1"]),
+        UnrequestedInfo => VariantSpec::new("unrequested-info", "GO-ANYORDER-1",
+            "GO and INFO also send NBD_INFO_NAME and NBD_INFO_DESCRIPTION, asked for or not"),
+        NoExtendedHeaders => VariantSpec::new("no-extended-headers", "HS-UNSUP-1",
+            "NBD_OPT_EXTENDED_HEADERS is answered ERR_UNSUP: an optional extension not offered"),
+        NoStructuredReplies => VariantSpec::new("no-structured-replies", "HS-UNSUP-1",
+            "NBD_OPT_STRUCTURED_REPLY (and so block status) is answered ERR_UNSUP"),
+        NoMetaContexts => VariantSpec::new("no-meta-contexts", "HS-UNSUP-1",
+            "LIST and SET_META_CONTEXT are answered ERR_UNSUP: no block status offered"),
+        OneConnection => VariantSpec::new("one-connection", NO_RULE,
+            "serves one connection at a time: the next client waits until the last one leaves"),
+    }
+}
+
 /// How long `slow-replies` sits on the first block-status reply of a connection: longer than
 /// the 5 s per-read timeout that once failed slow servers, far below the per-request deadline.
 pub const SLOW_REPLY: Duration = Duration::from_secs(6);
@@ -69,171 +112,6 @@ pub const SPLIT_PIECE: u64 = 64 << 10;
 pub const SHORT_REPLY_DESCRIPTORS: usize = 3;
 
 impl Variant {
-    pub const ALL: [Variant; 21] = [
-        Variant::PastRequest,
-        Variant::OneDescriptor,
-        Variant::ShortReplies,
-        Variant::StatusZero,
-        Variant::HoleWithoutZero,
-        Variant::ZeroAsData,
-        Variant::SplitHoles,
-        Variant::DirtyEverywhere,
-        Variant::ReverseChunks,
-        Variant::ReverseMetaContexts,
-        Variant::SimpleErrors,
-        Variant::CloseOnMisuse,
-        Variant::SlowReplies,
-        Variant::MinBlock512,
-        Variant::MinBlock4096,
-        Variant::MaxPayload64K,
-        Variant::UnrequestedInfo,
-        Variant::NoExtendedHeaders,
-        Variant::NoStructuredReplies,
-        Variant::NoMetaContexts,
-        Variant::OneConnection,
-    ];
-
-    pub fn spec(self) -> VariantSpec {
-        let (name, allowed_by, warns, description): (_, _, &'static [&'static str], _) = match self {
-            Variant::PastRequest => (
-                "past-request",
-                "BS-REP-SUM-2",
-                &[],
-                "without REQ_ONE, the last descriptor runs on to the end of its extent, past the request",
-            ),
-            Variant::OneDescriptor => (
-                "one-descriptor",
-                "BS-REP-ATLEAST1-1",
-                &[],
-                "every status chunk holds one descriptor even without REQ_ONE (less than asked, never none)",
-            ),
-            Variant::ShortReplies => (
-                "short-replies",
-                "BS-REP-ATLEAST1-1",
-                &[],
-                "status chunks stop after 3 descriptors: the client asks again for the rest",
-            ),
-            Variant::StatusZero => (
-                "status-zero",
-                "ALLOC-SAFE0-1",
-                &[],
-                "base:allocation says 0 (allocated data) everywhere: always safe",
-            ),
-            Variant::HoleWithoutZero => (
-                "hole-without-zero",
-                "ALLOC-SAFE0-1",
-                &[],
-                "holes are reported HOLE without ZERO (what a hole over a backing file looks like)",
-            ),
-            Variant::ZeroAsData => (
-                "zero-as-data",
-                "ALLOC-SAFE0-1",
-                &[],
-                "allocated zeros are reported as data (status 0): no zero detection",
-            ),
-            Variant::SplitHoles => (
-                "split-holes",
-                "ALLOC-SAFE0-1",
-                &[],
-                "holes and zeros come in 64 KiB pieces that alternate with status 0",
-            ),
-            Variant::DirtyEverywhere => (
-                "dirty-everywhere",
-                "QEMU-DIRTY0-1",
-                &[],
-                "qemu:dirty-bitmap contexts report every granule dirty: over-reporting is safe",
-            ),
-            Variant::ReverseChunks => (
-                "reverse-chunks",
-                "BS-REP-ORDER-1",
-                &[],
-                "status chunks of several contexts come in the reverse of the order ids were handed out",
-            ),
-            Variant::ReverseMetaContexts => (
-                "reverse-meta-contexts",
-                "SMC-IGNORE-1",
-                &[],
-                "META_CONTEXT replies come in the reverse of the order queried",
-            ),
-            Variant::SimpleErrors => (
-                "simple-errors",
-                "SR-SIMPLEOK-1",
-                &["BS-ERR-CHUNK-1"],
-                "block-status errors as simple replies under structured replies (a SHOULD prefers error chunks)",
-            ),
-            Variant::CloseOnMisuse => (
-                "close-on-misuse",
-                "TX-VIOL-1",
-                &[],
-                "a request that breaks a client MUST (past the end, unknown flag or command, no context) closes the connection instead of EINVAL",
-            ),
-            Variant::SlowReplies => (
-                "slow-replies",
-                "BS-COMPLETE-1",
-                &[],
-                "the first block-status reply of each connection waits 6 s before it goes out, complete",
-            ),
-            Variant::MinBlock512 => (
-                "min-block-512",
-                "SIZE-ADVERTISE-1",
-                &[],
-                "advertises a 512-byte minimum block, exports whole blocks only, refuses unaligned requests with EINVAL",
-            ),
-            Variant::MinBlock4096 => (
-                "min-block-4096",
-                "SIZE-ADVERTISE-1",
-                &[],
-                "advertises a 4 KiB minimum and preferred block, exports whole blocks only, refuses unaligned requests with EINVAL",
-            ),
-            Variant::MaxPayload64K => (
-                "max-payload-64k",
-                "SIZE-ADVERTISE-1",
-                &["SIZE-MAX-1"],
-                "advertises a 64 KiB maximum payload and refuses longer READs with EINVAL (below the 1 MiB a maximum should be, SIZE-MAX-1, which no case checks)",
-            ),
-            Variant::UnrequestedInfo => (
-                "unrequested-info",
-                "GO-ANYORDER-1",
-                &[],
-                "GO and INFO also send NBD_INFO_NAME and NBD_INFO_DESCRIPTION, asked for or not",
-            ),
-            Variant::NoExtendedHeaders => (
-                "no-extended-headers",
-                "HS-UNSUP-1",
-                &[],
-                "NBD_OPT_EXTENDED_HEADERS is answered ERR_UNSUP: an optional extension not offered",
-            ),
-            Variant::NoStructuredReplies => (
-                "no-structured-replies",
-                "HS-UNSUP-1",
-                &[],
-                "NBD_OPT_STRUCTURED_REPLY (and so block status) is answered ERR_UNSUP",
-            ),
-            Variant::NoMetaContexts => (
-                "no-meta-contexts",
-                "HS-UNSUP-1",
-                &[],
-                "LIST and SET_META_CONTEXT are answered ERR_UNSUP: no block status offered",
-            ),
-            Variant::OneConnection => (
-                "one-connection",
-                NO_RULE,
-                &[],
-                "serves one connection at a time: the next client waits until the last one leaves",
-            ),
-        };
-        VariantSpec {
-            name,
-            allowed_by,
-            warns,
-            description,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        self.spec().name
-    }
-
     /// A table of every variant, one per line, for `serve --variant list`.
     pub fn table() -> String {
         Variant::ALL
@@ -246,23 +124,14 @@ impl Variant {
     }
 }
 
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 impl FromStr for Variant {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Variant, String> {
-        Variant::ALL
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
-                format!("unknown variant {s:?}; variants: {}", names.join(", "))
-            })
+        Variant::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+            format!("unknown variant {s:?}; variants: {}", names.join(", "))
+        })
     }
 }
 
