@@ -10,7 +10,8 @@
 //! - [`export`]: the shared export state and its transmission flags;
 //! - [`negotiate`]: option haggling, sans IO;
 //! - [`replies`]: reply framing for the negotiated header form;
-//! - [`transmit`]: request checking and execution;
+//! - [`plan`]: request checking, sans IO;
+//! - [`transmit`]: the transmission loop: running checked requests and replying;
 //! - [`fault`]: the clauses `--fault` breaks on purpose, and the hooks the layers above call;
 //! - [`connection`] (one client) and `listener` (TCP or Unix socket files): sockets.
 //!
@@ -26,6 +27,7 @@ pub mod fault;
 pub mod image;
 mod listener;
 pub mod negotiate;
+pub mod plan;
 pub mod replies;
 pub mod transmit;
 pub mod variant;
