@@ -3,7 +3,8 @@
 //!
 //! A list that is written out more than once (the enum, an `ALL` array, a match from value to
 //! name) can lose a value in one of its copies without a compiler noticing. Here each list is
-//! a single table of rows, and everything else is derived from it.
+//! a single table of rows, and everything else is derived from it. An export carries the
+//! values it was given as a [`Chosen`] set.
 
 /// Defines an enum with one value per row of the table, in table order, and derives from the
 /// same rows:
@@ -68,3 +69,28 @@ macro_rules! catalogue {
 }
 
 pub(super) use catalogue;
+
+/// The values of one catalogue an export was told to take (`--fault`, `--variant`): sorted,
+/// without repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Chosen<T>(Vec<T>);
+
+impl<T: Ord> Chosen<T> {
+    pub fn new(values: impl IntoIterator<Item = T>) -> Chosen<T> {
+        let mut list: Vec<T> = values.into_iter().collect();
+        list.sort_unstable();
+        list.dedup();
+        Chosen(list)
+    }
+
+    pub fn has(&self, value: T) -> bool {
+        self.0.contains(&value)
+    }
+}
+
+/// None taken: the plain server.
+impl<T> Default for Chosen<T> {
+    fn default() -> Self {
+        Chosen(Vec::new())
+    }
+}

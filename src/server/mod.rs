@@ -11,8 +11,12 @@
 //! - [`negotiate`]: option haggling, sans IO;
 //! - [`replies`]: reply framing for the negotiated header form;
 //! - [`plan`]: request checking, sans IO;
+//! - [`status`]: what the answer to a status query says, built stage by stage;
 //! - [`transmit`]: the transmission loop: running checked requests and replying;
-//! - [`fault`]: the clauses `--fault` breaks on purpose, and the hooks the layers above call;
+//! - [`fault`]: the clauses `--fault` breaks on purpose: a tamper layer the clean server hands
+//!   its answers to at a few points;
+//! - [`variant`]: the legal choices `--variant` takes, hooked just before the faults;
+//! - `catalogue`: the one-table definition of the fault and variant lists;
 //! - [`connection`] (one client) and `listener` (TCP or Unix socket files): sockets.
 //!
 //! The pure pieces are public so that integration tests can exercise them directly.
@@ -29,6 +33,7 @@ mod listener;
 pub mod negotiate;
 pub mod plan;
 pub mod replies;
+pub mod status;
 pub mod transmit;
 pub mod variant;
 

@@ -187,16 +187,7 @@ pub fn plan(
             if length == 0 {
                 return Err(refuse(errno::EINVAL, "zero-length block status request"));
             }
-            let length = match export
-                .faults
-                .accepts_past_end(offset, length, export.size())
-            {
-                Some(inside) => inside,
-                None => {
-                    check_range(export, offset, length)?;
-                    length
-                }
-            };
+            check_range(export, offset, length)?;
             Ok(Command::BlockStatus {
                 offset,
                 length,
@@ -217,9 +208,6 @@ fn plan_lba_status(req: &Request, export: &Export) -> Result<Command, Refusal> {
         DraftQuery::Dirty if export.bitmaps.is_empty() => DraftQuery::Other(draft::SELECT_DIRTY),
         q => q,
     };
-    if matches!(query, DraftQuery::Other(_)) && export.faults.refuses_unknown_query() {
-        return Err(refuse(errno::EINVAL, "unknown query type"));
-    }
     Ok(Command::LbaStatus {
         offset: req.offset,
         length: req.length,
@@ -253,10 +241,13 @@ fn allowed_flags(command: u16, session: &Session) -> u16 {
         }
 }
 
+/// The refusal of a request that runs past the end of the export.
+pub const PAST_END: Refusal = misuse("request runs past the end of the export");
+
 fn check_range(export: &Export, offset: u64, length: u64) -> Result<(), Refusal> {
     match offset.checked_add(length) {
         Some(end) if end <= export.size() => Ok(()),
-        _ => Err(misuse("request runs past the end of the export")),
+        _ => Err(PAST_END),
     }
 }
 

@@ -3,20 +3,23 @@
 //! The mirror image of [`super::fault`]: a fault breaks one clause and the suite must catch it;
 //! a variant keeps every rule a client can hold a server to, while doing something a server
 //! may do but ours usually does not (answer less, answer past the request, say status 0, be
-//! slow, advertise a minimum block size, …), and the suite must grade it conformant. A check that fails a variant is a false
-//! verdict. Each variant names the clause that allows it and, where it really breaks a SHOULD,
-//! the clauses it may be warned under.
+//! slow, advertise a minimum block size, …), and the suite must grade it conformant. A check
+//! that fails a variant is a false verdict. Each variant, a row of the [`Variant`] table below,
+//! names the clause that allows it and, where it really breaks a SHOULD, the clauses it may be
+//! warned under.
 //!
-//! With no variant the hooks below change nothing.
+//! [`Variants`] holds the hooks the server's layers call: negotiation, request checking and
+//! the timing of replies here; what a status answer says in `answer`, at the same stages as
+//! the faults and just before them ([`Variants::scan`], [`Variants::restate`],
+//! [`Variants::reshape`]). With no variant every hook changes nothing.
+
+mod answer;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::catalogue::catalogue;
-use super::extents::{Allocation, Dirtiness, Extent};
-use crate::wire::consts::context;
+use super::catalogue::{catalogue, Chosen};
 use crate::wire::handshake::BlockSizes;
-use crate::wire::reply::Descriptor;
 
 /// `allowed_by` of a choice no rule forbids (the spec asks no server to serve several clients
 /// at once), rather than one a MAY allows.
@@ -106,10 +109,6 @@ catalogue! {
 /// How long `slow-replies` sits on the first block-status reply of a connection: longer than
 /// the 5 s per-read timeout that once failed slow servers, far below the per-request deadline.
 pub const SLOW_REPLY: Duration = Duration::from_secs(6);
-/// Piece length of `split-holes`.
-pub const SPLIT_PIECE: u64 = 64 << 10;
-/// Descriptors per chunk under `short-replies`.
-pub const SHORT_REPLY_DESCRIPTORS: usize = 3;
 
 impl Variant {
     /// A table of every variant, one per line, for `serve --variant list`.
@@ -155,21 +154,9 @@ impl OffLimits {
 }
 
 /// The variants an export carries: sorted, without repeats.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Variants(Vec<Variant>);
+pub type Variants = Chosen<Variant>;
 
 impl Variants {
-    pub fn new(variants: impl IntoIterator<Item = Variant>) -> Variants {
-        let mut v: Vec<Variant> = variants.into_iter().collect();
-        v.sort_unstable();
-        v.dedup();
-        Variants(v)
-    }
-
-    pub fn has(&self, variant: Variant) -> bool {
-        self.0.contains(&variant)
-    }
-
     // ---- negotiation ---------------------------------------------------------------------
 
     /// The advertised minimum block size (1 without a min-block variant).
@@ -259,120 +246,11 @@ impl Variants {
     pub fn reply_delay(&self) -> Option<Duration> {
         self.has(Variant::SlowReplies).then_some(SLOW_REPLY)
     }
-
-    // ---- what a block-status reply describes ----------------------------------------------
-
-    /// How far to scan for a request of `length` bytes with `room` bytes before the export's
-    /// end: `past-request` looks on to the end of the extent that crosses the request's end.
-    pub fn status_scan(&self, length: u64, req_one: bool, room: u64) -> u64 {
-        if self.has(Variant::PastRequest) && !req_one {
-            room
-        } else {
-            length
-        }
-    }
-
-    pub fn restate_allocation(&self, extents: &mut [Extent<Allocation>]) {
-        for e in extents.iter_mut() {
-            if self.has(Variant::StatusZero)
-                || (self.has(Variant::ZeroAsData) && e.state == Allocation::Zero)
-            {
-                e.state = Allocation::Data;
-            }
-        }
-    }
-
-    pub fn restate_dirtiness(&self, extents: &mut [Extent<Dirtiness>]) {
-        if self.has(Variant::DirtyEverywhere) {
-            for e in extents.iter_mut() {
-                e.state = Dirtiness::Dirty;
-            }
-        }
-    }
-
-    /// One context's descriptors for a request of `request_length` bytes.
-    pub fn descriptors(
-        &self,
-        list: &mut Vec<Descriptor>,
-        request_length: u64,
-        req_one: bool,
-        base_allocation: bool,
-    ) {
-        if list.is_empty() {
-            return;
-        }
-        if self.has(Variant::PastRequest) && !req_one {
-            keep_through_request_end(list, request_length);
-        }
-        if base_allocation && self.has(Variant::HoleWithoutZero) {
-            for d in list.iter_mut() {
-                if d.flags == context::STATE_HOLE | context::STATE_ZERO {
-                    d.flags = context::STATE_HOLE;
-                }
-            }
-        }
-        if base_allocation && self.has(Variant::SplitHoles) && !req_one {
-            *list = split_holes(list);
-        }
-        if self.has(Variant::OneDescriptor) {
-            list.truncate(1);
-        } else if self.has(Variant::ShortReplies) {
-            list.truncate(SHORT_REPLY_DESCRIPTORS);
-        }
-    }
-
-    /// The (context id, descriptors) list of one reply.
-    pub fn chunks(&self, chunks: &mut [(u32, Vec<Descriptor>)]) {
-        if self.has(Variant::ReverseChunks) {
-            chunks.reverse();
-        }
-    }
-}
-
-/// `past-request`: the scan ran to the end of the export; keep the descriptors up to and
-/// including the one that reaches the request's end, so the last one overshoots truthfully.
-fn keep_through_request_end(list: &mut Vec<Descriptor>, request_length: u64) {
-    let mut end = 0u64;
-    if let Some(i) = list.iter().position(|d| {
-        end = end.saturating_add(d.length);
-        end >= request_length
-    }) {
-        list.truncate(i + 1);
-    }
-}
-
-/// `split-holes`: every descriptor with a non-zero status longer than two pieces becomes an
-/// odd number of pieces alternating its status and 0, so that neighbours still differ and the
-/// pieces at both ends keep the true status.
-fn split_holes(list: &[Descriptor]) -> Vec<Descriptor> {
-    let mut out = Vec::with_capacity(list.len());
-    for d in list {
-        let pieces = d.length / SPLIT_PIECE;
-        if d.flags == 0 || pieces < 3 {
-            out.push(*d);
-            continue;
-        }
-        let pieces = if pieces % 2 == 0 { pieces - 1 } else { pieces };
-        for i in 0..pieces {
-            let length = if i + 1 == pieces {
-                d.length - SPLIT_PIECE * (pieces - 1)
-            } else {
-                SPLIT_PIECE
-            };
-            let flags = if i % 2 == 0 { d.flags } else { 0 };
-            out.push(Descriptor { length, flags });
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn d(length: u64, flags: u64) -> Descriptor {
-        Descriptor { length, flags }
-    }
 
     #[test]
     fn names_parse_back() {
@@ -393,32 +271,8 @@ mod tests {
     #[test]
     fn no_variant_changes_nothing() {
         let none = Variants::default();
-        let mut list = vec![d(4096, 0), d(1 << 20, 3), d(4096, 0)];
-        let before = list.clone();
-        none.descriptors(&mut list, 1 << 20, false, true);
-        assert_eq!(list, before);
         assert_eq!(none.export_size(1000), 1000);
-        assert_eq!(none.status_scan(10, false, 100), 10);
         assert!(none.refuses_request(true, 1, 1).is_none());
-    }
-
-    #[test]
-    fn split_holes_alternate_and_keep_true_ends() {
-        let out = split_holes(&[d(4096, 0), d(4 * SPLIT_PIECE + 512, 3), d(4096, 0)]);
-        let flags: Vec<u64> = out.iter().map(|d| d.flags).collect();
-        assert_eq!(flags, [0, 3, 0, 3, 0]);
-        assert_eq!(
-            out.iter().map(|d| d.length).sum::<u64>(),
-            8192 + 4 * SPLIT_PIECE + 512
-        );
-        assert!(out.windows(2).all(|w| w[0].flags != w[1].flags));
-    }
-
-    #[test]
-    fn past_request_keeps_the_crossing_descriptor() {
-        let mut list = vec![d(4096, 0), d(8192, 3), d(4096, 0)];
-        keep_through_request_end(&mut list, 6000);
-        assert_eq!(list, [d(4096, 0), d(8192, 3)]);
     }
 
     #[test]
