@@ -3,7 +3,7 @@
 //! tests nothing).
 //!
 //! A [`Fault`] names one misbehaviour and the one clause it breaks (`nbd-conform serve --fault
-//! list`); the table below is the only list of them. The export keeps its faults in a
+//! list`); the table below is the one list of them. The export keeps its faults in a
 //! [`Faults`] set, and together they are one tamper layer over the clean server. The clean
 //! server builds each answer as it always would and hands it here at a few points, each a
 //! value it would otherwise use or send as it is:
@@ -108,8 +108,9 @@ impl FaultSpec {
 }
 
 catalogue! {
-    /// One way to break the protocol on purpose. Each row: the name, the one clause the fault
-    /// breaks, and what it does (`serve --fault list`, docs/faults.md).
+    /// One way to break the protocol on purpose. Each row: the dialect whose cases meet it
+    /// (the constructor), the name, the one clause it breaks, and what it does (`serve --fault
+    /// list`, docs/faults.md).
     pub enum Fault: FaultSpec {
         // Today's block status: what a reply says.
         ReqOneOverrun => FaultSpec::standard("req-one-overrun", "BS-REQ-ONE-2",
