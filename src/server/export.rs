@@ -1,6 +1,7 @@
 //! The one export this server offers, shared by all connections: image, dirty bitmaps, context
 //! catalogue, and the facts a client learns about it (name, size, transmission flags).
 
+use std::io;
 use std::sync::Arc;
 
 use super::bitmap::{BitmapSpec, DirtyBitmap};
@@ -89,6 +90,18 @@ impl Export {
             Dialect::Standard => {}
         }
         flags
+    }
+
+    /// Runs blocking image I/O (`f`) off the async threads.
+    pub async fn image_io<T, F>(&self, f: F) -> io::Result<T>
+    where
+        F: FnOnce(&Image) -> io::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let image = self.image.clone();
+        tokio::task::spawn_blocking(move || f(&image))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))))
     }
 
     /// Marks a modified range dirty in every bitmap.

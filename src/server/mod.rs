@@ -10,13 +10,19 @@
 //! - [`export`]: the shared export state and its transmission flags;
 //! - [`negotiate`]: option haggling, sans IO;
 //! - [`replies`]: reply framing for the negotiated header form;
-//! - [`transmit`]: request checking and execution;
-//! - [`fault`]: the clauses `--fault` breaks on purpose, and the hooks the layers above call;
+//! - [`plan`]: request checking, sans IO;
+//! - [`status`]: what the answer to a status query says, built stage by stage;
+//! - [`transmit`]: the transmission loop: running checked requests and replying;
+//! - [`fault`]: the clauses `--fault` breaks on purpose: a tamper layer the clean server hands
+//!   its answers to at a few points;
+//! - [`variant`]: the legal choices `--variant` takes, hooked just before the faults;
+//! - `catalogue`: the one-table definition of the fault and variant lists;
 //! - [`connection`] (one client) and `listener` (TCP or Unix socket files): sockets.
 //!
 //! The pure pieces are public so that integration tests can exercise them directly.
 
 pub mod bitmap;
+mod catalogue;
 pub mod connection;
 pub mod contexts;
 pub mod export;
@@ -25,7 +31,9 @@ pub mod fault;
 pub mod image;
 mod listener;
 pub mod negotiate;
+pub mod plan;
 pub mod replies;
+pub mod status;
 pub mod transmit;
 pub mod variant;
 

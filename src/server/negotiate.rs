@@ -254,23 +254,33 @@ impl<'a> Negotiation<'a> {
         ack(out, opt)
     }
 
-    fn list_meta_context(&self, data: &[u8], out: &mut BytesMut) -> Next {
-        let opt = option::LIST_META_CONTEXT;
+    /// What LIST and SET_META_CONTEXT share before they part: the draft has no contexts, and
+    /// the request must parse. `Err` holds what to do next once the error reply is written.
+    fn meta_context_request(
+        &self,
+        opt: u32,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(String, Vec<String>), Next> {
         if self.export.is_draft() {
-            return error(
+            return Err(error(
                 out,
                 opt,
                 reply_type::ERR_UNSUP,
                 "the 2016 draft has no metadata contexts",
-            );
+            ));
         }
-        let Ok((name, queries)) = parse_meta_context_request(data) else {
-            return error(
-                out,
-                opt,
-                reply_type::ERR_INVALID,
-                "malformed LIST_META_CONTEXT request",
-            );
+        parse_meta_context_request(data).map_err(|_| {
+            let message = format!("malformed {} request", option::name(opt));
+            error(out, opt, reply_type::ERR_INVALID, &message)
+        })
+    }
+
+    fn list_meta_context(&self, data: &[u8], out: &mut BytesMut) -> Next {
+        let opt = option::LIST_META_CONTEXT;
+        let (name, queries) = match self.meta_context_request(opt, data, out) {
+            Ok(request) => request,
+            Err(next) => return next,
         };
         if self.export.resolve(&name).is_none() {
             return error(out, opt, reply_type::ERR_UNKNOWN, "no such export");
@@ -290,21 +300,9 @@ impl<'a> Negotiation<'a> {
     fn set_meta_context(&mut self, data: &[u8], out: &mut BytesMut) -> Next {
         let opt = option::SET_META_CONTEXT;
         self.selection = Selection::default();
-        if self.export.is_draft() {
-            return error(
-                out,
-                opt,
-                reply_type::ERR_UNSUP,
-                "the 2016 draft has no metadata contexts",
-            );
-        }
-        let Ok((name, queries)) = parse_meta_context_request(data) else {
-            return error(
-                out,
-                opt,
-                reply_type::ERR_INVALID,
-                "malformed SET_META_CONTEXT request",
-            );
+        let (name, queries) = match self.meta_context_request(opt, data, out) {
+            Ok(request) => request,
+            Err(next) => return next,
         };
         if !self.structured {
             return error(

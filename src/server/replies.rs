@@ -4,6 +4,9 @@
 //! negotiated, where payload-free successes may stay simple (SR-SIMPLEOK-1); extended chunks for
 //! everything under extended headers, offset = request offset (EH-REP-1, EH-REP-2). The draft's
 //! GET_LBA_STATUS reply (simple header + P + descriptors) lives here too.
+//!
+//! The replies to status queries are built as a [`StatusReply`] before they are encoded: the
+//! one form in which fault injection may rewrite them (the clean server encodes them as built).
 
 use bytes::{Bytes, BytesMut};
 
@@ -26,6 +29,55 @@ impl OutgoingChunk {
     }
 }
 
+/// A reply to a status query (BLOCK_STATUS, or the draft's GET_LBA_STATUS), built but not yet
+/// encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusReply {
+    /// Block status answered: one status chunk per context, DONE on the last.
+    Chunks(Vec<OutgoingChunk>),
+    /// Block status refused under structured replies: one ERROR chunk, with DONE.
+    ErrorChunk(OutgoingChunk),
+    /// GET_LBA_STATUS answered: the simple header, then P and the descriptors (DRAFT-REP-1).
+    DraftAnswer(BytesMut),
+    /// GET_LBA_STATUS refused: the simple header with the error, then P = 0 so the stream stays
+    /// in sync (DRAFT-ERR-1, the "send P" variant).
+    DraftRefusal(BytesMut),
+}
+
+impl StatusReply {
+    pub fn draft_answer(cookie: u64, descriptors: &[DraftDescriptor]) -> StatusReply {
+        let mut reply = BytesMut::new();
+        ReplyHeader::Simple { error: 0, cookie }.encode(&mut reply);
+        encode_descriptors(&mut reply, descriptors);
+        StatusReply::DraftAnswer(reply)
+    }
+
+    pub fn draft_refusal(cookie: u64, errno: u32) -> StatusReply {
+        let mut reply = BytesMut::new();
+        ReplyHeader::Simple {
+            error: errno,
+            cookie,
+        }
+        .encode(&mut reply);
+        encode_descriptors(&mut reply, &[]);
+        StatusReply::DraftRefusal(reply)
+    }
+
+    pub fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            StatusReply::Chunks(chunks) => {
+                for chunk in chunks {
+                    chunk.encode(dst);
+                }
+            }
+            StatusReply::ErrorChunk(chunk) => chunk.encode(dst),
+            StatusReply::DraftAnswer(bytes) | StatusReply::DraftRefusal(bytes) => {
+                dst.extend_from_slice(bytes)
+            }
+        }
+    }
+}
+
 /// The reply header form of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyForm {
@@ -45,11 +97,11 @@ impl ReplyForm {
 
     /// Writes a chunk with the DONE flag (the only chunk, or the last one, of a reply).
     fn final_chunk(self, dst: &mut BytesMut, cookie: u64, offset: u64, body: &ChunkBody) {
-        self.outgoing(true, cookie, offset, body).encode(dst);
+        self.chunk(true, cookie, offset, body).encode(dst);
     }
 
     /// One chunk as header and payload; `done` sets the DONE flag.
-    fn outgoing(self, done: bool, cookie: u64, offset: u64, body: &ChunkBody) -> OutgoingChunk {
+    pub fn chunk(self, done: bool, cookie: u64, offset: u64, body: &ChunkBody) -> OutgoingChunk {
         let flags = if done { reply_flag::DONE } else { 0 };
         let mut payload = BytesMut::new();
         body.encode_payload(&mut payload);
@@ -98,7 +150,7 @@ impl ReplyForm {
             message: message.to_owned(),
             offset: None,
         };
-        (self != ReplyForm::Simple).then(|| self.outgoing(true, cookie, offset, &body))
+        (self != ReplyForm::Simple).then(|| self.chunk(true, cookie, offset, &body))
     }
 
     /// Success of a command without reply payload. Structured connections may still use a
@@ -133,23 +185,20 @@ impl ReplyForm {
         }
     }
 
-    /// A successful BLOCK_STATUS: one status chunk per context, DONE on the last. Callers only
-    /// get here on structured or extended connections (contexts need them).
+    /// A successful BLOCK_STATUS: one status chunk per (context id, descriptors), DONE on the
+    /// last. Callers only get here on structured or extended connections (contexts need them).
     pub fn block_status(
         self,
-        dst: &mut BytesMut,
         cookie: u64,
         offset: u64,
         chunks: Vec<(u32, Vec<Descriptor>)>,
-    ) {
-        for chunk in self.frames(cookie, offset, self.status_bodies(chunks)) {
-            chunk.encode(dst);
-        }
+    ) -> StatusReply {
+        StatusReply::Chunks(self.frames(cookie, offset, self.status_bodies(chunks)))
     }
 
     /// The status chunk body of each context: BLOCK_STATUS_EXT under extended headers,
     /// BLOCK_STATUS otherwise.
-    pub fn status_bodies(self, chunks: Vec<(u32, Vec<Descriptor>)>) -> Vec<ChunkBody> {
+    fn status_bodies(self, chunks: Vec<(u32, Vec<Descriptor>)>) -> Vec<ChunkBody> {
         chunks
             .into_iter()
             .map(|(context_id, descriptors)| match self {
@@ -167,31 +216,14 @@ impl ReplyForm {
     }
 
     /// The chunks of one reply, DONE on the last.
-    pub fn frames(self, cookie: u64, offset: u64, bodies: Vec<ChunkBody>) -> Vec<OutgoingChunk> {
+    fn frames(self, cookie: u64, offset: u64, bodies: Vec<ChunkBody>) -> Vec<OutgoingChunk> {
         let last = bodies.len().saturating_sub(1);
         bodies
             .iter()
             .enumerate()
-            .map(|(i, body)| self.outgoing(i == last, cookie, offset, body))
+            .map(|(i, body)| self.chunk(i == last, cookie, offset, body))
             .collect()
     }
-}
-
-/// A successful draft GET_LBA_STATUS: simple header, then P and the descriptors (DRAFT-REP-1).
-pub fn draft_status(dst: &mut BytesMut, cookie: u64, descriptors: &[DraftDescriptor]) {
-    ReplyHeader::Simple { error: 0, cookie }.encode(dst);
-    encode_descriptors(dst, descriptors);
-}
-
-/// A failed draft GET_LBA_STATUS: the error, then P = 0 so the stream stays in sync
-/// (DRAFT-ERR-1, the "send P" variant).
-pub fn draft_error(dst: &mut BytesMut, cookie: u64, errno: u32) {
-    ReplyHeader::Simple {
-        error: errno,
-        cookie,
-    }
-    .encode(dst);
-    encode_descriptors(dst, &[]);
 }
 
 #[cfg(test)]
@@ -254,7 +286,9 @@ mod tests {
             length: 512,
             flags: 3,
         }];
-        ReplyForm::Structured.block_status(&mut b, 1, 0, vec![(0, d.clone()), (1, d)]);
+        ReplyForm::Structured
+            .block_status(1, 0, vec![(0, d.clone()), (1, d)])
+            .encode(&mut b);
         let first = header(&b);
         let second = header(&b[magic::STRUCTURED_REPLY_LEN + 12..]);
         assert!(matches!(
@@ -292,7 +326,8 @@ mod tests {
         for form in [ReplyForm::Structured, ReplyForm::Extended] {
             let extended = form == ReplyForm::Extended;
             let mut ours = BytesMut::new();
-            form.block_status(&mut ours, 7, 4096, vec![(0, d.clone()), (1, d.clone())]);
+            form.block_status(7, 4096, vec![(0, d.clone()), (1, d.clone())])
+                .encode(&mut ours);
             let mut wire = BytesMut::new();
             for (i, body) in form
                 .status_bodies(vec![(0, d.clone()), (1, d.clone())])
@@ -320,7 +355,7 @@ mod tests {
     #[test]
     fn draft_error_sends_a_zero_parameter_length() {
         let mut b = BytesMut::new();
-        draft_error(&mut b, 5, 22);
+        StatusReply::draft_refusal(5, 22).encode(&mut b);
         assert_eq!(b.len(), magic::SIMPLE_REPLY_LEN + 4);
         assert_eq!(&b[16..], &[0, 0, 0, 0]);
     }

@@ -1,298 +1,34 @@
 //! The transmission phase: read requests, check them, run them against the export, reply.
 //!
 //! Requests are handled one at a time per connection (replies therefore come back in order,
-//! which is legal, TX-OOO-1). Checking is a pure step ([`plan`]) that turns a request into a
-//! [`Command`] or a [`Refusal`]; only then is the image touched, on the blocking thread pool.
-//! Client mistakes get an error reply and the connection stays open (TX-NODROP-1); only a wrong
-//! magic or an oversized payload, after which the stream cannot be trusted, closes it.
+//! which is legal, TX-OOO-1). Checking is a pure step ([`plan`](super::plan::plan)) that turns a
+//! request into a [`Command`] or a [`Refusal`]; only then is the image touched, on the blocking
+//! thread pool. Client mistakes get an error reply and the connection stays open (TX-NODROP-1);
+//! only a wrong magic or an oversized payload, after which the stream cannot be trusted, closes
+//! it.
 //!
-//! Block-status and GET_LBA_STATUS replies pass the export's [`Faults`](super::fault::Faults) at
-//! each step (what to scan, the states, the descriptors, the chunks, their framing), and the
-//! hostile faults decide how such a reply is sent, if at all ([`Hostile`]). Without faults
-//! every hook leaves the reply as it was.
+//! The export's faults (the tamper layer, [`super::fault`]) meet a request at three points
+//! here: the verdict on it ([`Faults::review`]), the reply to a status query once built
+//! ([`Faults::rewrite`], in `encode_status_reply`), and how that reply is delivered
+//! ([`Delivery`]). What a status answer says is built, with its own points, in
+//! [`super::status`]. Without faults each point hands back what it was given.
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 
-use super::contexts::ContextKind;
 use super::export::Export;
-use super::extents::{
-    allocation_status, dirty_bitmap_status, draft_allocation_status, draft_dirty_status, shape,
-    to_descriptors, to_draft_descriptors, Allocation, Dirtiness, Extent, ReplyLimits,
-    MAX_COMPACT_DESCRIPTOR,
-};
-use super::fault::{garbage, BeforeDisc, DescriptorScope, Hostile, DRIP_INTERVAL, STREAM_PIECE};
-use super::image::{AfterBudget, ScanLimits};
+use super::fault::{Delivered, Delivery, Faults};
+use super::image::Image;
 use super::negotiate::Session;
-use super::replies::ReplyForm;
-use super::variant::OffLimits;
-use crate::wire::consts::{
-    chunk_type, command as cmd, command_flag as flag, draft, errno, limit, magic, reply_flag,
-};
-use crate::wire::draft::{DraftDescriptor, DraftQuery};
-use crate::wire::reply::{Descriptor, ReplyHeader};
+use super::plan::{payload_of, plan, refuse, Command, Payload, Refusal};
+use super::replies::{ReplyForm, StatusReply};
+use super::status;
+use crate::wire::consts::{command as cmd, draft, errno, magic};
+use crate::wire::reply::ReplyHeader;
 use crate::wire::request::{HeaderForm, Request};
-use crate::Dialect;
-
-/// A request that passed every check, ready to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Read {
-        offset: u64,
-        length: usize,
-    },
-    Write {
-        offset: u64,
-        data: Vec<u8>,
-        fua: bool,
-    },
-    Flush,
-    Trim {
-        offset: u64,
-        length: u64,
-        fua: bool,
-    },
-    WriteZeroes {
-        offset: u64,
-        length: u64,
-        punch: bool,
-        fua: bool,
-    },
-    Cache,
-    BlockStatus {
-        offset: u64,
-        length: u64,
-        req_one: bool,
-    },
-    /// The draft's GET_LBA_STATUS.
-    LbaStatus {
-        offset: u64,
-        length: u64,
-        query: DraftQuery,
-    },
-}
-
-/// Why a request is refused: the error value and a short message for error chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub errno: u32,
-    pub message: &'static str,
-    /// The request broke a rule that binds the client (a MUST): the server may close instead
-    /// of answering (TX-VIOL-1), which the `close-on-misuse` variant does.
-    pub misuse: bool,
-}
-
-const fn refuse(errno: u32, message: &'static str) -> Refusal {
-    Refusal {
-        errno,
-        message,
-        misuse: false,
-    }
-}
-
-/// EINVAL for a request the client must not send.
-const fn misuse(message: &'static str) -> Refusal {
-    Refusal {
-        errno: errno::EINVAL,
-        message,
-        misuse: true,
-    }
-}
-
-/// How many payload bytes follow a request header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Payload {
-    None,
-    Bytes(usize),
-    /// More than we accept: the stream cannot be resynchronised cheaply, so we close.
-    TooBig,
-}
-
-/// The payload rule: WRITE always carries `length` bytes; under extended headers any command
-/// with PAYLOAD_LEN does too, and we read and discard it before refusing (EH-PL-2).
-pub fn payload_of(req: &Request, session: &Session) -> Payload {
-    let carries =
-        req.command == cmd::WRITE || (session.extended && req.flags & flag::PAYLOAD_LEN != 0);
-    match (carries, req.length) {
-        (false, _) => Payload::None,
-        (true, n) if n > limit::MAX_IO_PAYLOAD as u64 => Payload::TooBig,
-        (true, n) => Payload::Bytes(n as usize),
-    }
-}
-
-/// Checks a request (after its payload was read) against the export and the session.
-pub fn plan(
-    req: &Request,
-    payload: Vec<u8>,
-    export: &Export,
-    session: &Session,
-) -> Result<Command, Refusal> {
-    if export.is_draft() && req.command == draft::CMD_GET_LBA_STATUS {
-        return plan_lba_status(req, export);
-    }
-    // An unknown command breaks no client MUST (the server SHOULD answer EINVAL): no close.
-    if !is_known_command(req.command) {
-        return Err(refuse(errno::EINVAL, "unknown command"));
-    }
-    if req.flags & !allowed_flags(req.command, session) != 0 {
-        return Err(misuse("flag not valid for this command"));
-    }
-    let (offset, length) = (req.offset, req.length);
-    if req.command != cmd::FLUSH {
-        if let Some(off) = export
-            .variants
-            .refuses_request(req.command == cmd::READ, offset, length)
-        {
-            let clients_must = off == OffLimits::Unaligned || !session.structured;
-            return Err(if clients_must {
-                misuse(off.message())
-            } else {
-                refuse(errno::EINVAL, off.message())
-            });
-        }
-    }
-    let fua = req.flags & flag::FUA != 0;
-    match req.command {
-        cmd::READ => {
-            check_range(export, offset, length)?;
-            if length > limit::MAX_IO_PAYLOAD as u64 {
-                return Err(refuse(
-                    errno::EINVAL,
-                    "read larger than the maximum payload",
-                ));
-            }
-            Ok(Command::Read {
-                offset,
-                length: length as usize,
-            })
-        }
-        cmd::WRITE => {
-            check_writable(export)?;
-            check_range(export, offset, length)?;
-            Ok(Command::Write {
-                offset,
-                data: payload,
-                fua,
-            })
-        }
-        cmd::FLUSH => Ok(Command::Flush),
-        cmd::TRIM => {
-            check_writable(export)?;
-            check_range(export, offset, length)?;
-            Ok(Command::Trim {
-                offset,
-                length,
-                fua,
-            })
-        }
-        cmd::WRITE_ZEROES => {
-            check_writable(export)?;
-            check_range(export, offset, length)?;
-            if req.flags & flag::FAST_ZERO != 0 {
-                return Err(refuse(errno::ENOTSUP, "fast zeroing is not offered"));
-            }
-            Ok(Command::WriteZeroes {
-                offset,
-                length,
-                punch: req.flags & flag::NO_HOLE == 0,
-                fua,
-            })
-        }
-        cmd::CACHE => {
-            check_range(export, offset, length)?;
-            Ok(Command::Cache)
-        }
-        _ => {
-            if session.contexts.is_empty() {
-                return Err(misuse("no metadata context was negotiated"));
-            }
-            if length == 0 {
-                return Err(refuse(errno::EINVAL, "zero-length block status request"));
-            }
-            let length = match export
-                .faults
-                .accepts_past_end(offset, length, export.size())
-            {
-                Some(inside) => inside,
-                None => {
-                    check_range(export, offset, length)?;
-                    length
-                }
-            };
-            Ok(Command::BlockStatus {
-                offset,
-                length,
-                req_one: req.flags & flag::REQ_ONE != 0,
-            })
-        }
-    }
-}
-
-fn plan_lba_status(req: &Request, export: &Export) -> Result<Command, Refusal> {
-    if req.length == 0 {
-        return Err(refuse(errno::EINVAL, "zero-length GET_LBA_STATUS"));
-    }
-    check_range(export, req.offset, req.length)?;
-    // The flags field is a selector here. GET_DIRTY without a bitmap is a query we cannot
-    // express, which the draft answers with the fallback descriptor (DRAFT-UNK-1).
-    let query = match DraftQuery::from_selector(req.flags) {
-        DraftQuery::Dirty if export.bitmaps.is_empty() => DraftQuery::Other(draft::SELECT_DIRTY),
-        q => q,
-    };
-    if matches!(query, DraftQuery::Other(_)) && export.faults.refuses_unknown_query() {
-        return Err(refuse(errno::EINVAL, "unknown query type"));
-    }
-    Ok(Command::LbaStatus {
-        offset: req.offset,
-        length: req.length,
-        query,
-    })
-}
-
-fn is_known_command(command: u16) -> bool {
-    matches!(
-        command,
-        cmd::READ
-            | cmd::WRITE
-            | cmd::FLUSH
-            | cmd::TRIM
-            | cmd::CACHE
-            | cmd::WRITE_ZEROES
-            | cmd::BLOCK_STATUS
-    )
-}
-
-/// Flags documented for `command` and valid in this session (BS-REQ-FLAGS-1, ERRNO-UNKFLAG-1).
-/// FUA is advertised, so every command accepts it (BS-REQ-FUA-1).
-fn allowed_flags(command: u16, session: &Session) -> u16 {
-    flag::FUA
-        | match command {
-            cmd::READ if session.structured => flag::DF,
-            cmd::WRITE if session.extended => flag::PAYLOAD_LEN,
-            cmd::WRITE_ZEROES => flag::NO_HOLE | flag::FAST_ZERO,
-            cmd::BLOCK_STATUS => flag::REQ_ONE,
-            _ => 0,
-        }
-}
-
-fn check_range(export: &Export, offset: u64, length: u64) -> Result<(), Refusal> {
-    match offset.checked_add(length) {
-        Some(end) if end <= export.size() => Ok(()),
-        _ => Err(misuse("request runs past the end of the export")),
-    }
-}
-
-fn check_writable(export: &Export) -> Result<(), Refusal> {
-    if export.writable() {
-        Ok(())
-    } else {
-        Err(refuse(errno::EPERM, "the export is read-only"))
-    }
-}
 
 /// What the loop does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,8 +44,8 @@ struct Transmission<'a, S> {
     session: Session,
     header_form: HeaderForm,
     reply_form: ReplyForm,
-    /// `garbage-after-handshake` has struck on this connection.
-    garbled: bool,
+    /// How this connection's status replies reach the client.
+    delivery: Delivery,
     /// `slow-replies` has made this connection wait once.
     was_slow: bool,
 }
@@ -329,13 +65,16 @@ where
         HeaderForm::Compact
     };
     let reply_form = ReplyForm::new(session.structured, session.extended);
+    let delivery = export
+        .faults
+        .delivery(reply_form, header_form, export.is_draft());
     let mut t = Transmission {
         io,
         export,
         session,
         header_form,
         reply_form,
-        garbled: false,
+        delivery,
         was_slow: false,
     };
     while t.next_request().await? == After::Continue {}
@@ -388,103 +127,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             // Earlier requests are already answered (one at a time), so just close (TX-DISC-1).
             return Ok(After::Close);
         }
+        let planned = plan(&req, payload, self.export, &self.session);
         let mut out = BytesMut::new();
-        match plan(&req, payload, self.export, &self.session) {
+        match self.export.faults.review(&req, self.export, planned) {
             Ok(command) => self.run(&req, command, &mut out).await,
             Err(refusal) if refusal.misuse && self.export.variants.closes_on_misuse() => {
                 return Ok(After::Close);
             }
-            Err(refusal) => self.encode_refusal(&req, refusal, &mut out),
+            Err(refusal) => encode_refusal(self.export, self.reply_form, &req, refusal, &mut out),
+        }
+        if !is_status_query(self.export, &req) {
+            self.send(&out).await?;
+            return Ok(After::Continue);
         }
         if let Some(delay) = self.export.variants.reply_delay() {
             // The first status reply of a connection is the slow one (a cold path: a plugin
             // starting, a disk spinning up); later ones come at once.
-            if self.is_status_query(&req) && !self.was_slow {
+            if !self.was_slow {
                 self.was_slow = true;
                 tokio::time::sleep(delay).await;
             }
         }
-        if let Some(how) = self.export.faults.before_disc() {
-            if self.is_status_query(&req) && self.disc_waits_behind().await {
-                match how {
-                    BeforeDisc::Drop => return Ok(After::Close),
-                    BeforeDisc::Eio => {
-                        out.clear();
-                        let refusal = refuse(errno::EIO, "cut short by the DISC behind it");
-                        self.encode_refusal(&req, refusal, &mut out);
-                    }
-                }
-            }
-        }
-        let hostile = self
-            .export
-            .faults
-            .hostile(self.reply_form, self.export.is_draft());
-        match hostile {
-            Some(how) if self.is_status_query(&req) => self.misbehave(how, &req, &out).await,
-            _ => {
-                self.send(&out).await?;
-                Ok(After::Continue)
-            }
-        }
-    }
-
-    /// For the disconnect faults: whether the next request, already sent or arriving within
-    /// 50 ms, is NBD_CMD_DISC. Only looks (`fill_buf` consumes nothing and may be cancelled).
-    async fn disc_waits_behind(&mut self) -> bool {
-        let len = self.header_form.header_len();
-        let form = self.header_form;
-        match tokio::time::timeout(Duration::from_millis(50), self.io.fill_buf()).await {
-            Ok(Ok(buffered)) if buffered.len() >= len => {
-                Request::decode(form, &buffered[..len]).is_some_and(|r| r.command == cmd::DISC)
-            }
-            _ => false,
-        }
-    }
-
-    /// Block status, or the draft's GET_LBA_STATUS: the requests faults are about.
-    fn is_status_query(&self, req: &Request) -> bool {
-        if self.export.is_draft() {
-            req.command == draft::CMD_GET_LBA_STATUS
-        } else {
-            req.command == cmd::BLOCK_STATUS
+        let (export, form) = (self.export, self.reply_form);
+        let refuse_instead = |refusal| {
+            let mut out = BytesMut::new();
+            encode_refusal(export, form, &req, refusal, &mut out);
+            out
+        };
+        match self
+            .delivery
+            .deliver(self.io, &req, out, refuse_instead)
+            .await?
+        {
+            Delivered::KeepOpen => Ok(After::Continue),
+            Delivered::Close => Ok(After::Close),
         }
     }
 
     async fn refuse(&mut self, req: &Request, refusal: Refusal) -> io::Result<()> {
         let mut out = BytesMut::new();
-        self.encode_refusal(req, refusal, &mut out);
+        encode_refusal(self.export, self.reply_form, req, refusal, &mut out);
         self.send(&out).await
-    }
-
-    fn encode_refusal(&self, req: &Request, refusal: Refusal, out: &mut BytesMut) {
-        let faults = &self.export.faults;
-        if self.export.is_draft() && req.command == draft::CMD_GET_LBA_STATUS {
-            faults.draft_error(out, req.cookie, refusal.errno);
-        } else if self.export.variants.simple_status_errors()
-            && self.reply_form == ReplyForm::Structured
-            && req.command != cmd::READ
-        {
-            // Allowed for every command but READ under structured replies (SR-SIMPLEOK-1).
-            ReplyHeader::Simple {
-                error: refusal.errno,
-                cookie: req.cookie,
-            }
-            .encode(out);
-        } else if self.is_status_query(req) {
-            let (cookie, offset) = (req.cookie, req.offset);
-            faults.status_error(
-                self.reply_form,
-                out,
-                cookie,
-                offset,
-                refusal.errno,
-                refusal.message,
-            );
-        } else {
-            self.reply_form
-                .error(out, req.cookie, req.offset, refusal.errno, refusal.message);
-        }
     }
 
     async fn send(&mut self, out: &[u8]) -> io::Result<()> {
@@ -492,108 +175,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
         self.io.flush().await
     }
 
-    /// A hostile fault's way of answering a status request whose real reply is `reply`.
-    async fn misbehave(&mut self, how: Hostile, req: &Request, reply: &[u8]) -> io::Result<After> {
-        match how {
-            Hostile::Hang => {
-                self.discard_until_eof().await;
-                Ok(After::Close)
-            }
-            Hostile::Drip => {
-                for byte in reply {
-                    self.send(std::slice::from_ref(byte)).await?;
-                    tokio::time::sleep(DRIP_INTERVAL).await;
-                }
-                Ok(After::Continue)
-            }
-            Hostile::HugeChunk(length) => {
-                let mut head = BytesMut::new();
-                ReplyHeader::Structured {
-                    flags: reply_flag::DONE,
-                    chunk_type: chunk_type::BLOCK_STATUS,
-                    cookie: req.cookie,
-                    length,
-                }
-                .encode(&mut head);
-                self.stream_claim(&head, length as u64).await
-            }
-            Hostile::HugeDraftP(p) => {
-                let mut head = BytesMut::new();
-                ReplyHeader::Simple {
-                    error: 0,
-                    cookie: req.cookie,
-                }
-                .encode(&mut head);
-                head.extend_from_slice(&p.to_be_bytes());
-                self.stream_claim(&head, p as u64).await
-            }
-            Hostile::Garbage => {
-                if !self.garbled {
-                    self.garbled = true;
-                    self.send(&garbage()).await?;
-                }
-                self.send(reply).await?;
-                Ok(After::Continue)
-            }
-            Hostile::CloseMidReply => {
-                let half = (reply.len() / 2).max(1).min(reply.len());
-                self.send(&reply[..half]).await?;
-                Ok(After::Close)
-            }
-        }
-    }
-
-    /// Reads and drops whatever the client sends until it leaves.
-    async fn discard_until_eof(&mut self) {
-        let mut sink = [0u8; 4096];
-        while let Ok(n) = self.io.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    }
-
-    /// Sends `head`, then zeros towards the `claimed` payload bytes, until the client hangs up.
-    async fn stream_claim(&mut self, head: &[u8], claimed: u64) -> io::Result<After> {
-        self.send(head).await?;
-        let zeros = vec![0u8; STREAM_PIECE];
-        let mut sent = 0u64;
-        while sent < claimed {
-            let n = (claimed - sent).min(STREAM_PIECE as u64) as usize;
-            self.io.write_all(&zeros[..n]).await?;
-            sent += n as u64;
-        }
-        self.io.flush().await?;
-        Ok(After::Close)
-    }
-
     /// Runs a checked command and writes its reply; I/O failures become EIO replies.
     async fn run(&self, req: &Request, command: Command, out: &mut BytesMut) {
+        let (export, form) = (self.export, self.reply_form);
         let (cookie, offset) = (req.cookie, req.offset);
-        let form = self.reply_form;
         let result = match command {
-            Command::Read { offset, length } => {
-                let image = self.export.image.clone();
-                blocking(move || image.read(offset, length))
-                    .await
-                    .map(|data| form.read_data(out, cookie, offset, data))
-            }
+            Command::Read { offset, length } => export
+                .image_io(move |image| image.read(offset, length))
+                .await
+                .map(|data| form.read_data(out, cookie, offset, data)),
             Command::BlockStatus {
                 offset,
                 length,
                 req_one,
-            } => self
-                .block_status(offset, length, req_one)
-                .await
-                .map(|chunks| self.write_status(out, cookie, offset, chunks)),
+            } => {
+                let (contexts, extended) = (&self.session.contexts, form == ReplyForm::Extended);
+                status::block_status(export, contexts, extended, offset, length, req_one)
+                    .await
+                    .map(|answer| {
+                        let reply = form.block_status(cookie, offset, answer.into_chunks());
+                        encode_status_reply(&export.faults, reply, out)
+                    })
+            }
             Command::LbaStatus {
                 offset,
                 length,
                 query,
-            } => self
-                .lba_status(offset, length, query)
+            } => status::lba_status(export, offset, length, query)
                 .await
-                .map(|descriptors| self.export.faults.draft_status(out, cookie, &descriptors)),
+                .map(|answer| {
+                    let reply = StatusReply::draft_answer(cookie, &answer.descriptors);
+                    encode_status_reply(&export.faults, reply, out)
+                }),
             other => self
                 .modify(other)
                 .await
@@ -604,53 +217,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 "nbd-conform serve: {} at offset {offset} failed: {e}",
                 cmd::name(req.command)
             );
-            self.encode_refusal(req, refuse(errno::EIO, "I/O error on the image"), out);
-        }
-    }
-
-    /// A successful block-status reply: one status chunk per context, DONE on the last.
-    fn write_status(
-        &self,
-        out: &mut BytesMut,
-        cookie: u64,
-        offset: u64,
-        chunks: Vec<(u32, Vec<Descriptor>)>,
-    ) {
-        let faults = &self.export.faults;
-        let mut bodies = self.reply_form.status_bodies(chunks);
-        faults.bodies(&mut bodies);
-        let mut frames = self.reply_form.frames(cookie, offset, bodies);
-        faults.frames(&mut frames);
-        for frame in &frames {
-            frame.encode(out);
+            let refusal = refuse(errno::EIO, "I/O error on the image");
+            encode_refusal(export, form, req, refusal, out);
         }
     }
 
     /// Commands without reply data: writes, trims, flushes, cache hints.
     async fn modify(&self, command: Command) -> io::Result<()> {
-        let image = self.export.image.clone();
+        let export = self.export;
         // Bitmaps are marked before the change, so a failed or partial write still shows dirty.
         match command {
             Command::Write { offset, data, fua } => {
-                self.export.mark_dirty(offset, data.len() as u64);
-                blocking(move || {
-                    image.write(offset, &data)?;
-                    sync_if(fua, &image)
-                })
-                .await
+                export.mark_dirty(offset, data.len() as u64);
+                export
+                    .image_io(move |image| {
+                        image.write(offset, &data)?;
+                        sync_if(fua, image)
+                    })
+                    .await
             }
             Command::Trim {
                 offset,
                 length,
                 fua,
             } => {
-                self.export.mark_dirty(offset, length);
+                export.mark_dirty(offset, length);
                 // TRIM is advisory: a file system without hole punching simply keeps the data.
-                blocking(move || {
-                    image.punch_hole(offset, length)?;
-                    sync_if(fua, &image)
-                })
-                .await
+                export
+                    .image_io(move |image| {
+                        image.punch_hole(offset, length)?;
+                        sync_if(fua, image)
+                    })
+                    .await
             }
             Command::WriteZeroes {
                 offset,
@@ -658,498 +256,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 punch,
                 fua,
             } => {
-                self.export.mark_dirty(offset, length);
-                blocking(move || {
-                    image.write_zeroes(offset, length, punch)?;
-                    sync_if(fua, &image)
-                })
-                .await
+                export.mark_dirty(offset, length);
+                export
+                    .image_io(move |image| {
+                        image.write_zeroes(offset, length, punch)?;
+                        sync_if(fua, image)
+                    })
+                    .await
             }
-            Command::Flush => blocking(move || image.flush()).await,
+            Command::Flush => export.image_io(|image| image.flush()).await,
             _ => Ok(()),
         }
     }
-
-    /// One descriptor list per selected context, shaped for the connection's reply form.
-    async fn block_status(
-        &self,
-        offset: u64,
-        length: u64,
-        req_one: bool,
-    ) -> io::Result<Vec<(u32, Vec<Descriptor>)>> {
-        let faults = &self.export.faults;
-        let (asked_length, asked_req_one) = (length, req_one);
-        // What the answer covers: the request, unless a fault looks further.
-        let room = self.export.size().saturating_sub(offset);
-        let variants = &self.export.variants;
-        let length = variants.status_scan(length, req_one, room);
-        let (length, req_one) = faults.status_scan(length, req_one, room);
-        let limits = ReplyLimits {
-            request_length: length,
-            max_descriptor_length: match self.reply_form {
-                ReplyForm::Extended => u64::MAX,
-                _ => MAX_COMPACT_DESCRIPTOR,
-            },
-            max_descriptors: limit::MAX_DESCRIPTORS_PER_CHUNK,
-            req_one,
-        };
-        let max_extents = if req_one {
-            1
-        } else {
-            limit::MAX_DESCRIPTORS_PER_CHUNK
-        };
-        let mut chunks = Vec::with_capacity(self.session.contexts.len());
-        for &id in &self.session.contexts {
-            let kind = self.export.contexts.kind(id);
-            let mut descriptors = match kind {
-                Some(ContextKind::Allocation) => {
-                    let mut raw = self
-                        .allocation(
-                            offset,
-                            length,
-                            ScanLimits::new(max_extents, AfterBudget::Stop),
-                        )
-                        .await?;
-                    variants.restate_allocation(&mut raw);
-                    faults.restate_allocation(Dialect::Standard, &mut raw);
-                    let shaped = at_least_one(shape(raw, &limits), &limits, Allocation::Data);
-                    to_descriptors(&shaped, allocation_status)
-                }
-                Some(ContextKind::DirtyBitmap(i)) => {
-                    let mut raw = self.dirtiness(i, offset, length, max_extents);
-                    variants.restate_dirtiness(&mut raw);
-                    faults.restate_dirtiness(Dialect::Standard, &mut raw);
-                    // If in doubt, dirty is the safe answer for a bitmap (QEMU-DIRTY0-1).
-                    let shaped = at_least_one(shape(raw, &limits), &limits, Dirtiness::Dirty);
-                    to_descriptors(&shaped, dirty_bitmap_status)
-                }
-                None => continue,
-            };
-            let scope = DescriptorScope {
-                request_length: asked_length,
-                req_one: asked_req_one,
-                extended: self.reply_form == ReplyForm::Extended,
-                base_allocation: kind == Some(ContextKind::Allocation),
-            };
-            variants.descriptors(
-                &mut descriptors,
-                asked_length,
-                asked_req_one,
-                scope.base_allocation,
-            );
-            faults.descriptors(&mut descriptors, scope);
-            chunks.push((id, descriptors));
-        }
-        variants.chunks(&mut chunks);
-        faults.chunks(&mut chunks);
-        Ok(chunks)
-    }
-
-    /// The draft's answer: absolute-offset descriptors covering the request.
-    async fn lba_status(
-        &self,
-        offset: u64,
-        length: u64,
-        query: DraftQuery,
-    ) -> io::Result<Vec<DraftDescriptor>> {
-        let limits = ReplyLimits {
-            request_length: length,
-            max_descriptor_length: u32::MAX as u64,
-            max_descriptors: limit::MAX_DESCRIPTORS_PER_CHUNK,
-            req_one: false,
-        };
-        let max_extents = limit::MAX_DESCRIPTORS_PER_CHUNK;
-        let faults = &self.export.faults;
-        let mut descriptors = match query {
-            DraftQuery::Allocated => {
-                let mut raw = self
-                    .allocation(
-                        offset,
-                        length,
-                        ScanLimits::new(max_extents, AfterBudget::AssumeData),
-                    )
-                    .await?;
-                faults.restate_allocation(Dialect::Draft, &mut raw);
-                let shaped = at_least_one(shape(raw, &limits), &limits, Allocation::Data);
-                to_draft_descriptors(offset, &shaped, draft_allocation_status)
-            }
-            DraftQuery::Dirty => {
-                let mut raw = self.dirtiness(0, offset, length, max_extents);
-                faults.restate_dirtiness(Dialect::Draft, &mut raw);
-                let shaped = at_least_one(shape(raw, &limits), &limits, Dirtiness::Dirty);
-                to_draft_descriptors(offset, &shaped, draft_dirty_status)
-            }
-            // The unknown-query fallback: the request itself, status 0 (DRAFT-UNK-1).
-            DraftQuery::Other(_) => {
-                return Ok(faults.draft_fallback(DraftDescriptor {
-                    offset,
-                    length: u32::try_from(length).unwrap_or(u32::MAX),
-                    status: 0,
-                }))
-            }
-        };
-        faults.draft_descriptors(&mut descriptors, query, offset, length);
-        Ok(descriptors)
-    }
-
-    async fn allocation(
-        &self,
-        offset: u64,
-        length: u64,
-        limits: ScanLimits,
-    ) -> io::Result<Vec<Extent<Allocation>>> {
-        let image = self.export.image.clone();
-        blocking(move || image.allocation(offset, length, limits)).await
-    }
-
-    fn dirtiness(
-        &self,
-        bitmap: usize,
-        offset: u64,
-        length: u64,
-        max_extents: usize,
-    ) -> Vec<Extent<Dirtiness>> {
-        self.export
-            .bitmaps
-            .get(bitmap)
-            .map(|b| b.extents(offset, length, max_extents))
-            .unwrap_or_default()
-    }
 }
 
-/// A reply always carries at least one descriptor (BS-REP-ATLEAST1-1); should a source come back
-/// empty, answer the safe state for as much of the request as one descriptor may cover.
-fn at_least_one<S: Copy>(shaped: Vec<Extent<S>>, limits: &ReplyLimits, safe: S) -> Vec<Extent<S>> {
-    if shaped.is_empty() {
-        vec![Extent::new(
-            limits.request_length.min(limits.max_descriptor_length),
-            safe,
-        )]
+/// Block status, or the draft's GET_LBA_STATUS: the requests faults are about.
+fn is_status_query(export: &Export, req: &Request) -> bool {
+    if export.is_draft() {
+        req.command == draft::CMD_GET_LBA_STATUS
     } else {
-        shaped
+        req.command == cmd::BLOCK_STATUS
     }
 }
 
-fn sync_if(fua: bool, image: &super::image::Image) -> io::Result<()> {
+/// The reply refusing `req` on a connection with reply form `form`.
+fn encode_refusal(
+    export: &Export,
+    form: ReplyForm,
+    req: &Request,
+    refusal: Refusal,
+    out: &mut BytesMut,
+) {
+    let (cookie, offset, errno) = (req.cookie, req.offset, refusal.errno);
+    if export.is_draft() && req.command == draft::CMD_GET_LBA_STATUS {
+        let reply = StatusReply::draft_refusal(cookie, errno);
+        encode_status_reply(&export.faults, reply, out);
+    } else if export.variants.simple_status_errors()
+        && form == ReplyForm::Structured
+        && req.command != cmd::READ
+    {
+        // Allowed for every command but READ under structured replies (SR-SIMPLEOK-1).
+        ReplyHeader::Simple {
+            error: errno,
+            cookie,
+        }
+        .encode(out);
+    } else if is_status_query(export, req) {
+        match form.error_chunk(cookie, offset, errno, refusal.message) {
+            Some(chunk) => encode_status_reply(&export.faults, StatusReply::ErrorChunk(chunk), out),
+            None => form.error(out, cookie, offset, errno, refusal.message),
+        }
+    } else {
+        form.error(out, cookie, offset, errno, refusal.message);
+    }
+}
+
+/// Every reply to a status query is encoded here, after the one point where a fault may
+/// rewrite what the clean server built.
+fn encode_status_reply(faults: &Faults, mut reply: StatusReply, out: &mut BytesMut) {
+    faults.rewrite(&mut reply);
+    reply.encode(out);
+}
+
+fn sync_if(fua: bool, image: &Image) -> io::Result<()> {
     if fua {
         image.flush()
     } else {
         Ok(())
-    }
-}
-
-/// Runs blocking file I/O off the async threads.
-async fn blocking<T, F>(f: F) -> io::Result<T>
-where
-    F: FnOnce() -> io::Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::bitmap::BitmapSpec;
-    use crate::server::image::Image;
-    use crate::Dialect;
-
-    const SIZE: u64 = 1 << 20;
-
-    fn export(
-        dialect: Dialect,
-        writable: bool,
-        bitmaps: &[BitmapSpec],
-    ) -> (tempfile::NamedTempFile, Export) {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        file.as_file().set_len(SIZE).unwrap();
-        let image = Image::open(file.path(), writable).unwrap();
-        let e = Export::new("disk".into(), dialect, image, bitmaps);
-        (file, e)
-    }
-
-    fn req(command: u16, flags: u16, offset: u64, length: u64) -> Request {
-        Request::new(HeaderForm::Compact, command, flags, 1, offset, length)
-    }
-
-    fn structured(contexts: Vec<u32>) -> Session {
-        Session {
-            structured: true,
-            extended: false,
-            contexts,
-        }
-    }
-
-    fn errno_of(r: Result<Command, Refusal>) -> u32 {
-        r.map(|c| panic!("expected a refusal, got {c:?}"))
-            .unwrap_or_else(|r| r.errno)
-    }
-
-    #[test]
-    fn block_status_checks() {
-        let (_f, e) = export(Dialect::Standard, false, &[]);
-        let s = structured(vec![0]);
-        assert_eq!(
-            plan(
-                &req(cmd::BLOCK_STATUS, flag::REQ_ONE | flag::FUA, 0, 512),
-                vec![],
-                &e,
-                &s
-            ),
-            Ok(Command::BlockStatus {
-                offset: 0,
-                length: 512,
-                req_one: true
-            })
-        );
-        assert_eq!(
-            errno_of(plan(&req(cmd::BLOCK_STATUS, 0, 0, 0), vec![], &e, &s)),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(&req(cmd::BLOCK_STATUS, 0, SIZE, 512), vec![], &e, &s)),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::BLOCK_STATUS, 0, u64::MAX - 511, 1024),
-                vec![],
-                &e,
-                &s
-            )),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::BLOCK_STATUS, flag::DF, 0, 512),
-                vec![],
-                &e,
-                &s
-            )),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::BLOCK_STATUS, 0x8000, 0, 512),
-                vec![],
-                &e,
-                &s
-            )),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::BLOCK_STATUS, 0, 0, 512),
-                vec![],
-                &e,
-                &structured(vec![])
-            )),
-            errno::EINVAL
-        );
-    }
-
-    #[test]
-    fn command_and_flag_checks() {
-        let (_f, e) = export(Dialect::Standard, false, &[]);
-        let plain = Session::default();
-        assert_eq!(
-            errno_of(plan(&req(0x7fff, 0, 0, 0), vec![], &e, &plain)),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(&req(cmd::READ, flag::DF, 0, 512), vec![], &e, &plain)),
-            errno::EINVAL
-        );
-        assert!(plan(
-            &req(cmd::READ, flag::DF, 0, 512),
-            vec![],
-            &e,
-            &structured(vec![])
-        )
-        .is_ok());
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::READ, flag::REQ_ONE, 0, 512),
-                vec![],
-                &e,
-                &plain
-            )),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(&req(cmd::WRITE, 0, 0, 1), vec![0], &e, &plain)),
-            errno::EPERM
-        );
-        assert_eq!(
-            errno_of(plan(&req(cmd::TRIM, 0, 0, 1), vec![], &e, &plain)),
-            errno::EPERM
-        );
-        assert_eq!(
-            errno_of(plan(&req(cmd::READ, 0, SIZE - 1, 2), vec![], &e, &plain)),
-            errno::EINVAL
-        );
-        assert_eq!(
-            plan(&req(cmd::FLUSH, flag::FUA, 0, 0), vec![], &e, &plain),
-            Ok(Command::Flush)
-        );
-        assert_eq!(
-            plan(&req(cmd::CACHE, 0, 0, SIZE), vec![], &e, &plain),
-            Ok(Command::Cache)
-        );
-    }
-
-    #[test]
-    fn write_zeroes_flags() {
-        let (_f, e) = export(Dialect::Standard, true, &[]);
-        let plain = Session::default();
-        assert_eq!(
-            plan(
-                &req(cmd::WRITE_ZEROES, flag::NO_HOLE, 0, 4096),
-                vec![],
-                &e,
-                &plain
-            ),
-            Ok(Command::WriteZeroes {
-                offset: 0,
-                length: 4096,
-                punch: false,
-                fua: false
-            })
-        );
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::WRITE_ZEROES, flag::FAST_ZERO, 0, 4096),
-                vec![],
-                &e,
-                &plain
-            )),
-            errno::ENOTSUP
-        );
-    }
-
-    #[test]
-    fn payload_rules() {
-        let compact = Session::default();
-        let extended = Session {
-            structured: true,
-            extended: true,
-            contexts: vec![],
-        };
-        assert_eq!(
-            payload_of(&req(cmd::WRITE, 0, 0, 10), &compact),
-            Payload::Bytes(10)
-        );
-        assert_eq!(
-            payload_of(&req(cmd::READ, 0, 0, 10), &compact),
-            Payload::None
-        );
-        assert_eq!(
-            payload_of(&req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16), &compact),
-            Payload::None
-        );
-        assert_eq!(
-            payload_of(&req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16), &extended),
-            Payload::Bytes(16)
-        );
-        assert_eq!(
-            payload_of(
-                &req(cmd::WRITE, 0, 0, limit::MAX_IO_PAYLOAD as u64 + 1),
-                &compact
-            ),
-            Payload::TooBig
-        );
-    }
-
-    #[test]
-    fn payload_len_is_only_valid_on_extended_writes() {
-        let (_f, e) = export(Dialect::Standard, true, &[]);
-        let extended = Session {
-            structured: true,
-            extended: true,
-            contexts: vec![0],
-        };
-        assert!(plan(
-            &req(cmd::WRITE, flag::PAYLOAD_LEN, 0, 1),
-            vec![1],
-            &e,
-            &extended
-        )
-        .is_ok());
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::WRITE, flag::PAYLOAD_LEN, 0, 1),
-                vec![1],
-                &e,
-                &Session::default()
-            )),
-            errno::EINVAL
-        );
-        assert_eq!(
-            errno_of(plan(
-                &req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16),
-                vec![0; 16],
-                &e,
-                &extended
-            )),
-            errno::EINVAL
-        );
-    }
-
-    #[test]
-    fn draft_selector_is_not_a_flag_mask() {
-        let bitmaps = [BitmapSpec {
-            name: "b".into(),
-            granularity: 65536,
-        }];
-        let (_f, e) = export(Dialect::Draft, false, &bitmaps);
-        let plain = Session::default();
-        let lba = |flags| {
-            plan(
-                &req(draft::CMD_GET_LBA_STATUS, flags, 0, 4096),
-                vec![],
-                &e,
-                &plain,
-            )
-        };
-        assert!(matches!(
-            lba(0),
-            Ok(Command::LbaStatus {
-                query: DraftQuery::Allocated,
-                ..
-            })
-        ));
-        assert!(matches!(
-            lba(1),
-            Ok(Command::LbaStatus {
-                query: DraftQuery::Dirty,
-                ..
-            })
-        ));
-        assert!(matches!(
-            lba(0x8000),
-            Ok(Command::LbaStatus {
-                query: DraftQuery::Other(0x8000),
-                ..
-            })
-        ));
-        let zero = plan(&req(draft::CMD_GET_LBA_STATUS, 0, 0, 0), vec![], &e, &plain);
-        assert_eq!(errno_of(zero), errno::EINVAL);
-
-        let (_g, no_bitmap) = export(Dialect::Draft, false, &[]);
-        let dirty = plan(
-            &req(draft::CMD_GET_LBA_STATUS, 1, 0, 4096),
-            vec![],
-            &no_bitmap,
-            &plain,
-        );
-        assert!(matches!(
-            dirty,
-            Ok(Command::LbaStatus {
-                query: DraftQuery::Other(1),
-                ..
-            })
-        ));
     }
 }

@@ -1,0 +1,251 @@
+//! Fault injection: ways to make the reference server break one clause on purpose, so that the
+//! suite can show that each of its checks fires (design §7: a check that no fault can make fail
+//! tests nothing).
+//!
+//! A [`Fault`] names one misbehaviour and the one clause it breaks (`nbd-conform serve --fault
+//! list`); the table below is the one list of them. The export keeps its faults in a
+//! [`Faults`] set, and together they are one tamper layer over the clean server. The clean
+//! server builds each answer as it always would and hands it here at a few points, each a
+//! value it would otherwise use or send as it is:
+//! - `negotiation`: the block sizes it advertises and the ids SET_META_CONTEXT shows
+//!   ([`Faults::block_sizes`], [`Faults::meta_context_ids`]);
+//! - `requests`: its verdict on a request, accepted or refused ([`Faults::review`]);
+//! - `answer`: what a status answer says, at each stage it is built in: how far it looks, the
+//!   states, the descriptors and chunks ([`Faults::scan`], [`Faults::restate`],
+//!   [`Faults::reshape`], [`Faults::reshape_draft`]);
+//! - `frames`: the reply to a status query, built but not yet encoded: chunk headers and
+//!   payloads, error chunks, the draft's replies ([`Faults::rewrite`]);
+//! - `delivery`: how that reply reaches the client, if at all ([`Delivery`]): the disconnect
+//!   faults, and the hostile ones (never answering, dripping, absurd lengths, garbage, hanging
+//!   up mid-reply).
+//!
+//! With no faults every point hands its value back untouched, so the clean server is byte for
+//! byte what it always was. Faults touch only the replies to block-status (and GET_LBA_STATUS)
+//! requests: the handshake, READ and WRITE stay correct, so the harness can still connect, read
+//! back what is called zero, and replay a fixture's writes into the dirty bitmaps. A fault may
+//! change what the server advertises only when it needs to (`unaligned-to-min-block` advertises
+//! a 4 KiB minimum block).
+
+mod answer;
+mod delivery;
+mod frames;
+mod negotiation;
+mod requests;
+
+use std::str::FromStr;
+
+use super::catalogue::{catalogue, Chosen};
+use crate::Dialect;
+
+pub use delivery::{Delivered, Delivery};
+
+/// Where a fault is meant to be met: the cases of which dialect catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultDialect {
+    Standard,
+    Draft,
+    Both,
+}
+
+impl FaultDialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultDialect::Standard => "standard",
+            FaultDialect::Draft => "draft",
+            FaultDialect::Both => "both",
+        }
+    }
+
+    /// The dialects whose cases are run against this fault.
+    pub fn dialects(self) -> &'static [Dialect] {
+        match self {
+            FaultDialect::Standard => &[Dialect::Standard],
+            FaultDialect::Draft => &[Dialect::Draft],
+            FaultDialect::Both => &[Dialect::Standard, Dialect::Draft],
+        }
+    }
+}
+
+/// Everything said about one fault, in one place: a row of the [`Fault`] table.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultSpec {
+    pub name: &'static str,
+    pub dialect: FaultDialect,
+    /// The one clause the fault breaks (an id of `crate::clauses`).
+    pub clause: &'static str,
+    pub description: &'static str,
+}
+
+impl FaultSpec {
+    /// A fault met by the cases of today's dialect.
+    const fn standard(name: &'static str, clause: &'static str, description: &'static str) -> Self {
+        FaultSpec::new(FaultDialect::Standard, name, clause, description)
+    }
+
+    /// A fault met by the cases of the 2016 draft.
+    const fn draft(name: &'static str, clause: &'static str, description: &'static str) -> Self {
+        FaultSpec::new(FaultDialect::Draft, name, clause, description)
+    }
+
+    /// A fault met by the cases of both dialects.
+    const fn both(name: &'static str, clause: &'static str, description: &'static str) -> Self {
+        FaultSpec::new(FaultDialect::Both, name, clause, description)
+    }
+
+    const fn new(
+        dialect: FaultDialect,
+        name: &'static str,
+        clause: &'static str,
+        description: &'static str,
+    ) -> Self {
+        FaultSpec {
+            name,
+            dialect,
+            clause,
+            description,
+        }
+    }
+}
+
+catalogue! {
+    /// One way to break the protocol on purpose. Each row: the dialect whose cases meet it
+    /// (the constructor), the name, the one clause it breaks, and what it does (`serve --fault
+    /// list`, docs/faults.md).
+    pub enum Fault: FaultSpec {
+        // Today's block status: what a reply says.
+        ReqOneOverrun => FaultSpec::standard("req-one-overrun", "BS-REQ-ONE-2",
+            "with REQ_ONE, the one descriptor runs on to the end of its extent, past the requested length"),
+        ReqOneIgnored => FaultSpec::standard("req-one-ignored", "BS-REQ-ONE-1",
+            "REQ_ONE is ignored: as many descriptors as without it"),
+        ZeroOverData => FaultSpec::standard("zero-over-data", "ALLOC-TRUTH-1",
+            "base:allocation calls data ZERO (read-back also catches it, as ALLOC-ZERO-1)"),
+        DescriptorsPastRequest => FaultSpec::standard("descriptors-past-request", "BS-REP-SUM-1",
+            "descriptors continue past the requested range: one more after the one that crosses its end"),
+        ZeroLengthDescriptor => FaultSpec::standard("zero-length-descriptor", "BS-REP-NZ-1",
+            "a zero-length descriptor opens each compact status chunk (not with REQ_ONE)"),
+        UnalignedToMinBlock => FaultSpec::standard("unaligned-to-min-block", "BS-REP-MINBLK-1",
+            "advertises a 4 KiB minimum block, then moves every data/hole boundary 512 bytes off that grid"),
+        DirtyMapMissingWrite => FaultSpec::standard("dirty-map-missing-write", "QEMU-DB-COVER-1",
+            "qemu:dirty-bitmap contexts report every granule clean, missing the writes"),
+        SuccessPastEnd => FaultSpec::standard("success-past-end", "BS-REQ-OOB-1",
+            "a block-status request that starts inside the export but runs past its end succeeds"),
+        // Today's block status: chunks and framing.
+        DuplicateContextChunk => FaultSpec::standard("duplicate-context-chunk", "BS-REP-PERCTX-1",
+            "the first context's status chunk is sent twice"),
+        StrangerContextId => FaultSpec::standard("stranger-context-id", "BS-REP-IDVALID-1",
+            "an extra status chunk for a context id SET_META_CONTEXT never handed out"),
+        WrongCookie => FaultSpec::standard("wrong-cookie", "TX-COOKIE-1",
+            "block-status chunks carry a cookie other than the request's"),
+        NoDoneFlag => FaultSpec::standard("no-done-flag", "BS-COMPLETE-1",
+            "the last block-status chunk lacks DONE, so the reply never ends"),
+        ChunkLengthMismatch => FaultSpec::standard("chunk-length-mismatch", "BS-REP-LEN-1",
+            "compact status chunks carry 4 stray bytes, so their length is not 4 + 8n"),
+        CompactChunkUnderEh => FaultSpec::standard("compact-chunk-under-eh", "BS-REP-NOEXT-1",
+            "under extended headers, status comes in 32-bit BLOCK_STATUS chunks (type 5)"),
+        StructuredHeaderUnderEh => FaultSpec::standard("structured-header-under-eh", "EH-REP-1",
+            "under extended headers, status chunks come with 20-byte structured headers"),
+        ExtCountMismatch => FaultSpec::standard("ext-count-mismatch", "BS-EXT-COUNT-1",
+            "BLOCK_STATUS_EXT chunks claim one descriptor more than they carry"),
+        ExtOffsetMismatch => FaultSpec::standard("ext-offset-mismatch", "EH-REP-2",
+            "extended status chunks carry an offset 4 KiB past the request's"),
+        ErrorMessageOverrun => FaultSpec::standard("error-message-overrun", "ERRCHUNK-ERR-1",
+            "error chunks for block status announce a message 16 bytes longer than the chunk holds"),
+        // Negotiation.
+        ContextIdReused => FaultSpec::standard("context-id-reused", "SMC-REPLY-1",
+            "SET_META_CONTEXT hands out one id for every context it selects"),
+        // Disconnect.
+        DiscDropsOutstanding => FaultSpec::standard("disc-drops-outstanding", "TX-DISC-1",
+            "a block-status request with NBD_CMD_DISC right behind it is never answered: the server just closes"),
+        DiscAnswersEio => FaultSpec::standard("disc-answers-eio", "TX-DISC-1",
+            "a block-status request with NBD_CMD_DISC right behind it gets EIO instead of its answer (ESHUTDOWN would be allowed)"),
+        // The 2016 draft.
+        DraftNoFallback => FaultSpec::draft("draft-no-fallback", "DRAFT-UNK-1",
+            "an unknown query type gets EINVAL instead of the status-0 fallback descriptor"),
+        DraftFallbackSplit => FaultSpec::draft("draft-fallback-split", "DRAFT-UNK-1",
+            "the fallback comes as two status-0 halves: neither descriptor has the request's range"),
+        DraftErrorNoTrailer => FaultSpec::draft("draft-error-no-trailer", "DRAFT-ERR-1",
+            "an error reply without its P trailer, and the connection stays open"),
+        DraftShortTrailer => FaultSpec::draft("draft-short-trailer", "DRAFT-ERR-1",
+            "an error reply announces P = 14 and sends 6 bytes"),
+        DraftShortDescriptors => FaultSpec::draft("draft-short-descriptors", "DRAFT-REP-1",
+            "a successful reply's P counts one descriptor more than is sent"),
+        DraftOverlap => FaultSpec::draft("draft-overlap", "DRAFT-DESC-ORDER-1",
+            "a status-0 descriptor reaches 512 bytes into its neighbour, so the two overlap"),
+        DraftZeroedOverData => FaultSpec::draft("draft-zeroed-over-data", "DRAFT-ALLOC-1",
+            "GET_ALLOCATED calls data ZEROED (the truth oracle also catches it, as ALLOC-TRUTH-1)"),
+        DraftDescriptorOutside => FaultSpec::draft("draft-descriptor-outside", "DRAFT-DESC-RANGE-1",
+            "an extra 512-byte status-0 descriptor just past the requested range"),
+        DraftUndefinedStatus => FaultSpec::draft("draft-undefined-status", "DRAFT-STATE-1",
+            "GET_ALLOCATED's first descriptor carries status 0x8000, which the query does not define"),
+        DraftDirtyMissingWrite => FaultSpec::draft("draft-dirty-missing-write", "DRAFT-DIRTY-COVER-1",
+            "GET_DIRTY reports every granule clean, missing the writes"),
+        // Hostile behaviours.
+        Hang => FaultSpec::both("hang", "BS-COMPLETE-1",
+            "hostile: never answers a block-status request (reads and discards until the client leaves)"),
+        Drip => FaultSpec::both("drip", "BS-COMPLETE-1",
+            "hostile: block-status replies trickle out one byte per second"),
+        HugeLength => FaultSpec::standard("huge-length", "CHUNK-INCONS-1",
+            "hostile: a compact status chunk claims 0xfffffff0 payload bytes, then streams zeros"),
+        DraftHugeLength => FaultSpec::draft("draft-huge-length", "DRAFT-BOUND-1",
+            "hostile: a GET_LBA_STATUS reply claims P = 0xfffffff0, then streams zeros"),
+        GarbageAfterHandshake => FaultSpec::both("garbage-after-handshake", "TX-SIMPLE-1",
+            "hostile: 4 KiB of garbage where the first block-status reply of a connection belongs"),
+        CloseMidReply => FaultSpec::standard("close-mid-reply", "TX-NODROP-1",
+            "hostile: sends half of each block-status reply, then closes the connection"),
+    }
+}
+
+impl Fault {
+    /// The one clause id the fault breaks.
+    pub fn clause(self) -> &'static str {
+        self.spec().clause
+    }
+
+    pub fn dialect(self) -> FaultDialect {
+        self.spec().dialect
+    }
+
+    pub fn description(self) -> &'static str {
+        self.spec().description
+    }
+
+    /// Every fault name, comma-separated (for usage errors).
+    pub fn names() -> String {
+        Fault::ALL.map(Fault::name).join(", ")
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fault, String> {
+        Fault::from_name(s)
+            .ok_or_else(|| format!("unknown fault {s:?}; the faults are: {}", Fault::names()))
+    }
+}
+
+/// The faults an export carries: sorted, without repeats.
+pub type Faults = Chosen<Fault>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_clauses_exist() {
+        for fault in Fault::ALL {
+            assert_eq!(fault.name().parse::<Fault>(), Ok(fault));
+            assert!(
+                crate::clauses::clause(fault.clause()).is_some(),
+                "{fault}: unknown clause {}",
+                fault.clause()
+            );
+        }
+        let mut names = Fault::ALL.map(Fault::name).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Fault::ALL.len(), "two faults share a name");
+        let err = "nope".parse::<Fault>().unwrap_err();
+        assert!(err.contains("req-one-overrun"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! What faults change in negotiation: only what a clause they break lives in (the minimum
+//! block size of `unaligned-to-min-block`, the ids of `context-id-reused`).
+
+use super::{Fault, Faults};
+use crate::wire::handshake::BlockSizes;
+
+/// The minimum block `unaligned-to-min-block` advertises (the clean server advertises 1), so
+/// that its boundaries, moved 512 bytes off the grid, break BS-REP-MINBLK-1.
+const ADVERTISED_MINIMUM: u32 = 4096;
+
+impl Faults {
+    /// The block sizes to advertise, where the clean server would advertise `clean`.
+    pub fn block_sizes(&self, clean: BlockSizes) -> BlockSizes {
+        if !self.has(Fault::UnalignedToMinBlock) {
+            return clean;
+        }
+        BlockSizes {
+            minimum: ADVERTISED_MINIMUM,
+            preferred: clean.preferred.max(ADVERTISED_MINIMUM),
+            ..clean
+        }
+    }
+
+    /// The ids to show in SET_META_CONTEXT replies for the selected `ids`.
+    pub fn meta_context_ids(&self, ids: &[u32]) -> Vec<u32> {
+        match ids.first() {
+            Some(&first) if self.has(Fault::ContextIdReused) => vec![first; ids.len()],
+            _ => ids.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_faults_change_nothing() {
+        let none = Faults::default();
+        assert_eq!(none.meta_context_ids(&[0, 1]), vec![0, 1]);
+        let clean = BlockSizes {
+            minimum: 1,
+            preferred: 4096,
+            maximum: 1 << 25,
+        };
+        assert_eq!(none.block_sizes(clean), clean);
+    }
+
+    #[test]
+    fn reused_ids_and_minimum_block() {
+        let f = Faults::new([Fault::ContextIdReused, Fault::UnalignedToMinBlock]);
+        assert_eq!(f.meta_context_ids(&[0, 1, 2]), vec![0, 0, 0]);
+        let b = f.block_sizes(BlockSizes {
+            minimum: 1,
+            preferred: 4096,
+            maximum: 1 << 25,
+        });
+        assert_eq!((b.minimum, b.preferred), (4096, 4096));
+    }
+}

@@ -1,0 +1,110 @@
+//! What faults change in request checking: a request the clean checks refuse may be answered
+//! (`success-past-end`), one they accept may be refused (`draft-no-fallback`).
+
+use super::{Fault, Faults};
+use crate::server::export::Export;
+use crate::server::plan::{refuse, Command, Refusal, PAST_END};
+use crate::wire::consts::{command as cmd, command_flag as flag, errno};
+use crate::wire::draft::DraftQuery;
+use crate::wire::request::Request;
+
+impl Faults {
+    /// The verdict on `req` as the server will act on it, where `planned` is the clean checks'
+    /// verdict on it against `export`.
+    pub fn review(
+        &self,
+        req: &Request,
+        export: &Export,
+        planned: Result<Command, Refusal>,
+    ) -> Result<Command, Refusal> {
+        // The draft's GET_LBA_STATUS has BLOCK_STATUS's number.
+        let block_status = !export.is_draft() && req.command == cmd::BLOCK_STATUS;
+        match planned {
+            Err(PAST_END) if block_status => {
+                match self.answer_past_end(req.offset, req.length, export.size()) {
+                    Some(length) => Ok(Command::BlockStatus {
+                        offset: req.offset,
+                        length,
+                        req_one: req.flags & flag::REQ_ONE != 0,
+                    }),
+                    None => Err(PAST_END),
+                }
+            }
+            // The clean server answers a query it cannot express with the fallback descriptor.
+            Ok(Command::LbaStatus {
+                query: DraftQuery::Other(_),
+                ..
+            }) if self.has(Fault::DraftNoFallback) => {
+                Err(refuse(errno::EINVAL, "unknown query type"))
+            }
+            planned => planned,
+        }
+    }
+
+    /// `success-past-end`: the length to answer for a block-status request that starts inside
+    /// an export of `size` bytes but runs past its end (None: refuse it, as the clean server does).
+    fn answer_past_end(&self, offset: u64, length: u64, size: u64) -> Option<u64> {
+        let runs_past = offset < size && offset.checked_add(length).is_some_and(|e| e > size);
+        (self.has(Fault::SuccessPastEnd) && runs_past).then(|| size - offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::image::Image;
+    use crate::wire::request::HeaderForm;
+    use crate::Dialect;
+
+    /// A 5-byte export in `dialect` (the file must outlive the export's use).
+    fn export(dialect: Dialect) -> (tempfile::NamedTempFile, Export) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(5).unwrap();
+        let image = Image::open(file.path(), false).unwrap();
+        (file, Export::new("disk".into(), dialect, image, &[]))
+    }
+
+    fn status(offset: u64, length: u64) -> Request {
+        Request::new(HeaderForm::Compact, cmd::BLOCK_STATUS, 0, 1, offset, length)
+    }
+
+    #[test]
+    fn no_faults_change_nothing() {
+        let (_file, e) = export(Dialect::Standard);
+        let none = Faults::default();
+        assert_eq!(
+            none.review(&status(0, 10), &e, Err(PAST_END)),
+            Err(PAST_END)
+        );
+        let fallback = Ok(Command::LbaStatus {
+            offset: 0,
+            length: 1,
+            query: DraftQuery::Other(0x8000),
+        });
+        assert_eq!(none.review(&status(0, 1), &e, fallback.clone()), fallback);
+    }
+
+    #[test]
+    fn past_end_is_answered_up_to_the_end() {
+        let (_file, e) = export(Dialect::Standard);
+        let f = Faults::new([Fault::SuccessPastEnd]);
+        assert_eq!(
+            f.review(&status(2, 10), &e, Err(PAST_END)),
+            Ok(Command::BlockStatus {
+                offset: 2,
+                length: 3,
+                req_one: false
+            })
+        );
+        // Starting at or past the end, or wrapping around, is still refused.
+        assert_eq!(f.review(&status(5, 1), &e, Err(PAST_END)), Err(PAST_END));
+        let wraps = status(u64::MAX - 1, 4);
+        assert_eq!(f.review(&wraps, &e, Err(PAST_END)), Err(PAST_END));
+        // So is the draft's GET_LBA_STATUS, which has the same command number.
+        let (_file, draft) = export(Dialect::Draft);
+        assert_eq!(
+            f.review(&status(2, 10), &draft, Err(PAST_END)),
+            Err(PAST_END)
+        );
+    }
+}
