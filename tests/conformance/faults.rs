@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -66,14 +65,12 @@ pub fn trials(cases: &[Case]) -> Vec<Trial> {
 /// `serve --fault list` prints every fault with its dialect and clause and exits 0; an unknown
 /// fault is a usage error (exit 2) that names the valid ones.
 fn cli_trial() -> Result<(), Failed> {
-    let list = Command::new(crate::support::bin())
+    let list = assert_cmd::Command::new(crate::support::bin())
         .args(["serve", "--fault", "list"])
-        .output()
-        .map_err(|e| format!("cannot run nbd-conform: {e}"))?;
-    if list.status.code() != Some(0) {
-        return Err(format!("serve --fault list exited with {}", list.status).into());
-    }
-    let text = String::from_utf8_lossy(&list.stdout);
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(0);
+    let text = String::from_utf8_lossy(&list.get_output().stdout);
     for fault in Fault::ALL {
         let listed = text.lines().any(|l| {
             let cells: Vec<&str> = l.split_whitespace().take(3).collect();
@@ -83,18 +80,12 @@ fn cli_trial() -> Result<(), Failed> {
             return Err(format!("serve --fault list does not show {fault}:\n{text}").into());
         }
     }
-    let unknown = Command::new(crate::support::bin())
+    assert_cmd::Command::new(crate::support::bin())
         .args(["serve", "image.img", "--fault", "no-such-fault"])
-        .output()
-        .map_err(|e| format!("cannot run nbd-conform: {e}"))?;
-    let stderr = String::from_utf8_lossy(&unknown.stderr);
-    if unknown.status.code() != Some(2) || !stderr.contains("req-one-overrun") {
-        return Err(format!(
-            "an unknown fault should exit 2 and list the faults; got {}: {stderr}",
-            unknown.status
-        )
-        .into());
-    }
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("req-one-overrun"));
     Ok(())
 }
 

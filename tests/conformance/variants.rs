@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -223,14 +222,12 @@ fn changed_cases(results: &[CaseResult], plain: &[CaseResult]) -> Vec<String> {
 
 /// `serve --variant list` shows every variant with its clause; an unknown one exits 2.
 fn cli_trial() -> Result<(), Failed> {
-    let list = Command::new(crate::support::bin())
+    let list = assert_cmd::Command::new(crate::support::bin())
         .args(["serve", "--variant", "list"])
-        .output()
-        .map_err(|e| format!("cannot run nbd-conform: {e}"))?;
-    let text = String::from_utf8_lossy(&list.stdout);
-    if list.status.code() != Some(0) {
-        return Err(format!("serve --variant list exited with {}", list.status).into());
-    }
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(0);
+    let text = String::from_utf8_lossy(&list.get_output().stdout);
     for v in Variant::ALL {
         let spec = v.spec();
         let listed = text
@@ -240,18 +237,12 @@ fn cli_trial() -> Result<(), Failed> {
             return Err(format!("serve --variant list does not show {v}:\n{text}").into());
         }
     }
-    let unknown = Command::new(crate::support::bin())
+    assert_cmd::Command::new(crate::support::bin())
         .args(["serve", "image.img", "--variant", "no-such-variant"])
-        .output()
-        .map_err(|e| format!("cannot run nbd-conform: {e}"))?;
-    let stderr = String::from_utf8_lossy(&unknown.stderr);
-    if unknown.status.code() != Some(2) || !stderr.contains("past-request") {
-        return Err(format!(
-            "an unknown variant should exit 2 and list the variants; got {}: {stderr}",
-            unknown.status
-        )
-        .into());
-    }
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("past-request"));
     Ok(())
 }
 
