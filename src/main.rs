@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use nbd_conform::client::{ClientError, Session, SessionOptions, Target};
 use nbd_conform::map::{map, MapEntry, MapError, MapOptions};
-use nbd_conform::server::{BitmapSpec, Fault, Listen, ServeOptions, Server, Variant};
+use nbd_conform::server::{BitmapSpec, Fault, Listen, ServeError, ServeOptions, Server, Variant};
 use nbd_conform::wire::consts::{context, draft};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
@@ -180,7 +180,7 @@ struct MapArgs {
     depth: usize,
     /// Bytes per request window. 256M with 8 in flight was the fastest of 64M-1G against
     /// nbdkit (sparse-random, file) and qemu-nbd here (benches/map-vs-nbdinfo.sh).
-    #[arg(long, default_value = "256M", value_parser = nbd_conform::size::parse)]
+    #[arg(long, default_value = "256M", value_parser = parse_window)]
     window: u64,
 }
 
@@ -214,6 +214,14 @@ struct ServeArgs {
     /// variant with the clause that allows it): a conformant client or suite must accept it.
     #[arg(long = "variant", value_name = "NAME")]
     variants: Vec<String>,
+}
+
+/// A `map` window: a size of at least one byte (a window of 0 would walk nothing).
+fn parse_window(s: &str) -> Result<u64, String> {
+    match nbd_conform::size::parse(s)? {
+        0 => Err("a window of 0 bytes maps nothing; give at least 1".into()),
+        n => Ok(n),
+    }
 }
 
 /// The report path that means standard output.
@@ -438,6 +446,12 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
     };
     let server = match Server::bind(options).await {
         Ok(s) => s,
+        // What the user gave cannot be served: bad input, before anything listens.
+        Err(
+            e @ (ServeError::Image { .. } | ServeError::Bitmap(_) | ServeError::ExportName { .. }),
+        ) => {
+            return usage(format!("serve: {e}"));
+        }
         Err(e) => {
             eprintln!("nbd-conform serve: {e}");
             return ExitCode::from(exit::FAILED);
@@ -565,7 +579,11 @@ async fn run_cases(args: RunArgs) -> ExitCode {
             && !args.skip.iter().any(|p| c.id.starts_with(p.as_str()))
     });
     if cases.is_empty() {
-        return usage("no case matches --only/--skip");
+        return usage(if args.only.is_empty() && args.skip.is_empty() {
+            "no case to run: the cases directory holds none (NBD_CONFORM_CASES chooses it)"
+        } else {
+            "no case matches --only/--skip"
+        });
     }
     let mut subjects = Vec::new();
     let dialects = |choice: Option<DialectChoice>, offered: &[Dialect]| -> Vec<Dialect> {

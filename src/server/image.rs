@@ -66,15 +66,28 @@ pub struct Image {
 
 impl Image {
     /// Opens `path` read-only, or read-write when `writable`. Regular files and block devices
-    /// are accepted; directories are refused.
+    /// are accepted. Anything else is refused before it is opened: a directory, a FIFO (opening
+    /// one waits for a writer, so `serve` would hang before it listens), a socket, or a
+    /// character device such as `/dev/zero` (whose size reads as 0, an export with nothing in
+    /// it).
     pub fn open(path: &Path, writable: bool) -> io::Result<Image> {
-        let file = OpenOptions::new().read(true).write(writable).open(path)?;
-        if file.metadata()?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "is a directory",
-            ));
+        use std::os::unix::fs::FileTypeExt;
+        let kind = std::fs::metadata(path)?.file_type();
+        let refused = if kind.is_dir() {
+            Some("is a directory")
+        } else if kind.is_fifo() {
+            Some("is a FIFO, not an image")
+        } else if kind.is_socket() {
+            Some("is a socket, not an image")
+        } else if kind.is_char_device() {
+            Some("is a character device, not an image (a block device or a regular file is)")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
         // Seeking to the end works for block devices too, whose metadata length is 0.
         let size = (&file).seek(SeekFrom::End(0))?;
         Ok(Image {
@@ -495,5 +508,14 @@ mod tests {
     fn refuses_directories() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Image::open(dir.path(), false).is_err());
+        // Refused without being opened: a FIFO would block the open, /dev/zero has no size.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = Image::open(&fifo, false).unwrap_err();
+            assert!(e.to_string().contains("FIFO"), "{e}");
+        }
+        let e = Image::open(Path::new("/dev/zero"), false).unwrap_err();
+        assert!(e.to_string().contains("character device"), "{e}");
     }
 }

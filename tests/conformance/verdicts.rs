@@ -17,6 +17,10 @@ use crate::support::{bin, have, start_peer, unix_uri};
 
 pub fn trials() -> Vec<Trial> {
     vec![
+        Trial::test(
+            "selftest::cli::bad_input_exits_2_before_anything_starts",
+            bad_input,
+        ),
         Trial::test("selftest::verdict::conformant_exits_0", || {
             with_reference(&[], |uri| {
                 expect(&["--target", uri, "--only", "bs."], 0, "conformant")
@@ -213,5 +217,42 @@ fn sparse(path: &Path) -> Result<(), Failed> {
     file.set_len(4 << 20).map_err(|e| e.to_string())?;
     file.write_all_at(&[0x55; 4096], 1 << 20)
         .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Input that cannot be served or mapped is a usage error (exit 2) with a one-line reason,
+/// before anything listens or connects: a FIFO (opening one would wait for a writer), a
+/// character device, a directory, a map window of 0 bytes.
+fn bad_input() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let mut refused: Vec<(Vec<String>, &str)> = vec![
+        (vec!["serve".into(), "/dev/zero".into()], "character device"),
+        (
+            vec!["serve".into(), dir.path().display().to_string()],
+            "directory",
+        ),
+        (
+            vec![
+                "map".into(),
+                "127.0.0.1:9".into(),
+                "--window".into(),
+                "0".into(),
+            ],
+            "window of 0 bytes",
+        ),
+    ];
+    if made.is_ok_and(|s| s.success()) {
+        refused.push((vec!["serve".into(), fifo.display().to_string()], "FIFO"));
+    }
+    for (args, why) in refused {
+        Command::new(bin())
+            .args(&args)
+            .timeout(std::time::Duration::from_secs(10))
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(why));
+    }
     Ok(())
 }
