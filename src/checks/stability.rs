@@ -3,7 +3,26 @@
 
 use crate::clauses::id;
 use crate::engine::outcome::Finding;
-use crate::map::MapEntry;
+use crate::map::{MapEntry, Track};
+
+/// The first context mapped in both `before` and `now` whose two maps disagree; each side of
+/// the finding is described by its closure (`expected(context, first difference)`).
+pub fn same_maps<'a>(
+    before: &[Track],
+    now: impl IntoIterator<Item = &'a Track>,
+    expected: impl Fn(&str, String) -> String,
+    observed: impl Fn(String) -> String,
+) -> Option<Finding> {
+    now.into_iter().find_map(|t| {
+        let earlier = before.iter().find(|b| b.context == t.context)?;
+        same_answer(
+            &earlier.entries,
+            &t.entries,
+            |was| expected(&t.context, was),
+            &observed,
+        )
+    })
+}
 
 /// `before` and `now` (two maps of one context) disagree: the finding shows the first
 /// difference, each side described by its closure (`as first mapped: …`).

@@ -318,6 +318,13 @@ impl Session {
         Ok(cookie)
     }
 
+    /// Sends a request built by hand (any header, malformed ones included) and waits for its
+    /// whole reply.
+    pub async fn exchange(&mut self, request: Request) -> Result<Reply, ClientError> {
+        self.send_request(request, &[]).await?;
+        self.wait_for(request.cookie).await
+    }
+
     /// Sends any request header as given (malformed ones included) and tracks its cookie.
     pub async fn send_request(
         &mut self,

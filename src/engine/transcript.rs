@@ -55,6 +55,16 @@ fn command_flags(flags: u16) -> String {
     names.join("|")
 }
 
+/// An option reply's payload as text (an error's human-readable message), quoted with a
+/// leading blank; nothing for an empty one.
+pub fn option_text(data: &[u8]) -> String {
+    if data.is_empty() {
+        String::new()
+    } else {
+        format!(" {:?}", String::from_utf8_lossy(data))
+    }
+}
+
 /// One option line, the same whichever step sent it: the option, the export its payload names
 /// and the queries, or for a payload the case wrote by hand its length (and the length the
 /// header claimed, when that differs).

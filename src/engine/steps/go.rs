@@ -67,7 +67,7 @@ impl Run<'_> {
                     b.minimum, b.preferred, b.maximum
                 )),
             ),
-            None => format!("← {final_reply}{}", error_text(&last.data)),
+            None => format!("← {final_reply}{}", transcript::option_text(&last.data)),
         });
         if let Some(expect) = expect {
             let clause = self.clause_of(expect);
@@ -130,14 +130,5 @@ impl Run<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// An option error's human-readable text, quoted, if it carries one.
-fn error_text(data: &[u8]) -> String {
-    if data.is_empty() {
-        String::new()
-    } else {
-        format!(" {:?}", String::from_utf8_lossy(data))
     }
 }

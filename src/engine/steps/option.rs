@@ -183,11 +183,7 @@ fn reply_line(r: &OptionReply) -> String {
         t => format!(
             "← {}{}",
             reply_type::name(t),
-            if r.data.is_empty() {
-                String::new()
-            } else {
-                format!(" {:?}", String::from_utf8_lossy(&r.data))
-            }
+            transcript::option_text(&r.data)
         ),
     }
 }

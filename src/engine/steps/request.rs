@@ -74,11 +74,7 @@ impl Run<'_> {
         &mut self,
         request: Request,
     ) -> Result<Result<Reply, ClientError>, Stop> {
-        let session = self.session()?;
-        Ok(match session.send_request(request, &[]).await {
-            Ok(()) => session.wait_for(request.cookie).await,
-            Err(e) => Err(e),
-        })
+        Ok(self.session()?.exchange(request).await)
     }
 
     /// Sends one request, logged, and grades the reply against `expect`.

@@ -22,20 +22,15 @@ impl Run<'_> {
         // Earlier `map` steps of the case (other negotiations, other context mixes, e.g. the
         // B7 recipe of peers.md) must agree with this walk too.
         let size = self.negotiated()?.size;
-        for t in first.iter().filter(|t| t.covered >= size) {
-            let Some(earlier) = self.mapped.iter().find(|m| m.context == t.context) else {
-                continue;
-            };
-            let broken = checks::stability::same_answer(
-                &earlier.entries,
-                &t.entries,
-                |was| format!("{} as an earlier map step saw it: {was}", t.context),
-                |now| format!("now: {now}"),
-            );
-            if let Some(broken) = broken {
-                self.record.found(broken);
-                return Ok(());
-            }
+        let broken = checks::stability::same_maps(
+            &self.mapped,
+            first.iter().filter(|t| t.covered >= size),
+            |context, was| format!("{context} as an earlier map step saw it: {was}"),
+            |now| format!("now: {now}"),
+        );
+        if let Some(broken) = broken {
+            self.record.found(broken);
+            return Ok(());
         }
         let mut reversed = names.clone();
         reversed.reverse();
@@ -51,20 +46,15 @@ impl Run<'_> {
             let again = self.walk(&mix, 0, false, compact_max, false).await?;
             self.record
                 .note(format!("(mapped again with contexts {mix:?})"));
-            for t in &again {
-                let Some(orig) = first.iter().find(|f| f.context == t.context) else {
-                    continue;
-                };
-                let broken = checks::stability::same_answer(
-                    &orig.entries,
-                    &t.entries,
-                    |was| format!("{} as first mapped: {was}", t.context),
-                    |now| format!("with contexts {mix:?}: {now}"),
-                );
-                if let Some(broken) = broken {
-                    self.record.found(broken);
-                    return Ok(());
-                }
+            let broken = checks::stability::same_maps(
+                &first,
+                &again,
+                |context, was| format!("{context} as first mapped: {was}"),
+                |now| format!("with contexts {mix:?}: {now}"),
+            );
+            if let Some(broken) = broken {
+                self.record.found(broken);
+                return Ok(());
             }
         }
         self.last_negotiate = Some(base);
