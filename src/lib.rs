@@ -12,6 +12,8 @@
 //! - [`launch`]: starting the servers under test (processes, containers, `--spawn` templates).
 //! - [`server`]: the reference server behind `nbd-conform serve`, its faults and variants.
 //! - [`report`]: the verdict, exit codes, Markdown, JSON and JUnit.
+//! - [`coverage`]: which clauses the cases name, the checks report and faults or
+//!   [`scripted`] peers prove.
 //! - [`map`]: the pipelined walk behind `nbd-conform map`.
 //! - [`size`]: the one spelling of a byte count.
 //! - [`dialect`]: standard block status or the 2016 draft.
@@ -19,12 +21,14 @@
 pub mod checks;
 pub mod clauses;
 pub mod client;
+pub mod coverage;
 pub mod dialect;
 pub mod engine;
 pub mod fixtures;
 pub mod launch;
 pub mod map;
 pub mod report;
+pub mod scripted;
 pub mod server;
 pub mod size;
 pub mod wire;

@@ -141,6 +141,10 @@ struct ListArgs {
     /// List the clause registry instead of the cases.
     #[arg(long)]
     clauses: bool,
+    /// Show, for every clause, the cases that name and evaluate it, the code that reports it
+    /// and the faults or scripted peers that prove it fires, with totals (docs/coverage.md).
+    #[arg(long, conflicts_with = "clauses")]
+    coverage: bool,
     /// Directory of case files (default: the source tree's cases/).
     #[arg(long, value_name = "DIR")]
     cases: Option<PathBuf>,
@@ -528,6 +532,9 @@ fn list(args: ListArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if args.coverage {
+        return print_or_fail(&nbd_conform::coverage::Coverage::measure(&cases).markdown());
+    }
     for c in &cases {
         let _ = writeln!(
             text,

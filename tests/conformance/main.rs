@@ -15,7 +15,6 @@
 mod faults;
 mod interop;
 mod launchers;
-mod peer;
 mod real_servers;
 mod scripted;
 mod support;

@@ -1,36 +1,31 @@
-//! Cases run by the engine against scripted servers (`peer`): a server that breaks a rule no
-//! fault of the reference server breaks gets the case graded under that rule, not `error`.
+//! The scripted proofs (`nbd_conform::scripted::PROOFS`): each runs its case against a
+//! scripted server that breaks one rule no fault of the reference server breaks, and asserts
+//! the case reports that clause, graded as its level says (not `error`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use libtest_mimic::{Failed, Trial};
 
-use crate::peer::Peer;
-use nbd_conform::engine::case::{cases_dir, load_cases};
+use nbd_conform::engine::case::{cases_dir, load_cases, Case};
 use nbd_conform::engine::outcome::Grade;
 use nbd_conform::engine::run::{run_case, Settings, TargetSpec};
-use nbd_conform::wire::reply::ReplyHeader;
-use nbd_conform::Dialect;
+use nbd_conform::scripted::{Proof, PROOFS};
 
-/// Runs the case `id` against `peer`; returns its grade and the clauses of its findings.
-fn run_against(id: &str, peer: Peer) -> Result<(Grade, Vec<&'static str>), Failed> {
-    let cases = load_cases(&cases_dir()).map_err(|e| e.to_string())?;
-    let case = cases
-        .iter()
-        .find(|c| c.id == id)
-        .ok_or(format!("no case {id}"))?;
+/// How long a case may take against a peer: its reads time out after 2 s.
+const CASE_BOUND: Duration = Duration::from_secs(20);
+
+fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let (_dir, target, server) = peer.listen();
+    let started = std::time::Instant::now();
+    let result = rt.block_on(async {
+        let peer = (proof.peer)().listen()?;
         let spec = TargetSpec {
-            target,
-            dialect: Dialect::Standard,
-            truth: None::<Arc<_>>,
+            target: peer.target.clone(),
+            dialect: case.dialect,
+            truth: None,
             bitmaps: Vec::new(),
         };
         let settings = Settings {
@@ -38,56 +33,43 @@ fn run_against(id: &str, peer: Peer) -> Result<(Grade, Vec<&'static str>), Faile
             reply_timeout: Duration::from_secs(2),
             ..Settings::default()
         };
-        let (result, _) = run_case(case, &spec, settings).await;
-        server.abort();
-        let clauses = result.findings.iter().map(|f| f.clause.as_str()).collect();
-        Ok((result.grade, clauses))
-    })
-}
-
-fn expect_fail(id: &str, peer: Peer, clause: &str) -> Result<(), Failed> {
-    let (grade, clauses) = run_against(id, peer)?;
-    if grade != Grade::Fail || !clauses.contains(&clause) {
-        return Err(
-            format!("{id}: expected a fail under {clause}; got {grade} with {clauses:?}").into(),
-        );
+        Ok::<_, String>(run_case(case, &spec, settings).await.0)
+    })?;
+    let want = proof
+        .clause
+        .clause()
+        .map_or(Grade::Fail, |c| Grade::for_broken(c.level));
+    let clauses: Vec<&str> = result.findings.iter().map(|f| f.clause.as_str()).collect();
+    let reported = result
+        .findings
+        .iter()
+        .any(|f| f.clause == proof.clause && f.grade == want);
+    if result.grade != want || !reported {
+        return Err(format!(
+            "{}: expected {want} under {}; got {} with {clauses:?} ({})",
+            case.id,
+            proof.clause,
+            result.grade,
+            result.note.as_deref().unwrap_or("no note")
+        )
+        .into());
+    }
+    if started.elapsed() > CASE_BOUND {
+        return Err(format!("took {:.1?}, over {CASE_BOUND:?}", started.elapsed()).into());
     }
     Ok(())
 }
 
-/// GO acknowledged without NBD_INFO_EXPORT: the client cannot know the size (GO-ACK-1).
-fn go_without_the_export_size() -> Result<(), Failed> {
-    let peer = Peer::new().haggled().ack();
-    expect_fail("bs.req-one.single-descriptor", peer, "GO-ACK-1")
-}
-
-/// A successful block status answered with a simple reply (BS-NEG-3: it must be structured).
-fn block_status_in_a_simple_reply() -> Result<(), Failed> {
-    let peer = Peer::new()
-        .negotiated(4 << 20)
-        .request()
-        .reply(|r| {
-            let mut out = BytesMut::new();
-            ReplyHeader::Simple {
-                error: 0,
-                cookie: r.cookie,
-            }
-            .encode(&mut out);
-            out.to_vec()
-        })
-        .pause(Duration::from_secs(5));
-    expect_fail("bs.req-one.single-descriptor", peer, "BS-NEG-3")
-}
-
 pub fn trials() -> Vec<Trial> {
-    vec![
-        Trial::test(
-            "selftest::scripted::go-without-the-export-size",
-            go_without_the_export_size,
-        ),
-        Trial::test(
-            "selftest::scripted::block-status-in-a-simple-reply",
-            block_status_in_a_simple_reply,
-        ),
-    ]
+    let cases = load_cases(&cases_dir()).unwrap_or_default();
+    PROOFS
+        .iter()
+        .map(|proof| {
+            let case = cases.iter().find(|c| c.id == proof.case).cloned();
+            Trial::test(format!("selftest::scripted::{}", proof.name), move || {
+                let case = case.ok_or(format!("no case {}", proof.case))?;
+                prove(proof, &case)
+            })
+        })
+        .collect()
 }

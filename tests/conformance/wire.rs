@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use proptest::prelude::*;
 
-use crate::peer::Peer;
+use nbd_conform::scripted::Peer;
 
 use nbd_conform::client::{ClientError, Session, SessionOptions, Target};
 use nbd_conform::wire::consts::{chunk_type, magic, option, reply_flag, reply_type};
@@ -302,7 +302,8 @@ fn against(how: Misbehaviour) -> (ClientError, Duration) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (_dir, target, server) = hostile_server(how).listen();
+        let peer = hostile_server(how).listen().expect("a scripted peer");
+        let target = peer.target.clone();
         let options = SessionOptions {
             timeout: Duration::from_millis(500),
             contexts: vec!["base:allocation".into()],
@@ -314,7 +315,7 @@ fn against(how: Misbehaviour) -> (ClientError, Duration) {
             s.block_status(0, 1 << 20, 0).await
         }
         .await;
-        server.abort();
+        drop(peer);
         (
             result.expect_err("a hostile server must give an error"),
             started.elapsed(),

@@ -87,6 +87,48 @@ pub enum Step {
     Disc(Empty),
 }
 
+impl Step {
+    /// The variant's name, as `engine::steps` dispatches it (the coverage scan reads that).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Negotiate(_) => "Negotiate",
+            Step::Connect(_) => "Connect",
+            Step::Option(_) => "Option",
+            Step::Go(_) => "Go",
+            Step::BlockStatus(_) => "BlockStatus",
+            Step::DraftStatus(_) => "DraftStatus",
+            Step::RawRequest(_) => "RawRequest",
+            Step::Pipeline(_) => "Pipeline",
+            Step::Map(_) => "Map",
+            Step::Stability(_) => "Stability",
+            Step::Reconnect(_) => "Reconnect",
+            Step::Disc(_) => "Disc",
+        }
+    }
+
+    /// What the step expects, for the kinds that take an `expect` table.
+    pub fn expect(&self) -> Option<&Expect> {
+        match self {
+            Step::BlockStatus(BlockStatus { expect, .. })
+            | Step::DraftStatus(DraftStatus { expect, .. })
+            | Step::RawRequest(RawRequest { expect, .. })
+            | Step::Option(OptionStep { expect, .. })
+            | Step::Connect(Connect { expect, .. }) => Some(expect),
+            Step::Go(Go { expect, .. }) => expect.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// One request in transmission, whose unmet expectation defaults to the case's first
+    /// clause.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Step::BlockStatus(_) | Step::DraftStatus(_) | Step::RawRequest(_)
+        )
+    }
+}
+
 impl Case {
     /// The case with the fixture's dirty bitmaps renamed to a server's (`renames` holds
     /// (fixture name, server name) pairs): a server we did not set up exports its own bitmaps

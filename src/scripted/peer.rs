@@ -1,4 +1,4 @@
-//! A scripted NBD server for tests, in the style of h2's test support: a test writes the part
+//! A scripted NBD server, in the style of h2's test support: a proof writes the part
 //! one connection of a server plays (expect this option, reply that; expect a request, send
 //! these bytes; stall; hang up) and the peer plays it, so that any misbehaviour takes a few
 //! lines and no fault of the reference server. What the client sends that the script did not
@@ -10,10 +10,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use nbd_conform::client::Target;
-use nbd_conform::wire::consts::{option, reply_type};
-use nbd_conform::wire::handshake::{self, Greeting, Info, OptionHeader};
-use nbd_conform::wire::request::{HeaderForm, Request};
+use crate::client::Target;
+use crate::wire::consts::{option, reply_type};
+use crate::wire::handshake::{self, Greeting, Info, OptionHeader};
+use crate::wire::request::{HeaderForm, Request};
 
 /// Bytes built from the request being answered.
 type BuildReply = Box<dyn Fn(&Request) -> Vec<u8> + Send>;
@@ -171,21 +171,34 @@ impl Peer {
     }
 
     /// Listens on a fresh Unix socket and plays the script there (on the current tokio
-    /// runtime); the target reaches it, the dir holds the socket.
-    pub fn listen(
-        self,
-    ) -> (
-        tempfile::TempDir,
-        Target,
-        tokio::task::JoinHandle<Result<(), String>>,
-    ) {
-        let dir = tempfile::tempdir().expect("a temp dir");
+    /// runtime); the target reaches it, the dir holds the socket (and goes with it).
+    pub fn listen(self) -> Result<Listening, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?;
         let path = dir.path().join("peer.sock");
-        let listener = UnixListener::bind(&path).expect("bind the peer's socket");
+        let listener = UnixListener::bind(&path).map_err(|e| format!("bind the peer: {e}"))?;
         let target = format!("nbd+unix:///?socket={}", path.display())
             .parse()
-            .expect("a Unix target");
-        (dir, target, tokio::spawn(self.serve(listener)))
+            .map_err(|e| format!("the peer's target: {e}"))?;
+        Ok(Listening {
+            _dir: dir,
+            target,
+            script: tokio::spawn(self.serve(listener)),
+        })
+    }
+}
+
+/// A peer playing its script on a socket of its own.
+pub struct Listening {
+    _dir: tempfile::TempDir,
+    /// Where the peer listens.
+    pub target: Target,
+    /// The script being played: what it ends with says whether the client did as expected.
+    pub script: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.script.abort();
     }
 }
 
@@ -199,6 +212,9 @@ async fn read_option(s: &mut UnixStream) -> Result<(u32, Vec<u8>), String> {
         .await
         .map_err(|e| format!("no option: {e}"))?;
     let header = OptionHeader::decode(&h).ok_or("a short option header")?;
+    if header.length > crate::wire::consts::limit::MAX_OPTION_PAYLOAD {
+        return Err(format!("an option of {} bytes", header.length));
+    }
     let mut data = vec![0u8; header.length as usize];
     s.read_exact(&mut data).await.map_err(|e| e.to_string())?;
     Ok((header.option, data))
