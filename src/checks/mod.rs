@@ -11,6 +11,7 @@
 //! | `draft` | the structure of one 2016-draft `GET_LBA_STATUS` reply |
 //! | `request` | a request's outcome against the case: error, close, no reply |
 //! | `options` | option haggling: final replies, META_CONTEXT ids, closes |
+//! | `session` | what a server promises on entering transmission: block sizes, flags |
 //! | `disc` | NBD_CMD_DISC behind a request |
 //! | `walk` | whole-export walks make progress |
 //! | `read_back` | ranges called zero read as zeros |
@@ -23,6 +24,7 @@ pub mod draft;
 pub mod options;
 pub mod read_back;
 pub mod request;
+pub mod session;
 pub mod stability;
 pub mod truth;
 pub mod walk;

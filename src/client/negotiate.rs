@@ -75,16 +75,22 @@ impl Handshake {
             had: raw.len(),
         })?;
         let greeting = decoded.value;
+        // Past a broken greeting nothing can be negotiated: the server's fault, reported as
+        // the violation it is.
         if greeting.nbd_magic != magic::NBDMAGIC || greeting.option_magic != magic::IHAVEOPT {
             let v = decoded.violations.into_iter().next();
-            return Err(ClientError::Handshake(
-                v.map_or_else(|| "bad greeting".into(), |v| v.to_string()),
-            ));
+            return Err(ClientError::Protocol(v.unwrap_or_else(|| {
+                Violation::new(id::HS_GREET_1, "a greeting without NBDMAGIC and IHAVEOPT")
+            })));
         }
         if greeting.flags & handshake_flag::FIXED_NEWSTYLE == 0 {
-            return Err(ClientError::Handshake(
-                "server is not fixed-newstyle: no options can be negotiated (HS-FIXED-1)".into(),
-            ));
+            return Err(ClientError::Protocol(Violation::new(
+                id::HS_FIXED_1,
+                format!(
+                    "handshake flags {:#06x} lack FIXED_NEWSTYLE: no option can be negotiated",
+                    greeting.flags
+                ),
+            )));
         }
         let offered_no_zeroes = greeting.flags & handshake_flag::NO_ZEROES != 0;
         let flags = client_flags.unwrap_or(

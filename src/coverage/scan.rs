@@ -20,6 +20,7 @@ pub(super) const SOURCES: &[(&str, &str)] = &[
     ("checks::options", include_str!("../checks/options.rs")),
     ("checks::read_back", include_str!("../checks/read_back.rs")),
     ("checks::request", include_str!("../checks/request.rs")),
+    ("checks::session", include_str!("../checks/session.rs")),
     ("checks::stability", include_str!("../checks/stability.rs")),
     ("checks::truth", include_str!("../checks/truth.rs")),
     ("checks::walk", include_str!("../checks/walk.rs")),

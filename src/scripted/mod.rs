@@ -12,6 +12,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::clauses::{id, ClauseId};
+use crate::wire::consts::{option, reply_type, transmission_flag as tf};
+use crate::wire::handshake::{BlockSizes, Greeting, Info};
 use crate::wire::reply::ReplyHeader;
 
 pub use peer::{Listening, Peer};
@@ -42,7 +44,125 @@ pub static PROOFS: &[Proof] = &[
         case: "bs.req-one.single-descriptor",
         peer: block_status_in_a_simple_reply,
     },
+    Proof {
+        name: "minimum-block-not-a-power-of-two",
+        clause: id::SIZE_MIN_1,
+        case: WHAT_GO_SAYS,
+        peer: || plain_go_with_sizes(3, 4096, 1 << 20),
+    },
+    Proof {
+        name: "preferred-block-below-512",
+        clause: id::SIZE_PREF_1,
+        case: WHAT_GO_SAYS,
+        peer: || plain_go_with_sizes(1, 256, 1 << 20),
+    },
+    Proof {
+        name: "maximum-payload-below-preferred",
+        clause: id::SIZE_MAX_1,
+        case: WHAT_GO_SAYS,
+        peer: || plain_go_with_sizes(1, 4096, 2048),
+    },
+    Proof {
+        name: "export-size-off-the-minimum-block",
+        clause: id::SIZE_MIN_2,
+        case: WHAT_GO_SAYS,
+        peer: || Peer::new().plain_go(PLAIN_SIZE + 1, tf::HAS_FLAGS, &[sizes(4096, 4096, 1 << 20)]),
+    },
+    Proof {
+        name: "send-df-with-simple-replies",
+        clause: id::TX_DF_1,
+        case: WHAT_GO_SAYS,
+        peer: || Peer::new().plain_go(PLAIN_SIZE, tf::HAS_FLAGS | tf::SEND_DF, &[]),
+    },
+    Proof {
+        name: "block-status-payload-without-extended-headers",
+        clause: id::TX_BSPL_1,
+        case: WHAT_GO_SAYS,
+        peer: || Peer::new().plain_go(PLAIN_SIZE, tf::HAS_FLAGS | tf::BLOCK_STATUS_PAYLOAD, &[]),
+    },
+    Proof {
+        name: "transmission-flags-without-has-flags",
+        clause: id::TX_HASFLAGS_1,
+        case: WHAT_GO_SAYS,
+        peer: || Peer::new().plain_go(PLAIN_SIZE, 0, &[]),
+    },
+    Proof {
+        name: "handshake-flags-beyond-bit-1",
+        clause: id::HS_HFLAGS_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            Peer::new()
+                .greet_with(Greeting::new(3 | 1 << 5))
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+        },
+    },
+    Proof {
+        name: "greeting-with-a-wrong-magic",
+        clause: id::HS_GREET_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            let mut greeting = Greeting::new(3);
+            greeting.option_magic ^= 1;
+            Peer::new()
+                .greet_with(greeting)
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "greeting-without-fixed-newstyle",
+        clause: id::HS_FIXED_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            Peer::new()
+                .greet_with(Greeting::new(0))
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "export-info-too-long",
+        clause: id::GO_EXPORT_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            // NBD_INFO_EXPORT is exactly 12 bytes; two trailing zeroes break it.
+            let mut data = BytesMut::new();
+            Info::Export {
+                size: PLAIN_SIZE,
+                flags: tf::HAS_FLAGS,
+            }
+            .encode(&mut data);
+            data.extend_from_slice(&[0, 0]);
+            Peer::new()
+                .greet()
+                .option(option::GO)
+                .option_reply(reply_type::INFO, &data)
+                .ack()
+        },
+    },
 ];
+
+/// The case that reads what GO says on a connection with simple replies.
+const WHAT_GO_SAYS: &str = "neg.go.what-go-says";
+
+/// The size of the exports the plain-GO peers announce.
+const PLAIN_SIZE: u64 = 4 << 20;
+
+fn sizes(minimum: u32, preferred: u32, maximum: u32) -> Info {
+    Info::BlockSize(BlockSizes {
+        minimum,
+        preferred,
+        maximum,
+    })
+}
+
+fn plain_go_with_sizes(minimum: u32, preferred: u32, maximum: u32) -> Peer {
+    Peer::new().plain_go(
+        PLAIN_SIZE,
+        tf::HAS_FLAGS,
+        &[sizes(minimum, preferred, maximum)],
+    )
+}
 
 /// GO acknowledged without NBD_INFO_EXPORT: the client cannot know the size.
 fn go_without_the_export_size() -> Peer {

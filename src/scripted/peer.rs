@@ -20,8 +20,8 @@ type BuildReply = Box<dyn Fn(&Request) -> Vec<u8> + Send>;
 
 /// What the server does next.
 enum Act {
-    /// Send a fixed-newstyle greeting and read the client's flags.
-    Greet,
+    /// Send this greeting and read the client's flags.
+    Greet(Greeting),
     /// Read one option; with a number, it must be that option.
     ExpectOption(Option<u32>),
     /// Answer the option just read.
@@ -52,8 +52,14 @@ impl Peer {
         self
     }
 
+    /// A fixed-newstyle greeting (handshake flags FIXED_NEWSTYLE and NO_ZEROES).
     pub fn greet(self) -> Peer {
-        self.then(Act::Greet)
+        self.greet_with(Greeting::new(3))
+    }
+
+    /// A greeting with any magic and flags.
+    pub fn greet_with(self, greeting: Greeting) -> Peer {
+        self.then(Act::Greet(greeting))
     }
 
     /// Expects the option `opt` next.
@@ -85,6 +91,23 @@ impl Peer {
         let mut data = BytesMut::new();
         Info::Export { size, flags }.encode(&mut data);
         self.option_reply(reply_type::INFO, &data)
+    }
+
+    /// Any NBD_INFO reply.
+    pub fn info(self, info: Info) -> Peer {
+        let mut data = BytesMut::new();
+        info.encode(&mut data);
+        self.option_reply(reply_type::INFO, &data)
+    }
+
+    /// A GO on a connection with simple replies (no other option), answered with the export's
+    /// size and `flags`, then `more` INFO replies, then ACK.
+    pub fn plain_go(self, size: u64, flags: u16, more: &[Info]) -> Peer {
+        let mut peer = self.greet().option(option::GO).export_info(size, flags);
+        for info in more {
+            peer = peer.info(info.clone());
+        }
+        peer.ack()
     }
 
     /// The usual haggling done right, up to GO: greeting, structured replies,
@@ -129,9 +152,9 @@ impl Peer {
         let mut last_request = None;
         for act in self.acts {
             match act {
-                Act::Greet => {
+                Act::Greet(greeting) => {
                     let mut out = BytesMut::new();
-                    Greeting::new(3).encode(&mut out);
+                    greeting.encode(&mut out);
                     write(&mut s, &out).await?;
                     let mut flags = [0u8; 4];
                     s.read_exact(&mut flags).await.map_err(|e| e.to_string())?;

@@ -105,6 +105,8 @@ impl Run<'_> {
                 .map(|(_, n)| n.clone())
                 .collect(),
         };
+        self.record
+            .found_all(checks::session::entered(&session.negotiated));
         // From here on, messages are replies: they get the generous deadline.
         session.set_timeout(self.settings.reply_timeout);
         // Stored first, so that a case stopped for a missing need keeps the session's findings.

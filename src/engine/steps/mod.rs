@@ -31,8 +31,9 @@ use super::link::Link;
 use super::outcome::ConnectionLoss;
 use super::record::Record;
 use super::run::{Settings, Stop, TargetSpec};
+use crate::checks;
 use crate::clauses::ClauseId;
-use crate::client::{Handshake, Negotiated, Session};
+use crate::client::{ClientError, Handshake, Negotiated, Session};
 use crate::map::Track;
 
 /// One case running against one target.
@@ -169,6 +170,11 @@ impl<'a> Run<'a> {
         let hs =
             match Handshake::start(&self.spec.target, self.settings.timeout, client_flags).await {
                 Ok(hs) => hs,
+                // A greeting the server got wrong is its failure, wherever a case meets it.
+                Err(ClientError::Protocol(v)) => {
+                    self.record.found(checks::from_violation(&v));
+                    return Err(Stop::Error(format!("the handshake cannot go on: {v}")));
+                }
                 Err(e) => {
                     self.record.lost(ConnectionLoss::Unreachable);
                     return Err(Stop::Error(e.to_string()));

@@ -1,0 +1,186 @@
+//! What a server tells a client on entering transmission, checked on every handshake: the
+//! block-size constraints of NBD_INFO_BLOCK_SIZE ("Block size constraints") and transmission
+//! flags that depend on what was negotiated (SEND_DF, BLOCK_STATUS_PAYLOAD).
+
+use crate::clauses::id;
+use crate::client::Negotiated;
+use crate::engine::outcome::Finding;
+use crate::wire::consts::transmission_flag as tf;
+use crate::wire::handshake::BlockSizes;
+use crate::Dialect;
+
+/// Every rule the negotiated state of a fresh session can break.
+pub fn entered(neg: &Negotiated) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(sizes) = neg.block_sizes {
+        out.extend(block_sizes(sizes, neg.size));
+    }
+    out.extend(flags(neg));
+    out
+}
+
+/// The three advertised sizes against their MUSTs, and the export size against the minimum.
+pub fn block_sizes(b: BlockSizes, export_size: u64) -> Vec<Finding> {
+    let BlockSizes {
+        minimum,
+        preferred,
+        maximum,
+    } = b;
+    let mut out = Vec::new();
+    if !minimum.is_power_of_two() || minimum > 1 << 16 {
+        out.push(Finding::broken(
+            id::SIZE_MIN_1,
+            "a minimum block size that is a power of two, at most 65,536",
+            format!("minimum {minimum}"),
+        ));
+    }
+    if !preferred.is_power_of_two() || preferred < minimum.max(512) {
+        out.push(Finding::broken(
+            id::SIZE_PREF_1,
+            format!(
+                "a preferred block size that is a power of two of at least {}",
+                minimum.max(512)
+            ),
+            format!("preferred {preferred} (minimum {minimum})"),
+        ));
+    }
+    if maximum < preferred {
+        out.push(Finding::broken(
+            id::SIZE_MAX_1,
+            format!("a maximum payload of at least the preferred block size ({preferred})"),
+            format!("maximum {maximum}"),
+        ));
+    }
+    // Only meaningful for a minimum that is one at all.
+    if minimum.is_power_of_two() && export_size % u64::from(minimum) != 0 {
+        out.push(Finding::broken(
+            id::SIZE_MIN_2,
+            format!("an export size that is a multiple of the minimum block size {minimum}"),
+            format!("{export_size} bytes"),
+        ));
+    }
+    out
+}
+
+/// Transmission flags that promise what the negotiation did not set up. In the 2016 draft bit 7
+/// is GET_LBA_STATUS, not SEND_DF, so that rule is today's dialect only.
+pub fn flags(neg: &Negotiated) -> Vec<Finding> {
+    let flags = neg.transmission_flags;
+    let mut out = Vec::new();
+    let replies_structured = neg.structured || neg.extended;
+    if neg.dialect == Dialect::Standard && flags & tf::SEND_DF != 0 && !replies_structured {
+        out.push(Finding::broken(
+            id::TX_DF_1,
+            "SEND_DF clear without structured replies or extended headers",
+            format!("flags {flags:#06x} set SEND_DF on a connection with simple replies"),
+        ));
+    }
+    if flags & tf::BLOCK_STATUS_PAYLOAD != 0 && !neg.extended {
+        out.push(Finding::broken(
+            id::TX_BSPL_1,
+            "BLOCK_STATUS_PAYLOAD clear without extended headers",
+            format!("flags {flags:#06x} set BLOCK_STATUS_PAYLOAD on a connection without them"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(minimum: u32, preferred: u32, maximum: u32) -> BlockSizes {
+        BlockSizes {
+            minimum,
+            preferred,
+            maximum,
+        }
+    }
+
+    fn clauses(found: &[Finding]) -> Vec<&str> {
+        found.iter().map(|f| f.clause.as_str()).collect()
+    }
+
+    #[test]
+    fn legal_block_sizes_pass_including_the_edges() {
+        for (b, size) in [
+            (sizes(1, 4096, 32 << 20), 12345),
+            (sizes(512, 512, 512), 1 << 20),
+            (sizes(65536, 65536, 0xffff_ffff), 1 << 30),
+            // A maximum need not be a power of two; preferred may exceed the export.
+            (sizes(4096, 1 << 20, 3 << 20), 8192),
+        ] {
+            assert!(block_sizes(b, size).is_empty(), "{b:?} {size}");
+        }
+    }
+
+    #[test]
+    fn each_broken_size_rule_is_its_own_finding() {
+        assert_eq!(
+            clauses(&block_sizes(sizes(3, 4096, 1 << 20), 3)),
+            ["SIZE-MIN-1"]
+        );
+        assert_eq!(
+            clauses(&block_sizes(sizes(1 << 17, 1 << 17, 1 << 20), 1 << 17)),
+            ["SIZE-MIN-1"]
+        );
+        assert_eq!(
+            clauses(&block_sizes(sizes(1, 256, 1 << 20), 4096)),
+            ["SIZE-PREF-1"]
+        );
+        assert_eq!(
+            clauses(&block_sizes(sizes(4096, 2048, 1 << 20), 4096)),
+            ["SIZE-PREF-1"]
+        );
+        assert_eq!(
+            clauses(&block_sizes(sizes(1, 6000, 1 << 20), 4096)),
+            ["SIZE-PREF-1"]
+        );
+        assert_eq!(
+            clauses(&block_sizes(sizes(1, 4096, 2048), 4096)),
+            ["SIZE-MAX-1"]
+        );
+        assert_eq!(
+            clauses(&block_sizes(sizes(4096, 4096, 1 << 20), 4097)),
+            ["SIZE-MIN-2"]
+        );
+    }
+
+    fn negotiated(flags: u16, structured: bool, extended: bool, dialect: Dialect) -> Negotiated {
+        Negotiated {
+            export: String::new(),
+            size: 1 << 20,
+            transmission_flags: tf::HAS_FLAGS | flags,
+            block_sizes: None,
+            handshake_flags: 3,
+            structured,
+            extended,
+            contexts: Vec::new(),
+            dialect,
+        }
+    }
+
+    #[test]
+    fn df_needs_structured_replies_in_todays_dialect_only() {
+        let std = Dialect::Standard;
+        assert_eq!(
+            clauses(&flags(&negotiated(tf::SEND_DF, false, false, std))),
+            ["TX-DF-1"]
+        );
+        assert!(flags(&negotiated(tf::SEND_DF, true, false, std)).is_empty());
+        assert!(flags(&negotiated(tf::SEND_DF, false, true, std)).is_empty());
+        // The draft's bit 7 is GET_LBA_STATUS, advertised on simple-reply connections.
+        assert!(flags(&negotiated(tf::SEND_DF, false, false, Dialect::Draft)).is_empty());
+    }
+
+    #[test]
+    fn block_status_payload_needs_extended_headers() {
+        let bspl = tf::BLOCK_STATUS_PAYLOAD;
+        let std = Dialect::Standard;
+        assert_eq!(
+            clauses(&flags(&negotiated(bspl, true, false, std))),
+            ["TX-BSPL-1"]
+        );
+        assert!(flags(&negotiated(bspl, false, true, std)).is_empty());
+    }
+}
