@@ -140,7 +140,129 @@ pub static PROOFS: &[Proof] = &[
                 .ack()
         },
     },
+    // Option haggling: each case's expectation, shown to fire.
+    Proof {
+        name: "list-answers-an-unknown-namespace",
+        clause: id::LMC_UNKNS_1,
+        case: "neg.list.unknown-namespace-ignored",
+        peer: || listed(&[(0, "x-conformance-nonexistent:foo")]),
+    },
+    Proof {
+        name: "list-answers-queries-that-match-nothing",
+        clause: id::LMC_NOMATCH_1,
+        case: "neg.list.no-match",
+        peer: || listed(&[(0, "base:allocation")]),
+    },
+    Proof {
+        name: "list-of-everything-without-base-allocation",
+        clause: id::LMC_ALL_1,
+        case: "neg.list.no-queries-lists-all",
+        peer: || listed(&[]),
+    },
+    Proof {
+        name: "list-names-a-context-without-a-namespace",
+        clause: id::MC_NAME_1,
+        case: "neg.list.no-queries-lists-all",
+        peer: || listed(&[(0, "base:allocation"), (0, "no-namespace-here")]),
+    },
+    Proof {
+        name: "list-hands-out-context-ids",
+        clause: id::LMC_ID_1,
+        case: "neg.list.qemu-wildcard",
+        peer: || listed(&[(5, "qemu:allocation-depth")]),
+    },
+    Proof {
+        name: "set-of-no-queries-selects-a-context",
+        clause: id::SMC_ZEROQ_1,
+        case: "neg.set.no-queries-selects-nothing",
+        peer: || set_answered(&[(1, "base:allocation")]),
+    },
+    Proof {
+        name: "set-of-the-base-wildcard-selects-a-context",
+        clause: id::BASE_SETWILD_1,
+        case: "neg.set.base-wildcard-selects-nothing",
+        peer: || set_answered(&[(1, "base:allocation")]),
+    },
+    Proof {
+        name: "unknown-option-gets-err-invalid",
+        clause: id::HS_UNSUP_1,
+        case: "neg.option.unknown-gets-unsup",
+        peer: || {
+            Peer::new()
+                .greet()
+                .any_option()
+                .option_reply(reply_type::ERR_INVALID, &[])
+        },
+    },
+    Proof {
+        name: "abort-refused",
+        clause: id::ABORT_ACK_1,
+        case: "neg.abort.ack",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::ABORT)
+                .option_reply(reply_type::ERR_INVALID, &[])
+        },
+    },
+    Proof {
+        name: "structured-reply-with-data-accepted",
+        clause: id::SR_NODATA_1,
+        case: "neg.sr.with-data",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+        },
+    },
+    Proof {
+        name: "info-with-an-unknown-type-refused",
+        clause: id::GO_IGNORE_1,
+        case: "neg.info.unknown-info-type-ignored",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::INFO)
+                .option_reply(reply_type::ERR_UNSUP, &[])
+        },
+    },
+    Proof {
+        name: "go-to-an-unknown-export-gets-err-invalid",
+        clause: id::GO_UNKNOWN_1,
+        case: "neg.go.unknown-export",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::GO)
+                .option_reply(reply_type::ERR_INVALID, &[])
+        },
+    },
 ];
+
+/// Structured replies accepted, then a LIST answered with `contexts` (id, name) and ACK.
+fn listed(contexts: &[(u32, &str)]) -> Peer {
+    meta_context_answer(option::LIST_META_CONTEXT, contexts)
+}
+
+/// Structured replies accepted, then a SET answered with `contexts` (id, name) and ACK.
+fn set_answered(contexts: &[(u32, &str)]) -> Peer {
+    meta_context_answer(option::SET_META_CONTEXT, contexts)
+}
+
+fn meta_context_answer(opt: u32, contexts: &[(u32, &str)]) -> Peer {
+    let mut peer = Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(opt);
+    for (id, name) in contexts {
+        peer = peer.meta_context(*id, name);
+    }
+    peer.ack()
+}
 
 /// The case that reads what GO says on a connection with simple replies.
 const WHAT_GO_SAYS: &str = "neg.go.what-go-says";

@@ -67,6 +67,11 @@ impl Peer {
         self.then(Act::ExpectOption(Some(opt)))
     }
 
+    /// Expects an option, whichever it is.
+    pub fn any_option(self) -> Peer {
+        self.then(Act::ExpectOption(None))
+    }
+
     /// Answers the last option with `reply_type` and `data`.
     pub fn option_reply(self, reply_type: u32, data: &[u8]) -> Peer {
         self.then(Act::ReplyOption {

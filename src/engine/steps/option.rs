@@ -81,6 +81,11 @@ impl Run<'_> {
                 if let Some(d) = decode_meta_context_reply(&r.data) {
                     ids.push(d.value.0);
                     contexts.push(d.value.1.clone());
+                    // A name the server got wrong (MC-NAME-1, GEN-STR-1) is reported whatever
+                    // the option; a SET's replies are reported below, with its own rules.
+                    if opt != option::SET_META_CONTEXT {
+                        self.record.violations(&d.violations);
+                    }
                 }
             }
             self.record.note(reply_line(r));
