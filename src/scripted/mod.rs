@@ -12,9 +12,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::clauses::{id, ClauseId};
-use crate::wire::consts::{option, reply_type, transmission_flag as tf};
+use crate::wire::consts::{chunk_type, errno, option, reply_type, transmission_flag as tf};
 use crate::wire::handshake::{BlockSizes, Greeting, Info};
-use crate::wire::reply::ReplyHeader;
+use crate::wire::reply::{encode_chunk, ChunkBody, Descriptor, ReplyHeader};
+use crate::wire::request::Request;
 
 pub use peer::{Listening, Peer};
 
@@ -35,13 +36,13 @@ pub static PROOFS: &[Proof] = &[
     Proof {
         name: "go-without-the-export-size",
         clause: id::GO_ACK_1,
-        case: "bs.req-one.single-descriptor",
+        case: WHAT_GO_SAYS,
         peer: go_without_the_export_size,
     },
     Proof {
         name: "block-status-in-a-simple-reply",
         clause: id::BS_NEG_3,
-        case: "bs.req-one.single-descriptor",
+        case: STRUCTURE,
         peer: block_status_in_a_simple_reply,
     },
     Proof {
@@ -240,7 +241,217 @@ pub static PROOFS: &[Proof] = &[
                 .option_reply(reply_type::ERR_INVALID, &[])
         },
     },
+    // Block-status replies: what the structure checks read on every reply.
+    Proof {
+        name: "status-chunk-with-an-unknown-reply-flag",
+        clause: id::CHUNK_FLAGS_1,
+        case: STRUCTURE,
+        peer: || answered(|r, out| status(out, r, DONE | 0x2, &[(r.length, 0)])),
+    },
+    Proof {
+        name: "none-chunk-before-the-status",
+        clause: id::CHUNK_NONE_1,
+        case: STRUCTURE,
+        peer: || {
+            answered(|r, out| {
+                encode_chunk(out, false, 0, r.cookie, 0, &ChunkBody::None);
+                status(out, r, DONE, &[(r.length, 0)]);
+            })
+        },
+    },
+    Proof {
+        name: "simple-reply-after-a-status-chunk",
+        clause: id::CHUNK_DONE_1,
+        case: STRUCTURE,
+        peer: || {
+            answered(|r, out| {
+                status(out, r, 0, &[(r.length, 0)]);
+                simple(out, r.cookie, 0);
+            })
+        },
+    },
+    Proof {
+        name: "extended-status-chunk-without-extended-headers",
+        clause: id::BS_EXT_GATE_1,
+        case: STRUCTURE,
+        peer: || {
+            answered(|r, out| {
+                let body = ChunkBody::BlockStatusExt {
+                    context_id: 1,
+                    count: 1,
+                    descriptors: vec![Descriptor {
+                        length: r.length,
+                        flags: 0,
+                    }],
+                };
+                encode_chunk(out, false, DONE, r.cookie, 0, &body);
+            })
+        },
+    },
+    Proof {
+        name: "reserved-allocation-bit-set",
+        clause: id::ALLOC_RSV_1,
+        case: STRUCTURE,
+        peer: || answered(|r, out| status(out, r, DONE, &[(r.length, 0x4)])),
+    },
+    Proof {
+        name: "neighbours-with-the-same-status",
+        clause: id::BS_REP_DIFF_1,
+        case: STRUCTURE,
+        peer: || answered(|r, out| status(out, r, DONE, &[(4096, 0), (r.length - 4096, 0)])),
+    },
+    Proof {
+        name: "boundary-off-512",
+        clause: id::BS_REP_512_1,
+        case: STRUCTURE,
+        peer: || answered(|r, out| status(out, r, DONE, &[(1000, 0), (r.length - 1000, 3)])),
+    },
+    // Error replies, read where a case makes a correct server refuse.
+    Proof {
+        name: "error-chunk-with-error-zero",
+        clause: id::ERRCHUNK_NONZERO_1,
+        case: REFUSED,
+        peer: || refused(|r, out| error_chunk(out, r, chunk_type::ERROR, 0, None)),
+    },
+    Proof {
+        name: "error-offset-chunk-too-short",
+        clause: id::ERRCHUNK_OFF_1,
+        case: REFUSED,
+        peer: || {
+            refused(|r, out| {
+                // Error value and message length, but no 8-byte offset after them.
+                let payload = [0, 0, 0, 22, 0, 0];
+                ReplyHeader::Structured {
+                    flags: DONE,
+                    chunk_type: chunk_type::ERROR_OFFSET,
+                    cookie: r.cookie,
+                    length: payload.len() as u32,
+                }
+                .encode(out);
+                out.extend_from_slice(&payload);
+            })
+        },
+    },
+    Proof {
+        name: "error-offset-outside-the-request",
+        clause: id::BS_ERR_OFFSET_1,
+        case: REFUSED,
+        peer: || {
+            refused(|r, out| {
+                let outside = r.offset + r.length + 4096;
+                error_chunk(
+                    out,
+                    r,
+                    chunk_type::ERROR_OFFSET,
+                    errno::EINVAL,
+                    Some(outside),
+                )
+            })
+        },
+    },
+    Proof {
+        name: "refusal-in-a-simple-reply",
+        clause: id::BS_ERR_CHUNK_1,
+        case: REFUSED,
+        peer: || refused(|r, out| simple(out, r.cookie, errno::EINVAL)),
+    },
+    Proof {
+        name: "refusal-with-enotsup",
+        clause: id::BS_ERR_NOTSUP_1,
+        case: REFUSED,
+        peer: || refused(|r, out| error_chunk(out, r, chunk_type::ERROR, errno::ENOTSUP, None)),
+    },
+    Proof {
+        name: "refusal-with-an-undefined-error-value",
+        clause: id::ERRNO_SET_1,
+        case: REFUSED,
+        peer: || refused(|r, out| error_chunk(out, r, chunk_type::ERROR, 99, None)),
+    },
+    Proof {
+        name: "structured-chunk-without-structured-replies",
+        clause: id::SR_GATE_1,
+        case: "bs.neg.no-structured-replies",
+        peer: || {
+            Peer::new()
+                .plain_go(PLAIN_SIZE, tf::HAS_FLAGS, &[])
+                .request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None);
+                    out.to_vec()
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
 ];
+
+/// The case that reads one plain block-status reply for its structure.
+const STRUCTURE: &str = "bs.reply.structure";
+
+/// A case whose request a correct server refuses (it reaches past the end).
+const REFUSED: &str = "bs.range.past-end";
+
+const DONE: u16 = crate::wire::consts::reply_flag::DONE;
+
+/// The whole handshake (base:allocation as context 1, an export of [`PLAIN_SIZE`]), then one
+/// request answered with what `answer` writes, then a pause so that the case reads it all.
+fn answered(answer: fn(&Request, &mut BytesMut)) -> Peer {
+    Peer::new()
+        .negotiated(PLAIN_SIZE)
+        .request()
+        .reply(move |r| {
+            let mut out = BytesMut::new();
+            answer(r, &mut out);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// As [`answered`], and the case's next request (the still-alive probe) answered right, so
+/// that a refusal graded as a warning stays one.
+fn refused(answer: fn(&Request, &mut BytesMut)) -> Peer {
+    Peer::new()
+        .negotiated(PLAIN_SIZE)
+        .request()
+        .reply(move |r| {
+            let mut out = BytesMut::new();
+            answer(r, &mut out);
+            out.to_vec()
+        })
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            status(&mut out, r, DONE, &[(r.length, 0)]);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// A compact status chunk for context 1: (length, status) per descriptor.
+fn status(out: &mut BytesMut, r: &Request, flags: u16, descriptors: &[(u64, u64)]) {
+    let body = ChunkBody::BlockStatus {
+        context_id: 1,
+        descriptors: descriptors
+            .iter()
+            .map(|&(length, flags)| Descriptor { length, flags })
+            .collect(),
+    };
+    encode_chunk(out, false, flags, r.cookie, 0, &body);
+}
+
+fn simple(out: &mut BytesMut, cookie: u64, error: u32) {
+    ReplyHeader::Simple { error, cookie }.encode(out);
+}
+
+fn error_chunk(out: &mut BytesMut, r: &Request, kind: u16, error: u32, offset: Option<u64>) {
+    let body = ChunkBody::Error {
+        chunk_type: kind,
+        error,
+        message: String::new(),
+        offset,
+    };
+    encode_chunk(out, false, DONE, r.cookie, 0, &body);
+}
 
 /// Structured replies accepted, then a LIST answered with `contexts` (id, name) and ACK.
 fn listed(contexts: &[(u32, &str)]) -> Peer {
@@ -288,7 +499,7 @@ fn plain_go_with_sizes(minimum: u32, preferred: u32, maximum: u32) -> Peer {
 
 /// GO acknowledged without NBD_INFO_EXPORT: the client cannot know the size.
 fn go_without_the_export_size() -> Peer {
-    Peer::new().haggled().ack()
+    Peer::new().greet().option(option::GO).ack()
 }
 
 /// A successful block status answered with a simple reply (it must be structured).
@@ -306,4 +517,30 @@ fn block_status_in_a_simple_reply() -> Peer {
             out.to_vec()
         })
         .pause(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::case::{cases_dir, load_cases};
+
+    /// A proof runs a case that names the clause it proves, so that what fires is what the
+    /// case claims to check.
+    #[test]
+    fn every_proof_runs_a_case_that_names_its_clause() {
+        let cases = load_cases(&cases_dir()).expect("the cases load");
+        let mut names = std::collections::BTreeSet::new();
+        for proof in PROOFS {
+            assert!(names.insert(proof.name), "two proofs named {}", proof.name);
+            let case = cases.iter().find(|c| c.id == proof.case);
+            let case = case.unwrap_or_else(|| panic!("{}: no case {}", proof.name, proof.case));
+            assert!(
+                case.clauses.contains(&proof.clause),
+                "{}: {} does not name {}",
+                proof.name,
+                case.id,
+                proof.clause
+            );
+        }
+    }
 }

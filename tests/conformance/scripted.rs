@@ -46,11 +46,12 @@ fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
         .any(|f| f.clause == proof.clause && f.grade == want);
     if result.grade != want || !reported {
         return Err(format!(
-            "{}: expected {want} under {}; got {} with {clauses:?} ({})",
+            "{}: expected {want} under {}; got {} with {clauses:?} ({})\n{}",
             case.id,
             proof.clause,
             result.grade,
-            result.note.as_deref().unwrap_or("no note")
+            result.note.as_deref().unwrap_or("no note"),
+            result.transcript.join("\n")
         )
         .into());
     }
