@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn shapes_that_are_not_a_payload() {
         assert_eq!(StatusPayload::decode(&[0; 7]), Err(PayloadShape::Short(7)));
-        assert_eq!(StatusPayload::decode(&[0; 10]), Err(PayloadShape::Ragged(10)));
+        assert_eq!(
+            StatusPayload::decode(&[0; 10]),
+            Err(PayloadShape::Ragged(10))
+        );
         let empty = StatusPayload::decode(&[0; 8]).unwrap();
         assert!(empty.ids.is_empty());
         assert_eq!(empty.repeated_id(), None);

@@ -177,7 +177,9 @@ impl Case {
             };
             let at = |e: String| format!("step {}: {e}", i + 1);
             if payload.raw_hex.is_some() && (!payload.contexts.is_empty() || payload.oversize) {
-                return Err(at("a payload's `raw-hex` replaces `contexts` and `oversize`".into()));
+                return Err(at(
+                    "a payload's `raw-hex` replaces `contexts` and `oversize`".into(),
+                ));
             }
             for c in &payload.contexts {
                 if let PayloadContext::Name(name) = c {

@@ -77,9 +77,7 @@ impl TryFrom<String> for PayloadContext {
         match s.as_str() {
             "unknown" => Ok(PayloadContext::Unknown),
             _ if s.contains(':') => Ok(PayloadContext::Name(s)),
-            _ => Err(format!(
-                "{s:?} is neither a context name nor \"unknown\""
-            )),
+            _ => Err(format!("{s:?} is neither a context name nor \"unknown\"")),
         }
     }
 }

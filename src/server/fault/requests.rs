@@ -140,7 +140,10 @@ mod tests {
             length: 1,
             query: DraftQuery::Other(0x8000),
         });
-        assert_eq!(none.review(&status(0, 1), &[], &e, fallback.clone()), fallback);
+        assert_eq!(
+            none.review(&status(0, 1), &[], &e, fallback.clone()),
+            fallback
+        );
     }
 
     #[test]
@@ -157,7 +160,10 @@ mod tests {
             })
         );
         // Starting at or past the end, or wrapping around, is still refused.
-        assert_eq!(f.review(&status(5, 1), &[], &e, Err(PAST_END)), Err(PAST_END));
+        assert_eq!(
+            f.review(&status(5, 1), &[], &e, Err(PAST_END)),
+            Err(PAST_END)
+        );
         let wraps = status(u64::MAX - 1, 4);
         assert_eq!(f.review(&wraps, &[], &e, Err(PAST_END)), Err(PAST_END));
         // So is the draft's GET_LBA_STATUS, which has the same command number.

@@ -17,7 +17,10 @@ pub const MALFORMED: Refusal = misuse("CMD_BLOCK_STATUS payload not valid");
 pub const NO_IDS: Refusal = refuse(errno::EINVAL, "block-status payload lists no context");
 /// An id twice, or one that is not selected (BS-PAYLOAD-REJ-1).
 pub const REPEATED_ID: Refusal = refuse(errno::EINVAL, "block-status payload repeats a context");
-pub const UNKNOWN_ID: Refusal = refuse(errno::EINVAL, "block-status payload names an unselected context");
+pub const UNKNOWN_ID: Refusal = refuse(
+    errno::EINVAL,
+    "block-status payload names an unselected context",
+);
 
 /// What a valid payload asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -199,15 +199,27 @@ fn payload_rules() {
         Payload::None
     );
     assert_eq!(
-        payload_of(&req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16), &compact, limit::MAX_IO_PAYLOAD),
+        payload_of(
+            &req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16),
+            &compact,
+            limit::MAX_IO_PAYLOAD
+        ),
         Payload::None
     );
     assert_eq!(
-        payload_of(&req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16), &extended, limit::MAX_IO_PAYLOAD),
+        payload_of(
+            &req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16),
+            &extended,
+            limit::MAX_IO_PAYLOAD
+        ),
         Payload::Bytes(16)
     );
     assert_eq!(
-        payload_of(&req(cmd::WRITE, 0, 0, limit::MAX_IO_PAYLOAD as u64 + 1), &compact, limit::MAX_IO_PAYLOAD),
+        payload_of(
+            &req(cmd::WRITE, 0, 0, limit::MAX_IO_PAYLOAD as u64 + 1),
+            &compact,
+            limit::MAX_IO_PAYLOAD
+        ),
         Payload::TooBig
     );
 }
