@@ -226,12 +226,15 @@ pub fn session_for(selector: u8) -> (Arc<Export>, Session) {
             contexts.push(1); // qemu:dirty-bitmap:b0
         }
     }
+    // As negotiation offers it: extended headers and a selection (bit 12, the payload form).
+    let status_payload = extended && !contexts.is_empty();
     (
         fx.standard.clone(),
         Session {
             structured,
             extended,
             contexts,
+            status_payload,
         },
     )
 }

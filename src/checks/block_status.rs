@@ -9,6 +9,7 @@ use crate::engine::outcome::Finding;
 use crate::wire::consts::{chunk_type, command_flag, context, errno, limit, reply_flag};
 use crate::wire::reply::{ChunkBody, Descriptor};
 
+use super::payload::{asked, filtered};
 /// Every clause that applies to this reply. `effect_length` is what the request asked for.
 pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
     let mut out: Vec<Finding> = reply.violations.iter().map(from_violation).collect();
@@ -73,6 +74,7 @@ fn check_chunks(
     out: &mut Vec<Finding>,
 ) {
     let req = &reply.request;
+    let asked = asked(reply, neg);
     let mut failed = false;
     for (i, c) in chunks.iter().enumerate() {
         let last = i + 1 == chunks.len();
@@ -93,11 +95,11 @@ fn check_chunks(
                 failed = true;
                 check_errno(*error, out);
                 if let Some(o) = offset {
-                    let inside = *o >= req.offset && o - req.offset < req.length.max(1);
+                    let inside = *o >= req.offset && o - req.offset < asked.length.max(1);
                     if !inside {
                         out.push(Finding::broken(
                             id::BS_ERR_OFFSET_1,
-                            format!("an offset inside {}+{}", req.offset, req.length),
+                            format!("an offset inside {}+{}", req.offset, asked.length),
                             format!("offset {o}"),
                         ));
                     }
@@ -135,7 +137,7 @@ fn check_chunks(
             )),
             Some(name) => check_descriptors(
                 req.offset,
-                req.length,
+                asked.length,
                 req.flags,
                 name,
                 descriptors,
@@ -143,6 +145,10 @@ fn check_chunks(
                 out,
             ),
         }
+    }
+    if let Some(only) = &asked.only {
+        out.extend(filtered(only, &seen, neg));
+        return;
     }
     for (id, name) in &neg.contexts {
         match seen.get(id).copied().unwrap_or(0) {

@@ -94,6 +94,15 @@ pub fn closed(allowed: bool) -> Finding {
     }
 }
 
+/// The server answered a request it should have closed on, and kept the connection open.
+pub fn kept_open(clause: ClauseId, waited: Duration) -> Finding {
+    Finding::broken(
+        clause,
+        "a hard disconnect",
+        format!("the connection was still open {waited:.0?} after the reply"),
+    )
+}
+
 /// Whether a finding says only that the server closed the connection (as [`closed`] and
 /// [`super::options::closed_while_haggling`] do): what a server that died leaves in every
 /// case it was serving.

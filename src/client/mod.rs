@@ -166,6 +166,9 @@ pub struct Reply {
     pub request: Request,
     pub body: ReplyBody,
     pub violations: Vec<Violation>,
+    /// The payload a BLOCK_STATUS request carried (its filter, in the payload form), as sent;
+    /// empty for every other request.
+    pub payload: Bytes,
 }
 
 impl Reply {
@@ -246,6 +249,7 @@ struct Pending {
     draft: bool,
     chunks: Vec<Chunk>,
     violations: Vec<Violation>,
+    payload: Bytes,
 }
 
 /// Cookies a session hands out start just above this base: distinctive, so that echo mistakes
@@ -321,7 +325,17 @@ impl Session {
     /// Sends a request built by hand (any header, malformed ones included) and waits for its
     /// whole reply.
     pub async fn exchange(&mut self, request: Request) -> Result<Reply, ClientError> {
-        self.send_request(request, &[]).await?;
+        self.exchange_with(request, &[]).await
+    }
+
+    /// [`Session::exchange`] with `payload` after the header, as given (its length need not
+    /// be the header's).
+    pub async fn exchange_with(
+        &mut self,
+        request: Request,
+        payload: &[u8],
+    ) -> Result<Reply, ClientError> {
+        self.send_request(request, payload).await?;
         self.wait_for(request.cookie).await
     }
 
@@ -333,9 +347,16 @@ impl Session {
     ) -> Result<(), ClientError> {
         let mut buf = BytesMut::with_capacity(32 + payload.len());
         request.encode(self.negotiated.header_form(), &mut buf)?;
+        let header_len = buf.len();
         buf.extend_from_slice(payload);
+        let buf = buf.freeze();
         let draft = self.negotiated.dialect == Dialect::Draft
             && request.command == draft::CMD_GET_LBA_STATUS;
+        // Kept for the checks, which judge a filtered reply by its filter (no copy).
+        let kept = match request.command == command::BLOCK_STATUS && !draft {
+            true => buf.slice(header_len..),
+            false => Bytes::new(),
+        };
         if request.command != command::DISC {
             self.inflight.insert(
                 request.cookie,
@@ -344,6 +365,7 @@ impl Session {
                     draft,
                     chunks: Vec::new(),
                     violations: Vec::new(),
+                    payload: kept,
                 },
             );
         }
@@ -517,6 +539,7 @@ impl Session {
                     request: pending.request,
                     body: ReplyBody::Simple { error, data },
                     violations: pending.violations,
+                    payload: pending.payload,
                 }))
             }
             ReplyHeader::Structured {
@@ -620,6 +643,7 @@ impl Session {
             request: pending.request,
             body: ReplyBody::Chunks(pending.chunks),
             violations: pending.violations,
+            payload: pending.payload,
         }))
     }
 
@@ -641,6 +665,7 @@ impl Session {
                         descriptors: Vec::new(),
                     },
                     violations: pending.violations,
+                    payload: pending.payload,
                 });
             }
             Err(ClientError::Closed { .. }) if error == 0 => {
@@ -703,6 +728,7 @@ impl Session {
                 descriptors,
             },
             violations: pending.violations,
+            payload: pending.payload,
         })
     }
 

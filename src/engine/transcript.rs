@@ -36,6 +36,30 @@ pub fn request(r: &Request, dialect: Dialect) -> String {
     }
 }
 
+/// The payload after a request header: a block-status filter as its effect length and ids
+/// (a long one by its length and first ids), anything else in hex.
+pub fn status_payload(bytes: &[u8]) -> String {
+    use crate::wire::status_payload::StatusPayload;
+    const SHOWN: usize = 8;
+    match StatusPayload::decode(bytes) {
+        Ok(p) if p.ids.len() <= SHOWN => format!(
+            "  payload: effect length={} ids={:?}",
+            p.effect_length, p.ids
+        ),
+        Ok(p) => format!(
+            "  payload: {} bytes, effect length={} ids={:?}…",
+            bytes.len(),
+            p.effect_length,
+            &p.ids[..SHOWN]
+        ),
+        Err(_) => {
+            let hex: String = bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
+            let more = if bytes.len() > 32 { "…" } else { "" };
+            format!("  payload: {} bytes {hex}{more}", bytes.len())
+        }
+    }
+}
+
 /// Command flags by name, `|`-joined (`REQ_ONE|FUA`); bits without a name in hex; `0` for none.
 fn command_flags(flags: u16) -> String {
     if flags == 0 {

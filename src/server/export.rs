@@ -73,8 +73,9 @@ impl Export {
 
     /// Transmission flags for a client that has (or has not) negotiated structured replies.
     /// Bit 7 is SEND_DF today but SEND_GET_LBA_STATUS in the draft (TX-DF-1, DRAFT-FLAG-1).
-    /// BLOCK_STATUS_PAYLOAD (bit 12) is never offered: the payload form is not implemented.
-    pub fn transmission_flags(&self, structured: bool) -> u16 {
+    /// BLOCK_STATUS_PAYLOAD (bit 12) goes with `status_payload`: extended headers and a
+    /// selection to filter (the negotiation decides).
+    pub fn transmission_flags(&self, structured: bool, status_payload: bool) -> u16 {
         let mut flags = tf::HAS_FLAGS
             | tf::SEND_FLUSH
             | tf::SEND_FUA
@@ -88,6 +89,9 @@ impl Export {
             Dialect::Draft => flags |= draft::SEND_GET_LBA_STATUS,
             Dialect::Standard if structured => flags |= tf::SEND_DF,
             Dialect::Standard => {}
+        }
+        if status_payload {
+            flags |= tf::BLOCK_STATUS_PAYLOAD;
         }
         flags
     }

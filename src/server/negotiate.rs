@@ -39,6 +39,8 @@ pub struct Session {
     pub extended: bool,
     /// Selected context ids, in id order; empty unless the final SET named the export used.
     pub contexts: Vec<u32>,
+    /// The block-status payload form is offered (transmission flag bit 12).
+    pub status_payload: bool,
 }
 
 /// The result of the last SET_META_CONTEXT. Every SET replaces it, even a failing one
@@ -99,19 +101,29 @@ impl<'a> Negotiation<'a> {
 
     fn session(&self) -> Session {
         let named_this_export = self.selection.export.as_deref() == Some(self.export.name.as_str());
+        let contexts = if named_this_export {
+            self.selection.ids.clone()
+        } else {
+            Vec::new()
+        };
         Session {
             structured: self.structured,
             extended: self.extended,
-            contexts: if named_this_export {
-                self.selection.ids.clone()
-            } else {
-                Vec::new()
-            },
+            status_payload: self.status_payload(&contexts),
+            contexts,
         }
     }
 
+    /// The payload form is for extended headers only (TX-BSPL-1), and only worth offering
+    /// with contexts to filter: INFO says what GO would.
+    fn status_payload(&self, contexts: &[u32]) -> bool {
+        self.extended && !contexts.is_empty() && !self.export.variants.hides_status_payload()
+    }
+
     fn flags(&self) -> u16 {
-        self.export.transmission_flags(self.structured)
+        let offered = self.status_payload(&self.session().contexts);
+        let flags = self.export.transmission_flags(self.structured, offered);
+        self.export.faults.transmission_flags(flags)
     }
 
     /// EXPORT_NAME cannot report an error: an unknown name ends the session (EXPNAME-FAIL-1).
@@ -468,7 +480,8 @@ mod tests {
             Next::Transmit(Session {
                 structured: true,
                 extended: false,
-                contexts: vec![]
+                contexts: vec![],
+                status_payload: false,
             })
         );
     }

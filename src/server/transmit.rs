@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use super::export::Export;
 use super::fault::{Delivered, Delivery, Faults};
 use super::image::Image;
-use super::negotiate::Session;
+use super::negotiate::{Session, BLOCK_SIZES};
 use super::plan::{payload_of, plan, refuse, Command, Payload, Refusal};
 use super::replies::{ReplyForm, StatusReply};
 use super::status;
@@ -107,7 +107,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
     }
 
     async fn handle(&mut self, req: Request) -> io::Result<After> {
-        let payload = match payload_of(&req, &self.session) {
+        let advertised = self.export.variants.block_sizes(BLOCK_SIZES).maximum;
+        let payload = match payload_of(&req, &self.session, advertised) {
             Payload::None => Vec::new(),
             Payload::Bytes(n) => {
                 let mut data = vec![0u8; n];
@@ -115,11 +116,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 data
             }
             Payload::TooBig => {
-                self.refuse(
-                    &req,
-                    refuse(errno::EINVAL, "payload larger than the maximum"),
-                )
-                .await?;
+                let refusal = refuse(errno::EINVAL, "payload larger than the maximum");
+                if self.export.faults.keeps_open_after_big_payload() {
+                    let mut rest = (&mut *self.io).take(req.length);
+                    tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
+                    self.refuse(&req, refusal).await?;
+                    return Ok(After::Continue);
+                }
+                self.refuse(&req, refusal).await?;
                 return Ok(After::Close);
             }
         };
@@ -127,9 +131,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             // Earlier requests are already answered (one at a time), so just close (TX-DISC-1).
             return Ok(After::Close);
         }
+        // A block-status payload is tiny (a filter); faults get to see it after the checks.
+        let status_payload = match req.command {
+            cmd::BLOCK_STATUS => payload.clone(),
+            _ => Vec::new(),
+        };
         let planned = plan(&req, payload, self.export, &self.session);
         let mut out = BytesMut::new();
-        match self.export.faults.review(&req, self.export, planned) {
+        match self
+            .export
+            .faults
+            .review(&req, &status_payload, self.export, planned)
+        {
             Ok(command) => self.run(&req, command, &mut out).await,
             Err(refusal) if refusal.misuse && self.export.variants.closes_on_misuse() => {
                 return Ok(After::Close);
@@ -188,8 +201,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 offset,
                 length,
                 req_one,
+                only,
             } => {
-                let (contexts, extended) = (&self.session.contexts, form == ReplyForm::Extended);
+                let contexts = only.as_deref().unwrap_or(&self.session.contexts);
+                let extended = form == ReplyForm::Extended;
                 status::block_status(export, contexts, extended, offset, length, req_one)
                     .await
                     .map(|answer| {

@@ -7,7 +7,8 @@
 //!
 //! Layout: [`consts`] (every number, once), [`reader`] (bounds-checked big-endian reads),
 //! [`handshake`] (greeting and options), [`request`], [`reply`] (simple replies and chunks),
-//! [`draft`] (the 2016 GET_LBA_STATUS reply), [`state`] (named states for reports).
+//! [`status_payload`] (the filtered block-status request's payload), [`draft`] (the 2016
+//! GET_LBA_STATUS reply), [`state`] (named states for reports).
 
 pub mod consts;
 pub mod draft;
@@ -16,6 +17,7 @@ pub mod reader;
 pub mod reply;
 pub mod request;
 pub mod state;
+pub mod status_payload;
 
 use std::fmt;
 

@@ -62,6 +62,10 @@ pub enum Close {
     Forbidden,
     /// The step broke a client MUST, so the server may close instead (TX-VIOL-1).
     Allowed,
+    /// The spec says the server should close after this request (a payload above the maximum,
+    /// BS-PAYLOAD-BIG-1): closing, before or after an error reply, is what it should do; a
+    /// reply after which the connection stays open breaks the step's clause.
+    Preferred,
     /// The server must close (HS-CFLAGS-3).
     Required,
 }
@@ -97,8 +101,8 @@ impl Expect {
                 if self.reply.is_empty() || self.clause.is_none() {
                     return Err("an option or go expectation names its `reply` and `clause`".into());
                 }
-                if self.close == Close::Required {
-                    return misplaced("close = \"required\"", "option and go");
+                if self.close == Close::Required || self.close == Close::Preferred {
+                    return misplaced("close = \"required\" or \"preferred\"", "option and go");
                 }
             }
             StepKind::Connect => {
@@ -110,8 +114,8 @@ impl Expect {
                 {
                     return Err("a connect expectation takes only `close` and `clause`".into());
                 }
-                if self.close == Close::Allowed {
-                    return misplaced("close = \"allowed\"", "connect");
+                if self.close == Close::Allowed || self.close == Close::Preferred {
+                    return misplaced("close = \"allowed\" or \"preferred\"", "connect");
                 }
             }
         }

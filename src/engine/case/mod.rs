@@ -28,9 +28,9 @@ use expect::StepKind;
 pub use expect::{Close, Expect, Outcome};
 pub use steps::{
     BlockStatus, Connect, DraftStatus, Empty, Go, MapStep, Negotiate, OptionStep, Pipeline,
-    RawRequest,
+    RawRequest, StatusPayloadSpec,
 };
-pub use values::{CommandFlags, Expr, HexTemplate, Need, OptionCode};
+pub use values::{CommandFlags, Expr, HexTemplate, Need, OptionCode, PayloadContext};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +156,15 @@ impl Case {
         for step in &mut case.steps {
             match step {
                 Step::Negotiate(n) => n.contexts.iter_mut().for_each(rename),
+                Step::BlockStatus(BlockStatus {
+                    payload: Some(p), ..
+                }) => {
+                    for c in &mut p.contexts {
+                        if let PayloadContext::Name(name) = c {
+                            rename(name);
+                        }
+                    }
+                }
                 Step::Option(o) => {
                     o.queries.iter_mut().for_each(rename);
                     o.expect.contains.iter_mut().for_each(rename);
@@ -189,6 +198,41 @@ impl Case {
                 _ => Ok(()),
             };
             checked.map_err(|e| format!("step {}: {e}", i + 1))?;
+        }
+        self.validate_payloads()
+    }
+
+    /// A block-status payload filters on contexts the case negotiates before it: a name it
+    /// never asks for is a mistake in the case (a deliberately unknown id is `"unknown"`).
+    fn validate_payloads(&self) -> Result<(), String> {
+        let mut negotiated: &[String] = &[];
+        for (i, step) in self.steps.iter().enumerate() {
+            let payload = match step {
+                Step::Negotiate(n) => {
+                    negotiated = &n.contexts;
+                    continue;
+                }
+                Step::BlockStatus(BlockStatus {
+                    payload: Some(p), ..
+                }) => p,
+                _ => continue,
+            };
+            let at = |e: String| format!("step {}: {e}", i + 1);
+            if payload.raw_hex.is_some() && (!payload.contexts.is_empty() || payload.oversize) {
+                return Err(at(
+                    "a payload's `raw-hex` replaces `contexts` and `oversize`".into(),
+                ));
+            }
+            for c in &payload.contexts {
+                if let PayloadContext::Name(name) = c {
+                    if !negotiated.contains(name) {
+                        return Err(at(format!(
+                            "the payload names {name:?}, which the negotiate step before it does \
+                             not select"
+                        )));
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{CommandFlags, Expect, Expr, HexTemplate, OptionCode};
+use super::{CommandFlags, Expect, Expr, HexTemplate, OptionCode, PayloadContext};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,11 +66,29 @@ pub struct Go {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BlockStatus {
     pub offset: Expr,
+    /// The area of interest: the header's length, or with a `payload` the payload's effect
+    /// length (the header then carries the payload's length).
     pub length: Expr,
     #[serde(default)]
     pub flags: CommandFlags,
+    /// The payload form (PAYLOAD_LEN is set with it).
+    pub payload: Option<StatusPayloadSpec>,
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// A block-status payload: `{ contexts = ["base:allocation"] }` filters on contexts the case
+/// negotiates (resolved to the ids the server handed out when the step runs; `"unknown"` is an
+/// id none of them has); `raw-hex` sends bytes as given instead; `oversize` pads the payload
+/// with zeros past the advertised (or default 2^25) maximum payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StatusPayloadSpec {
+    #[serde(default)]
+    pub contexts: Vec<PayloadContext>,
+    pub raw_hex: Option<HexTemplate>,
+    #[serde(default)]
+    pub oversize: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -61,6 +61,27 @@ fn transmission_flag_named(name: &str) -> Result<u16, String> {
     transmission_flag::by_name(name).ok_or_else(|| format!("unknown transmission flag {name:?}"))
 }
 
+/// A context in a block-status payload: a name the case negotiates, or `unknown`, an id none
+/// of the selected contexts has (chosen when the step runs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum PayloadContext {
+    Name(String),
+    Unknown,
+}
+
+impl TryFrom<String> for PayloadContext {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<PayloadContext, String> {
+        match s.as_str() {
+            "unknown" => Ok(PayloadContext::Unknown),
+            _ if s.contains(':') => Ok(PayloadContext::Name(s)),
+            _ => Err(format!("{s:?} is neither a context name nor \"unknown\"")),
+        }
+    }
+}
+
 /// Command flags by name (`REQ_ONE`, `FUA`, …) or number (`0x8000`), OR-ed together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "Vec<String>")]

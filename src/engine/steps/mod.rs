@@ -8,7 +8,7 @@
 //! | `connect` | `connect.rs` |
 //! | `option` | `option.rs` |
 //! | `go` | `go.rs` |
-//! | `block-status`, `draft-status`, `raw-request` | `request.rs` |
+//! | `block-status`, `draft-status`, `raw-request` | `request.rs` (a payload: `status_payload.rs`) |
 //! | `pipeline` | `pipeline.rs` |
 //! | `disc` | `disc.rs` |
 //! | `map` | `map.rs` (with `read_back.rs`) |
@@ -24,6 +24,7 @@ mod pipeline;
 mod read_back;
 mod request;
 mod stability;
+mod status_payload;
 
 use super::case::{Case, Expect, Expr, Need, Negotiate, Outcome, Step};
 use super::fit;

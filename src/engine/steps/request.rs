@@ -10,7 +10,7 @@ use crate::engine::case::{self, Close, Expect};
 use crate::engine::outcome::ConnectionLoss;
 use crate::engine::run::Stop;
 use crate::engine::transcript;
-use crate::wire::consts::{command, draft};
+use crate::wire::consts::{command, command_flag, draft};
 use crate::wire::draft::DraftQuery;
 use crate::wire::request::Request;
 use crate::Dialect;
@@ -23,8 +23,17 @@ impl Run<'_> {
             &s.length,
             s.expect.outcome,
         )?;
-        let request = self.new_request(command::BLOCK_STATUS, s.flags.0, offset, length)?;
-        self.request(request, &s.expect).await
+        let Some(spec) = &s.payload else {
+            let request = self.new_request(command::BLOCK_STATUS, s.flags.0, offset, length)?;
+            return self.request(request, &[], &s.expect).await;
+        };
+        // The payload form: the planned length is the effect length, the header's is the
+        // payload's.
+        let payload = self.status_payload(spec, length)?;
+        let flags = s.flags.0 | command_flag::PAYLOAD_LEN;
+        let request =
+            self.new_request(command::BLOCK_STATUS, flags, offset, payload.len() as u64)?;
+        self.request(request, &payload, &s.expect).await
     }
 
     pub(super) async fn draft_status(&mut self, s: &case::DraftStatus) -> Result<(), Stop> {
@@ -35,7 +44,7 @@ impl Run<'_> {
             s.expect.outcome,
         )?;
         let request = self.new_request(draft::CMD_GET_LBA_STATUS, s.selector, offset, length)?;
-        self.request(request, &s.expect).await
+        self.request(request, &[], &s.expect).await
     }
 
     pub(super) async fn raw_request(&mut self, s: &case::RawRequest) -> Result<(), Stop> {
@@ -51,7 +60,7 @@ impl Run<'_> {
             self.record
                 .note(format!("(the next request carries the magic {m:#010x})"));
         }
-        self.request(request, &s.expect).await
+        self.request(request, &[], &s.expect).await
     }
 
     /// A request in this session's header form, with a fresh cookie.
@@ -77,18 +86,48 @@ impl Run<'_> {
         Ok(self.session()?.exchange(request).await)
     }
 
-    /// Sends one request, logged, and grades the reply against `expect`.
-    async fn request(&mut self, request: Request, expect: &Expect) -> Result<(), Stop> {
+    /// Sends one request (and its `payload`), logged, and grades the reply against `expect`.
+    async fn request(
+        &mut self,
+        request: Request,
+        payload: &[u8],
+        expect: &Expect,
+    ) -> Result<(), Stop> {
         self.record
             .note(transcript::request(&request, self.case.dialect));
-        let result = self.exchange(request).await?;
+        if !payload.is_empty() {
+            self.record.note(transcript::status_payload(payload));
+        }
+        let result = self.session()?.exchange_with(request, payload).await;
         let clause = self.clause_of(expect);
         let Some(reply) = self.judge(result, expect, clause)? else {
             return Ok(());
         };
         self.record_stream(&reply);
+        if expect.close == Close::Preferred {
+            self.expect_close(clause).await?;
+        }
         if expect.alive_after {
             self.still_alive().await?;
+        }
+        Ok(())
+    }
+
+    /// After a reply to a request the server should have closed on: it must close now (within
+    /// the per-read timeout, not the long reply deadline).
+    async fn expect_close(&mut self, clause: ClauseId) -> Result<(), Stop> {
+        let (short, long) = (self.settings.timeout, self.settings.reply_timeout);
+        let session = self.session()?;
+        session.set_timeout(short);
+        let closed = session.closed_by_peer().await;
+        session.set_timeout(long);
+        if closed {
+            self.record.note("← connection closed");
+            self.closed_as_allowed = true;
+            self.drop_link();
+        } else {
+            self.record.note("← (still open)");
+            self.record.found(checks::request::kept_open(clause, short));
         }
         Ok(())
     }
@@ -101,7 +140,7 @@ impl Run<'_> {
         expect: &Expect,
         clause: ClauseId,
     ) -> Result<Option<Reply>, Stop> {
-        let allows_close = expect.close == Close::Allowed;
+        let allows_close = matches!(expect.close, Close::Allowed | Close::Preferred);
         let reply = match result {
             Ok(r) => r,
             Err(ClientError::Closed { .. } | ClientError::Io(_)) => {

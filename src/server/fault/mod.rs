@@ -150,6 +150,17 @@ catalogue! {
             "extended status chunks carry an offset 4 KiB past the request's"),
         ErrorMessageOverrun => FaultSpec::standard("error-message-overrun", "ERRCHUNK-ERR-1",
             "error chunks for block status announce a message 16 bytes longer than the chunk holds"),
+        // Block status's payload form.
+        FilterIgnored => FaultSpec::standard("filter-ignored", "BS-PAYLOAD-FILTER-1",
+            "a block-status payload's id list is ignored: every selected context is answered"),
+        PayloadLengthAsEffect => FaultSpec::standard("payload-length-as-effect", "BS-PAYLOAD-EFFECT-1",
+            "a block-status payload's effect length is ignored: the header's payload length is taken as the area of interest"),
+        PayloadIdsUnchecked => FaultSpec::standard("payload-ids-unchecked", "BS-PAYLOAD-REJ-1",
+            "repeated and unselected ids in a block-status payload are not refused: the selected ones among them are answered, once each"),
+        StatusPayloadUnadvertised => FaultSpec::standard("status-payload-unadvertised", "BS-PAYLOAD-REJ-1",
+            "NBD_FLAG_BLOCK_STATUS_PAYLOAD is not advertised, yet a block-status payload is honoured instead of refused"),
+        BigPayloadKeptOpen => FaultSpec::standard("big-payload-kept-open", "BS-PAYLOAD-BIG-1",
+            "a payload above the maximum is read and discarded, refused with EINVAL, and the connection kept open"),
         // Negotiation.
         ContextIdReused => FaultSpec::standard("context-id-reused", "SMC-REPLY-1",
             "SET_META_CONTEXT hands out one id for every context it selects"),

@@ -1,7 +1,9 @@
 //! What faults change in negotiation: only what a clause they break lives in (the minimum
-//! block size of `unaligned-to-min-block`, the ids of `context-id-reused`).
+//! block size of `unaligned-to-min-block`, the ids of `context-id-reused`, the bit 12 that
+//! `status-payload-unadvertised` hides).
 
 use super::{Fault, Faults};
+use crate::wire::consts::transmission_flag as tf;
 use crate::wire::handshake::BlockSizes;
 
 /// The minimum block `unaligned-to-min-block` advertises (the clean server advertises 1), so
@@ -18,6 +20,17 @@ impl Faults {
             minimum: ADVERTISED_MINIMUM,
             preferred: clean.preferred.max(ADVERTISED_MINIMUM),
             ..clean
+        }
+    }
+
+    /// The transmission flags to advertise, where the clean server would advertise `clean`.
+    /// `status-payload-unadvertised` hides bit 12 and goes on honouring the payload form, so
+    /// that a payload sent without the bit succeeds instead of earning EINVAL.
+    pub fn transmission_flags(&self, clean: u16) -> u16 {
+        if self.has(Fault::StatusPayloadUnadvertised) {
+            clean & !tf::BLOCK_STATUS_PAYLOAD
+        } else {
+            clean
         }
     }
 
@@ -44,6 +57,7 @@ mod tests {
             maximum: 1 << 25,
         };
         assert_eq!(none.block_sizes(clean), clean);
+        assert_eq!(none.transmission_flags(0x1fff), 0x1fff);
     }
 
     #[test]
@@ -56,5 +70,7 @@ mod tests {
             maximum: 1 << 25,
         });
         assert_eq!((b.minimum, b.preferred), (4096, 4096));
+        let hidden = Faults::new([Fault::StatusPayloadUnadvertised]);
+        assert_eq!(hidden.transmission_flags(0x1fff), 0x0fff);
     }
 }

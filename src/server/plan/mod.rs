@@ -39,8 +39,11 @@ pub enum Command {
     Cache,
     BlockStatus {
         offset: u64,
+        /// The area of interest: the header's length, or the payload's effect length.
         length: u64,
         req_one: bool,
+        /// The payload form's filter: answer for these contexts only (None: every selected).
+        only: Option<Vec<u32>>,
     },
     /// The draft's GET_LBA_STATUS.
     LbaStatus {
@@ -87,13 +90,20 @@ pub enum Payload {
 }
 
 /// The payload rule: WRITE always carries `length` bytes; under extended headers any command
-/// with PAYLOAD_LEN does too, and we read and discard it before refusing (EH-PL-2).
-pub fn payload_of(req: &Request, session: &Session) -> Payload {
-    let carries =
-        req.command == cmd::WRITE || (session.extended && req.flags & flag::PAYLOAD_LEN != 0);
+/// with PAYLOAD_LEN does too, and we read it (to use, or to discard before refusing, EH-PL-2).
+/// Under extended headers a payload above the `advertised` maximum closes the connection, as
+/// the spec advises (BS-PAYLOAD-BIG-1); otherwise our own I/O limit is the bound.
+pub fn payload_of(req: &Request, session: &Session, advertised: u32) -> Payload {
+    let flagged = session.extended && req.flags & flag::PAYLOAD_LEN != 0;
+    let carries = req.command == cmd::WRITE || flagged;
+    let max = if flagged {
+        advertised.min(limit::MAX_IO_PAYLOAD)
+    } else {
+        limit::MAX_IO_PAYLOAD
+    };
     match (carries, req.length) {
         (false, _) => Payload::None,
-        (true, n) if n > limit::MAX_IO_PAYLOAD as u64 => Payload::TooBig,
+        (true, n) if n > max as u64 => Payload::TooBig,
         (true, n) => Payload::Bytes(n as usize),
     }
 }
@@ -115,7 +125,14 @@ pub fn plan(
     if req.flags & !allowed_flags(req.command, session) != 0 {
         return Err(misuse("flag not valid for this command"));
     }
-    let (offset, length) = (req.offset, req.length);
+    let (offset, mut length) = (req.offset, req.length);
+    // The payload form says the area of interest itself: every later rule is about that.
+    let mut only = None;
+    if req.command == cmd::BLOCK_STATUS && req.flags & flag::PAYLOAD_LEN != 0 {
+        let f = filter::check(&payload, session)?;
+        length = f.effect_length;
+        only = Some(f.ids);
+    }
     if req.command != cmd::FLUSH {
         if let Some(off) = export
             .variants
@@ -192,6 +209,7 @@ pub fn plan(
                 offset,
                 length,
                 req_one: req.flags & flag::REQ_ONE != 0,
+                only,
             })
         }
     }
@@ -236,6 +254,7 @@ fn allowed_flags(command: u16, session: &Session) -> u16 {
             cmd::READ if session.structured => flag::DF,
             cmd::WRITE if session.extended => flag::PAYLOAD_LEN,
             cmd::WRITE_ZEROES => flag::NO_HOLE | flag::FAST_ZERO,
+            cmd::BLOCK_STATUS if session.extended => flag::REQ_ONE | flag::PAYLOAD_LEN,
             cmd::BLOCK_STATUS => flag::REQ_ONE,
             _ => 0,
         }
@@ -259,5 +278,6 @@ fn check_writable(export: &Export) -> Result<(), Refusal> {
     }
 }
 
+pub mod filter;
 #[cfg(test)]
 mod tests;

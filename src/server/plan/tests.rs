@@ -29,6 +29,7 @@ fn structured(contexts: Vec<u32>) -> Session {
         structured: true,
         extended: false,
         contexts,
+        status_payload: false,
     }
 }
 
@@ -51,7 +52,8 @@ fn block_status_checks() {
         Ok(Command::BlockStatus {
             offset: 0,
             length: 512,
-            req_one: true
+            req_one: true,
+            only: None,
         })
     );
     assert_eq!(
@@ -186,27 +188,37 @@ fn payload_rules() {
         structured: true,
         extended: true,
         contexts: vec![],
+        status_payload: false,
     };
     assert_eq!(
-        payload_of(&req(cmd::WRITE, 0, 0, 10), &compact),
+        payload_of(&req(cmd::WRITE, 0, 0, 10), &compact, limit::MAX_IO_PAYLOAD),
         Payload::Bytes(10)
     );
     assert_eq!(
-        payload_of(&req(cmd::READ, 0, 0, 10), &compact),
+        payload_of(&req(cmd::READ, 0, 0, 10), &compact, limit::MAX_IO_PAYLOAD),
         Payload::None
     );
     assert_eq!(
-        payload_of(&req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16), &compact),
+        payload_of(
+            &req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16),
+            &compact,
+            limit::MAX_IO_PAYLOAD
+        ),
         Payload::None
     );
     assert_eq!(
-        payload_of(&req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16), &extended),
+        payload_of(
+            &req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, 0, 16),
+            &extended,
+            limit::MAX_IO_PAYLOAD
+        ),
         Payload::Bytes(16)
     );
     assert_eq!(
         payload_of(
             &req(cmd::WRITE, 0, 0, limit::MAX_IO_PAYLOAD as u64 + 1),
-            &compact
+            &compact,
+            limit::MAX_IO_PAYLOAD
         ),
         Payload::TooBig
     );
@@ -219,6 +231,7 @@ fn payload_len_is_only_valid_on_extended_writes() {
         structured: true,
         extended: true,
         contexts: vec![0],
+        status_payload: false,
     };
     assert!(plan(
         &req(cmd::WRITE, flag::PAYLOAD_LEN, 0, 1),
@@ -301,4 +314,40 @@ fn draft_selector_is_not_a_flag_mask() {
             ..
         })
     ));
+}
+
+/// The payload form: the payload's effect length is the area of interest (at the last byte,
+/// where the 12-byte payload length would run past the end), its ids the contexts answered.
+#[test]
+fn the_payload_form_filters_and_says_the_length() {
+    let bitmaps = [BitmapSpec {
+        name: "b".into(),
+        granularity: 65536,
+    }];
+    let (_f, e) = export(Dialect::Standard, false, &bitmaps);
+    let s = Session {
+        structured: true,
+        extended: true,
+        contexts: vec![0, 1],
+        status_payload: true,
+    };
+    let mut payload = vec![0, 0, 0, 0, 0, 0, 0, 1];
+    payload.extend(1u32.to_be_bytes());
+    let at_end = req(cmd::BLOCK_STATUS, flag::PAYLOAD_LEN, SIZE - 1, 12);
+    assert_eq!(
+        plan(&at_end, payload.clone(), &e, &s),
+        Ok(Command::BlockStatus {
+            offset: SIZE - 1,
+            length: 1,
+            req_one: false,
+            only: Some(vec![1]),
+        })
+    );
+    // Without bit 12 on this connection the same request is refused, and never as misuse.
+    let unoffered = Session {
+        status_payload: false,
+        ..s
+    };
+    let refusal = plan(&at_end, payload, &e, &unoffered).unwrap_err();
+    assert_eq!((refusal.errno, refusal.misuse), (errno::EINVAL, false));
 }

@@ -101,6 +101,8 @@ catalogue! {
             "NBD_OPT_STRUCTURED_REPLY (and so block status) is answered ERR_UNSUP"),
         NoMetaContexts => VariantSpec::new("no-meta-contexts", "HS-UNSUP-1",
             "LIST and SET_META_CONTEXT are answered ERR_UNSUP: no block status offered"),
+        NoStatusPayload => VariantSpec::new("no-status-payload", "BS-PAYLOAD-ADV-1",
+            "NBD_FLAG_BLOCK_STATUS_PAYLOAD is not offered: a block-status payload gets EINVAL"),
         OneConnection => VariantSpec::new("one-connection", NO_RULE,
             "serves one connection at a time: the next client waits until the last one leaves"),
     }
@@ -203,6 +205,11 @@ impl Variants {
             opt::LIST_META_CONTEXT | opt::SET_META_CONTEXT => self.has(Variant::NoMetaContexts),
             _ => false,
         }
+    }
+
+    /// Whether the block-status payload form (bit 12) is withheld.
+    pub fn hides_status_payload(&self) -> bool {
+        self.has(Variant::NoStatusPayload)
     }
 
     /// Whether GO/INFO send name and description whether or not they were asked for.
