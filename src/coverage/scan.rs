@@ -18,6 +18,7 @@ pub(super) const SOURCES: &[(&str, &str)] = &[
     ("checks::draft", include_str!("../checks/draft.rs")),
     ("checks::mod", include_str!("../checks/mod.rs")),
     ("checks::options", include_str!("../checks/options.rs")),
+    ("checks::payload", include_str!("../checks/payload.rs")),
     ("checks::read_back", include_str!("../checks/read_back.rs")),
     ("checks::request", include_str!("../checks/request.rs")),
     ("checks::session", include_str!("../checks/session.rs")),
@@ -46,6 +47,10 @@ pub(super) const SOURCES: &[(&str, &str)] = &[
     (
         "steps::stability",
         include_str!("../engine/steps/stability.rs"),
+    ),
+    (
+        "steps::status_payload",
+        include_str!("../engine/steps/status_payload.rs"),
     ),
     ("wire::draft", include_str!("../wire/draft.rs")),
     ("wire::handshake", include_str!("../wire/handshake.rs")),
