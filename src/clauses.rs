@@ -67,6 +67,10 @@ pub struct Clause {
     /// a server being shut down, a full disk); the coverage totals leave such clauses out.
     #[serde(skip)]
     pub unobservable: Option<&'static str>,
+    /// The clause that reports every observation of this one, and why, when one does (the
+    /// spec says some rules twice): one observation is one finding, under that id.
+    #[serde(skip)]
+    pub reported_as: Option<(&'static str, &'static str)>,
 }
 
 /// Looks a clause up by id.

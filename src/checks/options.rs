@@ -55,6 +55,34 @@ pub fn list_reply_ids(ids: &[u32]) -> Option<Finding> {
     })
 }
 
+/// LMC-SHAPE-1: a LIST answer is META_CONTEXT replies, then the final ACK or error; `types`
+/// are its reply types in order.
+pub fn list_shape(types: &[u32]) -> Option<Finding> {
+    let (_, before) = types.split_last()?;
+    let stray = before.iter().find(|t| **t != reply_type::META_CONTEXT)?;
+    Some(Finding::broken(
+        id::LMC_SHAPE_1,
+        "only META_CONTEXT replies before the final one",
+        format!("a {} reply among them", reply_type::name(*stray)),
+    ))
+}
+
+/// MC-NS-1: every context name lives in a namespace the spec allows: `base`, `nbd-server`,
+/// `x-…` (local experiments) or a registered one (`qemu`, the only one registered today). A
+/// name with no namespace at all is MC-NAME-1's, not this rule's.
+pub fn namespaces(names: &[String]) -> Option<Finding> {
+    let bad = names.iter().find(|name| {
+        name.split_once(':').is_some_and(|(ns, _)| {
+            !ns.is_empty() && !matches!(ns, "base" | "nbd-server" | "qemu") && !ns.starts_with("x-")
+        })
+    })?;
+    Some(Finding::broken(
+        id::MC_NS_1,
+        "a namespace of base, nbd-server, x-… or a registered one (qemu)",
+        format!("{bad:?}"),
+    ))
+}
+
 /// ABORT-ACK-1: the server closed after NBD_OPT_ABORT without acknowledging it. (The SHOULD
 /// about coping with a bare close, ABORT-LEGACY-1, binds the client, which is us.)
 pub fn abort_unacknowledged() -> Finding {
@@ -96,6 +124,33 @@ pub fn not_closed(clause: Option<ClauseId>, observed: impl Into<String>) -> Find
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_answer_is_meta_contexts_then_its_final_reply() {
+        use reply_type::{ACK, ERR_UNSUP, INFO, META_CONTEXT};
+        assert!(list_shape(&[ACK]).is_none());
+        assert!(list_shape(&[META_CONTEXT, META_CONTEXT, ACK]).is_none());
+        assert!(list_shape(&[META_CONTEXT, ERR_UNSUP]).is_none());
+        assert!(list_shape(&[]).is_none());
+        let f = list_shape(&[META_CONTEXT, INFO, ACK]).expect("an INFO among them");
+        assert_eq!(f.clause, id::LMC_SHAPE_1);
+    }
+
+    #[test]
+    fn namespaces_are_the_ones_the_spec_allows() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fine = [
+            "base:allocation",
+            "qemu:dirty-bitmap:bm0",
+            "x-vendor:thing",
+            "nbd-server:future",
+            "no-colon-at-all",
+        ];
+        assert!(namespaces(&names(&fine)).is_none());
+        let f = namespaces(&names(&["base:allocation", "vendor:thing"])).expect("unregistered");
+        assert_eq!(f.clause, id::MC_NS_1);
+        assert!(f.observed.contains("vendor:thing"), "{}", f.observed);
+    }
 
     #[test]
     fn list_replies_carry_id_0() {

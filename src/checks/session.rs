@@ -3,6 +3,7 @@
 //! flags that depend on what was negotiated (SEND_DF, BLOCK_STATUS_PAYLOAD).
 
 use crate::clauses::id;
+use crate::client::negotiate::ExportInfo;
 use crate::client::Negotiated;
 use crate::engine::outcome::Finding;
 use crate::wire::consts::transmission_flag as tf;
@@ -60,6 +61,30 @@ pub fn block_sizes(b: BlockSizes, export_size: u64) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// GO-SAME-1: an INFO and the GO right after it, with the same parameters and no option in
+/// between, tell the same story (the order of their INFO replies aside).
+pub fn same_story(info: &ExportInfo, go: &ExportInfo) -> Vec<Finding> {
+    let shown = |e: &ExportInfo| {
+        format!(
+            "size {:?}, flags {:#06x}, block sizes {:?}, name {:?}, description {:?}",
+            e.size, e.transmission_flags, e.block_sizes, e.name, e.description
+        )
+    };
+    let same = info.size == go.size
+        && info.transmission_flags == go.transmission_flags
+        && info.block_sizes == go.block_sizes
+        && info.name == go.name
+        && info.description == go.description;
+    if same {
+        return Vec::new();
+    }
+    vec![Finding::broken(
+        id::GO_SAME_1,
+        format!("what INFO said: {}", shown(info)),
+        format!("GO said {}", shown(go)),
+    )]
 }
 
 /// Transmission flags that promise what the negotiation did not set up. In the 2016 draft bit 7
@@ -171,6 +196,28 @@ mod tests {
         assert!(flags(&negotiated(tf::SEND_DF, false, true, std)).is_empty());
         // The draft's bit 7 is GET_LBA_STATUS, advertised on simple-reply connections.
         assert!(flags(&negotiated(tf::SEND_DF, false, false, Dialect::Draft)).is_empty());
+    }
+
+    #[test]
+    fn info_and_go_must_agree_on_everything() {
+        let info = ExportInfo {
+            size: Some(4096),
+            transmission_flags: 0x43,
+            block_sizes: Some(BlockSizes {
+                minimum: 1,
+                preferred: 4096,
+                maximum: 1 << 25,
+            }),
+            name: Some("disk".into()),
+            description: None,
+        };
+        assert!(same_story(&info, &info.clone()).is_empty());
+        let mut go = info.clone();
+        go.transmission_flags |= tf::READ_ONLY;
+        assert_eq!(clauses(&same_story(&info, &go)), ["GO-SAME-1"]);
+        let mut go = info.clone();
+        go.block_sizes = None;
+        assert_eq!(clauses(&same_story(&info, &go)), ["GO-SAME-1"]);
     }
 
     #[test]

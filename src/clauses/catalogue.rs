@@ -13,6 +13,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Conventions",
         text: "A protocol string is UTF-8, carries no terminating NUL, contains no NUL at all, and is at most 4096 bytes.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GEN-STR-2",
@@ -20,6 +21,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Conventions",
         text: "Strings should be at most 256 bytes.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-GREET-1",
@@ -27,6 +29,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Newstyle negotiation",
         text: "A newstyle server opens with NBDMAGIC, then IHAVEOPT, then 16-bit handshake flags.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-PORT-1",
@@ -34,6 +37,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Newstyle negotiation",
         text: "Newstyle service lives on port 10809; oldstyle should not be offered there.",
         unobservable: Some("the port a server listens on is its operator's choice; the suite goes where it is told"),
+        reported_as: None,
     },
     Clause {
         id: "HS-FIXED-1",
@@ -41,6 +45,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Handshake flags",
         text: "A server supporting fixed newstyle sets NBD_FLAG_FIXED_NEWSTYLE. Any server that can do block status needs options, so in practice it must set bit 0.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-HFLAGS-1",
@@ -48,6 +53,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Handshake flags",
         text: "The server sets no handshake flag other than bits 0 and 1.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-HFLAGS-2",
@@ -55,6 +61,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Handshake flags",
         text: "The server should not change its behaviour for a handshake flag the client did not echo back.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-CFLAGS-3",
@@ -62,6 +69,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Client flags; Newstyle negotiation",
         text: "The server drops the connection if client flags contain an unknown bit or a bit the server did not advertise.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-CFLAGS-4",
@@ -69,6 +77,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Client flags",
         text: "A server may treat a client as fixed-newstyle even without the C_FIXED bit (not recommended to rely on).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-OPTREP-1",
@@ -76,6 +85,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Fixed newstyle negotiation",
         text: "Every option except EXPORT_NAME is answered with reply(s): reply magic, the option number echoed, reply type, length, data.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-REPEAT-1",
@@ -83,6 +93,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Fixed newstyle negotiation",
         text: "State-changing options shouldn't be repeated; a server may answer a repeat with ERR_INVALID.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-UNSUP-1",
@@ -90,6 +101,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Baseline",
         text: "An option the server doesn't implement gets NBD_REP_ERR_UNSUP, and the server keeps parsing the next option correctly.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-ERRBIT-1",
@@ -97,6 +109,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option reply types",
         text: "Error replies have bit 31 set and may carry a human-readable string.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-NOHARD-1",
@@ -104,6 +117,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Termination of the session during option haggling",
         text: "Except for protocol violations, DoS, or \"cannot return an error\" cases, the server may not hard-disconnect during haggling; it keeps erroring options until the client leaves.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-VIOL-1",
@@ -111,6 +125,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Termination of the session during option haggling",
         text: "Either side may hard-disconnect on a MUST violation by the other.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "HS-SHUT-1",
@@ -118,6 +133,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Termination of the session during option haggling",
         text: "A server being shut down may error in-flight options and should error new ones (except ABORT) with ERR_SHUTDOWN.",
         unobservable: Some("needs a server being shut down mid-session, which the harness cannot cause on a server it does not run"),
+        reported_as: None,
     },
     Clause {
         id: "ABORT-ACK-1",
@@ -125,6 +141,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_ABORT",
         text: "The server answers ABORT with NBD_REP_ACK.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ABORT-LEGACY-1",
@@ -132,6 +149,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_ABORT",
         text: "Because older text was unclear, a client should cope with the server just closing, and the server should cope with the client closing without waiting.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ABORT-DATA-1",
@@ -139,6 +157,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_ABORT",
         text: "Client should send no data with ABORT; a server should ignore such data instead of rejecting it.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EXPNAME-REPLY-1",
@@ -146,6 +165,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Newstyle negotiation; NBD_OPT_EXPORT_NAME",
         text: "On success there is no option-reply header: the server sends 64-bit size, 16-bit transmission flags, then 124 zero bytes (omitted only if both NO_ZEROES flags were exchanged).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EXPNAME-NOZERO-1",
@@ -153,6 +173,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Handshake flags; Client flags",
         text: "When NO_ZEROES was offered and the client echoed C_NO_ZEROES, the 124 zero bytes are not sent.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EXPNAME-FAIL-1",
@@ -160,6 +181,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_EXPORT_NAME; Newstyle negotiation",
         text: "If the export is unknown or its requirements aren't met, the server ends the session (it has no way to send an error).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EXPNAME-ONLY-1",
@@ -167,6 +189,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_EXPORT_NAME",
         text: "A server that wants any option besides EXPORT_NAME must support fixed newstyle.",
         unobservable: None,
+        reported_as: Some(("HS-FIXED-1", "a server that negotiates options without FIXED_NEWSTYLE breaks both")),
     },
     Clause {
         id: "GO-ACK-1",
@@ -174,6 +197,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO; NBD_REP_INFO",
         text: "Success is zero-or-more-but-at-least-one NBD_REP_INFO, including an NBD_INFO_EXPORT, followed by NBD_REP_ACK.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-EXPORT-1",
@@ -181,6 +205,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_INFO_EXPORT",
         text: "NBD_INFO_EXPORT has length exactly 12: type, 64-bit size, 16-bit flags; no trailing zeroes.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-UNKNOWN-1",
@@ -188,6 +213,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "An absent export is reported with NBD_REP_ERR_UNKNOWN, and the server should not send INFO replies before it (without TLS it may say ERR_TLS_REQD instead).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-IGNORE-1",
@@ -195,6 +221,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "The server ignores info types it doesn't understand.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-ANYORDER-1",
@@ -202,6 +229,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "Info replies may come in any order, and unrequested info may be volunteered.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-POLICY-1",
@@ -209,6 +237,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "The server may withhold info it doesn't want to give, except NBD_INFO_EXPORT.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-ONCE-1",
@@ -216,6 +245,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REP_INFO",
         text: "An info type should appear only once per export.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-NOPAD-1",
@@ -223,6 +253,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "No zero padding follows the ACK of a successful GO, whatever NO_ZEROES says.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-SAME-1",
@@ -230,6 +261,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "An INFO immediately followed (no other options) by a GO with identical parameters yields the same information (e.g. same transmission flags); INFO order may differ.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-UNSUP-2",
@@ -237,6 +269,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_INFO/GO",
         text: "Once extended headers were acknowledged, the server may not answer GO with ERR_UNSUP.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-BSREQD-1",
@@ -244,6 +277,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "ERR_BLOCK_SIZE_REQD is never sent when the request included NBD_INFO_BLOCK_SIZE.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-BSREQD-2",
@@ -251,6 +285,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_INFO/GO",
         text: "The server shouldn't demand block-size negotiation when it uses defaults; if it does demand it, it should send NBD_INFO_BLOCK_SIZE first.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-BLKSZ-1",
@@ -258,13 +293,15 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_INFO_BLOCK_SIZE",
         text: "NBD_INFO_BLOCK_SIZE length is exactly 14.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "GO-BLKSZ-2",
         level: Level::Must,
         section: "NBD_INFO_BLOCK_SIZE; Size constraints",
         text: "If the client asked for block sizes and the server enforces non-default constraints, it sends them.",
-        unobservable: None,
+        unobservable: Some("needs to know which constraints a server enforces; a refusal does not say why"),
+        reported_as: None,
     },
     Clause {
         id: "GO-NAME-1",
@@ -272,6 +309,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_INFO_NAME; NBD_INFO_DESCRIPTION",
         text: "NAME and DESCRIPTION replies have length ≥ 2 and carry valid strings.",
         unobservable: None,
+        reported_as: Some(("GEN-STR-1", "an INFO name or description is a protocol string, checked as every string is")),
     },
     Clause {
         id: "SR-NODATA-1",
@@ -279,6 +317,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_STRUCTURED_REPLY",
         text: "The option carries no data; a server should refuse data with ERR_INVALID.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SR-REPLY-1",
@@ -286,6 +325,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_STRUCTURED_REPLY",
         text: "ACK means structured replies are on (READ must use them); ERR_UNSUP means they are off.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SR-EHREQD-1",
@@ -293,6 +333,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Option types: NBD_OPT_STRUCTURED_REPLY",
         text: "If extended headers are already active, the server answers ERR_EXT_HEADER_REQD (it can't downgrade).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SR-GATE-1",
@@ -300,6 +341,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "Without negotiated structured replies (or EH), the server never sends a structured chunk.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SR-PAYLOAD-1",
@@ -307,6 +349,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "With structured replies on, any reply that carries a payload is structured, and READ never gets a simple reply.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SR-SIMPLEOK-1",
@@ -314,6 +357,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Simple reply message; Structured reply chunk message",
         text: "With structured replies, a payload-free reply to a non-READ command may be simple, but errors should preferably be structured (so a message can be attached).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SR-DEPEND-1",
@@ -321,6 +365,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_STRUCTURED_REPLY",
         text: "Extensions that need reply payloads should not be advertised before structured replies, and clients must not use them without it.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SR-TLS-1",
@@ -328,6 +373,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_STARTTLS; NBD_OPT_STRUCTURED_REPLY",
         text: "A successful STARTTLS wipes earlier negotiation state (structured replies, meta contexts); the client must renegotiate.",
         unobservable: Some("after STARTTLS: TLS is out of scope (nbds:// is refused)"),
+        reported_as: None,
     },
     Clause {
         id: "EH-NODATA-1",
@@ -335,6 +381,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_EXTENDED_HEADERS",
         text: "No option data; a server should refuse data with ERR_INVALID.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-GO-1",
@@ -342,6 +389,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_EXTENDED_HEADERS",
         text: "A server that accepts EH must also implement GO.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-NOSR-1",
@@ -349,6 +397,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_EXTENDED_HEADERS",
         text: "The client may negotiate SR first, but the server should accept EH even without SR.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-WIRE-1",
@@ -356,6 +405,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_EXTENDED_HEADERS",
         text: "After ACK, the client uses only 32-byte extended requests (with PAYLOAD_LEN wherever it sends a payload) and the server only 32-byte extended replies.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-TLS-1",
@@ -363,6 +413,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_EXTENDED_HEADERS; NBD_OPT_STARTTLS",
         text: "After STARTTLS the client must negotiate EH again (server keeps no state).",
         unobservable: Some("after STARTTLS: TLS is out of scope (nbds:// is refused)"),
+        reported_as: None,
     },
     Clause {
         id: "EH-BLKSZ-1",
@@ -370,6 +421,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_EXTENDED_HEADERS",
         text: "ERR_BLOCK_SIZE_REQD is meaningless as an answer to EH itself, but a server may use it on a later GO that didn't request block sizes.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-REQD-1",
@@ -377,6 +429,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REP_ERR_EXT_HEADER_REQD; Maximum interoperability",
         text: "A server may insist on EH (answering GO or SET with ERR_EXT_HEADER_REQD), but interoperable servers should not.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-PL-1",
@@ -384,6 +437,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Request message; Command flags",
         text: "With EH, WRITE always sets PAYLOAD_LEN; on other commands the flag earns EINVAL unless that command defines a payload form the server implements.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-PL-2",
@@ -391,6 +445,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Request message",
         text: "If PAYLOAD_LEN is set with a length above the (advertised or default) max payload, the server should hard-disconnect; otherwise it should read and discard the payload and go on to the next command, even when it errors.",
         unobservable: None,
+        reported_as: Some(("BS-PAYLOAD-BIG-1", "the suite sends a payload only with block status, where the rule is BS-PAYLOAD-BIG-1")),
     },
     Clause {
         id: "EH-REP-1",
@@ -398,6 +453,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Extended reply chunk message; Simple reply message",
         text: "With EH every reply is an extended chunk (magic 0x6e8a278c); simple replies are forbidden even for payload-free or error replies.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-REP-2",
@@ -405,6 +461,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Extended reply chunk message",
         text: "The reply's 64-bit offset field equals the request's offset.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-REP-3",
@@ -412,6 +469,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Extended reply chunk message",
         text: "Reply length is 64-bit but in practice stays below 2^32; a client may hard-disconnect on an absurd length.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-LIST-1",
@@ -419,6 +477,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_LIST_META_CONTEXT",
         text: "Without EH a server may still list contexts needing 64-bit status, but should then end the list with ERR_EXT_HEADER_REQD; it must not do that for base:-only queries or when EH is already on.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "EH-SET-1",
@@ -426,6 +485,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_OPT_SET_META_CONTEXT",
         text: "SET asking for a 64-bit context without EH: the server either leaves it out of the success reply or fails with ERR_EXT_HEADER_REQD, but never fails that way for base:-only requests.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "MC-NOCTX-1",
@@ -433,6 +493,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "A BLOCK_STATUS from a client that selected no context should get EINVAL.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "MC-NAME-1",
@@ -440,6 +501,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "A context name is namespace:leaf; the namespace is non-empty printable UTF-8 without whitespace or colons; the whole name obeys the string rules.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "MC-NS-1",
@@ -447,6 +509,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "A namespace is base, nbd-server (none defined yet), x-… (local experiments), or a registered third party (today only qemu).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "MC-NS-2",
@@ -454,13 +517,15 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "x- namespaces shouldn't be used for widely deployed contexts.",
         unobservable: Some("advice on naming widely deployed contexts; no answer shows it broken"),
+        reported_as: None,
     },
     Clause {
         id: "MC-REPR-1",
         level: Level::Must,
         section: "Metadata querying",
         text: "All information a context offers has to fit in the per-extent status field (32-bit; 64-bit only with EH [EXT]).",
-        unobservable: None,
+        unobservable: Some("a rule for whoever defines a context; the wire shows a status, not what did not fit in it"),
+        reported_as: None,
     },
     Clause {
         id: "MC-WILD-1",
@@ -468,6 +533,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "Outside base: the query syntax is implementation-defined, but an empty leaf (e.g. qemu:) is recommended as a LIST wildcard and should select nothing in SET.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "MC-DOC-1",
@@ -475,6 +541,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "Implementations should document their query syntax and context semantics.",
         unobservable: Some("about a server's documentation, not its answers"),
+        reported_as: None,
     },
     Clause {
         id: "MC-LISTSET-1",
@@ -482,6 +549,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "A namespace may define different valid queries for LIST than for SET (e.g. wildcards only in LIST).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-PRE-1",
@@ -489,6 +557,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "LIST before SR is discouraged; the server may answer ERR_INVALID.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-SYNTAX-1",
@@ -496,6 +565,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "A syntactically broken request (e.g. a query length reaching past the option's end) fails with ERR_INVALID.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-SEMANTIC-1",
@@ -503,6 +573,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "A semantically bad query (no colon; invalid leaf in a known namespace) may be failed with ERR_INVALID.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-UNKNS-1",
@@ -510,6 +581,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "Queries in an unknown namespace are silently ignored.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-NOMATCH-1",
@@ -517,6 +589,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "When no query matches anything, the whole answer is one NBD_REP_ACK.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-SHAPE-1",
@@ -524,6 +597,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "The reply is zero or more NBD_REP_META_CONTEXT followed by ACK or an error (e.g. ERR_UNSUP).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-ALL-1",
@@ -531,6 +605,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "Zero queries → every context selectable on that export is returned (possibly as wildcard entries needing a further LIST), and ERR_TOO_BIG should not be used.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-MATCH-1",
@@ -538,6 +613,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "With queries, exactly the selectable contexts matching at least one query are returned, in any order; ERR_TOO_BIG allowed if too many queries.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-ABBREV-1",
@@ -545,6 +621,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "Instead of an exhaustive list a server may return enough stand-in records (e.g. bare namespace x-Foo: or a range) for a knowledgeable client to build selections.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-PREFIX-1",
@@ -552,6 +629,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "Every returned name starts with its namespace and a colon and obeys string rules.",
         unobservable: None,
+        reported_as: Some(("MC-NAME-1", "a name without its namespace and colon breaks the name syntax; its string rules are GEN-STR-1")),
     },
     Clause {
         id: "LMC-ID-1",
@@ -559,6 +637,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "Context ids in LIST replies mean nothing: the server should send 0 and the client must ignore them.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-NOSTATE-1",
@@ -566,6 +645,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT vs SET",
         text: "LIST only reports; it does not change the active selection (only SET does).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "LMC-EXPORT-1",
@@ -573,6 +653,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "The spec doesn't say what happens when the named export doesn't exist.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-PRE-1",
@@ -580,6 +661,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "SET must not precede SR (or EH [EXT]); the server should answer such a SET with ERR_INVALID.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-REPLACE-1",
@@ -587,6 +669,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Every SET replaces the whole active set — even when the SET fails.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-ZEROQ-1",
@@ -594,6 +677,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Zero queries select nothing.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-REPLY-1",
@@ -601,6 +685,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Unless answering ERR_TOO_BIG, the server sends one NBD_REP_META_CONTEXT per selected context, each id unique, then ACK.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-TOOBIG-1",
@@ -608,6 +693,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Too many selected contexts may be refused with ERR_TOO_BIG.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-IGNORE-1",
@@ -615,6 +701,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Queries that don't pin down a single context may be ignored, and replies may come in any order.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-EMPTYOK-1",
@@ -622,6 +709,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Selecting nothing is not an error, as long as the client then doesn't issue BLOCK_STATUS.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SMC-EXPORT-1",
@@ -629,6 +717,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Behaviour for a non-existent export name is not specified.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BASE-LISTWILD-1",
@@ -636,6 +725,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "The base: metadata namespace",
         text: "In LIST, the bare query base: must work as a wildcard, returning each supported base: context (today only base:allocation).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BASE-SETWILD-1",
@@ -643,6 +733,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "The base: metadata namespace",
         text: "In SET, the bare query base: is ignored (selects nothing).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BASE-UNKLEAF-1",
@@ -650,6 +741,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "The base: metadata namespace",
         text: "An unrecognised base:leaf is ignored rather than reported as an error.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-HOLE-1",
@@ -657,6 +749,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context",
         text: "NBD_STATE_HOLE set: the backing store holds no allocation for that range (later writes may fragment or hit ENOSPC). Clear: allocated, or the server can't tell.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-ZERO-1",
@@ -664,6 +757,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context",
         text: "NBD_STATE_ZERO set: the extent reads back as all zero bytes. Clear: contents unknown.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-ENOSPC-1",
@@ -671,6 +765,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context",
         text: "If the server offers base:allocation, writing into an extent with HOLE clear must not fail with ENOSPC (unless another context explains it).",
         unobservable: Some("needs a backing store that is full"),
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-TRIM-1",
@@ -678,6 +773,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context",
         text: "HOLE may be reported where no TRIM happened, and allocated may be reported after a TRIM.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-WZ-1",
@@ -685,6 +781,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context",
         text: "ZERO may be reported without WRITE_ZEROES, and \"unknown\" may be reported after WRITE_ZEROES.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-HOLENZ-1",
@@ -692,6 +789,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context",
         text: "HOLE set with ZERO clear is legal; such content is undefined and may not be stable.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-RSV-1",
@@ -699,6 +797,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context",
         text: "Bits other than 0 and 1 are reserved: servers should send 0, clients must ignore them.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-SAFE0-1",
@@ -706,6 +805,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_CMD_BLOCK_STATUS",
         text: "Reporting status 0 is always safe; servers should report more when it is cheap.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-NO64-1",
@@ -713,6 +813,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] base:allocation metadata context; BLOCK_STATUS_EXT",
         text: "base:allocation never needs EH; in EXT chunks the upper 32 status bits for it must be zero.",
         unobservable: None,
+        reported_as: Some(("BS-EXT-HI-1", "both are broken by high status bits set for base:allocation in an extended chunk")),
     },
     Clause {
         id: "ALLOC-WRITTEN-1",
@@ -720,6 +821,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation + READ semantics",
         text: "After a completed WRITE of non-zero data (no concurrent writers), a later BLOCK_STATUS must not mark that range ZERO, since a READ would contradict it.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-WZREAD-1",
@@ -727,6 +829,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation + WRITE_ZEROES",
         text: "Conversely, nothing requires ZERO after WRITE_ZEROES (ALLOC-WZ-1), but if ZERO is reported the data must read as zero (ALLOC-ZERO-1).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "QEMU-DB-1",
@@ -734,6 +837,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "qemu nbd.rst \"qemu namespace\"",
         text: "qemu:dirty-bitmap:<export-name-of-bitmap> defines one flag: bit 0 NBD_STATE_DIRTY, set when the extent is dirty.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "QEMU-AD-1",
@@ -741,6 +845,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "qemu nbd.rst",
         text: "qemu:allocation-depth returns a number, not flags: 0 = unallocated anywhere in the chain, 1 = active layer, 2 = first backing layer, and so on.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "QEMU-LIST-1",
@@ -748,6 +853,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "qemu nbd.rst",
         text: "For LIST, qemu: lists every qemu context and qemu:dirty-bitmap: lists every exported bitmap, besides the exact names.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "QEMU-SETWILD-1",
@@ -755,6 +861,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "proto.md MC-WILD-1 applied to qemu",
         text: "The wildcards above are LIST-only; in SET they should select nothing.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "QEMU-DIRTY0-1",
@@ -762,6 +869,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_CMD_BLOCK_STATUS error fallback",
         text: "\"0 is always safe\" is phrased generically, but for dirty bitmaps 0 means *clean*; the error-fallback clause lets a context dictate the status used.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-COOKIE-1",
@@ -769,6 +877,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Transmission",
         text: "Every reply message (simple, structured, extended) echoes the request's cookie unchanged, treating it as opaque.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-OOO-1",
@@ -776,6 +885,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Transmission; Ordering of messages and writes",
         text: "Replies may be reordered and chunks of different requests interleaved.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-SIMPLE-1",
@@ -783,6 +893,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Simple reply message",
         text: "Without SR/EH every reply is simple: magic 0x67446698, 32-bit error, 64-bit cookie.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-HASFLAGS-1",
@@ -790,6 +901,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Transmission flags",
         text: "NBD_FLAG_HAS_FLAGS is always 1.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-EXPOSE-1",
@@ -797,6 +909,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Transmission flags",
         text: "The server may set a feature flag only for features it really supports.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-DF-1",
@@ -804,6 +917,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Transmission flags bit 7",
         text: "NBD_FLAG_SEND_DF is clear unless SR (or EH [EXT]) was negotiated.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-BSPL-1",
@@ -811,6 +925,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Transmission flags bit 12",
         text: "NBD_FLAG_BLOCK_STATUS_PAYLOAD is never advertised without EH, and should not be advertised at GO when the client selected no contexts.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-DISC-1",
@@ -818,6 +933,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_DISC",
         text: "On DISC the server finishes outstanding requests, closes TLS, then closes TCP; DISC itself gets no reply.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-ESHUT-1",
@@ -825,6 +941,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Terminating the transmission phase",
         text: "During shutdown a server should answer requests with NBD_ESHUTDOWN; a client seeing ESHUTDOWN must soft-disconnect.",
         unobservable: Some("needs a server being shut down mid-session, which the harness cannot cause on a server it does not run"),
+        reported_as: None,
     },
     Clause {
         id: "TX-VIOL-1",
@@ -832,6 +949,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Terminating the transmission phase",
         text: "Either side may hard-disconnect when the other breaks a mandatory rule.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-NODROP-1",
@@ -839,6 +957,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Terminating the transmission phase",
         text: "Outside those cases neither side may disconnect — e.g. a server must not drop the link just because a BS request was invalid in a SHOULD-level way.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TX-NAGLE-1",
@@ -846,6 +965,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Protocol phases",
         text: "Over TCP both ends should set TCP_NODELAY.",
         unobservable: Some("TCP_NODELAY is a socket option, invisible on the wire (and the suite uses Unix sockets)"),
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-HDR-1",
@@ -853,6 +973,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "Chunk header: magic 0x668e33ef, 16-bit flags, 16-bit type, 64-bit cookie, 32-bit payload length, then the payload.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-DONE-1",
@@ -860,6 +981,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply flags",
         text: "DONE is clear on every chunk except the last one of a reply, and set on the last.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-DONELAST-1",
@@ -867,6 +989,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "Chunks may otherwise arrive in any order (unless a command says otherwise), but the DONE chunk is the final one.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-EARLYDONE-1",
@@ -874,6 +997,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "DONE must not be set while an error could still be detected for that chunk.",
         unobservable: Some("about when the server knows of an error; the wire shows only the DONE it sent"),
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-MIN-1",
@@ -881,6 +1005,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "Servers should keep chunk counts low.",
         unobservable: Some("'low' has no threshold: no chunk count breaks it"),
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-INTERLEAVE-1",
@@ -888,6 +1013,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "Chunks of one reply may always be interleaved with other replies' messages.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-FLAGS-1",
@@ -895,6 +1021,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply flags",
         text: "No reply-flag bits beyond DONE without negotiation (harmless hints excepted); clients ignore unknown bits.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-NONE-1",
@@ -902,6 +1029,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_NONE",
         text: "NONE has length 0, always carries DONE, appears at most once, and signals success if no error chunk preceded it.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-INCONS-1",
@@ -909,6 +1037,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply types",
         text: "Any other inconsistent chunk (bad lengths etc.) forces a hard disconnect.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-MAXPL-1",
@@ -916,6 +1045,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply types",
         text: "The variable-length part of any chunk may not exceed the advertised max payload (fixed overhead may go over).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "CHUNK-SRVCTL-1",
@@ -923,6 +1053,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "For server-sized replies (BS without REQ_ONE) the server may exceed max payload only by the chunk's fixed overhead, and must honour command-specific limits.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRCHUNK-COMMON-1",
@@ -930,6 +1061,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply types",
         text: "Every error chunk type has bit 15 set and starts with 32-bit error, 16-bit message length, optional message; the header length covers any extra trailing fields.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRCHUNK-ERR-1",
@@ -937,6 +1069,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_ERROR",
         text: "ERROR (0x8001): length ≥ 6, error non-zero, message length ≤ length − 6 and ≤ 4096.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRCHUNK-ERR-2",
@@ -944,6 +1077,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_ERROR",
         text: "ERROR should appear at most once per reply; it means no partial success can be assumed. Valid for any command.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRCHUNK-OFF-1",
@@ -951,6 +1085,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_ERROR_OFFSET",
         text: "ERROR_OFFSET (0x8002): length ≥ 14, error non-zero, message length ≤ length − 14, trailing 64-bit offset inside the request's [offset, offset+length). Valid for BLOCK_STATUS (and READ, WRITE, TRIM, CACHE, WRITE_ZEROES).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRCHUNK-OFF-2",
@@ -958,6 +1093,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_ERROR_OFFSET",
         text: "The same offset shouldn't be reported twice.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRCHUNK-NONZERO-1",
@@ -965,6 +1101,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_ERROR / ERROR_OFFSET",
         text: "The error value in an error chunk is never 0.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-NEG-2",
@@ -972,6 +1109,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "Without any selected context the server should answer EINVAL.",
         unobservable: None,
+        reported_as: Some(("MC-NOCTX-1", "the same rule, stated twice in the spec")),
     },
     Clause {
         id: "BS-NEG-3",
@@ -979,6 +1117,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying; Request types: NBD_CMD_BLOCK_STATUS",
         text: "A successful BS reply is a structured (compact mode) or extended (EH) reply.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-ZERO-1",
@@ -986,6 +1125,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "Clients shouldn't ask for length 0; server behaviour is unspecified but it should not disconnect.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-OOB-1",
@@ -993,6 +1133,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS; Size constraints",
         text: "offset + length must not pass the export end; a server should answer EINVAL when it does.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-OOB-2",
@@ -1000,6 +1141,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS (error paragraph)",
         text: "An out-of-bounds request is \"invalid usage\", so the single-descriptor fallback is not meant for it; the server should error rather than report success.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-OOB-3",
@@ -1007,6 +1149,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_CMD_BLOCK_STATUS",
         text: "EXT wording: EINVAL when the effect length exceeds the export size. (Looser than master's \"any sector past the end\"; see surprises.)",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-OVF-1",
@@ -1014,6 +1157,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "offset + length overflowing 64 bits is out of bounds.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-ALIGN-1",
@@ -1021,6 +1165,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "With an advertised min block size, offset and length must be multiples of it; a server should EINVAL unaligned requests.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-BIG-1",
@@ -1028,6 +1173,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "BS sits in the \"server controls the reply size\" group (without REQ_ONE), not in the client-controlled group (WRITE, simple READ) that must stay within max payload; so a BS length above max payload isn't forbidden — it is only a hint and the server may truncate. The explicit EOVERFLOW/EINVAL allowance for oversize requests is written for payload-free commands, so for BS it applies only by analogy.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-DOS-1",
@@ -1035,6 +1181,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "Either side may drop a payload big enough to look like DoS, but ≤ 2^25 bytes shouldn't count.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-FLAGS-1",
@@ -1042,6 +1189,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Command flags; Error values",
         text: "Only flags documented for BS may be set; unknown flags or flags meant for other commands (NO_HOLE, DF, FAST_ZERO, bits 6–15) should get EINVAL.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-FUA-1",
@@ -1049,6 +1197,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Command flags bit 0",
         text: "When SEND_FUA is advertised, every command — BS included — must be accepted with FUA set (the server may ignore it); clients shouldn't set it on non-writing commands.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-UNKCMD-1",
@@ -1056,6 +1205,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Error values",
         text: "Unknown command types get EINVAL.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-PIPE-1",
@@ -1063,6 +1213,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Transmission",
         text: "Multiple BS requests may be in flight and answered in any order.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-ONE-1",
@@ -1070,6 +1221,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Command flags bit 3; NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "With REQ_ONE, each status chunk contains exactly one descriptor.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-ONE-2",
@@ -1077,6 +1229,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS; Request types: NBD_CMD_BLOCK_STATUS",
         text: "With REQ_ONE, that descriptor's length may not exceed the requested length.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REQ-ONE-3",
@@ -1084,6 +1237,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Command flags bit 3",
         text: "With REQ_ONE the server reports on no more than one extent per context.",
         unobservable: None,
+        reported_as: Some(("BS-REQ-ONE-1", "one descriptor per chunk, with one chunk per context (BS-REP-PERCTX-1), is one extent per context")),
     },
     Clause {
         id: "BS-REQ-ONE-5",
@@ -1091,6 +1245,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying",
         text: "REQ_ONE keeps the server from returning more than one extent, and that one may not exceed the client's length.",
         unobservable: None,
+        reported_as: Some(("BS-REQ-ONE-1", "its two halves are BS-REQ-ONE-1 (one extent) and BS-REQ-ONE-2 (within the length)")),
     },
     Clause {
         id: "BS-REP-PERCTX-1",
@@ -1098,6 +1253,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying; NBD_CMD_BLOCK_STATUS; NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "A successful reply has exactly one status chunk for each selected context id.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-IDVALID-1",
@@ -1105,6 +1261,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "Each chunk's context id is one the server handed out in the final SET; no duplicates, no strangers.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-ORDER-1",
@@ -1112,6 +1269,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "Status chunks may come in an order different from the id assignment order.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-LEN-1",
@@ -1119,6 +1277,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "Chunk payload length is 4 plus a positive multiple of 8.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-NZ-1",
@@ -1126,6 +1285,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "Every descriptor length is non-zero.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-ATLEAST1-1",
@@ -1133,6 +1293,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "At least one descriptor is returned, so a client always progresses.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-CONSEC-1",
@@ -1140,6 +1301,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "Descriptors describe back-to-back ranges starting exactly at the request offset.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-SUM-1",
@@ -1147,6 +1309,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "Without REQ_ONE, the lengths of all descriptors except the last add up to less than the requested length (only the final one may cross the requested end).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-SUM-2",
@@ -1154,6 +1317,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS; Request types",
         text: "Without REQ_ONE, the final descriptor may run beyond the requested end if the server knows that anyway.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-EOF-1",
@@ -1161,6 +1325,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "(not stated)",
         text: "The spec never says whether the overshooting last extent may run past the export's end.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-SHORT-1",
@@ -1168,6 +1333,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS; Request types",
         text: "The server may describe less than requested (e.g. too costly), as long as ≥ 1 extent comes back; clients typically resume at the first uncovered offset.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-MULTI-1",
@@ -1175,6 +1341,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Metadata querying; NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "With several contexts, chunks may differ in extent count and total length.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-CAP-1",
@@ -1182,6 +1349,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_BLOCK_STATUS; Request types",
         text: "No more than 2^20 descriptors per chunk (≤ 8,388,612-byte payload), even if that truncates the answer.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-DIFF-1",
@@ -1189,6 +1357,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "Neighbouring descriptors should differ in status where feasible; clients should cope with equal neighbours.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-512-1",
@@ -1196,6 +1365,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "Descriptor lengths should be multiples of 512 where possible (first/last of an unaligned query excepted), partly to avoid reply amplification.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-MINBLK-1",
@@ -1203,6 +1373,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "Descriptor lengths should be multiples of any advertised min block size, except at an unaligned end of the image.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-SEM-1",
@@ -1210,6 +1381,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "The status field is interpreted by the context that owns the chunk's id.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-NOEXT-1",
@@ -1217,6 +1389,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "Type 5 is only usable when EH was not negotiated.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-REP-32OK-1",
@@ -1224,6 +1397,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS",
         text: "Without EH, negotiation can't have committed a 64-bit context, so 32-bit status always suffices.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-GATE-1",
@@ -1231,6 +1405,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
         text: "Type 6 is never sent unless EH was negotiated.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-ALWAYS-1",
@@ -1238,6 +1413,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS_EXT; NBD_CMD_BLOCK_STATUS",
         text: "Under EH, status chunks are always type 6, whatever the sizes involved.",
         unobservable: None,
+        reported_as: Some(("BS-REP-NOEXT-1", "both are broken by a 32-bit status chunk under extended headers")),
     },
     Clause {
         id: "BS-EXT-LEN-1",
@@ -1245,6 +1421,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
         text: "Payload length is 8 plus a positive multiple of 16.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-COUNT-1",
@@ -1252,6 +1429,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
         text: "The 32-bit descriptor count is non-zero and equals the number of descriptors (length = 16·count + 8).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-NZ-1",
@@ -1259,6 +1437,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
         text: "Each 64-bit extent length is non-zero.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-HI-1",
@@ -1266,6 +1445,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
         text: "For 32-bit contexts (all of base:), the high 32 status bits are zero.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-MIRROR-1",
@@ -1273,6 +1453,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
         text: "Otherwise the rules of type 5 apply unchanged (one chunk per context, REQ_ONE, sums, caps, alignment).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-64-1",
@@ -1280,6 +1461,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_CMD_BLOCK_STATUS",
         text: "With EH the request's effect length is 64-bit, and a single extent may be larger than 4 GiB.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-EXT-64CTX-1",
@@ -1287,6 +1469,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Metadata querying",
         text: "Some future contexts may carry 64-bit data; using them requires EH.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-PAYLOAD-ADV-1",
@@ -1294,6 +1477,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_CMD_BLOCK_STATUS; Transmission flags bit 12",
         text: "With EH, a server may offer the filtered request form by setting transmission flag bit 12.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-PAYLOAD-REJ-1",
@@ -1301,6 +1485,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_CMD_BLOCK_STATUS",
         text: "If the payload form isn't supported, or ids repeat or are unknown, the server first consumes the whole payload and then fails with EINVAL.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-PAYLOAD-FILTER-1",
@@ -1308,6 +1493,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_CMD_BLOCK_STATUS",
         text: "A successful filtered reply answers only the listed ids — one status chunk each, none for others.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-PAYLOAD-EFFECT-1",
@@ -1315,6 +1501,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Request message; NBD_CMD_BLOCK_STATUS",
         text: "In the payload form the payload's 64-bit effect length replaces the header length as the area of interest (REQ_ONE and sum rules use it).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-PAYLOAD-SHAPE-1",
@@ -1322,6 +1509,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] NBD_CMD_BLOCK_STATUS",
         text: "Payload lengths that aren't 8 + 4n, or n = 0, violate the required shape; the spec doesn't spell out the response.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-PAYLOAD-BIG-1",
@@ -1329,6 +1517,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Request message",
         text: "A payload longer than max payload should cause a hard disconnect.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-ERR-CHUNK-1",
@@ -1336,6 +1525,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "Failures should be carried by an error chunk (ERROR or ERROR_OFFSET) via its error value.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-ERR-FALLBACK-1",
@@ -1343,6 +1533,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Request types: NBD_CMD_BLOCK_STATUS",
         text: "For failures not caused by client misuse, the server may instead return one descriptor spanning exactly the requested length; the context may dictate its status value.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-ERR-OFFSET-1",
@@ -1350,6 +1541,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_REPLY_TYPE_ERROR_OFFSET",
         text: "An ERROR_OFFSET in a BS reply points inside the requested range.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-ERR-MIXED-1",
@@ -1357,6 +1549,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Structured reply chunk message",
         text: "A failed reply may also contain some status chunks; the whole reply still counts as failed.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-ERR-NOTSUP-1",
@@ -1364,6 +1557,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Error values",
         text: "ENOTSUP is reserved for fast-zero failures, so a BS should not fail with it.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-ERR-EOVF-1",
@@ -1371,13 +1565,15 @@ pub static CLAUSES: &[Clause] = &[
         section: "Error values",
         text: "EOVERFLOW is reserved for DF reads and for payload-free commands that exceed an advertised max payload; BS has a server-sized reply payload, so it should not normally fail with EOVERFLOW (grey zone only for huge requests, see BS-REQ-BIG-1).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-ADVERTISE-1",
         level: Level::Must,
         section: "Size constraints",
         text: "A server with non-default constraints should advertise them via INFO_BLOCK_SIZE, and must unless agreed out of band.",
-        unobservable: None,
+        unobservable: Some("needs to know which constraints a server enforces; a refusal does not say why"),
+        reported_as: None,
     },
     Clause {
         id: "SIZE-DEFAULT-1",
@@ -1385,6 +1581,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "Absent advertisement: accept min 1, preferred 4096, max payload ≥ 2^25.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-REFUSE-1",
@@ -1392,6 +1589,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "A server with non-default limits may refuse EXPORT_NAME clients (hard disconnect) or GO without BLOCK_SIZE (ERR_BLOCK_SIZE_REQD), but shouldn't refuse when defaults or external agreement suffice.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-CLEANERR-1",
@@ -1399,6 +1597,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "A server enforcing stricter-than-default limits on a client that didn't negotiate them errors out cleanly, without corrupting data.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-MIN-1",
@@ -1406,6 +1605,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "Advertised min block: power of two, ≤ 65,536; may be 1.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-MIN-2",
@@ -1413,6 +1613,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "Export size should be a multiple of the advertised min block size.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-PREF-1",
@@ -1420,6 +1621,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "Preferred: power of two ≥ max(min, 512); may exceed the export size; export size needn't be a multiple of it.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-MAX-1",
@@ -1427,6 +1629,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "Max payload ≥ preferred, may be non-power-of-two, should be ≥ 2^20 if the export is that big; 0xffffffff = no fixed limit.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "SIZE-ALIGNREQ-1",
@@ -1434,6 +1637,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Size constraints",
         text: "Requests with offset/length use min-block multiples and don't pass the export end; server should EINVAL otherwise.",
         unobservable: None,
+        reported_as: Some(("BS-REQ-ALIGN-1", "for block status, the alignment half is BS-REQ-ALIGN-1 and the end half BS-REQ-OOB-1")),
     },
     Clause {
         id: "ERRNO-SET-1",
@@ -1441,6 +1645,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Error values",
         text: "Only the listed values (1, 5, 12, 22, 28, 75, 95, 108) are defined.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRNO-UNKCMD-1",
@@ -1448,6 +1653,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Error values",
         text: "Unknown commands get EINVAL.",
         unobservable: None,
+        reported_as: Some(("BS-REQ-UNKCMD-1", "the same rule, stated twice in the spec")),
     },
     Clause {
         id: "ERRNO-UNKFLAG-1",
@@ -1455,6 +1661,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Error values; Command flags",
         text: "Unknown command flags, or flags not documented for that command, get EINVAL.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ERRNO-NOMEM-1",
@@ -1462,6 +1669,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Error values",
         text: "Avoid ENOMEM when at all possible.",
         unobservable: Some("needs a server out of memory"),
+        reported_as: None,
     },
     Clause {
         id: "TLS-NOTLS-1",
@@ -1469,6 +1677,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NOTLS mode",
         text: "A NOTLS server answers STARTTLS with ERR_POLICY, ERR_UNSUP or another allowed error, and never sends ERR_TLS_REQD.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "TLS-FORCED-1",
@@ -1476,6 +1685,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "FORCEDTLS mode",
         text: "Before TLS, a FORCEDTLS server answers every option except STARTTLS/ABORT (including LIST/SET_META_CONTEXT and GO) with ERR_TLS_REQD.",
         unobservable: Some("needs a server that forces TLS: TLS is out of scope (nbds:// is refused)"),
+        reported_as: None,
     },
     Clause {
         id: "TLS-NEEDFIXED-1",
@@ -1483,6 +1693,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Server-side requirements",
         text: "TLS exists only after fixed-newstyle negotiation; otherwise the server runs NOTLS.",
         unobservable: Some("needs a TLS server and a client without fixed newstyle: TLS is out of scope"),
+        reported_as: None,
     },
     Clause {
         id: "TLS-RESET-1",
@@ -1490,6 +1701,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_OPT_STARTTLS",
         text: "Successful STARTTLS discards earlier negotiation state; clients should do stateful options after deciding on TLS.",
         unobservable: Some("after STARTTLS: TLS is out of scope (nbds:// is refused)"),
+        reported_as: None,
     },
     Clause {
         id: "BASELINE-1",
@@ -1497,6 +1709,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Baseline",
         text: "Every implementation supports NOTLS mode, fixed newstyle, INFO/GO with INFO_EXPORT, ABORT, LIST, ERR_UNSUP for unknown options, simple replies, READ, WRITE (servers), DISC.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BASELINE-4",
@@ -1504,6 +1717,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Maximum interoperability",
         text: "EH servers wanting old clients shouldn't require EH on GO.",
         unobservable: None,
+        reported_as: None,
     },
     // --- 2016 GET_LBA_STATUS draft (draft-get-lba-status.md) ---
     Clause {
@@ -1512,6 +1726,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft",
         text: "A server that supports the command sets transmission flag bit 7 (SHOULD in the draft's wording).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-REP-1",
@@ -1519,6 +1734,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft",
         text: "A successful reply is the simple reply header, then P, then exactly P bytes of descriptors.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-ERR-1",
@@ -1526,6 +1742,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft",
         text: "On error the server sets the error field and then either closes the connection, or sends P and exactly P bytes (which may be garbage). Anything else desynchronises the stream: \"error paths with their trailing length bytes\".",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-UNK-1",
@@ -1533,6 +1750,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft",
         text: "For a query type the server does not implement (or cannot express), it must not return an error; it must return exactly one descriptor whose offset and length equal the request's and whose status is 0: \"the unknown-flag fallback\".",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-ALLOC-1",
@@ -1540,6 +1758,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft",
         text: "Selector 0 answers with the allocation states above. ZEROED is a promise: the range reads as zeros. DEALLOCATED makes no promise about content.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-DIRTY-1",
@@ -1547,6 +1766,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft",
         text: "Selector 1 answers with the dirtiness states above.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-DESC-LEN-1",
@@ -1554,6 +1774,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "P is a multiple of 14 (MUST: otherwise descriptors cannot be parsed).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-DESC-ORDER-1",
@@ -1561,6 +1782,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "Descriptors are in ascending offset order and do not overlap (MUST: overlap means two states for one byte).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-DESC-NZ-1",
@@ -1568,6 +1790,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "No descriptor has length 0.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-DESC-RANGE-1",
@@ -1575,6 +1798,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "Every descriptor lies inside the requested range [offset, offset+length).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-DESC-COVER-1",
@@ -1582,6 +1806,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "The descriptors cover the whole requested range without gaps (SHOULD: the draft says \"a list of LBA ranges with their states\"; a gap leaves the client guessing).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-REQ-OOB-1",
@@ -1589,6 +1814,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "A request past the end of the export gets an error (EINVAL), followed by the DRAFT-ERR-1 trailer or a close.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-REQ-ZERO-1",
@@ -1596,6 +1822,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "A zero-length request is answered without desynchronising (error with trailer, or an empty list P = 0).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-STATE-1",
@@ -1603,6 +1830,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "Statuses are among the values defined for the selected query type; any other value is a failure.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-BOUND-1",
@@ -1610,6 +1838,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (open point, fixed by this project)",
         text: "A client must never trust P blindly: a P larger than the request could need (14 × number of bytes requested, capped) is a failure and must not make the client allocate it.",
         unobservable: None,
+        reported_as: None,
     },
     // --- suite-defined ---
     Clause {
@@ -1618,6 +1847,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "NBD_CMD_BLOCK_STATUS (suite-defined)",
         text: "The same query, asked again on an unchanged export (in another order or with other contexts selected alongside), gets the same descriptors.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "BS-COMPLETE-1",
@@ -1625,6 +1855,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Transmission (suite-defined)",
         text: "Every request the server accepted gets a complete reply (a simple reply, or chunks ending with DONE) within the suite's timeout; no reply, no DONE, or a length never filled is a failure.",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "ALLOC-TRUTH-1",
@@ -1632,6 +1863,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "base:allocation metadata context (suite-defined)",
         text: "On a fixture the suite built, no range holding non-zero data is reported with the ZERO bit (nor as ZEROED in the draft).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "QEMU-DB-COVER-1",
@@ -1639,6 +1871,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "qemu namespace (suite-defined)",
         text: "A dirty bitmap reports every byte written since it was created as dirty (a superset at its granularity).",
         unobservable: None,
+        reported_as: None,
     },
     Clause {
         id: "DRAFT-DIRTY-COVER-1",
@@ -1646,6 +1879,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "GET_LBA_STATUS draft (suite-defined)",
         text: "The draft's dirtiness query (selector 1) reports every byte written since tracking began as DIRTY (= 0), a superset at its granularity.",
         unobservable: None,
+        reported_as: None,
     },
 ];
 

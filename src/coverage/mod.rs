@@ -41,6 +41,11 @@ impl Row {
         self.clause.unobservable.is_none()
     }
 
+    /// Counted in the totals: observable, and reported under its own id.
+    pub fn counted(&self) -> bool {
+        self.observable() && self.clause.reported_as.is_none()
+    }
+
     /// Some code can report this clause.
     pub fn raisable(&self) -> bool {
         !self.raised_by.is_empty()
@@ -120,12 +125,13 @@ impl Coverage {
         Coverage { rows }
     }
 
-    /// Observable clauses of `level`, and how many of them a case names and evaluates.
+    /// Observable clauses of `level` reported under their own id, and how many of them a case
+    /// names and evaluates.
     pub fn tally(&self, level: Level) -> Tally {
         let rows = self
             .rows
             .iter()
-            .filter(|r| r.clause.level == level && r.observable());
+            .filter(|r| r.clause.level == level && r.counted());
         Tally {
             observable: rows.clone().count(),
             evaluated: rows.filter(|r| !r.evaluated_by.is_empty()).count(),
@@ -143,6 +149,23 @@ impl Coverage {
         out
     }
 
+    /// (case, clause) pairs where a step's expectation is graded under a clause its case does not
+    /// name: what a case checks is said in one place, its `clauses`.
+    pub fn unnamed_expectations(cases: &[Case]) -> Vec<(String, &'static str)> {
+        let mut out: Vec<_> = cases
+            .iter()
+            .flat_map(|case| {
+                expectation_clauses(case)
+                    .into_iter()
+                    .filter(|id| !case.clauses.contains(id))
+                    .map(|id| (case.id.clone(), id.as_str()))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Clauses some code can report that no fault or scripted peer has been shown to make fire.
     pub fn unproven(&self) -> Vec<&'static str> {
         self.rows
@@ -157,7 +180,7 @@ impl Coverage {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| Level | Observable | Named by a case and evaluated |"
+            "| Level | Observable (own id) | Named by a case and evaluated |"
         );
         let _ = writeln!(out, "|---|---|---|");
         for level in [
@@ -177,10 +200,17 @@ impl Coverage {
             );
         }
         let raisable = self.rows.iter().filter(|r| r.raisable()).count();
+        let unobservable = self.rows.iter().filter(|r| !r.observable()).count();
+        let aliases = self
+            .rows
+            .iter()
+            .filter(|r| r.clause.reported_as.is_some())
+            .count();
         let _ = writeln!(
             out,
-            "\nClaimed by a case but not evaluated: {}. Raisable by code: {raisable}, of which \
-             shown to fire by a fault or a scripted peer: {}.\n",
+            "\nNot observable: {unobservable}. Reported under another id: {aliases}. Claimed by a \
+             case but not evaluated: {}. Raisable by code: {raisable}, of which shown to fire \
+             by a fault or a scripted peer: {}.\n",
             self.unevaluated_claims().len(),
             raisable - self.unproven().len()
         );
@@ -190,10 +220,11 @@ impl Coverage {
         );
         let _ = writeln!(out, "|---|---|---|---|---|");
         for r in &self.rows {
-            let cases = match (&r.clause.unobservable, r.evaluated_by.len()) {
+            let cases = match (r.clause.unobservable, r.clause.reported_as) {
                 (Some(why), _) => format!("not observable: {why}"),
-                (None, 0) => "—".to_string(),
-                (None, n) => format!("{n}: {}", list(&r.evaluated_by, 3)),
+                (None, Some((id, why))) => format!("reported as {id}: {why}"),
+                (None, None) if r.evaluated_by.is_empty() => "—".to_string(),
+                (None, None) => format!("{}: {}", r.evaluated_by.len(), list(&r.evaluated_by, 3)),
             };
             let claimed = if r.claimed_by.is_empty() {
                 String::new()
@@ -316,6 +347,16 @@ mod tests {
                 "docs/coverage.md is stale: NBD_CONFORM_WRITE_DOCS=1 cargo test --lib coverage"
             );
         }
+    }
+
+    #[test]
+    fn every_expectation_is_graded_under_a_clause_its_case_names() {
+        let cases = load_cases(&cases_dir()).expect("the cases load");
+        let unnamed = Coverage::unnamed_expectations(&cases);
+        assert!(
+            unnamed.is_empty(),
+            "name these in the case's clauses: {unnamed:#?}"
+        );
     }
 
     #[test]

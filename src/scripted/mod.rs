@@ -241,6 +241,72 @@ pub static PROOFS: &[Proof] = &[
                 .option_reply(reply_type::ERR_INVALID, &[])
         },
     },
+    Proof {
+        name: "list-names-an-unregistered-namespace",
+        clause: id::MC_NS_1,
+        case: "neg.list.no-queries-lists-all",
+        peer: || listed(&[(0, "base:allocation"), (0, "vendor:thing")]),
+    },
+    Proof {
+        name: "list-with-an-info-reply-among-its-contexts",
+        clause: id::LMC_SHAPE_1,
+        case: "neg.list.no-queries-lists-all",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::LIST_META_CONTEXT)
+                .meta_context(0, "base:allocation")
+                .info(Info::Name("conform".into()))
+                .ack()
+        },
+    },
+    Proof {
+        name: "list-names-a-context-with-a-nul",
+        clause: id::GEN_STR_1,
+        case: "neg.list.no-queries-lists-all",
+        peer: || listed(&[(0, "base:allocation"), (0, "x-vendor:a\0b")]),
+    },
+    Proof {
+        name: "starttls-answered-tls-required",
+        clause: id::TLS_NOTLS_1,
+        case: "neg.option.starttls-without-tls",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STARTTLS)
+                .option_reply(reply_type::ERR_TLS_REQD, &[])
+        },
+    },
+    Proof {
+        name: "go-unsupported-after-extended-headers",
+        clause: id::GO_UNSUP_2,
+        case: "eh.neg.go-after-eh",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+                .option(option::GO)
+                .option_reply(reply_type::ERR_UNSUP, &[])
+        },
+    },
+    Proof {
+        name: "go-says-other-flags-than-info",
+        clause: id::GO_SAME_1,
+        case: "neg.info.then-go",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::INFO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS | tf::READ_ONLY)
+                .ack()
+        },
+    },
     // Block-status replies: what the structure checks read on every reply.
     Proof {
         name: "status-chunk-with-an-unknown-reply-flag",

@@ -59,6 +59,9 @@ pub struct OptionStep {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Go {
     pub export: Option<String>,
+    /// First NBD_OPT_INFO with GO's very parameters; GO must then say the same (GO-SAME-1).
+    #[serde(default)]
+    pub after_info: bool,
     pub expect: Option<Expect>,
 }
 

@@ -2,6 +2,7 @@
 
 use super::Run;
 use crate::checks::{self, from_violation};
+use crate::client::negotiate::{ExportInfo, GO_INFO_REQUESTS};
 use crate::client::{ClientError, Negotiated};
 use crate::engine::case::{self, Close, Need};
 use crate::engine::link::Link;
@@ -20,7 +21,36 @@ impl Run<'_> {
             .export
             .clone()
             .unwrap_or_else(|| self.spec.target.export.clone());
-        self.go(&export, g.expect.as_ref()).await
+        let said = if g.after_info {
+            self.info_first(&export).await?
+        } else {
+            None
+        };
+        self.go_checked(&export, g.expect.as_ref(), said).await
+    }
+
+    /// NBD_OPT_INFO with the parameters GO is about to use; what it said, if it succeeded.
+    async fn info_first(&mut self, export: &str) -> Result<Option<ExportInfo>, Stop> {
+        let line = transcript::option(option::INFO, Some(export), &[], None);
+        self.record.note(line);
+        let hs = self.haggling().await?;
+        let answer = hs
+            .info_or_go(option::INFO, export, &GO_INFO_REQUESTS)
+            .await;
+        match answer {
+            Ok((info, last)) => {
+                self.record.note(format!(
+                    "← {}{}",
+                    info_line(&info),
+                    reply_type::name(last.header.reply_type)
+                ));
+                Ok((!last.header.is_error()).then_some(info))
+            }
+            Err(e) => {
+                self.lost_in_haggling(e, false, None)?;
+                Err(Stop::Error("no connection left for GO after INFO".into()))
+            }
+        }
     }
 
     /// GO on the haggling connection. With `expect`, the final reply is graded against it and a
@@ -30,18 +60,22 @@ impl Run<'_> {
         export: &str,
         expect: Option<&case::Expect>,
     ) -> Result<(), Stop> {
+        self.go_checked(export, expect, None).await
+    }
+
+    /// GO, and with `said` (what an INFO right before it said), the two compared.
+    async fn go_checked(
+        &mut self,
+        export: &str,
+        expect: Option<&case::Expect>,
+        said: Option<ExportInfo>,
+    ) -> Result<(), Stop> {
         let Some(mut hs) = self.link.take_handshake() else {
             return Err(Stop::Error("GO outside option haggling".into()));
         };
         let line = transcript::option(option::GO, Some(export), &[], None);
         self.record.note(line);
-        let answer = hs
-            .info_or_go(
-                option::GO,
-                export,
-                &crate::client::negotiate::GO_INFO_REQUESTS,
-            )
-            .await;
+        let answer = hs.info_or_go(option::GO, export, &GO_INFO_REQUESTS).await;
         let (info, last) = match answer {
             Ok(r) => r,
             Err(e) => {
@@ -59,16 +93,13 @@ impl Run<'_> {
         let final_reply = reply_type::name(last.header.reply_type);
         // Only what arrived: a refused GO usually carries no NBD_INFO_EXPORT at all.
         self.record.note(match info.size {
-            Some(size) => format!(
-                "← INFO size={size} flags={:#06x}{} then {final_reply}",
-                info.transmission_flags,
-                info.block_sizes.map_or(String::new(), |b| format!(
-                    " block sizes {}/{}/{}",
-                    b.minimum, b.preferred, b.maximum
-                )),
-            ),
+            Some(_) => format!("← {}{final_reply}", info_line(&info)),
             None => format!("← {final_reply}{}", transcript::option_text(&last.data)),
         });
+        if let (Some(said), false) = (&said, last.header.is_error()) {
+            self.record
+                .found_all(checks::session::same_story(said, &info));
+        }
         if let Some(expect) = expect {
             let clause = self.clause_of(expect);
             let findings =
@@ -132,5 +163,20 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What an INFO or GO reply said, for the transcript: `INFO size=… flags=… block sizes …`.
+fn info_line(info: &ExportInfo) -> String {
+    match info.size {
+        Some(size) => format!(
+            "INFO size={size} flags={:#06x}{} then ",
+            info.transmission_flags,
+            info.block_sizes.map_or(String::new(), |b| format!(
+                " block sizes {}/{}/{}",
+                b.minimum, b.preferred, b.maximum
+            )),
+        ),
+        None => String::new(),
     }
 }

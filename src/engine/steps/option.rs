@@ -126,7 +126,11 @@ impl Run<'_> {
         };
         if opt == option::LIST_META_CONTEXT {
             self.record.found_all(checks::options::list_reply_ids(&ids));
+            let types: Vec<u32> = replies.iter().map(|r| r.header.reply_type).collect();
+            self.record.found_all(checks::options::list_shape(&types));
         }
+        self.record
+            .found_all(checks::options::namespaces(&contexts));
         let clause = self.clause_of(&o.expect);
         let findings = checks::options::final_reply(&o.expect, clause, last, &contexts);
         self.record.found_all(findings);
