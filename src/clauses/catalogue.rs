@@ -662,6 +662,12 @@ pub static CLAUSES: &[Clause] = &[
         text: "When SEND_FAST_ZERO is advertised, a WRITE_ZEROES without FAST_ZERO never fails with ENOTSUP, however slow it is.",
     },
     Clause {
+        id: "CACHE-SEM-1",
+        level: Level::Must,
+        section: "Request types: NBD_CMD_CACHE",
+        text: "CACHE is only a hint: whether it succeeds or fails, nothing a later READ returns differs from what it would have returned without it.",
+    },
+    Clause {
         id: "QEMU-DB-1",
         level: Level::Derived,
         section: "qemu nbd.rst \"qemu namespace\"",
@@ -1565,6 +1571,7 @@ pub mod id {
     pub const WZ_FAST_1: ClauseId = ClauseId("WZ-FAST-1");
     pub const WZ_FAST_2: ClauseId = ClauseId("WZ-FAST-2");
     pub const WZ_NOTSUP_1: ClauseId = ClauseId("WZ-NOTSUP-1");
+    pub const CACHE_SEM_1: ClauseId = ClauseId("CACHE-SEM-1");
     pub const QEMU_DB_1: ClauseId = ClauseId("QEMU-DB-1");
     pub const QEMU_AD_1: ClauseId = ClauseId("QEMU-AD-1");
     pub const QEMU_LIST_1: ClauseId = ClauseId("QEMU-LIST-1");

@@ -54,6 +54,9 @@ struct Cli {
     /// Which cases to run against the target or spawned server.
     #[arg(long, env = "NBD_DIALECT", value_enum, default_value_t = Dialect::Standard)]
     dialect: Dialect,
+    /// The target's export may be written: run the cases that write (else unsupported).
+    #[arg(long, env = "NBD_WRITABLE", requires = "target")]
+    writable: bool,
     /// Fail trials on SHOULD violations (warn) too.
     #[arg(long, env = "NBD_STRICT")]
     strict: bool,
@@ -80,6 +83,7 @@ fn main() {
     let settings = Settings {
         timeout: Duration::from_secs_f64(cli.connect_timeout.clamp(0.1, 86_400.0)),
         reply_timeout: Duration::from_secs_f64(cli.timeout.clamp(0.1, 86_400.0)),
+        writable: cli.writable,
         ..Settings::default()
     };
     let cases = match load_cases(&cases_dir()) {

@@ -28,7 +28,7 @@ use expect::StepKind;
 pub use expect::{Close, Expect, Outcome};
 pub use steps::{
     BlockStatus, Connect, DraftStatus, Empty, Go, MapStep, Negotiate, OptionStep, Pipeline,
-    RawRequest,
+    RangeCommand, RawRequest, Verify, Write, WRITE_BYTE,
 };
 pub use values::{CommandFlags, Expr, HexTemplate, Need, OptionCode};
 
@@ -85,6 +85,16 @@ pub enum Step {
     Reconnect(Empty),
     /// A block-status request and NBD_CMD_DISC back to back: the reply, then the close.
     Disc(Empty),
+    /// NBD_CMD_WRITE of a byte pattern (needs `writable`).
+    Write(Write),
+    /// NBD_CMD_WRITE_ZEROES, with NO_HOLE or FAST_ZERO if asked (needs `writable`).
+    WriteZeroes(RangeCommand),
+    /// NBD_CMD_TRIM (needs `writable`).
+    Trim(RangeCommand),
+    /// NBD_CMD_CACHE between two READs of its range.
+    Cache(RangeCommand),
+    /// Block status and READ over a range, against what the case wrote.
+    Verify(Verify),
 }
 
 impl Case {
@@ -133,11 +143,21 @@ impl Case {
         if self.steps.is_empty() {
             return Err("has no steps".into());
         }
+        let writes = self.steps.iter().any(|s| {
+            matches!(s, Step::Write(_) | Step::WriteZeroes(_) | Step::Trim(_))
+        });
+        if writes && !self.needs.contains(&Need::Writable) {
+            return Err("writes to the export but does not list the need `writable`".into());
+        }
         for (i, step) in self.steps.iter().enumerate() {
             let checked = match step {
                 Step::BlockStatus(BlockStatus { expect, .. })
                 | Step::DraftStatus(DraftStatus { expect, .. })
-                | Step::RawRequest(RawRequest { expect, .. }) => expect.fits(StepKind::Request),
+                | Step::RawRequest(RawRequest { expect, .. })
+                | Step::Write(Write { expect, .. })
+                | Step::WriteZeroes(RangeCommand { expect, .. })
+                | Step::Trim(RangeCommand { expect, .. })
+                | Step::Cache(RangeCommand { expect, .. }) => expect.fits(StepKind::Request),
                 Step::Option(OptionStep { expect, .. })
                 | Step::Go(Go {
                     expect: Some(expect),

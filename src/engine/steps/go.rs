@@ -124,6 +124,7 @@ impl Run<'_> {
                 Need::MinBlockAbove1 => neg.block_sizes.is_some_and(|b| b.minimum > 1),
                 Need::FixtureTruth => self.spec.truth.is_some(),
                 Need::DraftStatus => neg.advertises_draft_status(),
+                Need::Writable => !neg.read_only(),
             };
             if !met {
                 return Err(Stop::Unsupported(format!("needs {need}")));

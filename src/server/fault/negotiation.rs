@@ -1,7 +1,9 @@
 //! What faults change in negotiation: only what a clause they break lives in (the minimum
-//! block size of `unaligned-to-min-block`, the ids of `context-id-reused`).
+//! block size of `unaligned-to-min-block`, the ids of `context-id-reused`, the commands the
+//! write faults need advertised).
 
 use super::{Fault, Faults};
+use crate::wire::consts::transmission_flag as tf;
 use crate::wire::handshake::BlockSizes;
 
 /// The minimum block `unaligned-to-min-block` advertises (the clean server advertises 1), so
@@ -19,6 +21,19 @@ impl Faults {
             preferred: clean.preferred.max(ADVERTISED_MINIMUM),
             ..clean
         }
+    }
+
+    /// The transmission flags to advertise, where the clean server would advertise `clean`:
+    /// a fault about FAST_ZERO or CACHE is met only where the command may be sent.
+    pub fn transmission_flags(&self, clean: u16) -> u16 {
+        let mut flags = clean;
+        if self.has(Fault::FastZeroEinval) || self.has(Fault::ZeroesEnotsup) {
+            flags |= tf::SEND_FAST_ZERO;
+        }
+        if self.has(Fault::CacheScribbles) {
+            flags |= tf::SEND_CACHE;
+        }
+        flags
     }
 
     /// The ids to show in SET_META_CONTEXT replies for the selected `ids`.
@@ -44,6 +59,7 @@ mod tests {
             maximum: 1 << 25,
         };
         assert_eq!(none.block_sizes(clean), clean);
+        assert_eq!(none.transmission_flags(0x4d), 0x4d);
     }
 
     #[test]

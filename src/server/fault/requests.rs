@@ -1,5 +1,7 @@
 //! What faults change in request checking: a request the clean checks refuse may be answered
-//! (`success-past-end`), one they accept may be refused (`draft-no-fallback`).
+//! (`success-past-end`), one they accept may be refused (`draft-no-fallback`, the FAST_ZERO
+//! faults), and an accepted write may do something else (`write-dropped`,
+//! `write-zeroes-ignored`, `cache-scribbles`).
 
 use super::{Fault, Faults};
 use crate::server::export::Export;
@@ -7,6 +9,9 @@ use crate::server::plan::{refuse, Command, Refusal, PAST_END};
 use crate::wire::consts::{command as cmd, command_flag as flag, errno};
 use crate::wire::draft::DraftQuery;
 use crate::wire::request::Request;
+
+/// What `cache-scribbles` leaves at the start of a cached range.
+const SCRIBBLE: u8 = 0xff;
 
 impl Faults {
     /// The verdict on `req` as the server will act on it, where `planned` is the clean checks'
@@ -36,6 +41,36 @@ impl Faults {
                 ..
             }) if self.has(Fault::DraftNoFallback) => {
                 Err(refuse(errno::EINVAL, "unknown query type"))
+            }
+            planned => self.review_write(req, planned),
+        }
+    }
+
+    /// The write faults: what an accepted writing command does, and the FAST_ZERO refusals.
+    fn review_write(
+        &self,
+        req: &Request,
+        planned: Result<Command, Refusal>,
+    ) -> Result<Command, Refusal> {
+        let fast = req.flags & flag::FAST_ZERO != 0;
+        match planned {
+            // A reply of success with nothing done: CACHE is the clean server's no-op.
+            Ok(Command::Write { .. }) if self.has(Fault::WriteDropped) => Ok(Command::Cache),
+            Ok(Command::WriteZeroes { .. }) if self.has(Fault::WriteZeroesIgnored) => {
+                Ok(Command::Cache)
+            }
+            Ok(Command::WriteZeroes { .. }) if self.has(Fault::ZeroesEnotsup) => {
+                Err(refuse(errno::ENOTSUP, "zeroing is no faster than writing"))
+            }
+            Err(r) if fast && r.errno == errno::ENOTSUP && self.has(Fault::FastZeroEinval) => {
+                Err(refuse(errno::EINVAL, "fast zeroing is not offered"))
+            }
+            Ok(Command::Cache) if self.has(Fault::CacheScribbles) && req.length > 0 => {
+                Ok(Command::Write {
+                    offset: req.offset,
+                    data: vec![SCRIBBLE],
+                    fua: false,
+                })
             }
             planned => planned,
         }
