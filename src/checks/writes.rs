@@ -128,7 +128,11 @@ impl Ledger {
     pub fn segments(&self, offset: u64, end: u64) -> Vec<Segment> {
         let mut cuts: Vec<u64> = vec![offset, end];
         for o in &self.ops {
-            cuts.extend([o.offset, o.end()].into_iter().filter(|c| (offset..end).contains(c)));
+            cuts.extend(
+                [o.offset, o.end()]
+                    .into_iter()
+                    .filter(|c| (offset..end).contains(c)),
+            );
         }
         cuts.sort_unstable();
         cuts.dedup();
@@ -136,7 +140,11 @@ impl Ledger {
         for w in cuts.windows(2) {
             let (a, b) = (w[0], w[1]);
             let mut attribution: Option<(ClauseId, String)> = None;
-            let decided = self.ops.iter().rev().filter(|o| o.offset <= a && b <= o.end());
+            let decided = self
+                .ops
+                .iter()
+                .rev()
+                .filter(|o| o.offset <= a && b <= o.end());
             for o in decided {
                 if o.content == Content::Unchanged {
                     attribution.get_or_insert((o.clause, o.what.clone()));
@@ -203,9 +211,10 @@ pub fn read_matches(ledger: &Ledger, offset: u64, data: &[u8]) -> Vec<Finding> {
 /// (ALLOC-WRITTEN-1): the status contradicts the write even before a READ does.
 pub fn zero_over_written(ledger: &Ledger, entries: &[MapEntry]) -> Vec<Finding> {
     let mut found = Vec::new();
-    for e in entries.iter().filter(|e| {
-        e.context == context::BASE_ALLOCATION && e.flags & context::STATE_ZERO != 0
-    }) {
+    for e in entries
+        .iter()
+        .filter(|e| e.context == context::BASE_ALLOCATION && e.flags & context::STATE_ZERO != 0)
+    {
         let end = e.offset.saturating_add(e.length);
         let written = ledger
             .segments(e.offset, end)

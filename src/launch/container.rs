@@ -93,7 +93,7 @@ impl Recipe for InContainer<'_> {
                     &config,
                     nbd_server_config(place.socket, &plan.raw, plan.writable)?,
                 )
-                    .map_err(LaunchError::scratch)?;
+                .map_err(LaunchError::scratch)?;
                 // The shell stays as long as the daemon does, so that a crashed nbd-server
                 // ends its container and the pool starts a new one.
                 // The daemon writes its pid file after the first process has returned: wait

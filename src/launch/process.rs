@@ -53,7 +53,7 @@ impl Recipe for Local<'_> {
                     &config,
                     nbd_server_config(place.socket, image, self.plan.writable)?,
                 )
-                    .map_err(LaunchError::scratch)?;
+                .map_err(LaunchError::scratch)?;
                 let args = vec![
                     OsString::from("-C"),
                     config.into_os_string(),

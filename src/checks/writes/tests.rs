@@ -18,9 +18,15 @@ fn the_later_op_decides_and_a_refusal_keeps_what_was_there() {
     l.record(Op::refused_fast_zero(0, 4096));
     let s = l.segments(0, 16384);
     assert_eq!(s.len(), 2, "{s:?}");
-    assert_eq!((s[0].offset, s[0].end, s[0].content), (0, 4096, Content::Byte(0xC3)));
+    assert_eq!(
+        (s[0].offset, s[0].end, s[0].content),
+        (0, 4096, Content::Byte(0xC3))
+    );
     assert_eq!(s[0].clause, id::WZ_FAST_2);
-    assert_eq!((s[1].offset, s[1].end, s[1].content), (4096, 12288, Content::Zeros));
+    assert_eq!(
+        (s[1].offset, s[1].end, s[1].content),
+        (4096, 12288, Content::Zeros)
+    );
     assert!(l.changed());
 }
 

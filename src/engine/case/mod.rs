@@ -143,9 +143,10 @@ impl Case {
         if self.steps.is_empty() {
             return Err("has no steps".into());
         }
-        let writes = self.steps.iter().any(|s| {
-            matches!(s, Step::Write(_) | Step::WriteZeroes(_) | Step::Trim(_))
-        });
+        let writes = self
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Write(_) | Step::WriteZeroes(_) | Step::Trim(_)));
         if writes && !self.needs.contains(&Need::Writable) {
             return Err("writes to the export but does not list the need `writable`".into());
         }

@@ -46,8 +46,9 @@ impl Run<'_> {
                 ));
             }
         }
-        self.record
-            .note(format!("(verified {offset}+{length} against the case's writes)"));
+        self.record.note(format!(
+            "(verified {offset}+{length} against the case's writes)"
+        ));
         self.record.found_all(found);
         Ok(())
     }
@@ -56,7 +57,11 @@ impl Run<'_> {
     /// refused or the link broke (the findings are recorded).
     async fn walk_range(&mut self, offset: u64, end: u64) -> Result<Option<Vec<Track>>, Stop> {
         let neg = self.negotiated()?;
-        let mut tracks: Vec<Track> = neg.contexts.iter().map(|(_, n)| Track::new(n, offset)).collect();
+        let mut tracks: Vec<Track> = neg
+            .contexts
+            .iter()
+            .map(|(_, n)| Track::new(n, offset))
+            .collect();
         let minimum = neg.minimum_block();
         let covered = |tracks: &[Track]| tracks.iter().map(|t| t.covered).min().unwrap_or(end);
         for _ in 0..MAX_REQUESTS {
@@ -125,7 +130,9 @@ impl Run<'_> {
             let Some(bytes) = reply.read_data() else {
                 self.record.not_checked.push(format!(
                     "{offset}+{length} was not read back: the server answered a READ with {}",
-                    reply.error().map_or("an incomplete reply".into(), |e| errno::name(e).to_owned())
+                    reply
+                        .error()
+                        .map_or("an incomplete reply".into(), |e| errno::name(e).to_owned())
                 ));
                 return Ok(None);
             };
@@ -138,18 +145,17 @@ impl Run<'_> {
 
 /// What base:allocation calls ZERO inside the range read as `data` (at `offset`) reads as
 /// zeros: the only promise a trimmed range carries.
-fn zero_ranges_read_zero(
-    entries: &[MapEntry],
-    offset: u64,
-    data: &[u8],
-) -> Vec<Finding> {
+fn zero_ranges_read_zero(entries: &[MapEntry], offset: u64, data: &[u8]) -> Vec<Finding> {
     let end = offset + data.len() as u64;
     let mut found = Vec::new();
     for e in entries {
         if !checks::read_back::says_zero(&e.context, e.flags) {
             continue;
         }
-        let (a, b) = (e.offset.max(offset), e.offset.saturating_add(e.length).min(end));
+        let (a, b) = (
+            e.offset.max(offset),
+            e.offset.saturating_add(e.length).min(end),
+        );
         if a >= b {
             continue;
         }

@@ -23,7 +23,12 @@ impl Run<'_> {
             )));
         }
         let extended = self.negotiated()?.extended;
-        let flags = w.flags.0 | if extended { command_flag::PAYLOAD_LEN } else { 0 };
+        let flags = w.flags.0
+            | if extended {
+                command_flag::PAYLOAD_LEN
+            } else {
+                0
+            };
         let request = self.new_request(command::WRITE, flags, offset, length)?;
         let data = vec![w.byte; length as usize];
         let Some(reply) = self.send_graded(request, &data, &w.expect).await? else {
