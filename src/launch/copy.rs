@@ -5,10 +5,42 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use super::{LaunchError, Plan};
 
 /// Bytes per copied piece.
 const CHUNK: u64 = 1024 * 1024;
+
+impl Plan {
+    /// The same plan on a private copy of the images in `dir` (the qcow2's backing file, named
+    /// relative to it, is copied next to it), served writable.
+    pub(super) fn writable_copy(&self, dir: &Path) -> Result<Plan, LaunchError> {
+        let copy = |from: &Path| -> Result<PathBuf, LaunchError> {
+            let to = dir.join(from.file_name().unwrap_or_default());
+            copy_sparse(from, &to).map_err(|e| {
+                LaunchError::Fixture(format!(
+                    "{}: cannot copy {}: {e}",
+                    self.fixture,
+                    from.display()
+                ))
+            })?;
+            Ok(to)
+        };
+        let backing = self
+            .qcow2
+            .with_file_name(crate::fixtures::build::BACKING_FILE);
+        if backing.is_file() {
+            copy(&backing)?;
+        }
+        Ok(Plan {
+            raw: copy(&self.raw)?,
+            qcow2: copy(&self.qcow2)?,
+            writable: true,
+            ..self.clone()
+        })
+    }
+}
 
 /// Copies `src` to a new file `dst` with the same holes: only what SEEK_DATA finds is written.
 pub(super) fn copy_sparse(src: &Path, dst: &Path) -> io::Result<()> {

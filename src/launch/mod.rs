@@ -240,34 +240,6 @@ impl Plan {
             writable: false,
         }
     }
-
-    /// The same plan on a private copy of the images in `dir` (the qcow2's backing file, named
-    /// relative to it, is copied next to it), served writable.
-    fn writable_copy(&self, dir: &std::path::Path) -> Result<Plan, LaunchError> {
-        let copy = |from: &std::path::Path| -> Result<PathBuf, LaunchError> {
-            let to = dir.join(from.file_name().unwrap_or_default());
-            copy::copy_sparse(from, &to).map_err(|e| {
-                LaunchError::Fixture(format!(
-                    "{}: cannot copy {}: {e}",
-                    self.fixture,
-                    from.display()
-                ))
-            })?;
-            Ok(to)
-        };
-        let backing = self
-            .qcow2
-            .with_file_name(crate::fixtures::build::BACKING_FILE);
-        if backing.is_file() {
-            copy(&backing)?;
-        }
-        Ok(Plan {
-            raw: copy(&self.raw)?,
-            qcow2: copy(&self.qcow2)?,
-            writable: true,
-            ..self.clone()
-        })
-    }
 }
 
 /// A server the harness starts on each fixture: one it knows, or any server from a `--spawn`
