@@ -12,6 +12,10 @@
 //! "4K", flags = ["REQ_ONE"] } }`. Offsets and lengths are expressions: a number with an
 //! optional K/M/G/T suffix, `size` (the export size), `max` (2^64 − 1), or one of those plus or
 //! minus a number (`size-512`, `max-511`).
+//!
+//! A case that writes (`write`, `write-zeroes`, `trim`) must list the need `writable`, so
+//! that the suite can give it a server of its own on a copy, or leave it out on a target the
+//! user did not say may be written.
 
 mod expect;
 mod steps;
@@ -309,5 +313,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown transmission flag \"NOPE\""), "{e}");
+    }
+
+    #[test]
+    fn a_case_that_writes_must_say_so() {
+        let case = |needs: &str| {
+            let case: Case = toml::from_str(&format!(
+                "id = 'x'\ntitle = 't'\nclauses = ['WRITE-READ-1']\nneeds = [{needs}]\n\
+                 fixture = 'f'\nsteps = [{{ write = {{ offset = '0', length = '4K' }} }}, \
+                 {{ verify = {{ offset = '0', length = '4K' }} }}]"
+            ))
+            .expect("parses");
+            case.validate()
+        };
+        assert_eq!(case("'writable'"), Ok(()));
+        let e = case("").unwrap_err();
+        assert!(e.contains("`writable`"), "{e}");
     }
 }
