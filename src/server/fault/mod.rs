@@ -11,7 +11,8 @@
 //!   SET_META_CONTEXT shows ([`Faults::block_sizes`], [`Faults::transmission_flags`],
 //!   [`Faults::meta_context_ids`]);
 //! - `requests`: its verdict on a request, accepted or refused, or what an accepted write
-//!   does ([`Faults::review`]);
+//!   does ([`Faults::review`]), and the reply to a write once it is done
+//!   ([`Faults::after_write`]);
 //! - `answer`: what a status answer says, at each stage it is built in: how far it looks, the
 //!   states, the descriptors and chunks ([`Faults::scan`], [`Faults::restate`],
 //!   [`Faults::reshape`], [`Faults::reshape_draft`], and [`Faults::forget_writes`] with what
@@ -194,6 +195,8 @@ catalogue! {
             "base:allocation calls data ZERO wherever a client wrote since the server started, an extent cache no write invalidates (read-back also catches it, as ALLOC-ZERO-1)"),
         FastZeroEinval => FaultSpec::standard("fast-zero-einval", "WZ-FAST-1",
             "advertises SEND_FAST_ZERO, then refuses WRITE_ZEROES with FAST_ZERO with EINVAL instead of ENOTSUP"),
+        FastZeroRefusalZeroes => FaultSpec::standard("fast-zero-refusal-zeroes", "WZ-FAST-2",
+            "advertises SEND_FAST_ZERO, then carries out WRITE_ZEROES with FAST_ZERO and answers ENOTSUP all the same"),
         ZeroesEnotsup => FaultSpec::standard("zeroes-enotsup", "WZ-NOTSUP-1",
             "advertises SEND_FAST_ZERO, then refuses WRITE_ZEROES without FAST_ZERO with ENOTSUP"),
         CacheScribbles => FaultSpec::standard("cache-scribbles", "CACHE-SEM-1",

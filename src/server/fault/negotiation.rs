@@ -27,7 +27,12 @@ impl Faults {
     /// a fault about FAST_ZERO or CACHE is met only where the command may be sent.
     pub fn transmission_flags(&self, clean: u16) -> u16 {
         let mut flags = clean;
-        if self.has(Fault::FastZeroEinval) || self.has(Fault::ZeroesEnotsup) {
+        let fast_zero = [
+            Fault::FastZeroEinval,
+            Fault::FastZeroRefusalZeroes,
+            Fault::ZeroesEnotsup,
+        ];
+        if fast_zero.into_iter().any(|f| self.has(f)) {
             flags |= tf::SEND_FAST_ZERO;
         }
         if self.has(Fault::CacheScribbles) {

@@ -65,6 +65,17 @@ impl Faults {
             Err(r) if fast && r.errno == errno::ENOTSUP && self.has(Fault::FastZeroEinval) => {
                 Err(refuse(errno::EINVAL, "fast zeroing is not offered"))
             }
+            // Carried out here, refused in `after_write`.
+            Err(r)
+                if fast && r.errno == errno::ENOTSUP && self.has(Fault::FastZeroRefusalZeroes) =>
+            {
+                Ok(Command::WriteZeroes {
+                    offset: req.offset,
+                    length: req.length,
+                    punch: req.flags & flag::NO_HOLE == 0,
+                    fua: req.flags & flag::FUA != 0,
+                })
+            }
             Ok(Command::Cache) if self.has(Fault::CacheScribbles) && req.length > 0 => {
                 Ok(Command::Write {
                     offset: req.offset,
@@ -74,6 +85,14 @@ impl Faults {
             }
             planned => planned,
         }
+    }
+
+    /// The refusal to send for `req` once its command has run, instead of success
+    /// (`fast-zero-refusal-zeroes`: the zeroes are written, the reply says ENOTSUP).
+    pub fn after_write(&self, req: &Request) -> Option<Refusal> {
+        let fast_zero = req.command == cmd::WRITE_ZEROES && req.flags & flag::FAST_ZERO != 0;
+        (fast_zero && self.has(Fault::FastZeroRefusalZeroes))
+            .then(|| refuse(errno::ENOTSUP, "zeroing is no faster than writing"))
     }
 
     /// `success-past-end`: the length to answer for a block-status request that starts inside
@@ -117,6 +136,53 @@ mod tests {
             query: DraftQuery::Other(0x8000),
         });
         assert_eq!(none.review(&status(0, 1), &e, fallback.clone()), fallback);
+        let write = Command::Write {
+            offset: 0,
+            data: vec![1],
+            fua: false,
+        };
+        let req = Request::new(HeaderForm::Compact, cmd::WRITE, 0, 1, 0, 1);
+        assert_eq!(none.review(&req, &e, Ok(write.clone())), Ok(write));
+        let fast = Request::new(
+            HeaderForm::Compact,
+            cmd::WRITE_ZEROES,
+            flag::FAST_ZERO,
+            1,
+            0,
+            1,
+        );
+        assert_eq!(none.after_write(&fast), None);
+    }
+
+    #[test]
+    fn write_faults_do_something_else_with_writes() {
+        let (_file, e) = export(Dialect::Standard);
+        let req = Request::new(HeaderForm::Compact, cmd::WRITE, 0, 1, 0, 1);
+        let write = Ok(Command::Write {
+            offset: 0,
+            data: vec![1],
+            fua: false,
+        });
+        let dropped = Faults::new([Fault::WriteDropped]);
+        assert_eq!(dropped.review(&req, &e, write), Ok(Command::Cache));
+        let fast = Request::new(
+            HeaderForm::Compact,
+            cmd::WRITE_ZEROES,
+            flag::FAST_ZERO,
+            1,
+            0,
+            1,
+        );
+        let late = Faults::new([Fault::FastZeroRefusalZeroes]);
+        let refused = Err(refuse(errno::ENOTSUP, "fast zeroing is not offered"));
+        assert!(matches!(
+            late.review(&fast, &e, refused),
+            Ok(Command::WriteZeroes { .. })
+        ));
+        assert_eq!(
+            late.after_write(&fast).map(|r| r.errno),
+            Some(errno::ENOTSUP)
+        );
     }
 
     #[test]
