@@ -118,6 +118,11 @@ struct RunArgs {
     /// the cases' bm0, the second for bm1). Default: the ones LIST_META_CONTEXT shows.
     #[arg(long = "bitmap", value_name = "NAME")]
     bitmaps: Vec<String>,
+    /// The --target's export may be written: run the cases that WRITE, WRITE_ZEROES and TRIM
+    /// (they run after the others, one at a time; what they write stays there). Without it
+    /// they grade unsupported. Servers launched here always write on a private copy.
+    #[arg(long, requires = "targets")]
+    writable: bool,
     /// Cases run side by side (most of a slow or hung server's time is waiting; a target that
     /// serves one client at a time gets them one by one anyway).
     #[arg(long, default_value_t = 32)]
@@ -679,6 +684,7 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         timeout: args.connect_timeout,
         reply_timeout: args.timeout,
         read_back_budget: args.read_back_budget,
+        writable: args.writable,
         ..Settings::default()
     };
     let mut targets = Vec::new();

@@ -18,6 +18,7 @@
 //! | `read_back` | ranges called zero read as zeros |
 //! | `truth` | maps against the fixture's truth |
 //! | `stability` | two maps of one export agree |
+//! | `writes` | what the case's own writes promise a later READ and block status |
 
 pub mod block_status;
 pub mod disc;
@@ -30,6 +31,7 @@ pub mod session;
 pub mod stability;
 pub mod truth;
 pub mod walk;
+pub mod writes;
 
 use crate::engine::outcome::Finding;
 use crate::wire::Violation;

@@ -213,7 +213,7 @@ mod tests {
         };
         assert!(same_story(&info, &info.clone()).is_empty());
         let mut go = info.clone();
-        go.transmission_flags |= tf::READ_ONLY;
+        go.transmission_flags |= tf::SEND_TRIM;
         assert_eq!(clauses(&same_story(&info, &go)), ["GO-SAME-1"]);
         let mut go = info.clone();
         go.block_sizes = None;

@@ -832,6 +832,62 @@ pub static CLAUSES: &[Clause] = &[
         reported_as: None,
     },
     Clause {
+        id: "WRITE-READ-1",
+        level: Level::Must,
+        section: "Request types: NBD_CMD_WRITE",
+        text: "A server puts a WRITE's bytes on the export before it answers success, so a later READ of that range returns exactly those bytes.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
+        id: "WZ-READ-1",
+        level: Level::Must,
+        section: "Request types: NBD_CMD_WRITE_ZEROES",
+        text: "Once WRITE_ZEROES succeeded the range reads as zeros, whether the server wrote zeros or punched a hole, with or without NO_HOLE.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
+        id: "WZ-NOHOLE-1",
+        level: Level::Must,
+        section: "Command flags bit 1 (NO_HOLE)",
+        text: "A server that advertises SEND_WRITE_ZEROES supports the NO_HOLE flag: a valid WRITE_ZEROES carrying it is carried out, not refused for the flag. (Whether a hole appears afterwards is not observable as a rule: HOLE may be reported anywhere, ALLOC-TRIM-1.)",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
+        id: "WZ-FAST-1",
+        level: Level::Must,
+        section: "Command flags bit 4 (FAST_ZERO); NBD_CMD_WRITE_ZEROES",
+        text: "When SEND_FAST_ZERO is advertised, a WRITE_ZEROES with FAST_ZERO either succeeds or fails (quickly) with ENOTSUP; a refusal for being slow has no other error.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
+        id: "WZ-FAST-2",
+        level: Level::Should,
+        section: "NBD_CMD_WRITE_ZEROES",
+        text: "A FAST_ZERO request the server refuses with ENOTSUP should leave the export's contents as they were.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
+        id: "WZ-NOTSUP-1",
+        level: Level::Must,
+        section: "NBD_CMD_WRITE_ZEROES",
+        text: "When SEND_FAST_ZERO is advertised, a WRITE_ZEROES without FAST_ZERO never fails with ENOTSUP, however slow it is.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
+        id: "CACHE-SEM-1",
+        level: Level::Must,
+        section: "Request types: NBD_CMD_CACHE",
+        text: "CACHE is only a hint: whether it succeeds or fails, nothing a later READ returns differs from what it would have returned without it.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
         id: "QEMU-DB-1",
         level: Level::Derived,
         section: "qemu nbd.rst \"qemu namespace\"",
@@ -1991,6 +2047,13 @@ pub mod id {
     pub const ALLOC_NO64_1: ClauseId = ClauseId("ALLOC-NO64-1");
     pub const ALLOC_WRITTEN_1: ClauseId = ClauseId("ALLOC-WRITTEN-1");
     pub const ALLOC_WZREAD_1: ClauseId = ClauseId("ALLOC-WZREAD-1");
+    pub const WRITE_READ_1: ClauseId = ClauseId("WRITE-READ-1");
+    pub const WZ_READ_1: ClauseId = ClauseId("WZ-READ-1");
+    pub const WZ_NOHOLE_1: ClauseId = ClauseId("WZ-NOHOLE-1");
+    pub const WZ_FAST_1: ClauseId = ClauseId("WZ-FAST-1");
+    pub const WZ_FAST_2: ClauseId = ClauseId("WZ-FAST-2");
+    pub const WZ_NOTSUP_1: ClauseId = ClauseId("WZ-NOTSUP-1");
+    pub const CACHE_SEM_1: ClauseId = ClauseId("CACHE-SEM-1");
     pub const QEMU_DB_1: ClauseId = ClauseId("QEMU-DB-1");
     pub const QEMU_AD_1: ClauseId = ClauseId("QEMU-AD-1");
     pub const QEMU_LIST_1: ClauseId = ClauseId("QEMU-LIST-1");

@@ -129,10 +129,12 @@ pub fn fit(
             export.minimum
         ));
     }
-    if cmd == command::READ && intent == Intent::Succeed {
+    // Payloads the client sends or asks for stay within the maximum the server advertised.
+    if (cmd == command::READ || cmd == command::WRITE) && intent == Intent::Succeed {
         if let Some(max) = export.max_payload.filter(|m| length > *m) {
             return Fit::Unsupported(format!(
-                "a READ of {length} bytes is more than the advertised maximum payload {max}"
+                "a {} of {length} bytes is more than the advertised maximum payload {max}",
+                command::name(cmd)
             ));
         }
     }

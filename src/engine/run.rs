@@ -41,6 +41,11 @@ pub struct Settings {
     /// Bytes a case reads back of the ranges a server calls zero; what is left over is
     /// reported as not checked.
     pub read_back_budget: u64,
+    /// Cases may write to the export (cases that need `writable`): the user said so for a
+    /// `--target` (`--writable`); a server the harness launches for such a case serves a
+    /// private copy of its fixture, so the harness says so itself. Otherwise they grade
+    /// `unsupported`.
+    pub writable: bool,
 }
 
 /// The default deadline for one request's reply.
@@ -57,6 +62,7 @@ impl Default for Settings {
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             case_timeout: Duration::from_secs(120),
             read_back_budget: DEFAULT_READ_BACK_BUDGET,
+            writable: false,
         }
     }
 }

@@ -89,8 +89,11 @@ impl Recipe for InContainer<'_> {
                 // nbd-server goes into the background; a container ends with its first
                 // process, so a shell waits in the foreground once the daemon is up.
                 let config = place.dir.join("nbd-server.conf");
-                fs::write(&config, nbd_server_config(place.socket, &plan.raw)?)
-                    .map_err(LaunchError::scratch)?;
+                fs::write(
+                    &config,
+                    nbd_server_config(place.socket, &plan.raw, plan.writable)?,
+                )
+                .map_err(LaunchError::scratch)?;
                 // The shell stays as long as the daemon does, so that a crashed nbd-server
                 // ends its container and the pool starts a new one.
                 // The daemon writes its pid file after the first process has returned: wait
@@ -139,7 +142,7 @@ while kill -0 "$(cat "$1")" 2>/dev/null; do sleep 0.2; done"#;
         .collect();
         for dir in &mounts {
             args.push("-v".into());
-            args.push(bind(dir, true));
+            args.push(bind(dir, !plan.writable));
         }
         args.push("-v".into());
         args.push(bind(place.dir, false));

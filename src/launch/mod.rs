@@ -1,7 +1,8 @@
 //! Launchers: the harness starts a server under test on a built fixture and says where it
 //! listens.
 //!
-//! Every server serves its fixture read-only in a private temp dir, on a fresh Unix socket (or,
+//! Every server serves its fixture read-only (a case that writes gets a server of its own on a
+//! private copy, [`launch_writable`], `copy`) in a private temp dir, on a fresh Unix socket (or,
 //! for a `--spawn` template with `{port}`, a free port on 127.0.0.1), under the export name
 //! [`EXPORT_NAME`], so cases address the same name everywhere:
 //! - reference: in-process on the launcher runtime, in either dialect; a fixture's bitmap writes
@@ -37,6 +38,7 @@
 
 mod child_server;
 mod container;
+mod copy;
 mod guard;
 mod kind;
 mod pool;
@@ -79,6 +81,9 @@ pub struct Launched {
     pub dialect: Dialect,
     pub fixture: String,
     guard: Mutex<Option<Guard>>,
+    /// The private copy of the fixture a writable server serves, removed after the server
+    /// (fields drop in order, and [`Launched::stop`] takes the guard first).
+    copy: Option<tempfile::TempDir>,
 }
 
 impl Launched {
@@ -100,6 +105,7 @@ impl Launched {
             dialect,
             fixture: plan.fixture.clone(),
             guard: Mutex::new(Some(guard)),
+            copy: None,
         }
     }
 
@@ -182,6 +188,8 @@ struct Plan {
     bitmaps: Vec<BitmapSpec>,
     /// Every `(offset, len)` written after the bitmaps were created, sorted, without repeats.
     writes: Vec<(u64, u64)>,
+    /// The images are a private copy and the server serves them writable.
+    writable: bool,
 }
 
 impl Plan {
@@ -229,6 +237,7 @@ impl Plan {
                 })
                 .collect(),
             writes,
+            writable: false,
         }
     }
 }
@@ -308,6 +317,32 @@ pub async fn launch(
     dialect: Dialect,
     behaviour: &Behaviour,
 ) -> Result<Launched, LaunchError> {
+    start(launcher, Plan::new(fixture_name, built), dialect, behaviour).await
+}
+
+/// [`launch`] on a private, writable copy of the fixture's images (in a temp dir removed with
+/// the server), for a case that writes: what it writes reaches neither the fixture cache nor
+/// any other case's server.
+pub async fn launch_writable(
+    launcher: &Launcher,
+    fixture_name: &str,
+    built: &Built,
+    dialect: Dialect,
+    behaviour: &Behaviour,
+) -> Result<Launched, LaunchError> {
+    let dir = scratch::create("copy").map_err(LaunchError::scratch)?;
+    let plan = Plan::new(fixture_name, built).writable_copy(dir.path())?;
+    let mut launched = start(launcher, plan, dialect, behaviour).await?;
+    launched.copy = Some(dir);
+    Ok(launched)
+}
+
+async fn start(
+    launcher: &Launcher,
+    plan: Plan,
+    dialect: Dialect,
+    behaviour: &Behaviour,
+) -> Result<Launched, LaunchError> {
     if !launcher.dialects().contains(&dialect) {
         return Err(LaunchError::Setup(format!(
             "{} speaks only the standard dialect, not {dialect:?}",
@@ -320,7 +355,6 @@ pub async fn launch(
             launcher.name()
         )));
     }
-    let plan = Plan::new(fixture_name, built);
     let behaviour = behaviour.clone();
     let runtime = runtime::handle().map_err(LaunchError::Setup)?;
     let name = launcher.name();

@@ -2,7 +2,8 @@
 //! through the `child_server` skeleton. Their command lines live here, for the container
 //! launcher too.
 //!
-//! Each serves the fixture read-only on `nbd.sock` in its temp dir.
+//! Each serves the fixture read-only on `nbd.sock` in its temp dir (writable when the plan is
+//! a private copy for a case that writes).
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -48,8 +49,11 @@ impl Recipe for Local<'_> {
                 // process we start exits at once and the daemon is found through its pid file.
                 let config = place.dir.join("nbd-server.conf");
                 let pid_file = place.dir.join("nbd-server.pid");
-                fs::write(&config, nbd_server_config(place.socket, image)?)
-                    .map_err(LaunchError::scratch)?;
+                fs::write(
+                    &config,
+                    nbd_server_config(place.socket, image, self.plan.writable)?,
+                )
+                .map_err(LaunchError::scratch)?;
                 let args = vec![
                     OsString::from("-C"),
                     config.into_os_string(),
@@ -87,7 +91,10 @@ pub(super) fn foreground_args(
         ServerKind::QemuNbd => {
             // -t: keep serving after the first client; -e 32: cases connect side by side
             // (the default of 1 makes a second client wait in the handshake).
-            let mut args = words(&["-f", "qcow2", "-r", "-t", "-e", "32", "-x", EXPORT_NAME]);
+            let mut args = words(&["-f", "qcow2", "-t", "-e", "32", "-x", EXPORT_NAME]);
+            if !plan.writable {
+                args.push("-r".into());
+            }
             args.extend([OsString::from("-k"), socket.into()]);
             for bitmap in &plan.bitmaps {
                 args.extend(words(&["-B", &bitmap.name]));
@@ -97,7 +104,11 @@ pub(super) fn foreground_args(
         }
         // nbdkit serves any export name, so EXPORT_NAME needs no flag.
         ServerKind::Nbdkit => {
-            let mut args = words(&["-f", "--exit-with-parent", "-r", "-U"]);
+            let mut args = words(&["-f", "--exit-with-parent"]);
+            if !plan.writable {
+                args.push("-r".into());
+            }
+            args.push("-U".into());
             args.extend([socket.into(), OsString::from("file"), image.into()]);
             args
         }
@@ -108,7 +119,11 @@ pub(super) fn foreground_args(
 }
 
 /// One export, named [`EXPORT_NAME`] (the section name), on a Unix socket only.
-pub(super) fn nbd_server_config(socket: &Path, raw: &Path) -> Result<String, LaunchError> {
+pub(super) fn nbd_server_config(
+    socket: &Path,
+    raw: &Path,
+    writable: bool,
+) -> Result<String, LaunchError> {
     let value = |path: &Path| {
         let text = path.to_str().filter(|t| !t.contains(['\n', '\\']));
         text.map(str::to_owned).ok_or_else(|| {
@@ -119,8 +134,9 @@ pub(super) fn nbd_server_config(socket: &Path, raw: &Path) -> Result<String, Lau
         })
     };
     Ok(format!(
-        "[generic]\n    unixsock = {}\n    allowlist = true\n[{EXPORT_NAME}]\n    exportname = {}\n    readonly = true\n",
+        "[generic]\n    unixsock = {}\n    allowlist = true\n[{EXPORT_NAME}]\n    exportname = {}\n    readonly = {}\n",
         value(socket)?,
-        value(raw)?
+        value(raw)?,
+        !writable
     ))
 }

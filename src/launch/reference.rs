@@ -7,13 +7,12 @@
 //! copy of the raw image (same holes, same data), so that nothing a client writes can reach the
 //! fixture cache.
 
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::fd::AsRawFd;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
+use super::copy::copy_sparse;
 use super::guard::{Guard, Running, Watchdog};
 use super::scratch::{self, SOCKET};
 use super::{LaunchError, Launched, Plan, ServerKind, EXPORT_NAME};
@@ -22,7 +21,7 @@ use crate::client::{Session, SessionOptions, Target};
 use crate::server::{Behaviour, Listen, ServeError, ServeOptions, Server};
 use crate::Dialect;
 
-/// Bytes per replayed WRITE (far below every payload cap) and per copied piece.
+/// Bytes per replayed WRITE (far below every payload cap).
 const CHUNK: u64 = 1024 * 1024;
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,8 +35,9 @@ pub(super) async fn launch(
 ) -> Result<Launched, LaunchError> {
     let scratch = scratch::create(ServerKind::Reference.name()).map_err(LaunchError::scratch)?;
     let socket = scratch.path().join(SOCKET);
-    let writable = !plan.writes.is_empty();
-    let image = if writable {
+    // A plan for a case that writes already serves a private copy (`super::launch_writable`).
+    let writable = plan.writable || !plan.writes.is_empty();
+    let image = if writable && !plan.writable {
         let copy = scratch.path().join("raw.img");
         copy_sparse(&plan.raw, &copy).map_err(|e| {
             LaunchError::Fixture(format!(
@@ -150,81 +150,4 @@ async fn replay_writes(
     }
     session.disconnect().await;
     Ok(())
-}
-
-/// Copies `src` to a new file `dst` with the same holes: only what SEEK_DATA finds is written.
-fn copy_sparse(src: &Path, dst: &Path) -> io::Result<()> {
-    let from = File::open(src)?;
-    let to = OpenOptions::new().write(true).create_new(true).open(dst)?;
-    let size = from.metadata()?.len();
-    to.set_len(size)?;
-    let mut buf = vec![0u8; CHUNK as usize];
-    let mut pos = 0;
-    while pos < size {
-        let Some(start) = seek(&from, pos, libc::SEEK_DATA)? else {
-            break;
-        };
-        let end = seek(&from, start, libc::SEEK_HOLE)?
-            .unwrap_or(size)
-            .min(size);
-        let mut at = start;
-        while at < end {
-            let piece = &mut buf[..(end - at).min(CHUNK) as usize];
-            from.read_exact_at(piece, at)?;
-            to.write_all_at(piece, at)?;
-            at += piece.len() as u64;
-        }
-        // SEEK_HOLE always moves past `start` (a file ends in an implicit hole).
-        pos = end.max(start + 1);
-    }
-    Ok(())
-}
-
-/// `lseek` with SEEK_DATA or SEEK_HOLE; `None` when there is nothing of that kind after `pos`.
-fn seek(file: &File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    let pos =
-        libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
-    // SAFETY: lseek on a descriptor `file` keeps open; no memory is involved.
-    let found = unsafe { libc::lseek(file.as_raw_fd(), pos, whence) };
-    match u64::try_from(found) {
-        Ok(found) => Ok(Some(found)),
-        Err(_) => match io::Error::last_os_error() {
-            e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-            e => Err(e),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data_ranges(path: &Path) -> Vec<(u64, u64)> {
-        let file = File::open(path).unwrap();
-        let size = file.metadata().unwrap().len();
-        let mut ranges = Vec::new();
-        let mut pos = 0;
-        while let Some(start) = seek(&file, pos, libc::SEEK_DATA).unwrap() {
-            let end = seek(&file, start, libc::SEEK_HOLE).unwrap().unwrap_or(size);
-            ranges.push((start, end));
-            pos = end;
-        }
-        ranges
-    }
-
-    #[test]
-    fn a_private_copy_has_the_same_holes_and_bytes() {
-        let fixture = crate::fixtures::find("mixed-4m").unwrap();
-        let built = fixture.build(&crate::fixtures::cache_dir()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let copy = dir.path().join("raw.img");
-        copy_sparse(&built.raw, &copy).unwrap();
-        assert_eq!(
-            std::fs::read(&copy).unwrap(),
-            std::fs::read(&built.raw).unwrap()
-        );
-        let ranges = data_ranges(&copy);
-        assert_eq!(ranges, data_ranges(&built.raw));
-        assert!(ranges.len() > 1, "a sparse fixture: {ranges:?}");
-    }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::bitmap::{BitmapSpec, DirtyBitmap};
+use super::bitmap::{BitmapSpec, DirtyBitmap, MIN_GRANULARITY};
 use super::contexts::ContextCatalogue;
 use super::fault::Faults;
 use super::image::Image;
@@ -27,6 +27,9 @@ pub struct Export {
     pub faults: Faults,
     /// Legal choices to take on purpose (none unless `--variant` asked for some).
     pub variants: Variants,
+    /// Every range a client wrote, zeroed or trimmed since the server started, at the finest
+    /// granularity: what the `zero-over-written` fault forgets.
+    pub written: DirtyBitmap,
 }
 
 impl Export {
@@ -42,6 +45,7 @@ impl Export {
             contexts: ContextCatalogue::new(bitmaps),
             faults: Faults::default(),
             variants: Variants::default(),
+            written: DirtyBitmap::new(MIN_GRANULARITY),
         }
     }
 
@@ -93,7 +97,7 @@ impl Export {
         if status_payload {
             flags |= tf::BLOCK_STATUS_PAYLOAD;
         }
-        flags
+        self.faults.transmission_flags(flags)
     }
 
     /// Runs blocking image I/O (`f`) off the async threads.
@@ -110,6 +114,7 @@ impl Export {
 
     /// Marks a modified range dirty in every bitmap.
     pub fn mark_dirty(&self, offset: u64, length: u64) {
+        self.written.mark(offset, length);
         for bitmap in &self.bitmaps {
             bitmap.mark(offset, length);
         }

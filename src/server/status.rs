@@ -169,6 +169,7 @@ pub async fn block_status(
         };
         variants.restate(&mut extents);
         faults.restate(Dialect::Standard, &mut extents);
+        faults.forget_writes(offset, &mut extents, &export.written);
         answer.contexts.push(ContextAnswer {
             id,
             kind,

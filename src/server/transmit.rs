@@ -225,7 +225,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             other => self
                 .modify(other)
                 .await
-                .map(|()| form.done(out, cookie, offset)),
+                .map(|()| match export.faults.after_write(req) {
+                    Some(refusal) => encode_refusal(export, form, req, refusal, out),
+                    None => form.done(out, cookie, offset),
+                }),
         };
         if let Err(e) = result {
             eprintln!(

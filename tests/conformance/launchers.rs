@@ -6,7 +6,7 @@
 
 use libtest_mimic::{Failed, Trial};
 
-use nbd_conform::engine::case::Case;
+use nbd_conform::engine::case::{Case, Need};
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::Settings;
 use nbd_conform::engine::suite::run_in_pool;
@@ -34,13 +34,26 @@ pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
             if !have("nbdkit") {
                 return Ok(());
             }
-            let template = SpawnTemplate::parse(NBDKIT_TEMPLATE).map_err(Failed::from)?;
-            same_grades(
-                &cases,
-                settings,
-                ServerKind::Nbdkit,
-                Launcher::Spawn(template),
-            )
+            // A template says itself whether it serves writable: the launcher's read-only
+            // command for the cases that only read, the same without -r for those that write
+            // (the harness hands either one a private copy of the fixture for them).
+            let (writers, readers): (Vec<Case>, Vec<Case>) = cases
+                .iter()
+                .cloned()
+                .partition(|c| c.needs().contains(&Need::Writable));
+            for (cases, template) in [
+                (readers, NBDKIT_TEMPLATE.to_owned()),
+                (writers, NBDKIT_TEMPLATE.replace(" -r", "")),
+            ] {
+                let template = SpawnTemplate::parse(&template).map_err(Failed::from)?;
+                same_grades(
+                    &cases,
+                    settings,
+                    ServerKind::Nbdkit,
+                    Launcher::Spawn(template),
+                )?;
+            }
+            Ok(())
         },
     ));
     // The image has the same nbdkit (1.32.5) and nbd-server (3.24) as the host (both from

@@ -10,7 +10,8 @@
 //! server instead; a case fails its trial when it grades fail (or warn under `--strict`), and
 //! grades `unsupported` show as ignored. `--spawn TEMPLATE` (`NBD_SPAWN`) does the same with a
 //! server the harness starts per fixture from a command template, so the fixture-truth checks
-//! apply too. Snapshots are never compared for third-party servers.
+//! apply too. Snapshots are never compared for third-party servers. Cases that write run on a
+//! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself.
 
 mod faults;
 mod interop;
@@ -24,13 +25,14 @@ mod verdicts;
 mod wire;
 
 use std::path::Path;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use clap::Parser;
 use libtest_mimic::{Completion, Failed, Trial};
 
 use nbd_conform::client::Target;
-use nbd_conform::engine::case::{cases_dir, load_cases, Case};
+use nbd_conform::engine::case::{cases_dir, load_cases, Case, Need};
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::Settings;
 use nbd_conform::engine::suite::{run_on_launched, run_on_local, run_on_target, snapshot_text};
@@ -53,6 +55,9 @@ struct Cli {
     /// Which cases to run against the target or spawned server.
     #[arg(long, env = "NBD_DIALECT", value_enum, default_value_t = Dialect::Standard)]
     dialect: Dialect,
+    /// The target's export may be written: run the cases that write (else unsupported).
+    #[arg(long, env = "NBD_WRITABLE", requires = "target")]
+    writable: bool,
     /// Fail trials on SHOULD violations (warn) too.
     #[arg(long, env = "NBD_STRICT")]
     strict: bool,
@@ -79,6 +84,7 @@ fn main() {
     let settings = Settings {
         timeout: Duration::from_secs_f64(cli.connect_timeout.clamp(0.1, 86_400.0)),
         reply_timeout: Duration::from_secs_f64(cli.timeout.clamp(0.1, 86_400.0)),
+        writable: cli.writable,
         ..Settings::default()
     };
     let cases = match load_cases(&cases_dir()) {
@@ -120,7 +126,9 @@ fn main() {
             for case in cases.into_iter().filter(|c| c.dialect == cli.dialect) {
                 let target = target.clone();
                 let dialect = cli.dialect;
+                let writes = settings.writable && case.needs().contains(&Need::Writable);
                 trials.push(third_party_trial(case, "target", cli.strict, move |case| {
+                    let _turn = Turn::take(writes);
                     runtime().block_on(run_on_target(case, &target, dialect, settings))
                 }));
             }
@@ -253,6 +261,24 @@ fn assert_snapshot(
             kind.name()
         ))
     })
+}
+
+/// On a `--target`, trials run side by side on one export: a case that writes takes it alone,
+/// so that no other case's map or read-back sees its writes half done.
+enum Turn {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+impl Turn {
+    fn take(writes: bool) -> Turn {
+        static EXPORT: RwLock<()> = RwLock::new(());
+        if writes {
+            Turn::Alone(EXPORT.write().unwrap_or_else(PoisonError::into_inner))
+        } else {
+            Turn::Shared(EXPORT.read().unwrap_or_else(PoisonError::into_inner))
+        }
+    }
 }
 
 /// A case against a server the suite has no snapshots for (`--target`, `--spawn`): the trial

@@ -46,6 +46,22 @@ pub fn trials() -> Vec<Trial> {
                 })
             },
         ),
+        Trial::test(
+            "selftest::verdict::cases_that_write_run_only_with_writable",
+            || {
+                // Without --writable every writing case is unsupported: nothing was tested. With
+                // it they run (on a throwaway image) and pass; on a read-only export they do not.
+                with_reference(&["--writable"], |uri| {
+                    let args = ["--target", uri, "--only", "live.read-back"];
+                    expect(&args, 3, "could not test")?;
+                    expect(&[&args[..], &["--writable"]].concat(), 0, "conformant")
+                })?;
+                with_reference(&[], |uri| {
+                    let args = ["--target", uri, "--only", "live.read-back", "--writable"];
+                    expect(&args, 3, "could not test")
+                })
+            },
+        ),
         Trial::test("selftest::verdict::unreachable_exits_3", || {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let uri = unix_uri(&dir.path().join("nobody.sock"), "");

@@ -12,6 +12,10 @@
 //! "4K", flags = ["REQ_ONE"] } }`. Offsets and lengths are expressions: a number with an
 //! optional K/M/G/T suffix, `size` (the export size), `max` (2^64 − 1), or one of those plus or
 //! minus a number (`size-512`, `max-511`).
+//!
+//! A case that writes (`write`, `write-zeroes`, `trim`) must list the need `writable`, so
+//! that the suite can give it a server of its own on a copy, or leave it out on a target the
+//! user did not say may be written.
 
 mod expect;
 mod steps;
@@ -28,7 +32,7 @@ use expect::StepKind;
 pub use expect::{Close, Expect, Outcome};
 pub use steps::{
     BlockStatus, Connect, DraftStatus, Empty, Go, MapStep, Negotiate, OptionStep, Pipeline,
-    RawRequest, StatusPayloadSpec,
+    RangeCommand, RawRequest, StatusPayloadSpec, Verify, Write, WRITE_BYTE,
 };
 pub use values::{CommandFlags, Expr, HexTemplate, Need, OptionCode, PayloadContext};
 
@@ -85,6 +89,16 @@ pub enum Step {
     Reconnect(Empty),
     /// A block-status request and NBD_CMD_DISC back to back: the reply, then the close.
     Disc(Empty),
+    /// NBD_CMD_WRITE of a byte pattern (needs `writable`).
+    Write(Write),
+    /// NBD_CMD_WRITE_ZEROES, with NO_HOLE or FAST_ZERO if asked (needs `writable`).
+    WriteZeroes(RangeCommand),
+    /// NBD_CMD_TRIM (needs `writable`).
+    Trim(RangeCommand),
+    /// NBD_CMD_CACHE between two READs of its range.
+    Cache(RangeCommand),
+    /// Block status and READ over a range, against what the case wrote.
+    Verify(Verify),
 }
 
 impl Step {
@@ -103,6 +117,11 @@ impl Step {
             Step::Stability(_) => "Stability",
             Step::Reconnect(_) => "Reconnect",
             Step::Disc(_) => "Disc",
+            Step::Write(_) => "Write",
+            Step::WriteZeroes(_) => "WriteZeroes",
+            Step::Trim(_) => "Trim",
+            Step::Cache(_) => "Cache",
+            Step::Verify(_) => "Verify",
         }
     }
 
@@ -113,7 +132,11 @@ impl Step {
             | Step::DraftStatus(DraftStatus { expect, .. })
             | Step::RawRequest(RawRequest { expect, .. })
             | Step::Option(OptionStep { expect, .. })
-            | Step::Connect(Connect { expect, .. }) => Some(expect),
+            | Step::Connect(Connect { expect, .. })
+            | Step::Write(Write { expect, .. })
+            | Step::WriteZeroes(RangeCommand { expect, .. })
+            | Step::Trim(RangeCommand { expect, .. })
+            | Step::Cache(RangeCommand { expect, .. }) => Some(expect),
             Step::Go(Go { expect, .. }) => expect.as_ref(),
             _ => None,
         }
@@ -124,7 +147,13 @@ impl Step {
     pub fn is_request(&self) -> bool {
         matches!(
             self,
-            Step::BlockStatus(_) | Step::DraftStatus(_) | Step::RawRequest(_)
+            Step::BlockStatus(_)
+                | Step::DraftStatus(_)
+                | Step::RawRequest(_)
+                | Step::Write(_)
+                | Step::WriteZeroes(_)
+                | Step::Trim(_)
+                | Step::Cache(_)
         )
     }
 }
@@ -184,11 +213,22 @@ impl Case {
         if self.steps.is_empty() {
             return Err("has no steps".into());
         }
+        let writes = self
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Write(_) | Step::WriteZeroes(_) | Step::Trim(_)));
+        if writes && !self.needs.contains(&Need::Writable) {
+            return Err("writes to the export but does not list the need `writable`".into());
+        }
         for (i, step) in self.steps.iter().enumerate() {
             let checked = match step {
                 Step::BlockStatus(BlockStatus { expect, .. })
                 | Step::DraftStatus(DraftStatus { expect, .. })
-                | Step::RawRequest(RawRequest { expect, .. }) => expect.fits(StepKind::Request),
+                | Step::RawRequest(RawRequest { expect, .. })
+                | Step::Write(Write { expect, .. })
+                | Step::WriteZeroes(RangeCommand { expect, .. })
+                | Step::Trim(RangeCommand { expect, .. })
+                | Step::Cache(RangeCommand { expect, .. }) => expect.fits(StepKind::Request),
                 Step::Option(OptionStep { expect, .. })
                 | Step::Go(Go {
                     expect: Some(expect),
@@ -374,5 +414,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown transmission flag \"NOPE\""), "{e}");
+    }
+
+    #[test]
+    fn a_case_that_writes_must_say_so() {
+        let case = |needs: &str| {
+            let case: Case = toml::from_str(&format!(
+                "id = 'x'\ntitle = 't'\nclauses = ['WRITE-READ-1']\nneeds = [{needs}]\n\
+                 fixture = 'f'\nsteps = [{{ write = {{ offset = '0', length = '4K' }} }}, \
+                 {{ verify = {{ offset = '0', length = '4K' }} }}]"
+            ))
+            .expect("parses");
+            case.validate()
+        };
+        assert_eq!(case("'writable'"), Ok(()));
+        let e = case("").unwrap_err();
+        assert!(e.contains("`writable`"), "{e}");
     }
 }

@@ -138,3 +138,48 @@ pub struct MapStep {
     #[serde(default)]
     pub selectors: Vec<u16>,
 }
+
+/// The byte a `write` step fills its range with unless it names one: not zero, so that the
+/// data cannot be mistaken for a hole, and not a byte any fixture is built from.
+pub const WRITE_BYTE: u8 = 0xC3;
+
+fn write_byte() -> u8 {
+    WRITE_BYTE
+}
+
+/// `write`: `length` bytes of `byte` at `offset` (NBD_CMD_WRITE).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Write {
+    pub offset: Expr,
+    pub length: Expr,
+    #[serde(default = "write_byte")]
+    pub byte: u8,
+    #[serde(default)]
+    pub flags: CommandFlags,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// `write-zeroes`, `trim` and `cache`: a writing (or caching) command without a payload.
+/// `flags` may carry NO_HOLE and FAST_ZERO on `write-zeroes` (FAST_ZERO only goes out when
+/// the server advertises it; else the case is `unsupported`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RangeCommand {
+    pub offset: Expr,
+    pub length: Expr,
+    #[serde(default)]
+    pub flags: CommandFlags,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// `verify`: block status over `[offset, offset+length)` for every selected context, then a
+/// READ of it, graded against what the case's own writes put there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Verify {
+    pub offset: Expr,
+    pub length: Expr,
+}

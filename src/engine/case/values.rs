@@ -7,7 +7,7 @@ use crate::size::parse_number;
 use crate::wire::consts::{command_flag, option, transmission_flag};
 
 /// A capability a case needs, spelled `structured-replies`, `extended-headers`,
-/// `min-block>1`, `fixture-truth`, `draft-status`, `flag:NAME`, `no-flag:NAME` or a context
+/// `min-block>1`, `fixture-truth`, `draft-status`, `writable`, `flag:NAME`, `no-flag:NAME` or a context
 /// name (`base:allocation`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -20,6 +20,9 @@ pub enum Need {
     MinBlockAbove1,
     FixtureTruth,
     DraftStatus,
+    /// The case writes: the export must not be READ_ONLY, and a `--target` must have been
+    /// given `--writable` (a server the harness launches writes on a private copy).
+    Writable,
 }
 
 impl TryFrom<String> for Need {
@@ -32,6 +35,7 @@ impl TryFrom<String> for Need {
             "min-block>1" => Need::MinBlockAbove1,
             "fixture-truth" => Need::FixtureTruth,
             "draft-status" => Need::DraftStatus,
+            "writable" => Need::Writable,
             _ if s.starts_with("flag:") => Need::Flag(transmission_flag_named(&s[5..])?),
             _ if s.starts_with("no-flag:") => Need::NoFlag(transmission_flag_named(&s[8..])?),
             _ if s.contains(':') => Need::Context(s),
@@ -53,6 +57,7 @@ impl std::fmt::Display for Need {
             Need::DraftStatus => {
                 f.write_str("transmission flag bit 7 (NBD_FLAG_SEND_GET_LBA_STATUS)")
             }
+            Need::Writable => f.write_str("a writable export (NBD_FLAG_READ_ONLY clear)"),
         }
     }
 }

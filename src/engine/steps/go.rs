@@ -34,9 +34,7 @@ impl Run<'_> {
         let line = transcript::option(option::INFO, Some(export), &[], None);
         self.record.note(line);
         let hs = self.haggling().await?;
-        let answer = hs
-            .info_or_go(option::INFO, export, &GO_INFO_REQUESTS)
-            .await;
+        let answer = hs.info_or_go(option::INFO, export, &GO_INFO_REQUESTS).await;
         match answer {
             Ok((info, last)) => {
                 self.record.note(format!(
@@ -157,6 +155,7 @@ impl Run<'_> {
                 Need::MinBlockAbove1 => neg.block_sizes.is_some_and(|b| b.minimum > 1),
                 Need::FixtureTruth => self.spec.truth.is_some(),
                 Need::DraftStatus => neg.advertises_draft_status(),
+                Need::Writable => !neg.read_only(),
             };
             if !met {
                 return Err(Stop::Unsupported(format!("needs {need}")));

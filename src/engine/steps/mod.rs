@@ -13,6 +13,8 @@
 //! | `disc` | `disc.rs` |
 //! | `map` | `map.rs` (with `read_back.rs`) |
 //! | `stability` | `stability.rs` |
+//! | `write`, `write-zeroes`, `trim`, `cache` | `write.rs` |
+//! | `verify` | `verify.rs` (with the ledger of the case's writes) |
 
 mod connect;
 mod disc;
@@ -25,6 +27,8 @@ mod read_back;
 mod request;
 mod stability;
 mod status_payload;
+mod verify;
+mod write;
 
 use super::case::{Case, Expect, Expr, Need, Negotiate, Outcome, Step};
 use super::fit;
@@ -33,6 +37,7 @@ use super::outcome::ConnectionLoss;
 use super::record::Record;
 use super::run::{Settings, Stop, TargetSpec};
 use crate::checks;
+use crate::checks::writes::Ledger;
 use crate::clauses::ClauseId;
 use crate::client::{ClientError, Handshake, Negotiated, Session};
 use crate::map::Track;
@@ -53,6 +58,9 @@ pub(super) struct Run<'a> {
     read_budget: u64,
     /// The first complete map of each context by a `map` step, for `stability` to compare with.
     mapped: Vec<Track>,
+    /// What the case's own writes put on the export, for `verify` (and so that `map` knows
+    /// when the fixture's truth no longer holds).
+    ledger: Ledger,
 }
 
 impl<'a> Run<'a> {
@@ -67,6 +75,7 @@ impl<'a> Run<'a> {
             closed_as_allowed: false,
             read_budget: settings.read_back_budget,
             mapped: Vec::new(),
+            ledger: Ledger::default(),
         }
     }
 
@@ -89,6 +98,9 @@ impl<'a> Run<'a> {
                 "needs a fixture the harness built (not available with --target)".into(),
             ));
         }
+        if self.case.needs().contains(&Need::Writable) && !self.settings.writable {
+            return Err(Stop::Unsupported(write::NOT_WRITABLE.into()));
+        }
         for step in &self.case.steps {
             let done = self.step(step).await;
             // Rules broken on the way count even when the step ends the case.
@@ -108,6 +120,11 @@ impl<'a> Run<'a> {
                 | Step::Map(_)
                 | Step::Stability(_)
                 | Step::Disc(_)
+                | Step::Write(_)
+                | Step::WriteZeroes(_)
+                | Step::Trim(_)
+                | Step::Cache(_)
+                | Step::Verify(_)
         );
         // The server closed where the spec let it (the last request broke a client MUST):
         // the case goes on over a new connection, negotiated as before.
@@ -132,6 +149,11 @@ impl<'a> Run<'a> {
             Step::Stability(_) => self.stability().await,
             Step::Reconnect(_) => self.reconnect().await,
             Step::Disc(_) => self.disc().await,
+            Step::Write(w) => self.write(w).await,
+            Step::WriteZeroes(z) => self.write_zeroes(z).await,
+            Step::Trim(t) => self.trim(t).await,
+            Step::Cache(c) => self.cache(c).await,
+            Step::Verify(v) => self.verify(v).await,
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::case::Case;
+use super::case::{Case, Need};
 use super::dead_server;
 use super::outcome::{Capabilities, CaseResult, ConnectionLoss, Grade, TargetResult};
 use super::run::Settings;
@@ -219,11 +219,26 @@ pub async fn run_subject(
         }
     }
     let bitmaps = Arc::new(bitmaps);
-    let outcomes = side_by_side(&cases, parallel, |case| {
-        let (subject, bitmaps) = (subject.clone(), bitmaps.clone());
-        async move { run_one(&subject, &case, &bitmaps, settings).await }
-    })
-    .await;
+    // On a target someone else runs, cases that write share the export with every other
+    // case: they run after the others, one at a time, so that no map sees them half done.
+    let writes_remote = |c: &Case| {
+        matches!(subject, Subject::Remote { .. })
+            && settings.writable
+            && c.needs().contains(&Need::Writable)
+    };
+    let (writers, readers): (Vec<Case>, Vec<Case>) = cases.iter().cloned().partition(writes_remote);
+    let mut outcomes = Vec::new();
+    for (batch, parallel) in [(readers, parallel), (writers, 1)] {
+        outcomes.extend(
+            side_by_side(&batch, parallel, |case| {
+                let (subject, bitmaps) = (subject.clone(), bitmaps.clone());
+                async move { run_one(&subject, &case, &bitmaps, settings).await }
+            })
+            .await,
+        );
+    }
+    // Reported in the cases' own order, whichever batch ran them.
+    outcomes.sort_by_key(|(r, _)| cases.iter().position(|c| c.id == r.id));
     for (case, caps) in outcomes {
         result.capabilities.structured_replies |= caps.structured_replies;
         result.capabilities.extended_headers |= caps.extended_headers;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use crate::client::Target;
-use crate::engine::case::Case;
+use crate::engine::case::{Case, Need};
 use crate::engine::outcome::{Capabilities, CaseResult, Grade};
 use crate::engine::run::{run_case, Settings, TargetSpec};
 use crate::fixtures::{self, Built};
@@ -142,9 +142,17 @@ pub(super) async fn run_on_pooled(
             )
         }
     };
+    // A case that writes gets a server of its own on a private copy of the fixture, so that
+    // no other case's fixture truth is disturbed (and it may write there: settings below).
+    let writes = case.needs().contains(&Need::Writable);
     // A case that may crash its server gets one of its own, so that a crash costs the
     // servers of no other case.
-    let launched = if case.own_server.is_some() {
+    let launched = if writes {
+        crate::launch::launch_writable(launcher, &case.fixture, &built, dialect, behaviour)
+            .await
+            .map(Arc::new)
+            .map_err(Arc::new)
+    } else if case.own_server.is_some() {
         crate::launch::launch(launcher, &case.fixture, &built, dialect, behaviour)
             .await
             .map(Arc::new)
@@ -167,6 +175,10 @@ pub(super) async fn run_on_pooled(
         dialect,
         truth: Some(Arc::new(built.truth.clone())),
         bitmaps: Vec::new(),
+    };
+    let settings = Settings {
+        writable: writes,
+        ..settings
     };
     run_case(case, &spec, settings).await
 }

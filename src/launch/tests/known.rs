@@ -260,3 +260,56 @@ fn only_the_reference_server_takes_faults() {
     .unwrap_err();
     assert!(err.to_string().contains("reference server only"), "{err}");
 }
+
+/// A server for a case that writes: writable, on a copy that is gone with the server, and
+/// the fixture's images are untouched by what a client wrote.
+fn writes_on_a_private_copy(kind: ServerKind) {
+    if !installed(kind) {
+        return;
+    }
+    let before = (
+        std::fs::read(&built().raw).unwrap(),
+        std::fs::read(&built().qcow2).unwrap(),
+    );
+    block_on(async {
+        let launched = launch_writable(&kind.into(), FIXTURE, built(), Dialect::Standard, &plain())
+            .await
+            .unwrap_or_else(|e| panic!("launch {}: {e}", kind.name()));
+        let copy = launched
+            .copy
+            .as_ref()
+            .expect("a private copy")
+            .path()
+            .to_owned();
+        let mut session = open(&launched, false, &[]).await;
+        assert!(!session.negotiated.read_only(), "{}", kind.name());
+        let reply = session.write(512 << 10, &[0xC3; 4096]).await.unwrap();
+        assert_eq!(reply.error(), None, "{}", kind.name());
+        let back = session.read(512 << 10, 4096).await.unwrap();
+        assert_eq!(back.read_data(), Some(vec![0xC3; 4096]), "{}", kind.name());
+        session.disconnect().await;
+        drop(launched);
+        assert!(
+            !copy.exists(),
+            "{}: {} is left behind",
+            kind.name(),
+            copy.display()
+        );
+    });
+    let after = (
+        std::fs::read(&built().raw).unwrap(),
+        std::fs::read(&built().qcow2).unwrap(),
+    );
+    assert!(
+        before == after,
+        "{} changed the fixture's images",
+        kind.name()
+    );
+}
+
+#[test]
+fn every_known_server_writes_on_a_private_copy() {
+    for kind in ServerKind::ALL {
+        writes_on_a_private_copy(kind);
+    }
+}

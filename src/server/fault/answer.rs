@@ -3,8 +3,9 @@
 //! and chunks it shaped from them.
 
 use super::{Fault, Faults};
+use crate::server::bitmap::DirtyBitmap;
 use crate::server::contexts::ContextKind;
-use crate::server::extents::{Allocation, Dirtiness};
+use crate::server::extents::{Allocation, Dirtiness, Extent};
 use crate::server::status::{ContextAnswer, ContextExtents, DraftAnswer, Scan, StatusAnswer};
 use crate::wire::draft::{DraftDescriptor, DraftQuery};
 use crate::wire::reply::Descriptor;
@@ -55,6 +56,30 @@ impl Faults {
                     }
                 }
             }
+        }
+    }
+
+    /// `zero-over-written`: the allocation extents from `offset` on, each data extent a
+    /// client wrote into since the server started (`written`) called ZERO.
+    pub fn forget_writes(&self, offset: u64, extents: &mut ContextExtents, written: &DirtyBitmap) {
+        let ContextExtents::Allocation(extents) = extents else {
+            return;
+        };
+        if !self.has(Fault::ZeroOverWritten) {
+            return;
+        }
+        let mut at = offset;
+        for e in extents.iter_mut() {
+            let touched = |e: &Extent<Allocation>| {
+                written
+                    .extents(at, e.length, usize::MAX)
+                    .iter()
+                    .any(|d| d.state == Dirtiness::Dirty)
+            };
+            if e.state == Allocation::Data && touched(e) {
+                e.state = Allocation::Zero;
+            }
+            at = at.saturating_add(e.length);
         }
     }
 

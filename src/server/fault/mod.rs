@@ -7,12 +7,16 @@
 //! [`Faults`] set, and together they are one tamper layer over the clean server. The clean
 //! server builds each answer as it always would and hands it here at a few points, each a
 //! value it would otherwise use or send as it is:
-//! - `negotiation`: the block sizes it advertises and the ids SET_META_CONTEXT shows
-//!   ([`Faults::block_sizes`], [`Faults::meta_context_ids`]);
-//! - `requests`: its verdict on a request, accepted or refused ([`Faults::review`]);
+//! - `negotiation`: the block sizes and transmission flags it advertises and the ids
+//!   SET_META_CONTEXT shows ([`Faults::block_sizes`], [`Faults::transmission_flags`],
+//!   [`Faults::meta_context_ids`]);
+//! - `requests`: its verdict on a request, accepted or refused, or what an accepted write
+//!   does ([`Faults::review`]), and the reply to a write once it is done
+//!   ([`Faults::after_write`]);
 //! - `answer`: what a status answer says, at each stage it is built in: how far it looks, the
 //!   states, the descriptors and chunks ([`Faults::scan`], [`Faults::restate`],
-//!   [`Faults::reshape`], [`Faults::reshape_draft`]);
+//!   [`Faults::reshape`], [`Faults::reshape_draft`], and [`Faults::forget_writes`] with what
+//!   clients wrote);
 //! - `frames`: the reply to a status query, built but not yet encoded: chunk headers and
 //!   payloads, error chunks, the draft's replies ([`Faults::rewrite`]);
 //! - `delivery`: how that reply reaches the client, if at all ([`Delivery`]): the disconnect
@@ -21,8 +25,11 @@
 //!
 //! With no faults every point hands its value back untouched, so the clean server is byte for
 //! byte what it always was. Faults touch only the replies to block-status (and GET_LBA_STATUS)
-//! requests: the handshake, READ and WRITE stay correct, so the harness can still connect, read
-//! back what is called zero, and replay a fixture's writes into the dirty bitmaps. A fault may
+//! requests, except the few about writes (`write-dropped`, `write-zeroes-ignored`,
+//! `cache-scribbles`, the FAST_ZERO ones), which change what a writing command does: the
+//! handshake and READ stay correct, so the harness can still connect and read back what is
+//! called zero (a fixture's replayed writes, dropped by `write-dropped`, leave its bitmaps
+//! clean, which the dirty-bitmap cases report). A fault may
 //! change what the server advertises only when it needs to (`unaligned-to-min-block` advertises
 //! a 4 KiB minimum block).
 
@@ -190,6 +197,21 @@ catalogue! {
             "GET_ALLOCATED's first descriptor carries status 0x8000, which the query does not define"),
         DraftDirtyMissingWrite => FaultSpec::draft("draft-dirty-missing-write", "DRAFT-DIRTY-COVER-1",
             "GET_DIRTY reports every granule clean, missing the writes"),
+        // Writes on a live export: what a later READ or block status sees.
+        WriteDropped => FaultSpec::standard("write-dropped", "WRITE-READ-1",
+            "WRITE is answered with success, but its bytes never reach the image"),
+        WriteZeroesIgnored => FaultSpec::standard("write-zeroes-ignored", "WZ-READ-1",
+            "WRITE_ZEROES is answered with success and changes nothing"),
+        ZeroOverWritten => FaultSpec::standard("zero-over-written", "ALLOC-WRITTEN-1",
+            "base:allocation calls data ZERO wherever a client wrote since the server started, an extent cache no write invalidates (read-back also catches it, as ALLOC-ZERO-1)"),
+        FastZeroEinval => FaultSpec::standard("fast-zero-einval", "WZ-FAST-1",
+            "advertises SEND_FAST_ZERO, then refuses WRITE_ZEROES with FAST_ZERO with EINVAL instead of ENOTSUP"),
+        FastZeroRefusalZeroes => FaultSpec::standard("fast-zero-refusal-zeroes", "WZ-FAST-2",
+            "advertises SEND_FAST_ZERO, then carries out WRITE_ZEROES with FAST_ZERO and answers ENOTSUP all the same"),
+        ZeroesEnotsup => FaultSpec::standard("zeroes-enotsup", "WZ-NOTSUP-1",
+            "advertises SEND_FAST_ZERO, then refuses WRITE_ZEROES without FAST_ZERO with ENOTSUP"),
+        CacheScribbles => FaultSpec::standard("cache-scribbles", "CACHE-SEM-1",
+            "advertises SEND_CACHE, then CACHE overwrites the first byte of its range with 0xff"),
         // Hostile behaviours.
         Hang => FaultSpec::both("hang", "BS-COMPLETE-1",
             "hostile: never answers a block-status request (reads and discards until the client leaves)"),

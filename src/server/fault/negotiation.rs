@@ -1,6 +1,6 @@
 //! What faults change in negotiation: only what a clause they break lives in (the minimum
 //! block size of `unaligned-to-min-block`, the ids of `context-id-reused`, the bit 12 that
-//! `status-payload-unadvertised` hides).
+//! `status-payload-unadvertised` hides, the commands the write faults need advertised).
 
 use super::{Fault, Faults};
 use crate::wire::consts::transmission_flag as tf;
@@ -25,13 +25,25 @@ impl Faults {
 
     /// The transmission flags to advertise, where the clean server would advertise `clean`.
     /// `status-payload-unadvertised` hides bit 12 and goes on honouring the payload form, so
-    /// that a payload sent without the bit succeeds instead of earning EINVAL.
+    /// that a payload sent without the bit succeeds instead of earning EINVAL; a fault about
+    /// FAST_ZERO or CACHE is met only where the command may be sent.
     pub fn transmission_flags(&self, clean: u16) -> u16 {
+        let mut flags = clean;
         if self.has(Fault::StatusPayloadUnadvertised) {
-            clean & !tf::BLOCK_STATUS_PAYLOAD
-        } else {
-            clean
+            flags &= !tf::BLOCK_STATUS_PAYLOAD;
         }
+        let fast_zero = [
+            Fault::FastZeroEinval,
+            Fault::FastZeroRefusalZeroes,
+            Fault::ZeroesEnotsup,
+        ];
+        if fast_zero.into_iter().any(|f| self.has(f)) {
+            flags |= tf::SEND_FAST_ZERO;
+        }
+        if self.has(Fault::CacheScribbles) {
+            flags |= tf::SEND_CACHE;
+        }
+        flags
     }
 
     /// The ids to show in SET_META_CONTEXT replies for the selected `ids`.
@@ -58,6 +70,7 @@ mod tests {
         };
         assert_eq!(none.block_sizes(clean), clean);
         assert_eq!(none.transmission_flags(0x1fff), 0x1fff);
+        assert_eq!(none.transmission_flags(0x4d), 0x4d);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What faults change in request checking: a request the clean checks refuse may be answered
 //! (`success-past-end`, `payload-ids-unchecked`), one they accept may be refused
-//! (`draft-no-fallback`) or answered otherwise (`filter-ignored`, `payload-length-as-effect`).
+//! (`draft-no-fallback`, the FAST_ZERO faults) or answered otherwise (`filter-ignored`,
+//! `payload-length-as-effect`), and an accepted write may do something else (`write-dropped`,
+//! `write-zeroes-ignored`, `cache-scribbles`).
 
 use super::{Fault, Faults};
 use crate::server::export::Export;
@@ -10,6 +12,9 @@ use crate::wire::consts::{command as cmd, command_flag as flag, errno};
 use crate::wire::draft::DraftQuery;
 use crate::wire::request::Request;
 use crate::wire::status_payload::StatusPayload;
+
+/// What `cache-scribbles` leaves at the start of a cached range.
+const SCRIBBLE: u8 = 0xff;
 
 impl Faults {
     /// The verdict on `req` (which carried `payload`) as the server will act on it, where
@@ -82,6 +87,47 @@ impl Faults {
             }) if self.has(Fault::DraftNoFallback) => {
                 Err(refuse(errno::EINVAL, "unknown query type"))
             }
+            planned => self.review_write(req, planned),
+        }
+    }
+
+    /// The write faults: what an accepted writing command does, and the FAST_ZERO refusals.
+    fn review_write(
+        &self,
+        req: &Request,
+        planned: Result<Command, Refusal>,
+    ) -> Result<Command, Refusal> {
+        let fast = req.flags & flag::FAST_ZERO != 0;
+        match planned {
+            // A reply of success with nothing done: CACHE is the clean server's no-op.
+            Ok(Command::Write { .. }) if self.has(Fault::WriteDropped) => Ok(Command::Cache),
+            Ok(Command::WriteZeroes { .. }) if self.has(Fault::WriteZeroesIgnored) => {
+                Ok(Command::Cache)
+            }
+            Ok(Command::WriteZeroes { .. }) if self.has(Fault::ZeroesEnotsup) => {
+                Err(refuse(errno::ENOTSUP, "zeroing is no faster than writing"))
+            }
+            Err(r) if fast && r.errno == errno::ENOTSUP && self.has(Fault::FastZeroEinval) => {
+                Err(refuse(errno::EINVAL, "fast zeroing is not offered"))
+            }
+            // Carried out here, refused in `after_write`.
+            Err(r)
+                if fast && r.errno == errno::ENOTSUP && self.has(Fault::FastZeroRefusalZeroes) =>
+            {
+                Ok(Command::WriteZeroes {
+                    offset: req.offset,
+                    length: req.length,
+                    punch: req.flags & flag::NO_HOLE == 0,
+                    fua: req.flags & flag::FUA != 0,
+                })
+            }
+            Ok(Command::Cache) if self.has(Fault::CacheScribbles) && req.length > 0 => {
+                Ok(Command::Write {
+                    offset: req.offset,
+                    data: vec![SCRIBBLE],
+                    fua: false,
+                })
+            }
             planned => planned,
         }
     }
@@ -90,6 +136,14 @@ impl Faults {
     /// connection goes on after the refusal.
     pub fn keeps_open_after_big_payload(&self) -> bool {
         self.has(Fault::BigPayloadKeptOpen)
+    }
+
+    /// The refusal to send for `req` once its command has run, instead of success
+    /// (`fast-zero-refusal-zeroes`: the zeroes are written, the reply says ENOTSUP).
+    pub fn after_write(&self, req: &Request) -> Option<Refusal> {
+        let fast_zero = req.command == cmd::WRITE_ZEROES && req.flags & flag::FAST_ZERO != 0;
+        (fast_zero && self.has(Fault::FastZeroRefusalZeroes))
+            .then(|| refuse(errno::ENOTSUP, "zeroing is no faster than writing"))
     }
 
     /// `success-past-end`: the length to answer for a block-status request that starts inside
@@ -143,6 +197,53 @@ mod tests {
         assert_eq!(
             none.review(&status(0, 1), &[], &e, fallback.clone()),
             fallback
+        );
+        let write = Command::Write {
+            offset: 0,
+            data: vec![1],
+            fua: false,
+        };
+        let req = Request::new(HeaderForm::Compact, cmd::WRITE, 0, 1, 0, 1);
+        assert_eq!(none.review(&req, &[], &e, Ok(write.clone())), Ok(write));
+        let fast = Request::new(
+            HeaderForm::Compact,
+            cmd::WRITE_ZEROES,
+            flag::FAST_ZERO,
+            1,
+            0,
+            1,
+        );
+        assert_eq!(none.after_write(&fast), None);
+    }
+
+    #[test]
+    fn write_faults_do_something_else_with_writes() {
+        let (_file, e) = export(Dialect::Standard);
+        let req = Request::new(HeaderForm::Compact, cmd::WRITE, 0, 1, 0, 1);
+        let write = Ok(Command::Write {
+            offset: 0,
+            data: vec![1],
+            fua: false,
+        });
+        let dropped = Faults::new([Fault::WriteDropped]);
+        assert_eq!(dropped.review(&req, &[], &e, write), Ok(Command::Cache));
+        let fast = Request::new(
+            HeaderForm::Compact,
+            cmd::WRITE_ZEROES,
+            flag::FAST_ZERO,
+            1,
+            0,
+            1,
+        );
+        let late = Faults::new([Fault::FastZeroRefusalZeroes]);
+        let refused = Err(refuse(errno::ENOTSUP, "fast zeroing is not offered"));
+        assert!(matches!(
+            late.review(&fast, &[], &e, refused),
+            Ok(Command::WriteZeroes { .. })
+        ));
+        assert_eq!(
+            late.after_write(&fast).map(|r| r.errno),
+            Some(errno::ENOTSUP)
         );
     }
 
