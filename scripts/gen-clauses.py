@@ -96,6 +96,7 @@ NOT_OBSERVABLE = {
     "MC-REPR-1": "a rule for whoever defines a context; the wire shows a status, not what did not fit in it",
     "GO-BLKSZ-2": "needs to know which constraints a server enforces; a refusal does not say why",
     "SIZE-ADVERTISE-1": "needs to know which constraints a server enforces; a refusal does not say why",
+    "ALLOC-SAFE0-1": "whether reporting more than status 0 was cheap is the server's to know",
 }
 
 # Clauses whose every observation is one another clause already reports, id -> the id that
@@ -113,6 +114,9 @@ REPORTED_AS = {
     "GO-NAME-1": ("GEN-STR-1", "an INFO name or description is a protocol string, checked as every string is"),
     "SIZE-ALIGNREQ-1": ("BS-REQ-ALIGN-1", "for block status, the alignment half is BS-REQ-ALIGN-1 and the end half BS-REQ-OOB-1"),
     "EH-PL-2": ("BS-PAYLOAD-BIG-1", "the suite sends a payload only with block status, where the rule is BS-PAYLOAD-BIG-1"),
+    "SR-SIMPLEOK-1": ("BS-ERR-CHUNK-1", "the only payload-free replies the suite grades are block-status errors, where the rule is BS-ERR-CHUNK-1"),
+    "SR-DEPEND-1": ("TX-DF-1", "the one such extension a client sees advertised before structured replies is SEND_DF"),
+    "BASELINE-4": ("EH-REQD-1", "both are broken by a GO without extended headers answered ERR_EXT_HEADER_REQD"),
 }
 
 # Other hand decisions, id -> (level, reason).

@@ -47,6 +47,13 @@ fn check_errno(error: u32, out: &mut Vec<Finding>) {
             "ENOTSUP",
         ));
     }
+    if error == errno::EOVERFLOW {
+        out.push(Finding::broken(
+            id::BS_ERR_EOVF_1,
+            "not EOVERFLOW (reserved for DF reads and payload-free commands over the maximum)",
+            "EOVERFLOW",
+        ));
+    }
     if ![
         errno::EPERM,
         errno::EIO,
@@ -76,6 +83,7 @@ fn check_chunks(
     let req = &reply.request;
     let asked = asked(reply, neg);
     let mut failed = false;
+    out.extend(error_chunks_once(chunks));
     for (i, c) in chunks.iter().enumerate() {
         let last = i + 1 == chunks.len();
         if c.flags & !reply_flag::DONE != 0 {
@@ -165,6 +173,41 @@ fn check_chunks(
             )),
         }
     }
+}
+
+/// ERRCHUNK-ERR-2 and ERRCHUNK-OFF-2: one ERROR chunk per reply at most, and no offset in two
+/// ERROR_OFFSET chunks.
+fn error_chunks_once(chunks: &[crate::client::Chunk]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let errors = chunks
+        .iter()
+        .filter(|c| c.body.chunk_type() == chunk_type::ERROR)
+        .count();
+    if errors > 1 {
+        out.push(Finding::broken(
+            id::ERRCHUNK_ERR_2,
+            "at most one ERROR chunk in a reply",
+            format!("{errors} ERROR chunks"),
+        ));
+    }
+    let mut offsets: Vec<u64> = chunks
+        .iter()
+        .filter_map(|c| match c.body {
+            ChunkBody::Error {
+                offset: Some(o), ..
+            } => Some(o),
+            _ => None,
+        })
+        .collect();
+    offsets.sort_unstable();
+    if let Some(w) = offsets.windows(2).find(|w| w[0] == w[1]) {
+        out.push(Finding::broken(
+            id::ERRCHUNK_OFF_2,
+            "each offset in one ERROR_OFFSET chunk at most",
+            format!("offset {} reported twice", w[0]),
+        ));
+    }
+    out
 }
 
 /// Rules on one context's descriptors for a request of `length` bytes at `offset`.

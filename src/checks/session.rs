@@ -6,7 +6,7 @@ use crate::clauses::id;
 use crate::client::negotiate::ExportInfo;
 use crate::client::Negotiated;
 use crate::engine::outcome::Finding;
-use crate::wire::consts::transmission_flag as tf;
+use crate::wire::consts::{info, reply_type, transmission_flag as tf};
 use crate::wire::handshake::BlockSizes;
 use crate::Dialect;
 
@@ -61,6 +61,41 @@ pub fn block_sizes(b: BlockSizes, export_size: u64) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// What a refused GO (or INFO) may not say: ERR_BLOCK_SIZE_REQD to a request that asked for
+/// NBD_INFO_BLOCK_SIZE (GO-BSREQD-1), ERR_EXT_HEADER_REQD to a client that went without
+/// extended headers (EH-REQD-1: allowed, but interoperable servers should not insist).
+pub fn refusal(last: u32, requested: &[u16], extended: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if last == reply_type::ERR_BLOCK_SIZE_REQD && requested.contains(&info::BLOCK_SIZE) {
+        out.push(Finding::broken(
+            id::GO_BSREQD_1,
+            "no ERR_BLOCK_SIZE_REQD: the request asked for NBD_INFO_BLOCK_SIZE",
+            "ERR_BLOCK_SIZE_REQD",
+        ));
+    }
+    if last == reply_type::ERR_EXT_HEADER_REQD && !extended {
+        out.push(Finding::broken(
+            id::EH_REQD_1,
+            "GO without extended headers served, as interoperable servers do",
+            "ERR_EXT_HEADER_REQD",
+        ));
+    }
+    out
+}
+
+/// GO-ONCE-1: each info type once in one answer; `kinds` are the INFO replies' types in order.
+pub fn info_once(kinds: &[u16]) -> Option<Finding> {
+    let mut sorted = kinds.to_vec();
+    sorted.sort_unstable();
+    let twice = sorted.windows(2).find(|w| w[0] == w[1])?[0];
+    let times = kinds.iter().filter(|k| **k == twice).count();
+    Some(Finding::broken(
+        id::GO_ONCE_1,
+        "each NBD_INFO type once",
+        format!("info type {twice} {times} times"),
+    ))
 }
 
 /// GO-SAME-1: an INFO and the GO right after it, with the same parameters and no option in
@@ -201,6 +236,7 @@ mod tests {
     #[test]
     fn info_and_go_must_agree_on_everything() {
         let info = ExportInfo {
+            kinds: vec![info::EXPORT, info::BLOCK_SIZE],
             size: Some(4096),
             transmission_flags: 0x43,
             block_sizes: Some(BlockSizes {
@@ -218,6 +254,25 @@ mod tests {
         let mut go = info.clone();
         go.block_sizes = None;
         assert_eq!(clauses(&same_story(&info, &go)), ["GO-SAME-1"]);
+    }
+
+    #[test]
+    fn refusals_a_server_may_not_choose() {
+        let asked = [info::BLOCK_SIZE, info::NAME];
+        let reqd = reply_type::ERR_BLOCK_SIZE_REQD;
+        assert_eq!(clauses(&refusal(reqd, &asked, false)), ["GO-BSREQD-1"]);
+        assert!(refusal(reqd, &[info::NAME], false).is_empty());
+        let eh = reply_type::ERR_EXT_HEADER_REQD;
+        assert_eq!(clauses(&refusal(eh, &asked, false)), ["EH-REQD-1"]);
+        assert!(refusal(eh, &asked, true).is_empty());
+        assert!(refusal(reply_type::ERR_UNKNOWN, &asked, false).is_empty());
+    }
+
+    #[test]
+    fn each_info_type_once() {
+        assert!(info_once(&[0, 3, 1]).is_none());
+        let f = info_once(&[0, 3, 0]).expect("NBD_INFO_EXPORT twice");
+        assert_eq!(f.clause, id::GO_ONCE_1);
     }
 
     #[test]

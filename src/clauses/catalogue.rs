@@ -357,7 +357,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Simple reply message; Structured reply chunk message",
         text: "With structured replies, a payload-free reply to a non-READ command may be simple, but errors should preferably be structured (so a message can be attached).",
         unobservable: None,
-        reported_as: None,
+        reported_as: Some(("BS-ERR-CHUNK-1", "the only payload-free replies the suite grades are block-status errors, where the rule is BS-ERR-CHUNK-1")),
     },
     Clause {
         id: "SR-DEPEND-1",
@@ -365,7 +365,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "Option types: NBD_OPT_STRUCTURED_REPLY",
         text: "Extensions that need reply payloads should not be advertised before structured replies, and clients must not use them without it.",
         unobservable: None,
-        reported_as: None,
+        reported_as: Some(("TX-DF-1", "the one such extension a client sees advertised before structured replies is SEND_DF")),
     },
     Clause {
         id: "SR-TLS-1",
@@ -804,7 +804,7 @@ pub static CLAUSES: &[Clause] = &[
         level: Level::Should,
         section: "NBD_CMD_BLOCK_STATUS",
         text: "Reporting status 0 is always safe; servers should report more when it is cheap.",
-        unobservable: None,
+        unobservable: Some("whether reporting more than status 0 was cheap is the server's to know"),
         reported_as: None,
     },
     Clause {
@@ -1773,7 +1773,7 @@ pub static CLAUSES: &[Clause] = &[
         section: "[EXT] Maximum interoperability",
         text: "EH servers wanting old clients shouldn't require EH on GO.",
         unobservable: None,
-        reported_as: None,
+        reported_as: Some(("EH-REQD-1", "both are broken by a GO without extended headers answered ERR_EXT_HEADER_REQD")),
     },
     // --- 2016 GET_LBA_STATUS draft (draft-get-lba-status.md) ---
     Clause {

@@ -508,10 +508,20 @@ impl Session {
                 )));
             }
             self.conn.take(skip as usize, "a reply payload").await?;
-            self.violations.push(Violation::new(
-                id::TX_COOKIE_1,
-                format!("reply with cookie {cookie:#x}, which no request in flight carries"),
-            ));
+            // Cookies go out in order: one this session used whose request is no longer in
+            // flight had its reply end already, so this came after the final chunk.
+            let ended = cookie > COOKIE_BASE && cookie < self.next_cookie;
+            self.violations.push(if ended {
+                Violation::new(
+                    id::CHUNK_DONELAST_1,
+                    format!("a reply message for cookie {cookie:#x} after its final chunk"),
+                )
+            } else {
+                Violation::new(
+                    id::TX_COOKIE_1,
+                    format!("reply with cookie {cookie:#x}, which no request in flight carries"),
+                )
+            });
             return Ok(None);
         };
         pending.violations.append(&mut header_violations);

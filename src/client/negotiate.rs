@@ -37,6 +37,8 @@ impl OptionReply {
 /// What `NBD_OPT_INFO` / `NBD_OPT_GO` told us about an export.
 #[derive(Debug, Clone, Default)]
 pub struct ExportInfo {
+    /// The type of every NBD_REP_INFO reply, in order.
+    pub kinds: Vec<u16>,
     pub size: Option<u64>,
     pub transmission_flags: u16,
     pub block_sizes: Option<BlockSizes>,
@@ -297,6 +299,9 @@ impl Handshake {
         for r in &replies {
             if r.header.reply_type != reply_type::INFO {
                 continue;
+            }
+            if let Some([hi, lo]) = r.data.get(..2) {
+                out.kinds.push(u16::from_be_bytes([*hi, *lo]));
             }
             let Some(d) = Info::decode(&r.data) else {
                 let (clause, what) = match r.data.get(..2) {

@@ -307,6 +307,59 @@ pub static PROOFS: &[Proof] = &[
                 .ack()
         },
     },
+    Proof {
+        name: "go-demands-block-sizes-it-was-asked-for",
+        clause: id::GO_BSREQD_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::GO)
+                .option_reply(reply_type::ERR_BLOCK_SIZE_REQD, &[])
+        },
+    },
+    Proof {
+        name: "go-insists-on-extended-headers",
+        clause: id::EH_REQD_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::GO)
+                .option_reply(reply_type::ERR_EXT_HEADER_REQD, &[])
+        },
+    },
+    Proof {
+        name: "go-sends-the-export-info-twice",
+        clause: id::GO_ONCE_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            Peer::new().plain_go(
+                PLAIN_SIZE,
+                tf::HAS_FLAGS,
+                &[Info::Export {
+                    size: PLAIN_SIZE,
+                    flags: tf::HAS_FLAGS,
+                }],
+            )
+        },
+    },
+    Proof {
+        name: "list-names-a-context-of-300-bytes",
+        clause: id::GEN_STR_2,
+        case: "neg.list.no-queries-lists-all",
+        peer: || {
+            let long = format!("x-vendor:{}", "a".repeat(300));
+            let mut peer = Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::LIST_META_CONTEXT)
+                .meta_context(0, "base:allocation");
+            peer = peer.meta_context(0, &long);
+            peer.ack()
+        },
+    },
     // Block-status replies: what the structure checks read on every reply.
     Proof {
         name: "status-chunk-with-an-unknown-reply-flag",
@@ -412,6 +465,57 @@ pub static PROOFS: &[Proof] = &[
                     errno::EINVAL,
                     Some(outside),
                 )
+            })
+        },
+    },
+    Proof {
+        name: "two-error-chunks-in-one-reply",
+        clause: id::ERRCHUNK_ERR_2,
+        case: REFUSED,
+        peer: || {
+            refused(|r, out| {
+                let body = |message: &str| ChunkBody::Error {
+                    chunk_type: chunk_type::ERROR,
+                    error: errno::EINVAL,
+                    message: message.into(),
+                    offset: None,
+                };
+                encode_chunk(out, false, 0, r.cookie, 0, &body("past the end"));
+                encode_chunk(out, false, DONE, r.cookie, 0, &body("really"));
+            })
+        },
+    },
+    Proof {
+        name: "one-offset-in-two-error-chunks",
+        clause: id::ERRCHUNK_OFF_2,
+        case: REFUSED,
+        peer: || {
+            refused(|r, out| {
+                let body = ChunkBody::Error {
+                    chunk_type: chunk_type::ERROR_OFFSET,
+                    error: errno::EINVAL,
+                    message: String::new(),
+                    offset: Some(r.offset),
+                };
+                encode_chunk(out, false, 0, r.cookie, 0, &body);
+                encode_chunk(out, false, DONE, r.cookie, 0, &body);
+            })
+        },
+    },
+    Proof {
+        name: "refusal-with-eoverflow",
+        clause: id::BS_ERR_EOVF_1,
+        case: REFUSED,
+        peer: || refused(|r, out| error_chunk(out, r, chunk_type::ERROR, errno::EOVERFLOW, None)),
+    },
+    Proof {
+        name: "a-chunk-after-the-final-one",
+        clause: id::CHUNK_DONELAST_1,
+        case: REFUSED,
+        peer: || {
+            refused(|r, out| {
+                error_chunk(out, r, chunk_type::ERROR, errno::EINVAL, None);
+                status(out, r, DONE, &[(r.length, 0)]);
             })
         },
     },

@@ -94,6 +94,14 @@ impl Run<'_> {
             Some(_) => format!("← {}{final_reply}", info_line(&info)),
             None => format!("← {final_reply}{}", transcript::option_text(&last.data)),
         });
+        let extended = hs.extended;
+        self.record.found_all(checks::session::refusal(
+            last.header.reply_type,
+            &GO_INFO_REQUESTS,
+            extended,
+        ));
+        self.record
+            .found_all(checks::session::info_once(&info.kinds));
         if let (Some(said), false) = (&said, last.header.is_error()) {
             self.record
                 .found_all(checks::session::same_story(said, &info));
@@ -108,6 +116,14 @@ impl Run<'_> {
             self.link = Link::Haggling(hs);
             if expect.is_some() {
                 return Ok(());
+            }
+            // A server may insist on extended headers (graded EH-REQD-1 above): a case that goes
+            // without them cannot run there, which is no harness error.
+            if last.header.reply_type == reply_type::ERR_EXT_HEADER_REQD && !extended {
+                return Err(Stop::Unsupported(format!(
+                    "the server insists on extended headers (GO {export:?} refused with \
+                     {final_reply})"
+                )));
             }
             return Err(Stop::Error(format!(
                 "GO {export:?} refused with {final_reply}"
