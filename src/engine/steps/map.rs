@@ -55,6 +55,10 @@ impl Run<'_> {
             }
         }
         self.read_back(&tracks).await?;
+        if neg.dialect == Dialect::Draft {
+            self.record
+                .found_all(checks::draft::dirty_deallocated(&tracks));
+        }
         if let Some(truth) = self.spec.truth.clone() {
             self.record
                 .found_all(checks::truth::against_truth(&tracks, &truth));

@@ -1,9 +1,9 @@
 //! What faults change in negotiation: only what a clause they break lives in (the minimum
 //! block size of `unaligned-to-min-block`, the ids of `context-id-reused`, the bit 12 that
-//! `status-payload-unadvertised` hides).
+//! `status-payload-unadvertised` hides, the draft's bit 7 that `draft-flag-unadvertised` hides).
 
 use super::{Fault, Faults};
-use crate::wire::consts::transmission_flag as tf;
+use crate::wire::consts::{draft, transmission_flag as tf};
 use crate::wire::handshake::BlockSizes;
 
 /// The minimum block `unaligned-to-min-block` advertises (the clean server advertises 1), so
@@ -26,12 +26,16 @@ impl Faults {
     /// The transmission flags to advertise, where the clean server would advertise `clean`.
     /// `status-payload-unadvertised` hides bit 12 and goes on honouring the payload form, so
     /// that a payload sent without the bit succeeds instead of earning EINVAL.
+    /// `draft-flag-unadvertised` hides the draft's bit 7 and goes on answering GET_LBA_STATUS.
     pub fn transmission_flags(&self, clean: u16) -> u16 {
+        let mut flags = clean;
         if self.has(Fault::StatusPayloadUnadvertised) {
-            clean & !tf::BLOCK_STATUS_PAYLOAD
-        } else {
-            clean
+            flags &= !tf::BLOCK_STATUS_PAYLOAD;
         }
+        if self.has(Fault::DraftFlagUnadvertised) {
+            flags &= !draft::SEND_GET_LBA_STATUS;
+        }
+        flags
     }
 
     /// The ids to show in SET_META_CONTEXT replies for the selected `ids`.
@@ -72,5 +76,7 @@ mod tests {
         assert_eq!((b.minimum, b.preferred), (4096, 4096));
         let hidden = Faults::new([Fault::StatusPayloadUnadvertised]);
         assert_eq!(hidden.transmission_flags(0x1fff), 0x0fff);
+        let draft = Faults::new([Fault::DraftFlagUnadvertised]);
+        assert_eq!(draft.transmission_flags(0x1fff), 0x1f7f);
     }
 }
