@@ -1,7 +1,8 @@
 //! Scripted servers that each break one rule no fault of the reference server breaks (a GO
 //! without the export's size, a status reply that is simple): the proof that a check fires for
 //! clauses the reference server is built never to break (design §7). [`PROOFS`] is the one list
-//! of them; the `selftest::scripted::` trials of `cargo test` run each proof's case against its
+//! of them. A peer's script is written for its case's fixture, so the trial grades it with that
+//! fixture's truth, as it would a server the harness launched on it; the `selftest::scripted::` trials of `cargo test` run each proof's case against its
 //! peer and assert the clause is reported, graded as its level says, and `nbd-conform list
 //! --coverage` counts them.
 
@@ -383,6 +384,12 @@ pub static PROOFS: &[Proof] = &[
                 .pause(Duration::from_secs(5))
         },
     },
+    Proof {
+        name: "allocation-depth-calls-backing-local",
+        clause: id::QEMU_AD_1,
+        case: "oracle.backing-chain.allocation-depth",
+        peer: backing_called_local,
+    },
 ];
 
 /// The case that reads one plain block-status reply for its structure.
@@ -495,6 +502,42 @@ fn plain_go_with_sizes(minimum: u32, preferred: u32, maximum: u32) -> Peer {
         tf::HAS_FLAGS,
         &[sizes(minimum, preferred, maximum)],
     )
+}
+
+/// `backing-chain` with `qemu:allocation-depth` as context 1, whose one whole-export map
+/// request is answered as qemu-nbd does (tests/snapshots/oracle.backing-chain.allocation-depth
+/// @qemu-nbd.snap) except that the backing file's first 512K are called local (1, not 2):
+/// data still never absent, but a depth the fixture's layers do not give.
+fn backing_called_local() -> Peer {
+    const K: u64 = 1024;
+    Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(option::SET_META_CONTEXT)
+        .meta_context(1, "qemu:allocation-depth")
+        .ack()
+        .option(option::GO)
+        .export_info(4 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
+        .ack()
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            let depths = [
+                (576 * K, 1),
+                (192 * K, 2),
+                (64 * K, 1),
+                (192 * K, 2),
+                (1024 * K, 0),
+                (64 * K, 1),
+                (960 * K, 0),
+                (64 * K, 1),
+                (960 * K, 0),
+            ];
+            status(&mut out, r, DONE, &depths);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
 }
 
 /// GO acknowledged without NBD_INFO_EXPORT: the client cannot know the size.
