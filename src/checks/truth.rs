@@ -1,6 +1,7 @@
 //! What only a harness-built fixture can tell, comparing a whole-export map with the fixture's
 //! truth: data never called zero (ALLOC-TRUTH-1), dirty maps cover every write
-//! (QEMU-DB-COVER-1, DRAFT-DIRTY-COVER-1), allocation depth is the fixture's, cluster by
+//! (QEMU-DB-COVER-1, DRAFT-DIRTY-COVER-1) and nothing more than the writes' granules
+//! (QEMU-DB-PREC-1, recorded), allocation depth is the fixture's, cluster by
 //! cluster, and never absent where data is (QEMU-AD-1). One finding per context and rule: the
 //! first place it breaks.
 
@@ -17,6 +18,7 @@ pub fn against_truth(tracks: &[Track], truth: &Truth) -> Vec<Finding> {
     for t in tracks {
         out.extend(data_not_zero(t, truth));
         out.extend(writes_dirty(t, truth));
+        out.extend(dirty_precision(t, truth));
         out.extend(depth_exact(t, truth).or_else(|| depth_over_data(t, truth)));
     }
     out
@@ -64,6 +66,38 @@ fn writes_dirty(t: &Track, truth: &Truth) -> Option<Finding> {
         clause,
         format!("the write {w_off}+{w_len} reported dirty"),
         "part of it reported clean",
+    ))
+}
+
+/// QEMU-DB-PREC-1 (MAY: recorded): a bitmap's dirty entries stay within the granules the
+/// writes made after it was created touched. More is safe for a backup but copies data that
+/// did not change: a coarser granularity than the bitmap's, or data from before it existed.
+/// Entries past the fixture's size (qcow2's tail rounded up to 512) are not judged.
+fn dirty_precision(t: &Track, truth: &Truth) -> Option<Finding> {
+    let name = t.context.strip_prefix(context::QEMU_DIRTY_BITMAP_PREFIX)?;
+    let bt = truth.bitmap(name)?;
+    let need = bt.dirty_ranges(truth.size());
+    let within = |off: u64, end: u64| {
+        let i = need.partition_point(|&(o, l)| o + l <= off);
+        need.get(i).is_some_and(|&(o, l)| o <= off && end <= o + l)
+    };
+    let e = t.entries.iter().find(|e| {
+        let end = e.offset.saturating_add(e.length).min(truth.size());
+        e.flags & context::STATE_DIRTY != 0 && e.offset < end && !within(e.offset, end)
+    })?;
+    let old_data = if truth.has_data(e.offset, e.length) {
+        ", over data written before the bitmap"
+    } else {
+        ""
+    };
+    Some(Finding::broken(
+        id::QEMU_DB_PREC_1,
+        format!(
+            "dirty only the {}-byte granules written since the bitmap was created ({} ranges)",
+            bt.granularity,
+            need.len()
+        ),
+        format!("{}+{} dirty{old_data}", e.offset, e.length),
     ))
 }
 

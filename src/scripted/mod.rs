@@ -390,6 +390,12 @@ pub static PROOFS: &[Proof] = &[
         case: "oracle.backing-chain.allocation-depth",
         peer: backing_called_local,
     },
+    Proof {
+        name: "dirty-bitmap-calls-everything-dirty",
+        clause: id::QEMU_DB_PREC_1,
+        case: "oracle.dirty-fine.dirty-bm512",
+        peer: everything_dirty,
+    },
 ];
 
 /// The case that reads one plain block-status reply for its structure.
@@ -535,6 +541,28 @@ fn backing_called_local() -> Peer {
                 (960 * K, 0),
             ];
             status(&mut out, r, DONE, &depths);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// `dirty-fine` with `qemu:dirty-bitmap:bm512` as context 1, whose map is one dirty extent:
+/// every write is covered, and so is the data written before the bitmap.
+fn everything_dirty() -> Peer {
+    Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(option::SET_META_CONTEXT)
+        .meta_context(1, "qemu:dirty-bitmap:bm512")
+        .ack()
+        .option(option::GO)
+        .export_info(1 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
+        .ack()
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            status(&mut out, r, DONE, &[(r.length, 1)]);
             out.to_vec()
         })
         .pause(Duration::from_secs(5))
