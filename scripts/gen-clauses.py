@@ -186,6 +186,21 @@ SUITE_GROUP = [
         "The draft's dirtiness query (selector 1) reports every byte written since tracking "
         "began as DIRTY (= 0), a superset at its granularity.",
     ),
+    (
+        "QEMU-DB-PREC-1",
+        "May",
+        "qemu namespace (suite-defined)",
+        "A dirty bitmap reports dirty only the granules written since it was created: data "
+        "written before it existed stays clean. More (a coarser granularity, older data) is "
+        "safe for a backup, but imprecise: recorded.",
+    ),
+    (
+        "DRAFT-DIRTY-DEALLOC-1",
+        "Must",
+        "GET_LBA_STATUS draft (suite-defined)",
+        "Where the dirtiness query says DIRTY_DEALLOCATED (2, the follow-up's hint), the "
+        "allocation query on the same unchanged export says DEALLOCATED (2).",
+    ),
 ]
 
 DRAFT_SECTIONS = {

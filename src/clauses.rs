@@ -382,6 +382,8 @@ mod tests {
             "ALLOC-TRUTH-1",
             "QEMU-DB-COVER-1",
             "DRAFT-DIRTY-COVER-1",
+            "QEMU-DB-PREC-1",
+            "DRAFT-DIRTY-DEALLOC-1",
         ] {
             assert!(clause(id).is_some(), "{id} missing from the catalogue");
         }
@@ -435,7 +437,7 @@ mod tests {
         assert_eq!(level("BS-COMPLETE-1"), Level::Must);
 
         // Catalogue order: the suite-defined group closes the table.
-        let tail: Vec<&str> = CLAUSES[CLAUSES.len() - 5..].iter().map(|c| c.id).collect();
+        let tail: Vec<&str> = CLAUSES[CLAUSES.len() - 7..].iter().map(|c| c.id).collect();
         assert_eq!(
             tail,
             [
@@ -443,9 +445,13 @@ mod tests {
                 "BS-COMPLETE-1",
                 "ALLOC-TRUTH-1",
                 "QEMU-DB-COVER-1",
-                "DRAFT-DIRTY-COVER-1"
+                "DRAFT-DIRTY-COVER-1",
+                "QEMU-DB-PREC-1",
+                "DRAFT-DIRTY-DEALLOC-1",
             ]
         );
+        assert_eq!(level("QEMU-DB-PREC-1"), Level::May);
+        assert_eq!(level("DRAFT-DIRTY-DEALLOC-1"), Level::Must);
     }
 
     #[test]

@@ -283,34 +283,34 @@ pub fn check_descriptors(
     }
     let is_base = name == context::BASE_ALLOCATION;
     let is_dirty = name.starts_with(context::QEMU_DIRTY_BITMAP_PREFIX);
-    for d in descriptors {
-        if is_base && d.flags & !0x3 != 0 {
-            out.push(Finding::broken(
-                id::ALLOC_RSV_1,
-                "reserved base:allocation bits clear",
-                format!("status {:#x}", d.flags),
-            ));
-            break;
-        }
-        if is_dirty && d.flags & !context::STATE_DIRTY != 0 {
-            out.push(Finding::broken(
-                id::QEMU_DB_1,
-                "only bit 0 in a dirty-bitmap status",
-                format!("status {:#x}", d.flags),
-            ));
-            break;
-        }
-        if neg.extended
-            && (is_base || is_dirty || name == context::QEMU_ALLOCATION_DEPTH)
-            && d.flags >> 32 != 0
-        {
-            out.push(Finding::broken(
-                id::BS_EXT_HI_1,
-                "high 32 status bits zero for a 32-bit context",
-                format!("status {:#x}", d.flags),
-            ));
-            break;
-        }
+    // Each rule once per chunk, at its first offending descriptor. High bits of a 32-bit
+    // context under extended headers break a MUST of their own, so they are not also counted
+    // as reserved bits.
+    let high = neg.extended && (is_base || is_dirty || name == context::QEMU_ALLOCATION_DEPTH);
+    let low = |d: &&Descriptor| d.flags & 0xffff_ffff;
+    if let Some(d) = descriptors.iter().find(|d| high && d.flags >> 32 != 0) {
+        out.push(Finding::broken(
+            id::BS_EXT_HI_1,
+            "high 32 status bits zero for a 32-bit context",
+            format!("status {:#x}", d.flags),
+        ));
+    }
+    if let Some(d) = descriptors.iter().find(|d| is_base && low(d) & !0x3 != 0) {
+        out.push(Finding::broken(
+            id::ALLOC_RSV_1,
+            "reserved base:allocation bits clear",
+            format!("status {:#x}", d.flags),
+        ));
+    }
+    if let Some(d) = descriptors
+        .iter()
+        .find(|d| is_dirty && low(d) & !context::STATE_DIRTY != 0)
+    {
+        out.push(Finding::broken(
+            id::QEMU_DB_1,
+            "only bit 0 in a dirty-bitmap status",
+            format!("status {:#x}", d.flags),
+        ));
     }
     check_alignment(offset, descriptors, name, neg, out);
     if let Some(w) = descriptors

@@ -1,12 +1,14 @@
 //! What only a harness-built fixture can tell, comparing a whole-export map with the fixture's
 //! truth: data never called zero (ALLOC-TRUTH-1), dirty maps cover every write
-//! (QEMU-DB-COVER-1, DRAFT-DIRTY-COVER-1), allocation depth never says absent where data is
-//! (QEMU-AD-1). One finding per context and rule: the first place it breaks.
+//! (QEMU-DB-COVER-1, DRAFT-DIRTY-COVER-1) and nothing more than the writes' granules
+//! (QEMU-DB-PREC-1, recorded), allocation depth is the fixture's, cluster by
+//! cluster, and never absent where data is (QEMU-AD-1). One finding per context and rule: the
+//! first place it breaks.
 
 use super::read_back::says_zero;
 use crate::clauses::{id, ClauseId};
 use crate::engine::outcome::Finding;
-use crate::fixtures::Truth;
+use crate::fixtures::{Truth, CLUSTER_SIZE};
 use crate::map::{MapEntry, Track};
 use crate::wire::consts::{context, draft};
 
@@ -16,7 +18,8 @@ pub fn against_truth(tracks: &[Track], truth: &Truth) -> Vec<Finding> {
     for t in tracks {
         out.extend(data_not_zero(t, truth));
         out.extend(writes_dirty(t, truth));
-        out.extend(depth_over_data(t, truth));
+        out.extend(dirty_precision(t, truth));
+        out.extend(depth_exact(t, truth).or_else(|| depth_over_data(t, truth)));
     }
     out
 }
@@ -64,6 +67,72 @@ fn writes_dirty(t: &Track, truth: &Truth) -> Option<Finding> {
         format!("the write {w_off}+{w_len} reported dirty"),
         "part of it reported clean",
     ))
+}
+
+/// QEMU-DB-PREC-1 (MAY: recorded): a bitmap's dirty entries stay within the granules the
+/// writes made after it was created touched. More is safe for a backup but copies data that
+/// did not change: a coarser granularity than the bitmap's, or data from before it existed.
+/// Entries past the fixture's size (qcow2's tail rounded up to 512) are not judged.
+fn dirty_precision(t: &Track, truth: &Truth) -> Option<Finding> {
+    let name = t.context.strip_prefix(context::QEMU_DIRTY_BITMAP_PREFIX)?;
+    let bt = truth.bitmap(name)?;
+    let need = bt.dirty_ranges(truth.size());
+    let within = |off: u64, end: u64| {
+        let i = need.partition_point(|&(o, l)| o + l <= off);
+        need.get(i).is_some_and(|&(o, l)| o <= off && end <= o + l)
+    };
+    let e = t.entries.iter().find(|e| {
+        let end = e.offset.saturating_add(e.length).min(truth.size());
+        e.flags & context::STATE_DIRTY != 0 && e.offset < end && !within(e.offset, end)
+    })?;
+    let old_data = if truth.has_data(e.offset, e.length) {
+        ", over data written before the bitmap"
+    } else {
+        ""
+    };
+    Some(Finding::broken(
+        id::QEMU_DB_PREC_1,
+        format!(
+            "dirty only the {}-byte granules written since the bitmap was created ({} ranges)",
+            bt.granularity,
+            need.len()
+        ),
+        format!("{}+{} dirty{old_data}", e.offset, e.length),
+    ))
+}
+
+/// Every qcow2 cluster an entry covers whole has the depth the fixture's layers give it. qcow2
+/// allocates whole clusters, so the truth is exact per cluster and nothing finer: a cluster
+/// split between entries (a short backing file ends inside it, or a server answers at a finer
+/// grain) may carry either entry's value, and only `depth_over_data` judges it. The last
+/// cluster ends at the end of what the map covered (qcow2 rounds an odd size up to 512).
+fn depth_exact(t: &Track, truth: &Truth) -> Option<Finding> {
+    if t.context != context::QEMU_ALLOCATION_DEPTH {
+        return None;
+    }
+    for e in &t.entries {
+        let end = e.offset.saturating_add(e.length);
+        let mut c = e.offset.div_ceil(CLUSTER_SIZE) * CLUSTER_SIZE;
+        while c < end {
+            let c_end = c.saturating_add(CLUSTER_SIZE).min(t.covered);
+            if c_end > end {
+                break;
+            }
+            let want = u64::from(truth.depth_at(c));
+            if e.flags != want {
+                return Some(Finding::broken(
+                    id::QEMU_AD_1,
+                    format!(
+                        "cluster {c}+{}: depth {want} (the fixture's layers)",
+                        c_end - c
+                    ),
+                    format!("{} in {}+{}", e.state, e.offset, e.length),
+                ));
+            }
+            c = c_end;
+        }
+    }
+    None
 }
 
 fn depth_over_data(t: &Track, truth: &Truth) -> Option<Finding> {
@@ -114,6 +183,51 @@ mod tests {
             flags,
             state: String::new(),
         }
+    }
+
+    fn depth_track(entries: &[(u64, u64, u64)]) -> Track {
+        let mut t = Track::new(context::QEMU_ALLOCATION_DEPTH, 0);
+        for &(offset, length, flags) in entries {
+            t.entries.push(MapEntry {
+                context: context::QEMU_ALLOCATION_DEPTH.into(),
+                offset,
+                length,
+                flags,
+                state: format!("depth {flags}"),
+            });
+            t.covered = offset + length;
+        }
+        t
+    }
+
+    #[test]
+    fn depth_is_the_fixtures_cluster_by_cluster() {
+        const K: u64 = 1024;
+        let truth = crate::fixtures::find("backing-chain").unwrap().truth();
+        // qemu-nbd's answer (tests/snapshots/oracle.backing-chain.allocation-depth@qemu-nbd).
+        let qemu = [
+            (0, 512 * K, 2),
+            (512 * K, 64 * K, 1),
+            (576 * K, 192 * K, 2),
+            (768 * K, 64 * K, 1),
+            (832 * K, 192 * K, 2),
+            (1024 * K, 1024 * K, 0),
+            (2048 * K, 64 * K, 1),
+            (2112 * K, 960 * K, 0),
+            (3072 * K, 64 * K, 1),
+            (3136 * K, 960 * K, 0),
+        ];
+        assert_eq!(depth_exact(&depth_track(&qemu), &truth), None);
+        // The backing file's depth called local: no data is called absent, yet it is wrong.
+        let mut local = qemu;
+        local[0].2 = 1;
+        let f = depth_exact(&depth_track(&local), &truth).unwrap();
+        assert_eq!(f.clause, id::QEMU_AD_1);
+        assert!(f.expected.starts_with("cluster 0+65536: depth 2"), "{f:?}");
+        // A cluster split between two entries may carry either value.
+        let mut split = qemu.to_vec();
+        split.splice(0..2, [(0, 520 * K, 2), (520 * K, 56 * K, 1)]);
+        assert_eq!(depth_exact(&depth_track(&split), &truth), None);
     }
 
     #[test]

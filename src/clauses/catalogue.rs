@@ -1937,6 +1937,22 @@ pub static CLAUSES: &[Clause] = &[
         unobservable: None,
         reported_as: None,
     },
+    Clause {
+        id: "QEMU-DB-PREC-1",
+        level: Level::May,
+        section: "qemu namespace (suite-defined)",
+        text: "A dirty bitmap reports dirty only the granules written since it was created: data written before it existed stays clean. More (a coarser granularity, older data) is safe for a backup, but imprecise: recorded.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
+        id: "DRAFT-DIRTY-DEALLOC-1",
+        level: Level::Must,
+        section: "GET_LBA_STATUS draft (suite-defined)",
+        text: "Where the dirtiness query says DIRTY_DEALLOCATED (2, the follow-up's hint), the allocation query on the same unchanged export says DEALLOCATED (2).",
+        unobservable: None,
+        reported_as: None,
+    },
 ];
 
 /// Every clause id as a constant: code names a clause through these, so that a misspelt
@@ -2185,4 +2201,6 @@ pub mod id {
     pub const ALLOC_TRUTH_1: ClauseId = ClauseId("ALLOC-TRUTH-1");
     pub const QEMU_DB_COVER_1: ClauseId = ClauseId("QEMU-DB-COVER-1");
     pub const DRAFT_DIRTY_COVER_1: ClauseId = ClauseId("DRAFT-DIRTY-COVER-1");
+    pub const QEMU_DB_PREC_1: ClauseId = ClauseId("QEMU-DB-PREC-1");
+    pub const DRAFT_DIRTY_DEALLOC_1: ClauseId = ClauseId("DRAFT-DIRTY-DEALLOC-1");
 }

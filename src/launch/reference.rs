@@ -122,11 +122,17 @@ async fn replay_writes(
     let mut session = Session::open(target, &options)
         .await
         .map_err(|e| ReplayError::Server(e.to_string()))?;
+    // A server that advertises a minimum block refuses smaller writes: replay whole blocks
+    // around each write (the raw image already holds their final bytes). The bitmaps then see
+    // the blocks, which at most makes them less precise than the fixture's truth.
+    let block = session.negotiated.minimum_block().max(1);
+    let size = session.negotiated.size;
     for &(offset, length) in writes {
         let end = offset.checked_add(length).ok_or_else(|| {
             ReplayError::Image(format!("bitmap write {offset}+{length} overflows"))
         })?;
-        let mut at = offset;
+        let end = end.div_ceil(block).saturating_mul(block).min(size);
+        let mut at = offset / block * block;
         while at < end {
             let n = (end - at).min(CHUNK);
             let mut bytes = vec![0u8; n as usize];

@@ -1,7 +1,8 @@
 //! Scripted servers that each break one rule no fault of the reference server breaks (a GO
 //! without the export's size, a status reply that is simple): the proof that a check fires for
 //! clauses the reference server is built never to break (design §7). [`PROOFS`] is the one list
-//! of them; the `selftest::scripted::` trials of `cargo test` run each proof's case against its
+//! of them. A peer's script is written for its case's fixture, so the trial grades it with that
+//! fixture's truth, as it would a server the harness launched on it; the `selftest::scripted::` trials of `cargo test` run each proof's case against its
 //! peer and assert the clause is reported, graded as its level says, and `nbd-conform list
 //! --coverage` counts them.
 
@@ -9,7 +10,7 @@ mod peer;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use crate::clauses::{id, ClauseId};
 use crate::wire::consts::{chunk_type, errno, option, reply_type, transmission_flag as tf};
@@ -425,6 +426,44 @@ pub static PROOFS: &[Proof] = &[
         case: STRUCTURE,
         peer: || answered(|r, out| status(out, r, DONE, &[(1000, 0), (r.length - 1000, 3)])),
     },
+    // Extended status chunks.
+    Proof {
+        name: "extended-status-chunk-of-ragged-length",
+        clause: id::BS_EXT_LEN_1,
+        case: EXTENDED_STRUCTURE,
+        peer: || {
+            extended_answer(|r, out| {
+                // Context id and count, one 16-byte descriptor, then 4 stray bytes.
+                let mut payload = BytesMut::new();
+                payload.put_u32(1);
+                payload.put_u32(1);
+                payload.put_u64(r.length);
+                payload.put_u64(0);
+                payload.put_u32(0);
+                ReplyHeader::Extended {
+                    flags: DONE,
+                    chunk_type: chunk_type::BLOCK_STATUS_EXT,
+                    cookie: r.cookie,
+                    offset: r.offset,
+                    length: payload.len() as u64,
+                }
+                .encode(out);
+                out.extend_from_slice(&payload);
+            })
+        },
+    },
+    Proof {
+        name: "extended-descriptor-of-length-zero",
+        clause: id::BS_EXT_NZ_1,
+        case: EXTENDED_STRUCTURE,
+        peer: || extended_answer(|r, out| extended_status(out, r, &[(0, 0), (r.length, 3)])),
+    },
+    Proof {
+        name: "high-status-bits-for-base-allocation",
+        clause: id::BS_EXT_HI_1,
+        case: EXTENDED_STRUCTURE,
+        peer: || extended_answer(|r, out| extended_status(out, r, &[(r.length, 1 << 40)])),
+    },
     // Error replies, read where a case makes a correct server refuse.
     Proof {
         name: "error-chunk-with-error-zero",
@@ -553,10 +592,25 @@ pub static PROOFS: &[Proof] = &[
                 .pause(Duration::from_secs(5))
         },
     },
+    Proof {
+        name: "allocation-depth-calls-backing-local",
+        clause: id::QEMU_AD_1,
+        case: "oracle.backing-chain.allocation-depth",
+        peer: backing_called_local,
+    },
+    Proof {
+        name: "dirty-bitmap-calls-everything-dirty",
+        clause: id::QEMU_DB_PREC_1,
+        case: "oracle.dirty-fine.dirty-bm512",
+        peer: everything_dirty,
+    },
 ];
 
 /// The case that reads one plain block-status reply for its structure.
 const STRUCTURE: &str = "bs.reply.structure";
+
+/// The case that reads one plain block-status reply under extended headers.
+const EXTENDED_STRUCTURE: &str = "eh.bs.reply-structure";
 
 /// A case whose request a correct server refuses (it reaches past the end).
 const REFUSED: &str = "bs.range.past-end";
@@ -595,6 +649,32 @@ fn refused(answer: fn(&Request, &mut BytesMut)) -> Peer {
             out.to_vec()
         })
         .pause(Duration::from_secs(5))
+}
+
+/// As [`answered`], with extended headers.
+fn extended_answer(answer: fn(&Request, &mut BytesMut)) -> Peer {
+    Peer::new()
+        .negotiated_extended(PLAIN_SIZE)
+        .extended_request()
+        .reply(move |r| {
+            let mut out = BytesMut::new();
+            answer(r, &mut out);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// An extended status chunk for context 1, final: (length, status) per descriptor.
+fn extended_status(out: &mut BytesMut, r: &Request, descriptors: &[(u64, u64)]) {
+    let body = ChunkBody::BlockStatusExt {
+        context_id: 1,
+        count: descriptors.len() as u32,
+        descriptors: descriptors
+            .iter()
+            .map(|&(length, flags)| Descriptor { length, flags })
+            .collect(),
+    };
+    encode_chunk(out, true, DONE, r.cookie, r.offset, &body);
 }
 
 /// A compact status chunk for context 1: (length, status) per descriptor.
@@ -665,6 +745,64 @@ fn plain_go_with_sizes(minimum: u32, preferred: u32, maximum: u32) -> Peer {
         tf::HAS_FLAGS,
         &[sizes(minimum, preferred, maximum)],
     )
+}
+
+/// `backing-chain` with `qemu:allocation-depth` as context 1, whose one whole-export map
+/// request is answered as qemu-nbd does (tests/snapshots/oracle.backing-chain.allocation-depth
+/// @qemu-nbd.snap) except that the backing file's first 512K are called local (1, not 2):
+/// data still never absent, but a depth the fixture's layers do not give.
+fn backing_called_local() -> Peer {
+    const K: u64 = 1024;
+    Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(option::SET_META_CONTEXT)
+        .meta_context(1, "qemu:allocation-depth")
+        .ack()
+        .option(option::GO)
+        .export_info(4 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
+        .ack()
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            let depths = [
+                (576 * K, 1),
+                (192 * K, 2),
+                (64 * K, 1),
+                (192 * K, 2),
+                (1024 * K, 0),
+                (64 * K, 1),
+                (960 * K, 0),
+                (64 * K, 1),
+                (960 * K, 0),
+            ];
+            status(&mut out, r, DONE, &depths);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// `dirty-fine` with `qemu:dirty-bitmap:bm512` as context 1, whose map is one dirty extent:
+/// every write is covered, and so is the data written before the bitmap.
+fn everything_dirty() -> Peer {
+    Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(option::SET_META_CONTEXT)
+        .meta_context(1, "qemu:dirty-bitmap:bm512")
+        .ack()
+        .option(option::GO)
+        .export_info(1 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
+        .ack()
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            status(&mut out, r, DONE, &[(r.length, 1)]);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
 }
 
 /// GO acknowledged without NBD_INFO_EXPORT: the client cannot know the size.

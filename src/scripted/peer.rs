@@ -26,8 +26,8 @@ enum Act {
     ExpectOption(Option<u32>),
     /// Answer the option just read.
     ReplyOption { reply_type: u32, data: Vec<u8> },
-    /// Read one compact request header.
-    ExpectRequest,
+    /// Read one request header of this form.
+    ExpectRequest(HeaderForm),
     /// Send bytes built from the request just read.
     Reply(BuildReply),
     /// Send bytes as they are.
@@ -127,6 +127,20 @@ impl Peer {
             .option(option::GO)
     }
 
+    /// The whole handshake with extended headers: EXTENDED_HEADERS, `base:allocation` as
+    /// context 1, GO on an export of `size` bytes.
+    pub fn negotiated_extended(self, size: u64) -> Peer {
+        self.greet()
+            .option(option::EXTENDED_HEADERS)
+            .ack()
+            .option(option::SET_META_CONTEXT)
+            .meta_context(1, "base:allocation")
+            .ack()
+            .option(option::GO)
+            .export_info(size, 1)
+            .ack()
+    }
+
     /// The whole handshake done right: [`Peer::haggled`], then GO on an export of `size` bytes.
     pub fn negotiated(self, size: u64) -> Peer {
         self.haggled().export_info(size, 1).ack()
@@ -134,7 +148,12 @@ impl Peer {
 
     /// Expects a request next.
     pub fn request(self) -> Peer {
-        self.then(Act::ExpectRequest)
+        self.then(Act::ExpectRequest(HeaderForm::Compact))
+    }
+
+    /// Expects an extended (32-byte) request next.
+    pub fn extended_request(self) -> Peer {
+        self.then(Act::ExpectRequest(HeaderForm::Extended))
     }
 
     /// Answers the last request with what `reply` builds from it.
@@ -180,12 +199,12 @@ impl Peer {
                     handshake::encode_option_reply(&mut out, last_option, reply_type, &data);
                     write(&mut s, &out).await?;
                 }
-                Act::ExpectRequest => {
-                    let mut header = [0u8; 28];
+                Act::ExpectRequest(form) => {
+                    let mut header = vec![0u8; form.header_len()];
                     s.read_exact(&mut header)
                         .await
                         .map_err(|e| format!("no request: {e}"))?;
-                    last_request = Request::decode(HeaderForm::Compact, &header);
+                    last_request = Request::decode(form, &header);
                 }
                 Act::Reply(build) => {
                     let request = last_request.as_ref().ok_or("a reply before any request")?;

@@ -39,6 +39,42 @@ pub enum Allocation {
 pub enum Dirtiness {
     Clean,
     Dirty,
+    /// Dirty, and a hole in the image now: the draft's hint `NBD_STATE_DIRTY_DEALLOCATED`
+    /// (a client backing up the range need not read it). Today's bitmaps call it dirty.
+    DirtyDeallocated,
+}
+
+/// The draft's dirtiness with its hint: every dirty byte that `allocation` (extents over the
+/// same range) calls a hole becomes [`Dirtiness::DirtyDeallocated`]. Where the allocation scan
+/// stopped short, dirty stays dirty.
+pub fn with_deallocated_hint(
+    dirty: &[Extent<Dirtiness>],
+    allocation: &[Extent<Allocation>],
+) -> Vec<Extent<Dirtiness>> {
+    let mut out = ExtentList::new(usize::MAX);
+    let mut holes = allocation.iter().copied();
+    let mut hole = holes.next();
+    for d in dirty {
+        let mut left = d.length;
+        while left > 0 {
+            let Some(a) = hole.as_mut().filter(|a| a.length > 0) else {
+                out.push(left, d.state);
+                break;
+            };
+            let piece = left.min(a.length);
+            let state = match (d.state, a.state) {
+                (Dirtiness::Dirty, Allocation::Hole) => Dirtiness::DirtyDeallocated,
+                (state, _) => state,
+            };
+            out.push(piece, state);
+            left -= piece;
+            a.length -= piece;
+            if a.length == 0 {
+                hole = holes.next();
+            }
+        }
+    }
+    out.into_vec()
 }
 
 /// A list that merges a pushed extent into the previous one when the states match, and refuses
@@ -150,7 +186,7 @@ pub fn allocation_status(state: Allocation) -> u32 {
 pub fn dirty_bitmap_status(state: Dirtiness) -> u32 {
     let flags = match state {
         Dirtiness::Clean => 0,
-        Dirtiness::Dirty => context::STATE_DIRTY,
+        Dirtiness::Dirty | Dirtiness::DirtyDeallocated => context::STATE_DIRTY,
     };
     flags as u32
 }
@@ -169,6 +205,7 @@ pub fn draft_dirty_status(state: Dirtiness) -> u16 {
     match state {
         Dirtiness::Clean => draft::STATE_CLEAN,
         Dirtiness::Dirty => draft::STATE_DIRTY,
+        Dirtiness::DirtyDeallocated => draft::STATE_DIRTY_DEALLOCATED,
     }
 }
 
@@ -319,6 +356,23 @@ mod tests {
         assert_eq!(dirty_bitmap_status(Dirtiness::Dirty), 1);
         assert_eq!(draft_dirty_status(Dirtiness::Dirty), 0);
         assert_eq!(draft_dirty_status(Dirtiness::Clean), 1);
+    }
+
+    #[test]
+    fn dirty_holes_get_the_deallocated_hint() {
+        use Allocation::{Data, Hole};
+        use Dirtiness::{Clean, Dirty, DirtyDeallocated};
+        let dirty = [Extent::new(100, Clean), Extent::new(200, Dirty)];
+        let allocation = [Extent::new(150, Data), Extent::new(100, Hole)];
+        assert_eq!(
+            with_deallocated_hint(&dirty, &allocation),
+            vec![
+                Extent::new(100, Clean),
+                Extent::new(50, Dirty),
+                Extent::new(100, DirtyDeallocated),
+                Extent::new(50, Dirty),
+            ]
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use super::contexts::ContextKind;
 use super::export::Export;
 use super::extents::{
     allocation_status, dirty_bitmap_status, draft_allocation_status, draft_dirty_status, shape,
-    to_descriptors, to_draft_descriptors, Allocation, Dirtiness, Extent, ReplyLimits,
-    MAX_COMPACT_DESCRIPTOR,
+    to_descriptors, to_draft_descriptors, with_deallocated_hint, Allocation, Dirtiness, Extent,
+    ReplyLimits, MAX_COMPACT_DESCRIPTOR,
 };
 use super::image::{AfterBudget, ScanLimits};
 use crate::wire::consts::limit;
@@ -204,13 +204,15 @@ pub async fn lba_status(
             ))
         }
         // The first bitmap answers GET_DIRTY; without one, the query was planned as unknown.
-        DraftQuery::Dirty => Some(ContextExtents::Dirtiness(dirtiness(
-            export,
-            0,
-            offset,
-            length,
-            max_extents,
-        ))),
+        // Its dirty holes carry the draft's DIRTY_DEALLOCATED hint.
+        DraftQuery::Dirty => {
+            let dirty = dirtiness(export, 0, offset, length, max_extents);
+            let limits = ScanLimits::new(max_extents, AfterBudget::Stop);
+            let holes = allocation(export, offset, length, limits).await?;
+            Some(ContextExtents::Dirtiness(with_deallocated_hint(
+                &dirty, &holes,
+            )))
+        }
         DraftQuery::Other(_) => None,
     };
     let descriptors = match extents {

@@ -1,6 +1,7 @@
 //! The scripted proofs (`nbd_conform::scripted::PROOFS`): each runs its case against a
 //! scripted server that breaks one rule no fault of the reference server breaks, and asserts
-//! the case reports that clause, graded as its level says (not `error`).
+//! the case reports that clause, graded as its level says (not `error`). A peer's script is
+//! written for its case's fixture, so the case is graded with that fixture's truth.
 
 use std::time::Duration;
 
@@ -25,7 +26,9 @@ fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
         let spec = TargetSpec {
             target: peer.target.clone(),
             dialect: case.dialect,
-            truth: None,
+            truth: nbd_conform::fixtures::find(&case.fixture)
+                .ok()
+                .map(|f| std::sync::Arc::new(f.truth())),
             bitmaps: Vec::new(),
         };
         let settings = Settings {

@@ -55,6 +55,10 @@ impl Run<'_> {
             }
         }
         self.read_back(&tracks).await?;
+        if neg.dialect == Dialect::Draft {
+            self.record
+                .found_all(checks::draft::dirty_deallocated(&tracks));
+        }
         match self.spec.truth.clone() {
             // The case's own writes changed the export: the fixture no longer describes it.
             Some(_) if self.ledger.changed() => self.record.not_checked.push(

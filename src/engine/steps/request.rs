@@ -44,7 +44,33 @@ impl Run<'_> {
             s.expect.outcome,
         )?;
         let request = self.new_request(draft::CMD_GET_LBA_STATUS, s.selector, offset, length)?;
-        self.request(request, &[], &s.expect).await
+        let neg = self.negotiated()?;
+        if neg.advertises_draft_status() {
+            return self.request(request, &[], &s.expect).await;
+        }
+        // Only a case that does not need bit 7 gets here: it asks anyway. A server that answers
+        // supports the command and should have said so (DRAFT-FLAG-1); one that does not never
+        // offered it, and nothing it does can be graded.
+        self.record
+            .note(transcript::request(&request, self.case.dialect));
+        let result = self.exchange(request).await?;
+        match result {
+            Ok(reply) if checks::draft::answered(&reply) => {
+                let flags = neg.transmission_flags;
+                self.record
+                    .found_all(checks::draft::flag_advertised(flags, &reply));
+                let clause = self.clause_of(&s.expect);
+                if let Some(reply) = self.judge(Ok(reply), &s.expect, clause)? {
+                    self.record_stream(&reply);
+                }
+                Ok(())
+            }
+            _ => Err(Stop::Unsupported(
+                "the server neither advertises transmission flag bit 7 nor answers \
+                 GET_LBA_STATUS"
+                    .into(),
+            )),
+        }
     }
 
     pub(super) async fn raw_request(&mut self, s: &case::RawRequest) -> Result<(), Stop> {

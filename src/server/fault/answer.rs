@@ -55,6 +55,11 @@ impl Faults {
                         e.state = Dirtiness::Clean;
                     }
                 }
+                if dialect == Dialect::Draft && self.has(Fault::DraftDeallocatedHintOverData) {
+                    for e in extents.iter_mut().filter(|e| e.state == Dirtiness::Dirty) {
+                        e.state = Dirtiness::DirtyDeallocated;
+                    }
+                }
             }
         }
     }

@@ -177,8 +177,12 @@ catalogue! {
         DiscAnswersEio => FaultSpec::standard("disc-answers-eio", "TX-DISC-1",
             "a block-status request with NBD_CMD_DISC right behind it gets EIO instead of its answer (ESHUTDOWN would be allowed)"),
         // The 2016 draft.
+        DraftFlagUnadvertised => FaultSpec::draft("draft-flag-unadvertised", "DRAFT-FLAG-1",
+            "transmission flag bit 7 (SEND_GET_LBA_STATUS) is not advertised, yet GET_LBA_STATUS is answered"),
         DraftNoFallback => FaultSpec::draft("draft-no-fallback", "DRAFT-UNK-1",
             "an unknown query type gets EINVAL instead of the status-0 fallback descriptor"),
+        DraftSelectorBitmask => FaultSpec::draft("draft-selector-bitmask", "DRAFT-UNK-1",
+            "the selector is read as a bitmask: any odd selector (3, the combined 1|2) gets GET_DIRTY's answer instead of the fallback"),
         DraftFallbackSplit => FaultSpec::draft("draft-fallback-split", "DRAFT-UNK-1",
             "the fallback comes as two status-0 halves: neither descriptor has the request's range"),
         DraftErrorNoTrailer => FaultSpec::draft("draft-error-no-trailer", "DRAFT-ERR-1",
@@ -195,6 +199,8 @@ catalogue! {
             "an extra 512-byte status-0 descriptor just past the requested range"),
         DraftUndefinedStatus => FaultSpec::draft("draft-undefined-status", "DRAFT-STATE-1",
             "GET_ALLOCATED's first descriptor carries status 0x8000, which the query does not define"),
+        DraftDeallocatedHintOverData => FaultSpec::draft("draft-deallocated-hint-over-data", "DRAFT-DIRTY-DEALLOC-1",
+            "GET_DIRTY calls every dirty range DIRTY_DEALLOCATED, also where GET_ALLOCATED says it holds data"),
         DraftDirtyMissingWrite => FaultSpec::draft("draft-dirty-missing-write", "DRAFT-DIRTY-COVER-1",
             "GET_DIRTY reports every granule clean, missing the writes"),
         // Writes on a live export: what a later READ or block status sees.

@@ -1,9 +1,10 @@
 //! What faults change in negotiation: only what a clause they break lives in (the minimum
 //! block size of `unaligned-to-min-block`, the ids of `context-id-reused`, the bit 12 that
-//! `status-payload-unadvertised` hides, the commands the write faults need advertised).
+//! `status-payload-unadvertised` hides, the commands the write faults need advertised, the
+//! draft's bit 7 that `draft-flag-unadvertised` hides).
 
 use super::{Fault, Faults};
-use crate::wire::consts::transmission_flag as tf;
+use crate::wire::consts::{draft, transmission_flag as tf};
 use crate::wire::handshake::BlockSizes;
 
 /// The minimum block `unaligned-to-min-block` advertises (the clean server advertises 1), so
@@ -26,7 +27,8 @@ impl Faults {
     /// The transmission flags to advertise, where the clean server would advertise `clean`.
     /// `status-payload-unadvertised` hides bit 12 and goes on honouring the payload form, so
     /// that a payload sent without the bit succeeds instead of earning EINVAL; a fault about
-    /// FAST_ZERO or CACHE is met only where the command may be sent.
+    /// FAST_ZERO or CACHE is met only where the command may be sent;
+    /// `draft-flag-unadvertised` hides the draft's bit 7 and goes on answering GET_LBA_STATUS.
     pub fn transmission_flags(&self, clean: u16) -> u16 {
         let mut flags = clean;
         if self.has(Fault::StatusPayloadUnadvertised) {
@@ -42,6 +44,9 @@ impl Faults {
         }
         if self.has(Fault::CacheScribbles) {
             flags |= tf::SEND_CACHE;
+        }
+        if self.has(Fault::DraftFlagUnadvertised) {
+            flags &= !draft::SEND_GET_LBA_STATUS;
         }
         flags
     }
@@ -85,5 +90,7 @@ mod tests {
         assert_eq!((b.minimum, b.preferred), (4096, 4096));
         let hidden = Faults::new([Fault::StatusPayloadUnadvertised]);
         assert_eq!(hidden.transmission_flags(0x1fff), 0x0fff);
+        let draft = Faults::new([Fault::DraftFlagUnadvertised]);
+        assert_eq!(draft.transmission_flags(0x1fff), 0x1f7f);
     }
 }

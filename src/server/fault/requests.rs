@@ -1,14 +1,14 @@
 //! What faults change in request checking: a request the clean checks refuse may be answered
 //! (`success-past-end`, `payload-ids-unchecked`), one they accept may be refused
 //! (`draft-no-fallback`, the FAST_ZERO faults) or answered otherwise (`filter-ignored`,
-//! `payload-length-as-effect`), and an accepted write may do something else (`write-dropped`,
-//! `write-zeroes-ignored`, `cache-scribbles`).
+//! `payload-length-as-effect`, `draft-selector-bitmask`), and an accepted write may do
+//! something else (`write-dropped`, `write-zeroes-ignored`, `cache-scribbles`).
 
 use super::{Fault, Faults};
 use crate::server::export::Export;
 use crate::server::plan::filter::{REPEATED_ID, UNKNOWN_ID};
 use crate::server::plan::{refuse, Command, Refusal, PAST_END};
-use crate::wire::consts::{command as cmd, command_flag as flag, errno};
+use crate::wire::consts::{command as cmd, command_flag as flag, draft, errno};
 use crate::wire::draft::DraftQuery;
 use crate::wire::request::Request;
 use crate::wire::status_payload::StatusPayload;
@@ -86,6 +86,22 @@ impl Faults {
                 ..
             }) if self.has(Fault::DraftNoFallback) => {
                 Err(refuse(errno::EINVAL, "unknown query type"))
+            }
+            // `draft-selector-bitmask`: bit 0 read as "dirty" whatever else is set, as a
+            // server that took the selector for today's bitmask of flags would.
+            Ok(Command::LbaStatus {
+                query: DraftQuery::Other(selector),
+                offset,
+                length,
+            }) if self.has(Fault::DraftSelectorBitmask)
+                && selector & draft::SELECT_DIRTY != 0
+                && !export.bitmaps.is_empty() =>
+            {
+                Ok(Command::LbaStatus {
+                    offset,
+                    length,
+                    query: DraftQuery::Dirty,
+                })
             }
             planned => self.review_write(req, planned),
         }
