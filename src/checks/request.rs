@@ -94,6 +94,16 @@ pub fn closed(allowed: bool) -> Finding {
     }
 }
 
+/// The server closed on a request after which the spec says it should not (under `clause`, a
+/// SHOULD NOT, e.g. BS-REQ-ZERO-1).
+pub fn closed_discouraged(clause: ClauseId) -> Finding {
+    Finding::broken(
+        clause,
+        "a reply, the connection open",
+        "the server closed the connection",
+    )
+}
+
 /// The server answered a request it should have closed on, and kept the connection open.
 pub fn kept_open(clause: ClauseId, waited: Duration) -> Finding {
     Finding::broken(

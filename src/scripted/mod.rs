@@ -464,6 +464,116 @@ pub static PROOFS: &[Proof] = &[
         case: EXTENDED_STRUCTURE,
         peer: || extended_answer(|r, out| extended_status(out, r, &[(r.length, 1 << 40)])),
     },
+    // Requests a correct server refuses, accepted: each case's expectation, shown to fire.
+    Proof {
+        name: "block-status-with-df-accepted",
+        clause: id::BS_REQ_FLAGS_1,
+        case: "bs.flags.df",
+        peer: || accepting(2),
+    },
+    Proof {
+        name: "block-status-with-an-unknown-flag-accepted",
+        clause: id::ERRNO_UNKFLAG_1,
+        case: "bs.flags.unknown-bit-15",
+        peer: || accepting(2),
+    },
+    Proof {
+        name: "block-status-wrapping-past-2-64-accepted",
+        clause: id::BS_REQ_OVF_1,
+        case: "bs.range.offset-overflow",
+        peer: || accepting(2),
+    },
+    Proof {
+        name: "unknown-command-accepted",
+        clause: id::BS_REQ_UNKCMD_1,
+        case: "tx.cmd.unknown-command",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    simple(&mut out, r.cookie, 0);
+                    out.to_vec()
+                })
+                .request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    let data = vec![0u8; r.length as usize];
+                    let body = ChunkBody::OffsetData {
+                        offset: r.offset,
+                        data: data.into(),
+                    };
+                    encode_chunk(&mut out, false, DONE, r.cookie, 0, &body);
+                    out.to_vec()
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "block-status-with-fua-refused",
+        clause: id::BS_REQ_FUA_1,
+        case: "bs.flags.fua-advertised",
+        peer: || {
+            Peer::new()
+                .haggled()
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS | tf::SEND_FUA)
+                .ack()
+                .request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None);
+                    out.to_vec()
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "zero-length-block-status-hangs-up",
+        clause: id::BS_REQ_ZERO_1,
+        case: "bs.range.zero-length",
+        peer: || {
+            // Hangs up on the first zero-length request; the case goes on on a new connection,
+            // where everything is answered.
+            let ok = |r: &Request| {
+                let mut out = BytesMut::new();
+                match r.length {
+                    0 => error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None),
+                    n => status(&mut out, r, DONE, &[(n, 0)]),
+                }
+                out.to_vec()
+            };
+            Peer::new()
+                .negotiated(PLAIN_SIZE)
+                .request()
+                .next_connection()
+                .negotiated(PLAIN_SIZE)
+                .request()
+                .reply(ok)
+                .request()
+                .reply(ok)
+                .request()
+                .reply(ok)
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "descriptors-past-the-export-end",
+        clause: id::BS_REP_EOF_1,
+        case: STRUCTURE,
+        peer: || answered(|r, out| status(out, r, DONE, &[(PLAIN_SIZE * 2, 0)])),
+    },
+    Proof {
+        name: "last-descriptor-past-the-request",
+        clause: id::BS_REP_SUM_2,
+        case: STRUCTURE,
+        peer: || answered(|r, out| status(out, r, DONE, &[(r.length * 2, 0)])),
+    },
     // Error replies, read where a case makes a correct server refuse.
     Proof {
         name: "error-chunk-with-error-zero",
@@ -675,6 +785,20 @@ fn extended_status(out: &mut BytesMut, r: &Request, descriptors: &[(u64, u64)]) 
             .collect(),
     };
     encode_chunk(out, true, DONE, r.cookie, r.offset, &body);
+}
+
+/// The whole handshake, then `requests` requests each answered with success: one descriptor
+/// over the request (a server that refuses nothing).
+fn accepting(requests: usize) -> Peer {
+    let mut peer = Peer::new().negotiated(PLAIN_SIZE);
+    for _ in 0..requests {
+        peer = peer.request().reply(|r| {
+            let mut out = BytesMut::new();
+            status(&mut out, r, DONE, &[(r.length.max(1), 0)]);
+            out.to_vec()
+        });
+    }
+    peer.pause(Duration::from_secs(5))
 }
 
 /// A compact status chunk for context 1: (length, status) per descriptor.

@@ -34,6 +34,8 @@ enum Act {
     Send(Vec<u8>),
     /// Do nothing for a while (a stall, or a server that never answers).
     Pause(Duration),
+    /// Hang up, and play the rest of the script on the next connection.
+    NextConnection,
 }
 
 /// The script of one connection.
@@ -165,11 +167,17 @@ impl Peer {
         self.then(Act::Send(bytes.to_vec()))
     }
 
+    /// Hangs up; the rest of the script is played on the next connection the client makes.
+    pub fn next_connection(self) -> Peer {
+        self.then(Act::NextConnection)
+    }
+
     pub fn pause(self, how_long: Duration) -> Peer {
         self.then(Act::Pause(how_long))
     }
 
-    /// Plays the script on the first connection `listener` accepts, then closes it.
+    /// Plays the script on the first connection `listener` accepts (and the next ones, after
+    /// each [`Peer::next_connection`]), then closes it.
     pub async fn serve(self, listener: UnixListener) -> Result<(), String> {
         let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
         let mut last_option = 0;
@@ -212,6 +220,10 @@ impl Peer {
                 }
                 Act::Send(bytes) => write(&mut s, &bytes).await?,
                 Act::Pause(how_long) => tokio::time::sleep(how_long).await,
+                Act::NextConnection => {
+                    drop(s);
+                    s = listener.accept().await.map_err(|e| e.to_string())?.0;
+                }
             }
         }
         Ok(())

@@ -68,6 +68,10 @@ pub enum Close {
     Preferred,
     /// The server must close (HS-CFLAGS-3).
     Required,
+    /// The spec says the server should not close here, though the request is one a client
+    /// should not send (length 0: BS-REQ-ZERO-1): a close is graded under the step's clause, as
+    /// the SHOULD it is, not as the MUST of TX-NODROP-1.
+    Discouraged,
 }
 
 impl Expect {
@@ -101,8 +105,14 @@ impl Expect {
                 if self.reply.is_empty() || self.clause.is_none() {
                     return Err("an option or go expectation names its `reply` and `clause`".into());
                 }
-                if self.close == Close::Required || self.close == Close::Preferred {
-                    return misplaced("close = \"required\" or \"preferred\"", "option and go");
+                if matches!(
+                    self.close,
+                    Close::Required | Close::Preferred | Close::Discouraged
+                ) {
+                    return misplaced(
+                        "close = \"required\", \"preferred\" or \"discouraged\"",
+                        "option and go",
+                    );
                 }
             }
             StepKind::Connect => {
@@ -114,8 +124,14 @@ impl Expect {
                 {
                     return Err("a connect expectation takes only `close` and `clause`".into());
                 }
-                if self.close == Close::Allowed || self.close == Close::Preferred {
-                    return misplaced("close = \"allowed\" or \"preferred\"", "connect");
+                if matches!(
+                    self.close,
+                    Close::Allowed | Close::Preferred | Close::Discouraged
+                ) {
+                    return misplaced(
+                        "close = \"allowed\", \"preferred\" or \"discouraged\"",
+                        "connect",
+                    );
                 }
             }
         }

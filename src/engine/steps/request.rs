@@ -172,6 +172,13 @@ impl Run<'_> {
             Err(ClientError::Closed { .. } | ClientError::Io(_)) => {
                 self.record.note("← connection closed");
                 self.drop_link();
+                if expect.close == Close::Discouraged {
+                    // Not the connection lost to a broken rule: the case goes on, reconnecting.
+                    self.closed_as_allowed = true;
+                    self.record
+                        .found(checks::request::closed_discouraged(clause));
+                    return Ok(None);
+                }
                 if allows_close {
                     self.closed_as_allowed = true;
                 } else {
