@@ -361,6 +361,210 @@ pub static PROOFS: &[Proof] = &[
             peer.ack()
         },
     },
+    Proof {
+        name: "unknown-client-flag-not-hung-up-on",
+        clause: id::HS_CFLAGS_3,
+        case: "neg.client-flags.unknown-bit-closes",
+        peer: || Peer::new().greet().any_option().ack(),
+    },
+    Proof {
+        name: "hangs-up-after-err-unsup",
+        clause: id::HS_NOHARD_1,
+        case: "neg.option.unknown-gets-unsup",
+        peer: || {
+            Peer::new()
+                .greet()
+                .any_option()
+                .option_reply(reply_type::ERR_UNSUP, &[])
+        },
+    },
+    Proof {
+        name: "abort-with-data-refused",
+        clause: id::ABORT_DATA_1,
+        case: "neg.abort.with-data",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::ABORT)
+                .option_reply(reply_type::ERR_INVALID, &[])
+        },
+    },
+    Proof {
+        name: "structured-replies-refused-as-invalid",
+        clause: id::SR_REPLY_1,
+        case: "neg.list.exact-name",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .option_reply(reply_type::ERR_INVALID, &[])
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "structured-replies-accepted-after-extended-headers",
+        clause: id::SR_EHREQD_1,
+        case: "eh.neg.sr-after-eh",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+        },
+    },
+    Proof {
+        name: "extended-headers-with-data-accepted",
+        clause: id::EH_NODATA_1,
+        case: "eh.neg.with-data",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+        },
+    },
+    Proof {
+        name: "extended-headers-refused-as-invalid",
+        clause: id::EH_NOSR_1,
+        case: "eh.neg.go-after-eh",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::EXTENDED_HEADERS)
+                .option_reply(reply_type::ERR_INVALID, &[])
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+        },
+    },
+    Proof {
+        name: "go-unsupported-with-extended-headers",
+        clause: id::EH_GO_1,
+        case: "eh.neg.sr-then-eh",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .option_reply(reply_type::ERR_UNSUP, &[])
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "list-of-a-query-reaching-past-the-option-accepted",
+        clause: id::LMC_SYNTAX_1,
+        case: "neg.list.malformed-query-length",
+        peer: || listed(&[]),
+    },
+    Proof {
+        name: "list-of-one-name-answers-two",
+        clause: id::LMC_MATCH_1,
+        case: "neg.list.exact-name",
+        peer: || listed(&[(0, "base:allocation"), (0, "x-vendor:extra")]),
+    },
+    Proof {
+        name: "list-of-the-base-wildcard-answers-nothing",
+        clause: id::BASE_LISTWILD_1,
+        case: "neg.list.base-wildcard",
+        peer: || listed(&[]),
+    },
+    Proof {
+        name: "list-of-an-unknown-base-leaf-answers-it",
+        clause: id::BASE_UNKLEAF_1,
+        case: "neg.list.base-unknown-leaf",
+        peer: || listed(&[(0, "base:no-such-leaf")]),
+    },
+    Proof {
+        name: "set-of-the-qemu-wildcard-selects-a-context",
+        clause: id::QEMU_SETWILD_1,
+        case: "neg.set.qemu-wildcard-selects-nothing",
+        peer: || set_answered(&[(1, "qemu:allocation-depth")]),
+    },
+    Proof {
+        name: "set-before-structured-replies-accepted",
+        clause: id::SMC_PRE_1,
+        case: "neg.set.before-structured-replies",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+        },
+    },
+    Proof {
+        name: "list-without-extended-headers-refused",
+        clause: id::EH_LIST_1,
+        case: "eh.neg.base-list-compact",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::LIST_META_CONTEXT)
+                .option_reply(reply_type::ERR_INVALID, &[])
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+        },
+    },
+    Proof {
+        name: "set-without-extended-headers-refused",
+        clause: id::EH_SET_1,
+        case: "eh.neg.base-list-compact",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::LIST_META_CONTEXT)
+                .meta_context(0, "base:allocation")
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .option_reply(reply_type::ERR_INVALID, &[])
+        },
+    },
+    Proof {
+        name: "block-status-without-contexts-accepted",
+        clause: id::MC_NOCTX_1,
+        case: "bs.neg.no-context-selected",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    encode_chunk(&mut out, false, DONE, r.cookie, 0, &ChunkBody::None);
+                    out.to_vec()
+                })
+                .request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    let body = ChunkBody::OffsetData {
+                        offset: r.offset,
+                        data: vec![0u8; r.length as usize].into(),
+                    };
+                    encode_chunk(&mut out, false, DONE, r.cookie, 0, &body);
+                    out.to_vec()
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
     // Block-status replies: what the structure checks read on every reply.
     Proof {
         name: "status-chunk-with-an-unknown-reply-flag",
