@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use crate::clauses::{Clause, ClauseId, Level, CLAUSES};
 use crate::engine::case::Case;
-use crate::scripted::PROOFS;
+use crate::scripted;
 use crate::server::fault::Fault;
 
 pub use scan::{clause_refs, code_of, Scan};
@@ -99,7 +99,7 @@ impl Coverage {
                 .or_default()
                 .push(format!("fault:{}", fault.name()));
         }
-        for proof in PROOFS {
+        for proof in scripted::proofs() {
             proofs
                 .entry(proof.clause.as_str())
                 .or_default()

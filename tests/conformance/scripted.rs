@@ -1,4 +1,4 @@
-//! The scripted proofs (`nbd_conform::scripted::PROOFS`): each runs its case against a
+//! The scripted proofs (`nbd_conform::scripted::proofs()`): each runs its case against a
 //! scripted server that breaks one rule no fault of the reference server breaks, and asserts
 //! the case reports that clause, graded as its level says (not `error`). A peer's script is
 //! written for its case's fixture, so the case is graded with that fixture's truth.
@@ -10,7 +10,7 @@ use libtest_mimic::{Failed, Trial};
 use nbd_conform::engine::case::{cases_dir, load_cases, Case};
 use nbd_conform::engine::outcome::Grade;
 use nbd_conform::engine::run::{run_case, Settings, TargetSpec};
-use nbd_conform::scripted::{Proof, PROOFS};
+use nbd_conform::scripted::{proofs, Proof};
 
 /// How long a case may take against a peer: its reads time out after 2 s.
 const CASE_BOUND: Duration = Duration::from_secs(20);
@@ -66,8 +66,7 @@ fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
 
 pub fn trials() -> Vec<Trial> {
     let cases = load_cases(&cases_dir()).unwrap_or_default();
-    PROOFS
-        .iter()
+    proofs()
         .map(|proof| {
             let case = cases.iter().find(|c| c.id == proof.case).cloned();
             Trial::test(format!("selftest::scripted::{}", proof.name), move || {

@@ -1,0 +1,252 @@
+//! What the proofs' peers are built from: the handshakes they play, the replies they send.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use super::Peer;
+use crate::wire::consts::{option, transmission_flag as tf};
+use crate::wire::handshake::{BlockSizes, Info};
+use crate::wire::reply::{encode_chunk, ChunkBody, Descriptor, ReplyHeader};
+use crate::wire::request::Request;
+
+/// The case that reads one plain block-status reply for its structure.
+pub(super) const STRUCTURE: &str = "bs.reply.structure";
+
+/// The case that reads one plain block-status reply under extended headers.
+pub(super) const EXTENDED_STRUCTURE: &str = "eh.bs.reply-structure";
+
+/// A case whose request a correct server refuses (it reaches past the end).
+pub(super) const REFUSED: &str = "bs.range.past-end";
+
+pub(super) const DONE: u16 = crate::wire::consts::reply_flag::DONE;
+
+/// The whole handshake (base:allocation as context 1, an export of [`PLAIN_SIZE`]), then one
+/// request answered with what `answer` writes, then a pause so that the case reads it all.
+pub(super) fn answered(answer: fn(&Request, &mut BytesMut)) -> Peer {
+    Peer::new()
+        .negotiated(PLAIN_SIZE)
+        .request()
+        .reply(move |r| {
+            let mut out = BytesMut::new();
+            answer(r, &mut out);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// As [`answered`], and the case's next request (the still-alive probe) answered right, so
+/// that a refusal graded as a warning stays one.
+pub(super) fn refused(answer: fn(&Request, &mut BytesMut)) -> Peer {
+    Peer::new()
+        .negotiated(PLAIN_SIZE)
+        .request()
+        .reply(move |r| {
+            let mut out = BytesMut::new();
+            answer(r, &mut out);
+            out.to_vec()
+        })
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            status(&mut out, r, DONE, &[(r.length, 0)]);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// As [`answered`], with extended headers.
+pub(super) fn extended_answer(answer: fn(&Request, &mut BytesMut)) -> Peer {
+    Peer::new()
+        .negotiated_extended(PLAIN_SIZE)
+        .extended_request()
+        .reply(move |r| {
+            let mut out = BytesMut::new();
+            answer(r, &mut out);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// An extended status chunk for context 1, final: (length, status) per descriptor.
+pub(super) fn extended_status(out: &mut BytesMut, r: &Request, descriptors: &[(u64, u64)]) {
+    let body = ChunkBody::BlockStatusExt {
+        context_id: 1,
+        count: descriptors.len() as u32,
+        descriptors: descriptors
+            .iter()
+            .map(|&(length, flags)| Descriptor { length, flags })
+            .collect(),
+    };
+    encode_chunk(out, true, DONE, r.cookie, r.offset, &body);
+}
+
+/// The whole handshake, then `requests` requests each answered with success: one descriptor
+/// over the request (a server that refuses nothing).
+pub(super) fn accepting(requests: usize) -> Peer {
+    let mut peer = Peer::new().negotiated(PLAIN_SIZE);
+    for _ in 0..requests {
+        peer = peer.request().reply(|r| {
+            let mut out = BytesMut::new();
+            status(&mut out, r, DONE, &[(r.length.max(1), 0)]);
+            out.to_vec()
+        });
+    }
+    peer.pause(Duration::from_secs(5))
+}
+
+/// A compact status chunk for context 1: (length, status) per descriptor.
+pub(super) fn status(out: &mut BytesMut, r: &Request, flags: u16, descriptors: &[(u64, u64)]) {
+    let body = ChunkBody::BlockStatus {
+        context_id: 1,
+        descriptors: descriptors
+            .iter()
+            .map(|&(length, flags)| Descriptor { length, flags })
+            .collect(),
+    };
+    encode_chunk(out, false, flags, r.cookie, 0, &body);
+}
+
+pub(super) fn simple(out: &mut BytesMut, cookie: u64, error: u32) {
+    ReplyHeader::Simple { error, cookie }.encode(out);
+}
+
+pub(super) fn error_chunk(
+    out: &mut BytesMut,
+    r: &Request,
+    kind: u16,
+    error: u32,
+    offset: Option<u64>,
+) {
+    let body = ChunkBody::Error {
+        chunk_type: kind,
+        error,
+        message: String::new(),
+        offset,
+    };
+    encode_chunk(out, false, DONE, r.cookie, 0, &body);
+}
+
+/// Structured replies accepted, then a LIST answered with `contexts` (id, name) and ACK.
+pub(super) fn listed(contexts: &[(u32, &str)]) -> Peer {
+    meta_context_answer(option::LIST_META_CONTEXT, contexts)
+}
+
+/// Structured replies accepted, then a SET answered with `contexts` (id, name) and ACK.
+pub(super) fn set_answered(contexts: &[(u32, &str)]) -> Peer {
+    meta_context_answer(option::SET_META_CONTEXT, contexts)
+}
+
+pub(super) fn meta_context_answer(opt: u32, contexts: &[(u32, &str)]) -> Peer {
+    let mut peer = Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(opt);
+    for (id, name) in contexts {
+        peer = peer.meta_context(*id, name);
+    }
+    peer.ack()
+}
+
+/// The case that reads what GO says on a connection with simple replies.
+pub(super) const WHAT_GO_SAYS: &str = "neg.go.what-go-says";
+
+/// The size of the exports the plain-GO peers announce.
+pub(super) const PLAIN_SIZE: u64 = 4 << 20;
+
+pub(super) fn sizes(minimum: u32, preferred: u32, maximum: u32) -> Info {
+    Info::BlockSize(BlockSizes {
+        minimum,
+        preferred,
+        maximum,
+    })
+}
+
+pub(super) fn plain_go_with_sizes(minimum: u32, preferred: u32, maximum: u32) -> Peer {
+    Peer::new().plain_go(
+        PLAIN_SIZE,
+        tf::HAS_FLAGS,
+        &[sizes(minimum, preferred, maximum)],
+    )
+}
+
+/// `backing-chain` with `qemu:allocation-depth` as context 1, whose one whole-export map
+/// request is answered as qemu-nbd does (tests/snapshots/oracle.backing-chain.allocation-depth
+/// @qemu-nbd.snap) except that the backing file's first 512K are called local (1, not 2):
+/// data still never absent, but a depth the fixture's layers do not give.
+pub(super) fn backing_called_local() -> Peer {
+    const K: u64 = 1024;
+    Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(option::SET_META_CONTEXT)
+        .meta_context(1, "qemu:allocation-depth")
+        .ack()
+        .option(option::GO)
+        .export_info(4 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
+        .ack()
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            let depths = [
+                (576 * K, 1),
+                (192 * K, 2),
+                (64 * K, 1),
+                (192 * K, 2),
+                (1024 * K, 0),
+                (64 * K, 1),
+                (960 * K, 0),
+                (64 * K, 1),
+                (960 * K, 0),
+            ];
+            status(&mut out, r, DONE, &depths);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// `dirty-fine` with `qemu:dirty-bitmap:bm512` as context 1, whose map is one dirty extent:
+/// every write is covered, and so is the data written before the bitmap.
+pub(super) fn everything_dirty() -> Peer {
+    Peer::new()
+        .greet()
+        .option(option::STRUCTURED_REPLY)
+        .ack()
+        .option(option::SET_META_CONTEXT)
+        .meta_context(1, "qemu:dirty-bitmap:bm512")
+        .ack()
+        .option(option::GO)
+        .export_info(1 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
+        .ack()
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            status(&mut out, r, DONE, &[(r.length, 1)]);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
+
+/// GO acknowledged without NBD_INFO_EXPORT: the client cannot know the size.
+pub(super) fn go_without_the_export_size() -> Peer {
+    Peer::new().greet().option(option::GO).ack()
+}
+
+/// A successful block status answered with a simple reply (it must be structured).
+pub(super) fn block_status_in_a_simple_reply() -> Peer {
+    Peer::new()
+        .negotiated(4 << 20)
+        .request()
+        .reply(|r| {
+            let mut out = BytesMut::new();
+            ReplyHeader::Simple {
+                error: 0,
+                cookie: r.cookie,
+            }
+            .encode(&mut out);
+            out.to_vec()
+        })
+        .pause(Duration::from_secs(5))
+}
