@@ -5,7 +5,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::Peer;
-use crate::wire::consts::{option, transmission_flag as tf};
+use crate::wire::consts::{draft, option, transmission_flag as tf};
+use crate::wire::draft::{encode_descriptors, DraftDescriptor};
 use crate::wire::handshake::{BlockSizes, Info};
 use crate::wire::reply::{encode_chunk, ChunkBody, Descriptor, ReplyHeader};
 use crate::wire::request::Request;
@@ -79,6 +80,63 @@ pub(super) fn extended_status(out: &mut BytesMut, r: &Request, descriptors: &[(u
             .collect(),
     };
     encode_chunk(out, true, DONE, r.cookie, r.offset, &body);
+}
+
+/// The whole handshake on an export that advertises `flags` (and is writable), then requests
+/// answered with the simple replies `errors` lists (0: success), then a pause.
+pub(super) fn writable(flags: u16, errors: &'static [u32]) -> Peer {
+    let mut peer = Peer::new()
+        .haggled()
+        .export_info(PLAIN_SIZE, tf::HAS_FLAGS | flags)
+        .ack();
+    for &error in errors {
+        peer = peer.request().reply(move |r| {
+            let mut out = BytesMut::new();
+            simple(&mut out, r.cookie, error);
+            out.to_vec()
+        });
+    }
+    peer.pause(Duration::from_secs(5))
+}
+
+/// A 2016-draft server: GO on an export that advertises GET_LBA_STATUS (bit 7), then one
+/// GET_LBA_STATUS answer per entry of `answers`, each written from its request, then a pause.
+pub(super) fn draft(answers: &[fn(&Request, &mut BytesMut)]) -> Peer {
+    let mut peer = Peer::new()
+        .greet()
+        .option(option::GO)
+        .export_info(PLAIN_SIZE, tf::HAS_FLAGS | draft::SEND_GET_LBA_STATUS)
+        .ack();
+    for &answer in answers {
+        peer = peer.request().reply(move |r| {
+            let mut out = BytesMut::new();
+            answer(r, &mut out);
+            out.to_vec()
+        });
+    }
+    peer.pause(Duration::from_secs(5))
+}
+
+/// A successful draft answer: the simple header, then P and the descriptors
+/// (offset, length, status).
+pub(super) fn draft_status(out: &mut BytesMut, r: &Request, descriptors: &[(u64, u32, u16)]) {
+    simple(out, r.cookie, 0);
+    let descriptors: Vec<DraftDescriptor> = descriptors
+        .iter()
+        .map(|&(offset, length, status)| DraftDescriptor {
+            offset,
+            length,
+            status,
+        })
+        .collect();
+    encode_descriptors(out, &descriptors);
+}
+
+/// A draft answer that is right: one status-0 (allocated) descriptor over the request's part
+/// inside the export.
+pub(super) fn draft_right(r: &Request, out: &mut BytesMut) {
+    let end = (r.offset + r.length).min(PLAIN_SIZE);
+    draft_status(out, r, &[(r.offset, (end - r.offset) as u32, 0)]);
 }
 
 /// The whole handshake, then `requests` requests each answered with success: one descriptor

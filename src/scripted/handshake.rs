@@ -8,9 +8,38 @@ use super::answers::*;
 use super::{Peer, Proof};
 use crate::clauses::id;
 use crate::wire::consts::{option, reply_type, transmission_flag as tf};
-use crate::wire::handshake::{Greeting, Info};
+use crate::wire::handshake::{self, Greeting, Info};
 
 pub(super) static PROOFS: &[Proof] = &[
+    Proof {
+        name: "block-size-info-of-12-bytes",
+        clause: id::GO_BLKSZ_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            // NBD_INFO_BLOCK_SIZE is exactly 14 bytes; this one lacks its maximum's last half.
+            let data = [0, 3, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 0x10, 0, 0];
+            Peer::new()
+                .greet()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .option_reply(reply_type::INFO, &data[..12])
+                .ack()
+        },
+    },
+    Proof {
+        name: "go-answered-as-another-option",
+        clause: id::HS_OPTREP_1,
+        case: WHAT_GO_SAYS,
+        peer: || {
+            let mut ack = BytesMut::new();
+            handshake::encode_option_reply(&mut ack, option::INFO, reply_type::ACK, &[]);
+            Peer::new()
+                .greet()
+                .option(option::GO)
+                .send(&ack)
+                .pause(Duration::from_secs(5))
+        },
+    },
     Proof {
         name: "go-without-the-export-size",
         clause: id::GO_ACK_1,

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::client::Target;
-use crate::wire::consts::{option, reply_type};
+use crate::wire::consts::{command, option, reply_type};
 use crate::wire::handshake::{self, Greeting, Info, OptionHeader};
 use crate::wire::request::{HeaderForm, Request};
 
@@ -213,6 +213,19 @@ impl Peer {
                         .await
                         .map_err(|e| format!("no request: {e}"))?;
                     last_request = Request::decode(form, &header);
+                    // A WRITE carries its data: read past it, as any server would.
+                    if let Some(r) = last_request
+                        .as_ref()
+                        .filter(|r| r.command == command::WRITE)
+                    {
+                        if r.length > u64::from(crate::wire::consts::limit::MAX_IO_PAYLOAD) {
+                            return Err(format!("a WRITE of {} bytes", r.length));
+                        }
+                        let mut data = vec![0u8; r.length as usize];
+                        s.read_exact(&mut data)
+                            .await
+                            .map_err(|e| format!("no WRITE data: {e}"))?;
+                    }
                 }
                 Act::Reply(build) => {
                     let request = last_request.as_ref().ok_or("a reply before any request")?;

@@ -12,6 +12,71 @@ use crate::wire::consts::{chunk_type, errno, transmission_flag as tf};
 use crate::wire::reply::{encode_chunk, ChunkBody, Descriptor, ReplyHeader};
 
 pub(super) static PROOFS: &[Proof] = &[
+    // The 2016 draft's replies.
+    Proof {
+        name: "draft-parameter-length-not-a-multiple-of-14",
+        clause: id::DRAFT_DESC_LEN_1,
+        case: "draft.alloc.single-request",
+        peer: || {
+            draft(&[
+                |r, out| {
+                    simple(out, r.cookie, 0);
+                    out.put_u32(15);
+                    out.put_u64(r.offset);
+                    out.put_u32(r.length as u32);
+                    out.put_u16(0);
+                    out.put_u8(0);
+                },
+                draft_right,
+            ])
+        },
+    },
+    Proof {
+        name: "draft-descriptor-of-length-zero",
+        clause: id::DRAFT_DESC_NZ_1,
+        case: "draft.alloc.unaligned",
+        peer: || {
+            draft(&[
+                |r, out| draft_status(out, r, &[(r.offset, 0, 0), (r.offset, r.length as u32, 0)]),
+                draft_right,
+                draft_right,
+            ])
+        },
+    },
+    Proof {
+        name: "draft-descriptors-cover-half-the-request",
+        clause: id::DRAFT_DESC_COVER_1,
+        case: "draft.alloc.single-request",
+        peer: || {
+            draft(&[
+                |r, out| draft_status(out, r, &[(r.offset, (r.length / 2) as u32, 0)]),
+                draft_right,
+            ])
+        },
+    },
+    Proof {
+        name: "status-chunk-without-descriptors",
+        clause: id::BS_REP_ATLEAST1_1,
+        case: STRUCTURE,
+        peer: || answered(|r, out| status(out, r, DONE, &[])),
+    },
+    Proof {
+        name: "extended-chunk-of-a-terabyte",
+        clause: id::EH_REP_3,
+        case: EXTENDED_STRUCTURE,
+        peer: || {
+            extended_answer(|r, out| {
+                ReplyHeader::Extended {
+                    flags: DONE,
+                    chunk_type: chunk_type::BLOCK_STATUS_EXT,
+                    cookie: r.cookie,
+                    offset: r.offset,
+                    length: 1 << 40,
+                }
+                .encode(out);
+            })
+        },
+    },
     Proof {
         name: "block-status-in-a-simple-reply",
         clause: id::BS_NEG_3,

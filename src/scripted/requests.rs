@@ -14,6 +14,82 @@ use crate::wire::request::Request;
 
 pub(super) static PROOFS: &[Proof] = &[
     Proof {
+        name: "draft-request-past-the-end-answered",
+        clause: id::DRAFT_REQ_OOB_1,
+        case: "draft.error.past-end",
+        peer: || draft(&[draft_right, draft_right, draft_right, draft_right]),
+    },
+    Proof {
+        name: "extended-request-past-the-end-accepted",
+        clause: id::BS_REQ_OOB_3,
+        case: "eh.range.length-8g-on-small-export",
+        peer: || {
+            let to_the_end = |r: &Request| {
+                let mut out = BytesMut::new();
+                extended_status(&mut out, r, &[(PLAIN_SIZE - r.offset, 0)]);
+                out.to_vec()
+            };
+            Peer::new()
+                .negotiated_extended(PLAIN_SIZE)
+                .extended_request()
+                .reply(to_the_end)
+                .extended_request()
+                .reply(to_the_end)
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "extended-block-status-refused",
+        clause: id::EH_WIRE_1,
+        case: "eh.neg.twice",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .extended_request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    let body = ChunkBody::Error {
+                        chunk_type: chunk_type::ERROR,
+                        error: errno::EINVAL,
+                        message: String::new(),
+                        offset: None,
+                    };
+                    encode_chunk(&mut out, true, DONE, r.cookie, r.offset, &body);
+                    out.to_vec()
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
+    // Writes, on a peer whose export is its script (the trials run with --writable).
+    Proof {
+        name: "write-refused",
+        clause: id::BASELINE_1,
+        case: "live.trim",
+        peer: || writable(tf::SEND_TRIM, &[errno::EINVAL]),
+    },
+    Proof {
+        name: "advertised-trim-refused",
+        clause: id::TX_EXPOSE_1,
+        case: "live.trim",
+        peer: || writable(tf::SEND_TRIM, &[0, errno::EINVAL]),
+    },
+    Proof {
+        name: "write-zeroes-with-no-hole-refused",
+        clause: id::WZ_NOHOLE_1,
+        case: "live.write-zeroes-no-hole",
+        peer: || writable(tf::SEND_WRITE_ZEROES, &[0, errno::EINVAL]),
+    },
+    Proof {
         name: "block-status-without-contexts-accepted",
         clause: id::MC_NOCTX_1,
         case: "bs.neg.no-context-selected",
