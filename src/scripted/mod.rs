@@ -5,6 +5,7 @@
 //! peer and assert the clause is reported, graded as its level says, and `nbd-conform list
 //! --coverage` counts them.
 
+mod limits;
 mod peer;
 
 use std::time::Duration;
@@ -383,7 +384,29 @@ pub static PROOFS: &[Proof] = &[
                 .pause(Duration::from_secs(5))
         },
     },
+    // What advertised block sizes bind a server to (src/scripted/limits.rs).
+    Proof {
+        name: "unaligned-request-answered",
+        clause: id::BS_REQ_ALIGN_1,
+        case: "bs.min-block.unaligned-offset",
+        peer: limits::unaligned_request_answered,
+    },
+    Proof {
+        name: "descriptors-past-the-maximum-payload",
+        clause: id::CHUNK_SRVCTL_1,
+        case: MAX_PAYLOAD,
+        peer: limits::descriptors_past_the_maximum,
+    },
+    Proof {
+        name: "error-message-past-the-maximum-payload",
+        clause: id::CHUNK_MAXPL_1,
+        case: MAX_PAYLOAD,
+        peer: limits::error_message_past_the_maximum,
+    },
 ];
+
+/// The case that reads status chunks and a refusal against the advertised maximum payload.
+const MAX_PAYLOAD: &str = "bs.max-payload.chunks";
 
 /// The case that reads one plain block-status reply for its structure.
 const STRUCTURE: &str = "bs.reply.structure";
@@ -449,6 +472,17 @@ fn error_chunk(out: &mut BytesMut, r: &Request, kind: u16, error: u32, offset: O
         error,
         message: String::new(),
         offset,
+    };
+    encode_chunk(out, false, DONE, r.cookie, 0, &body);
+}
+
+/// An error chunk without an offset, with `message`.
+fn error_chunk_with(out: &mut BytesMut, r: &Request, kind: u16, error: u32, message: String) {
+    let body = ChunkBody::Error {
+        chunk_type: kind,
+        error,
+        message,
+        offset: None,
     };
     encode_chunk(out, false, DONE, r.cookie, 0, &body);
 }
