@@ -87,11 +87,17 @@ impl Merge for Dirtiness {
     }
 }
 
-/// `extents`, back to back from `offset`, with every boundary between them moved onto the
-/// `grid` (absolute multiples): a block that straddles a boundary takes the merged state of its
-/// parts. Only the end of the list may stay off the grid (the request's end, the export's end,
-/// or where the scan stopped). The total length is unchanged.
-pub fn align<S: Merge>(extents: Vec<Extent<S>>, offset: u64, grid: u64) -> Vec<Extent<S>> {
+/// `extents`, back to back from `offset` and meant to reach `end`, with every boundary between
+/// them moved onto the `grid` (absolute multiples): a block that straddles a boundary takes the
+/// merged state of its parts. Only `end` may stay off the grid (a request's or the export's
+/// unaligned end). Where the scan stopped short of `end` inside a block, that block is left
+/// out (the client asks again from its start), unless it is all there is.
+pub fn align<S: Merge>(
+    extents: Vec<Extent<S>>,
+    offset: u64,
+    grid: u64,
+    end: u64,
+) -> Vec<Extent<S>> {
     if grid <= 1 {
         return extents;
     }
@@ -132,7 +138,9 @@ pub fn align<S: Merge>(extents: Vec<Extent<S>>, offset: u64, grid: u64) -> Vec<E
         }
     }
     if let Some(state) = pending {
-        emit(pos - done, state);
+        if pos >= end || done == offset {
+            emit(pos - done, state);
+        }
     }
     out
 }
@@ -155,13 +163,14 @@ mod tests {
             Extent::new(8192, Zero),
             Extent::new(16384, Hole),
         ];
-        let got = align(extents, 0, 8192);
+        let got = align(extents, 0, 8192, 32768);
         assert_eq!(lengths(&got), [(8192, Data), (8192, Zero), (16384, Hole)]);
         // Zero and hole in one block: zero (allocated is a safe claim, zero is true).
         let got = align(
             vec![Extent::new(4096, Hole), Extent::new(12288, Zero)],
             0,
             8192,
+            16384,
         );
         assert_eq!(lengths(&got), [(16384, Zero)]);
     }
@@ -174,7 +183,7 @@ mod tests {
             Extent::new(20000, Hole),
             Extent::new(1000, Zero),
         ];
-        let got = align(extents, 65536, 4096);
+        let got = align(extents, 65536, 4096, 65536 + 27100);
         let total: u64 = got.iter().map(|e| e.length).sum();
         assert_eq!(total, 27100);
         let mut at = 65536;
@@ -187,10 +196,22 @@ mod tests {
         assert_eq!(got[1].state, Data);
     }
 
+    /// A scan that stopped inside a block (REQ_ONE looks at few extents) does not end the
+    /// answer off the grid: the client could not ask from there.
+    #[test]
+    fn a_block_the_scan_did_not_finish_is_left_out() {
+        let extents = vec![Extent::new(65536, Hole), Extent::new(8192, Data)];
+        let got = align(extents, 0, 65536, 1 << 20);
+        assert_eq!(lengths(&got), [(65536, Hole)]);
+        // Unless it is all there is.
+        let got = align(vec![Extent::new(8192, Data)], 0, 65536, 1 << 20);
+        assert_eq!(lengths(&got), [(8192, Data)]);
+    }
+
     #[test]
     fn the_grid_of_one_changes_nothing() {
         let extents = vec![Extent::new(1, Data), Extent::new(2, Hole)];
-        assert_eq!(align(extents.clone(), 7, 1), extents);
+        assert_eq!(align(extents.clone(), 7, 1, 10), extents);
     }
 
     #[test]

@@ -46,10 +46,14 @@ pub enum ContextExtents {
 impl ContextExtents {
     /// Every boundary on the advertised minimum block `grid` (BS-REP-MINBLK-1), before any
     /// variant or fault sees the states.
-    fn align(self, offset: u64, grid: u64) -> Self {
+    fn align(self, offset: u64, grid: u64, end: u64) -> Self {
         match self {
-            ContextExtents::Allocation(raw) => ContextExtents::Allocation(align(raw, offset, grid)),
-            ContextExtents::Dirtiness(raw) => ContextExtents::Dirtiness(align(raw, offset, grid)),
+            ContextExtents::Allocation(raw) => {
+                ContextExtents::Allocation(align(raw, offset, grid, end))
+            }
+            ContextExtents::Dirtiness(raw) => {
+                ContextExtents::Dirtiness(align(raw, offset, grid, end))
+            }
         }
     }
 
@@ -156,7 +160,8 @@ pub async fn block_status(
         max_descriptors: descriptors_within(export.block_sizes().maximum, extended),
         req_one: scan.req_one,
     };
-    let max_extents = if scan.req_one {
+    // REQ_ONE wants one extent, but on a grid the first block may hold several.
+    let max_extents = if scan.req_one && grid <= 1 {
         1
     } else {
         limit::MAX_DESCRIPTORS_PER_CHUNK
@@ -180,7 +185,7 @@ pub async fn block_status(
                 ContextExtents::Dirtiness(dirtiness(export, i, offset, scan.length, max_extents))
             }
         }
-        .align(offset, grid);
+        .align(offset, grid, offset + scan.length.min(scan.room));
         variants.restate(&mut extents);
         faults.restate(Dialect::Standard, &mut extents);
         answer.contexts.push(ContextAnswer {
