@@ -223,6 +223,21 @@ struct ServeArgs {
     /// variant with the clause that allows it): a conformant client or suite must accept it.
     #[arg(long = "variant", value_name = "NAME")]
     variants: Vec<String>,
+    /// Advertise (and keep) this minimum block size: a power of two up to 65536. Unaligned
+    /// requests get EINVAL; descriptor boundaries fall on its multiples; the export is cut
+    /// to whole blocks.
+    #[arg(long, value_name = "BYTES", value_parser = parse_u32_size)]
+    min_block: Option<u32>,
+    /// Advertise this maximum payload: at least the preferred block size, at most 2^25. Status
+    /// chunks keep their descriptor lists within it; longer READs get EINVAL.
+    #[arg(long, value_name = "BYTES", value_parser = parse_u32_size)]
+    max_payload: Option<u32>,
+}
+
+/// A byte count that fits 32 bits (`4K`, `65536`).
+fn parse_u32_size(s: &str) -> Result<u32, String> {
+    let n = nbd_conform::size::parse(s)?;
+    u32::try_from(n).map_err(|_| format!("{n} does not fit 32 bits"))
 }
 
 /// A `map` window: a size of at least one byte (a window of 0 would walk nothing).
@@ -443,7 +458,13 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
             );
         }
     }
+    let block_sizes =
+        match nbd_conform::server::limits::block_sizes(args.min_block, args.max_payload) {
+            Ok(b) => b,
+            Err(e) => return usage(format!("serve: {e}")),
+        };
     let options = ServeOptions {
+        block_sizes,
         image,
         listen,
         export_name: args.export,

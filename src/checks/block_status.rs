@@ -29,7 +29,10 @@ pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
             }
             check_errno(*error, &mut out);
         }
-        ReplyBody::Chunks(chunks) => check_chunks(reply, chunks, negotiated, &mut out),
+        ReplyBody::Chunks(chunks) => {
+            check_chunks(reply, chunks, negotiated, &mut out);
+            out.extend(super::max_payload::check(reply, negotiated));
+        }
         ReplyBody::Draft { .. } => out.push(Finding::broken(
             id::BS_NEG_3,
             "a structured reply",

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `block_status` | the structure of one `NBD_CMD_BLOCK_STATUS` reply |
 //! | `draft` | the structure of one 2016-draft `GET_LBA_STATUS` reply |
+//! | `max_payload` | reply chunks within an advertised maximum payload |
 //! | `payload` | block status's payload form: the area and contexts a filtered request asks for |
 //! | `request` | a request's outcome against the case: error, close, no reply |
 //! | `options` | option haggling: final replies, META_CONTEXT ids, closes |
@@ -23,6 +24,7 @@
 pub mod block_status;
 pub mod disc;
 pub mod draft;
+pub mod max_payload;
 pub mod options;
 pub mod payload;
 pub mod read_back;

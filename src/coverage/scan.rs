@@ -17,6 +17,10 @@ pub(super) const SOURCES: &[(&str, &str)] = &[
     ("checks::disc", include_str!("../checks/disc.rs")),
     ("checks::draft", include_str!("../checks/draft.rs")),
     ("checks::mod", include_str!("../checks/mod.rs")),
+    (
+        "checks::max_payload",
+        include_str!("../checks/max_payload.rs"),
+    ),
     ("checks::options", include_str!("../checks/options.rs")),
     ("checks::payload", include_str!("../checks/payload.rs")),
     ("checks::read_back", include_str!("../checks/read_back.rs")),

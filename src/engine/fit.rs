@@ -35,6 +35,9 @@ pub enum Intent {
     RefusedInRange,
     /// Any answer will do (zero-length requests): only the header form matters.
     Anything,
+    /// It must be refused because it is off the advertised minimum block grid: it has to be
+    /// off the grid here, and inside the export, so that the refusal is for that reason.
+    RefusedUnaligned,
 }
 
 /// The request to send, or why the case does not apply here.
@@ -86,6 +89,14 @@ pub fn fit(
                 export.size
             ));
         }
+        Intent::RefusedUnaligned if !fits_here => {
+            return Fit::Unsupported(format!(
+                "the request {offset}+{length} is meant to be refused for being off the minimum \
+                 block grid, inside the export; on this export of {} bytes it reaches past the \
+                 end, which the server may be refusing instead",
+                export.size
+            ));
+        }
         Intent::RefusedInRange if !fits_here && fits_fixture != Some(false) => {
             return Fit::Unsupported(format!(
                 "the request {offset}+{length} is meant to be refused for its own reason, inside \
@@ -122,7 +133,15 @@ pub fn fit(
     }
     let keeps_alignment =
         export.minimum <= 1 || (offset % export.minimum == 0 && length % export.minimum == 0);
-    if !keeps_alignment && intent != Intent::RefusedOutOfRange {
+    if keeps_alignment && intent == Intent::RefusedUnaligned {
+        return Fit::Unsupported(format!(
+            "the request {offset}+{length} is meant to be off the minimum block grid; the \
+             advertised minimum block size here is {}, which it keeps",
+            export.minimum
+        ));
+    }
+    let breaks_on_purpose = matches!(intent, Intent::RefusedOutOfRange | Intent::RefusedUnaligned);
+    if !keeps_alignment && !breaks_on_purpose {
         return Fit::Unsupported(format!(
             "the request {offset}+{length} is not a multiple of the advertised minimum block \
              size {}, which a client that asked for block sizes must keep (GO-BLKSZ-3)",
@@ -247,6 +266,34 @@ mod tests {
             intent,
             &e,
             end_on_fixture,
+        ) {
+            Fit::Send { offset, length, .. } => Some((offset, length)),
+            Fit::Unsupported(_) => None,
+        };
+        assert_eq!(got, sends);
+    }
+
+    /// A request off the grid on purpose goes out only where it is off the grid and in range.
+    #[rstest]
+    #[case::unaligned_offset(1, 4096, 4096, Some((1, 4096)))]
+    #[case::unaligned_length(0, 4097, 4096, Some((0, 4097)))]
+    #[case::aligned_here(4096, 4096, 4096, None)]
+    #[case::no_minimum(1, 4096, 1, None)]
+    #[case::past_the_end(1, 4 << 20, 4096, None)]
+    fn an_unaligned_request_is_sent_only_where_it_is_one(
+        #[case] offset: u64,
+        #[case] length: u64,
+        #[case] minimum: u64,
+        #[case] sends: Option<(u64, u64)>,
+    ) {
+        let e = export(4 << 20, minimum);
+        let got = match fit(
+            command::BLOCK_STATUS,
+            offset,
+            length,
+            Intent::RefusedUnaligned,
+            &e,
+            Some(offset + length),
         ) {
             Fit::Send { offset, length, .. } => Some((offset, length)),
             Fit::Unsupported(_) => None,

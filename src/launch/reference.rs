@@ -59,6 +59,7 @@ pub(super) async fn launch(
         writable,
         faults: behaviour.faults,
         variants: behaviour.variants,
+        block_sizes: crate::server::negotiate::BLOCK_SIZES,
     })
     .await
     .map_err(|e| match e {

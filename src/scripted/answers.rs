@@ -185,6 +185,23 @@ pub(super) fn error_chunk(
     encode_chunk(out, false, DONE, r.cookie, 0, &body);
 }
 
+/// An error chunk without an offset, with `message`.
+pub(super) fn error_chunk_with(
+    out: &mut BytesMut,
+    r: &Request,
+    kind: u16,
+    error: u32,
+    message: String,
+) {
+    let body = ChunkBody::Error {
+        chunk_type: kind,
+        error,
+        message,
+        offset: None,
+    };
+    encode_chunk(out, false, DONE, r.cookie, 0, &body);
+}
+
 /// Structured replies accepted, then a LIST answered with `contexts` (id, name) and ACK.
 pub(super) fn listed(contexts: &[(u32, &str)]) -> Peer {
     meta_context_answer(option::LIST_META_CONTEXT, contexts)

@@ -1,7 +1,7 @@
 //! Scripted servers that each break one rule no fault of the reference server breaks (a GO
 //! without the export's size, a status reply that is simple): the proof that a check fires for
 //! clauses the reference server is built never to break (design §7). [`proofs`] lists them, one
-//! file per area (`handshake`, `options`, `replies`, `requests`, `oracles`), built from the
+//! file per area (`handshake`, `options`, `replies`, `requests`, `limits`, `oracles`), built from the
 //! handshakes and replies in `answers`. A peer's script is written for its case's fixture, so
 //! the trial grades it with that fixture's truth, as it would a server the harness launched on
 //! it; the `selftest::scripted::` trials of `cargo test` run each proof's case against its peer
@@ -10,6 +10,7 @@
 
 mod answers;
 mod handshake;
+mod limits;
 mod options;
 mod oracles;
 mod peer;
@@ -39,6 +40,7 @@ pub fn proofs() -> impl Iterator<Item = &'static Proof> {
         options::PROOFS,
         replies::PROOFS,
         requests::PROOFS,
+        limits::PROOFS,
         oracles::PROOFS,
     ]
     .into_iter()

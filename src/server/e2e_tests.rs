@@ -52,6 +52,7 @@ async fn start(dialect: Dialect, bitmaps: &[&str]) -> Running {
         writable: true,
         faults: vec![],
         variants: vec![],
+        block_sizes: crate::server::negotiate::BLOCK_SIZES,
     })
     .await
     .unwrap();

@@ -8,8 +8,10 @@ use super::bitmap::{BitmapSpec, DirtyBitmap, MIN_GRANULARITY};
 use super::contexts::ContextCatalogue;
 use super::fault::Faults;
 use super::image::Image;
+use super::negotiate::BLOCK_SIZES;
 use super::variant::Variants;
 use crate::wire::consts::{draft, transmission_flag as tf};
+use crate::wire::handshake::BlockSizes;
 use crate::Dialect;
 
 /// Description sent in LIST and INFO_DESCRIPTION.
@@ -30,6 +32,9 @@ pub struct Export {
     /// Every range a client wrote, zeroed or trimmed since the server started, at the finest
     /// granularity: what the `zero-over-written` fault forgets.
     pub written: DirtyBitmap,
+    /// The block sizes `--min-block` and `--max-payload` set (the defaults without them),
+    /// before any variant or fault.
+    pub limits: BlockSizes,
 }
 
 impl Export {
@@ -46,6 +51,7 @@ impl Export {
             faults: Faults::default(),
             variants: Variants::default(),
             written: DirtyBitmap::new(MIN_GRANULARITY),
+            limits: BLOCK_SIZES,
         }
     }
 
@@ -57,9 +63,25 @@ impl Export {
         Export { variants, ..self }
     }
 
-    /// The size clients see (whole minimum blocks under a min-block variant).
+    pub fn with_limits(self, limits: BlockSizes) -> Self {
+        Export { limits, ..self }
+    }
+
+    /// The block sizes the clean server advertises and keeps: the limits, then the variants.
+    pub fn block_sizes(&self) -> BlockSizes {
+        self.variants.block_sizes(self.limits)
+    }
+
+    /// The advertised minimum block size (1 without one): requests and answers keep to it.
+    pub fn minimum_block(&self) -> u64 {
+        u64::from(self.block_sizes().minimum).max(1)
+    }
+
+    /// The size clients see: whole minimum blocks only (a server with a minimum block size
+    /// should export a multiple of it, SIZE-MIN-2).
     pub fn size(&self) -> u64 {
-        self.variants.export_size(self.image.size())
+        let minimum = self.minimum_block();
+        self.image.size() / minimum * minimum
     }
 
     pub fn writable(&self) -> bool {

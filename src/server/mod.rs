@@ -29,6 +29,7 @@ pub mod export;
 pub mod extents;
 pub mod fault;
 pub mod image;
+pub mod limits;
 mod listener;
 pub mod negotiate;
 pub mod plan;
@@ -56,6 +57,7 @@ use image::Image;
 use listener::{Accepted, Listener};
 
 use crate::wire::consts::limit;
+use crate::wire::handshake::BlockSizes;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,9 @@ pub struct ServeOptions {
     pub faults: Vec<Fault>,
     /// Legal unusual choices to take on purpose; empty for the plain server.
     pub variants: Vec<Variant>,
+    /// The block sizes to advertise and keep (`--min-block`, `--max-payload`; see
+    /// [`limits::block_sizes`]); `negotiate::BLOCK_SIZES` for the plain server.
+    pub block_sizes: BlockSizes,
 }
 
 /// How a launched reference server departs from its plain answers: clauses it breaks on
@@ -152,7 +157,8 @@ impl Server {
             &options.bitmaps,
         )
         .with_faults(Faults::new(options.faults))
-        .with_variants(Variants::new(options.variants));
+        .with_variants(Variants::new(options.variants))
+        .with_limits(options.block_sizes);
         Ok(Server {
             listener,
             export: Arc::new(export),
@@ -257,6 +263,7 @@ mod tests {
             writable: false,
             faults: vec![],
             variants: vec![],
+            block_sizes: negotiate::BLOCK_SIZES,
         }
     }
 

@@ -182,7 +182,7 @@ impl<'a> Negotiation<'a> {
         if volunteer || requests.contains(&info::DESCRIPTION) {
             infos.push(Info::Description(DESCRIPTION.to_owned()));
         }
-        let sizes = self.export.variants.block_sizes(BLOCK_SIZES);
+        let sizes = self.export.block_sizes();
         infos.push(Info::BlockSize(self.export.faults.block_sizes(sizes)));
         for item in &infos {
             let mut payload = BytesMut::new();

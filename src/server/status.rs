@@ -19,6 +19,7 @@ use super::extents::{
     ReplyLimits, MAX_COMPACT_DESCRIPTOR,
 };
 use super::image::{AfterBudget, ScanLimits};
+use super::limits::{align, descriptors_within};
 use crate::wire::consts::limit;
 use crate::wire::draft::{DraftDescriptor, DraftQuery};
 use crate::wire::reply::Descriptor;
@@ -43,6 +44,19 @@ pub enum ContextExtents {
 }
 
 impl ContextExtents {
+    /// Every boundary on the advertised minimum block `grid` (BS-REP-MINBLK-1), before any
+    /// variant or fault sees the states.
+    fn align(self, offset: u64, grid: u64, end: u64) -> Self {
+        match self {
+            ContextExtents::Allocation(raw) => {
+                ContextExtents::Allocation(align(raw, offset, grid, end))
+            }
+            ContextExtents::Dirtiness(raw) => {
+                ContextExtents::Dirtiness(align(raw, offset, grid, end))
+            }
+        }
+    }
+
     /// Today's descriptors: shaped to `limits`, never none. If in doubt, data is the safe
     /// answer for allocation and dirty the safe answer for a bitmap (QEMU-DIRTY0-1).
     fn descriptors(self, limits: &ReplyLimits) -> Vec<Descriptor> {
@@ -133,17 +147,21 @@ pub async fn block_status(
     };
     variants.scan(&mut scan);
     faults.scan(&mut scan);
+    let grid = export.minimum_block();
     let limits = ReplyLimits {
         request_length: scan.length,
+        // A capped descriptor ends on the grid too.
         max_descriptor_length: if extended {
             u64::MAX
         } else {
-            MAX_COMPACT_DESCRIPTOR
+            MAX_COMPACT_DESCRIPTOR / grid * grid
         },
-        max_descriptors: limit::MAX_DESCRIPTORS_PER_CHUNK,
+        // The descriptor list is the part of a chunk the maximum payload bounds (CHUNK-MAXPL-1).
+        max_descriptors: descriptors_within(export.block_sizes().maximum, extended),
         req_one: scan.req_one,
     };
-    let max_extents = if scan.req_one {
+    // REQ_ONE wants one extent, but on a grid the first block may hold several.
+    let max_extents = if scan.req_one && grid <= 1 {
         1
     } else {
         limit::MAX_DESCRIPTORS_PER_CHUNK
@@ -166,7 +184,8 @@ pub async fn block_status(
             ContextKind::DirtyBitmap(i) => {
                 ContextExtents::Dirtiness(dirtiness(export, i, offset, scan.length, max_extents))
             }
-        };
+        }
+        .align(offset, grid, offset + scan.length.min(scan.room));
         variants.restate(&mut extents);
         faults.restate(Dialect::Standard, &mut extents);
         faults.forget_writes(offset, &mut extents, &export.written);

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use super::export::Export;
 use super::fault::{Delivered, Delivery, Faults};
 use super::image::Image;
-use super::negotiate::{Session, BLOCK_SIZES};
+use super::negotiate::Session;
 use super::plan::{payload_of, plan, refuse, Command, Payload, Refusal};
 use super::replies::{ReplyForm, StatusReply};
 use super::status;
@@ -107,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
     }
 
     async fn handle(&mut self, req: Request) -> io::Result<After> {
-        let advertised = self.export.variants.block_sizes(BLOCK_SIZES).maximum;
+        let advertised = self.export.block_sizes().maximum;
         let payload = match payload_of(&req, &self.session, advertised) {
             Payload::None => Vec::new(),
             Payload::Bytes(n) => {

@@ -16,6 +16,7 @@
 mod faults;
 mod interop;
 mod launchers;
+mod min_block;
 mod real_servers;
 mod scripted;
 mod support;
@@ -165,6 +166,7 @@ fn main() {
             trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));
             trials.extend(real_servers::trials(&cases, settings));
+            trials.extend(min_block::trials(&cases, settings));
             trials.extend(faults::trials(&cases));
             trials.extend(variants::trials(&cases));
             trials.extend(verdicts::trials());

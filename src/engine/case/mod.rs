@@ -221,6 +221,19 @@ impl Case {
             return Err("writes to the export but does not list the need `writable`".into());
         }
         for (i, step) in self.steps.iter().enumerate() {
+            if let Step::BlockStatus(BlockStatus {
+                unaligned: true,
+                expect,
+                ..
+            }) = step
+            {
+                if !matches!(expect.outcome, Outcome::Einval | Outcome::Error) {
+                    return Err(format!(
+                        "step {}: an `unaligned` request expects a refusal (outcome einval or error)",
+                        i + 1
+                    ));
+                }
+            }
             let checked = match step {
                 Step::BlockStatus(BlockStatus { expect, .. })
                 | Step::DraftStatus(DraftStatus { expect, .. })

@@ -76,6 +76,10 @@ pub struct BlockStatus {
     pub flags: CommandFlags,
     /// The payload form (PAYLOAD_LEN is set with it).
     pub payload: Option<StatusPayloadSpec>,
+    /// Off the advertised minimum block grid on purpose (a client MUST NOT send it): sent
+    /// only where it is off the grid and inside the export, else the case is `unsupported`.
+    #[serde(default)]
+    pub unaligned: bool,
     #[serde(default)]
     pub expect: Expect,
 }

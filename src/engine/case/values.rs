@@ -204,8 +204,9 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// An offset or length, parsed when the case loads: a number with an optional K/M/G/T suffix
-/// (or `0x` hex), `size` (the export size), `max` (2^64 − 1), or one of those plus or minus a
-/// number (`size-512`, `max-511`).
+/// (or `0x` hex), `size` (the export size), `max` (2^64 − 1), `min-block` (the advertised
+/// minimum block size, 1 when none), or one of those plus or minus a number (`size-512`,
+/// `max-511`, `min-block+1`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Expr {
@@ -219,6 +220,7 @@ pub struct Expr {
 enum Base {
     Size,
     Max,
+    MinBlock,
     Number(u64),
 }
 
@@ -227,9 +229,11 @@ impl TryFrom<String> for Expr {
 
     fn try_from(text: String) -> Result<Expr, String> {
         let e = text.trim();
+        // The one name with a '-' of its own.
+        let skip = if e.starts_with("min-block") { 9 } else { 1 };
         let split = e
             .char_indices()
-            .skip(1)
+            .skip(skip)
             .find(|(_, c)| *c == '+' || *c == '-');
         let (base, rest) = match split {
             Some((i, _)) => (&e[..i], Some(&e[i..])),
@@ -238,6 +242,7 @@ impl TryFrom<String> for Expr {
         let base = match base.trim() {
             "size" => Base::Size,
             "max" => Base::Max,
+            "min-block" => Base::MinBlock,
             n => Base::Number(parse_number(n).map_err(|e| format!("bad number in {text:?}: {e}"))?),
         };
         let delta = match rest {
@@ -252,14 +257,15 @@ impl TryFrom<String> for Expr {
 }
 
 impl Expr {
-    /// The value on an export of `size` bytes. Arithmetic never wraps: a case that wants an
-    /// overflowing range says so with `max` (`offset = "max-511"`); an expression that would
-    /// leave 0..2^64 (`size-512` on a 0-byte export) has no value there, and the case does not
-    /// fit that export.
-    pub fn eval(&self, size: u64) -> Result<u64, String> {
+    /// The value on an export of `size` bytes with a `minimum` block size. Arithmetic never
+    /// wraps: a case that wants an overflowing range says so with `max` (`offset = "max-511"`);
+    /// an expression that would leave 0..2^64 (`size-512` on a 0-byte export) has no value
+    /// there, and the case does not fit that export.
+    pub fn eval(&self, size: u64, minimum: u64) -> Result<u64, String> {
         let base = match self.base {
             Base::Size => size,
             Base::Max => u64::MAX,
+            Base::MinBlock => minimum,
             Base::Number(n) => n,
         };
         let value = match self.delta {
@@ -281,7 +287,7 @@ mod tests {
     use super::*;
 
     fn eval(text: &str, size: u64) -> Result<u64, String> {
-        Expr::try_from(text.to_owned())?.eval(size)
+        Expr::try_from(text.to_owned())?.eval(size, 4096)
     }
 
     #[test]
@@ -292,6 +298,9 @@ mod tests {
         assert_eq!(eval("max-511", 0), Ok(u64::MAX - 511));
         assert_eq!(eval("0x10", 0), Ok(16));
         assert_eq!(eval("4G", 0), Ok(1 << 32));
+        assert_eq!(eval("min-block", 0), Ok(4096));
+        assert_eq!(eval("min-block+1", 0), Ok(4097));
+        assert_eq!(eval("min-block-1", 0), Ok(4095));
         assert!(Expr::try_from("lots".to_owned()).is_err());
         // Never wraps: on a 0-byte export `size-512` is no offset at all.
         assert!(eval("size-512", 0).is_err());

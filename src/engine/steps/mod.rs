@@ -234,8 +234,9 @@ impl<'a> Run<'a> {
     /// An expression's value on this export; one that leaves 0..2^64 here (`size-512` on an
     /// empty export) means the case does not fit it.
     fn value(&mut self, expr: &Expr) -> Result<u64, Stop> {
-        let size = self.session()?.negotiated.size;
-        expr.eval(size).map_err(Stop::Unsupported)
+        let neg = &self.session()?.negotiated;
+        let (size, minimum) = (neg.size, neg.minimum_block());
+        expr.eval(size, minimum).map_err(Stop::Unsupported)
     }
 
     /// The offset and length a request step sends on this export, by the rules of
@@ -247,17 +248,20 @@ impl<'a> Run<'a> {
         offset: &Expr,
         length: &Expr,
         outcome: Outcome,
+        unaligned: bool,
     ) -> Result<(u64, u64), Stop> {
         let (off, len) = (self.value(offset)?, self.value(length)?);
         let neg = self.negotiated()?;
+        let minimum = neg.minimum_block();
         let fixture_size = crate::fixtures::find(&self.case.fixture)
             .ok()
             .map(|f| f.layout.size);
         let end_on_fixture = fixture_size.and_then(|size| {
-            let o = offset.eval(size).ok()?;
-            o.checked_add(length.eval(size).ok()?)
+            let o = offset.eval(size, minimum).ok()?;
+            o.checked_add(length.eval(size, minimum).ok()?)
         });
         let intent = match outcome {
+            _ if unaligned => fit::Intent::RefusedUnaligned,
             Outcome::Ok | Outcome::Fallback => fit::Intent::Succeed,
             Outcome::Any => fit::Intent::Anything,
             Outcome::Einval | Outcome::Error => match (fixture_size, end_on_fixture) {

@@ -22,6 +22,7 @@ impl Run<'_> {
             &s.offset,
             &s.length,
             s.expect.outcome,
+            s.unaligned,
         )?;
         let Some(spec) = &s.payload else {
             let request = self.new_request(command::BLOCK_STATUS, s.flags.0, offset, length)?;
@@ -42,6 +43,7 @@ impl Run<'_> {
             &s.offset,
             &s.length,
             s.expect.outcome,
+            false,
         )?;
         let request = self.new_request(draft::CMD_GET_LBA_STATUS, s.selector, offset, length)?;
         let neg = self.negotiated()?;
@@ -77,7 +79,7 @@ impl Run<'_> {
         // A frame with a wrong magic is malformed whatever its range: nothing to fit.
         let (offset, length) = match s.magic {
             Some(_) => (self.value(&s.offset)?, self.value(&s.length)?),
-            None => self.plan(s.command, &s.offset, &s.length, s.expect.outcome)?,
+            None => self.plan(s.command, &s.offset, &s.length, s.expect.outcome, false)?,
         };
         let mut request = self.new_request(s.command, s.flags.0, offset, length)?;
         if let Some(m) = s.magic {

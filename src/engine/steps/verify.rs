@@ -19,8 +19,13 @@ const MAX_REQUESTS: u32 = 10_000;
 
 impl Run<'_> {
     pub(super) async fn verify(&mut self, v: &case::Verify) -> Result<(), Stop> {
-        let (offset, length) =
-            self.plan(command::BLOCK_STATUS, &v.offset, &v.length, Outcome::Ok)?;
+        let (offset, length) = self.plan(
+            command::BLOCK_STATUS,
+            &v.offset,
+            &v.length,
+            Outcome::Ok,
+            false,
+        )?;
         let end = offset + length;
         let Some(tracks) = self.walk_range(offset, end).await? else {
             return Ok(());

@@ -16,7 +16,13 @@ use crate::wire::request::Request;
 impl Run<'_> {
     pub(super) async fn write(&mut self, w: &case::Write) -> Result<(), Stop> {
         self.writable_here()?;
-        let (offset, length) = self.plan(command::WRITE, &w.offset, &w.length, w.expect.outcome)?;
+        let (offset, length) = self.plan(
+            command::WRITE,
+            &w.offset,
+            &w.length,
+            w.expect.outcome,
+            false,
+        )?;
         if length > u64::from(limit::MAX_IO_PAYLOAD) {
             return Err(Stop::Unsupported(format!(
                 "a WRITE of {length} bytes is more than this client sends at once"
@@ -52,6 +58,7 @@ impl Run<'_> {
             &z.offset,
             &z.length,
             z.expect.outcome,
+            false,
         )?;
         let request = self.new_request(command::WRITE_ZEROES, z.flags.0, offset, length)?;
         // With FAST_ZERO a quick ENOTSUP is as good as success: the rule is graded below.
@@ -89,7 +96,8 @@ impl Run<'_> {
     pub(super) async fn trim(&mut self, t: &case::RangeCommand) -> Result<(), Stop> {
         self.writable_here()?;
         self.advertised(tf::SEND_TRIM, "NBD_CMD_TRIM")?;
-        let (offset, length) = self.plan(command::TRIM, &t.offset, &t.length, t.expect.outcome)?;
+        let (offset, length) =
+            self.plan(command::TRIM, &t.offset, &t.length, t.expect.outcome, false)?;
         let request = self.new_request(command::TRIM, t.flags.0, offset, length)?;
         let reply = self.send_graded(request, &[], &t.expect).await?;
         // Whatever the reply, the client may assume nothing about the range any more.
@@ -104,7 +112,8 @@ impl Run<'_> {
     /// agree all the same.
     pub(super) async fn cache(&mut self, c: &case::RangeCommand) -> Result<(), Stop> {
         self.advertised(tf::SEND_CACHE, "NBD_CMD_CACHE")?;
-        let (offset, length) = self.plan(command::READ, &c.offset, &c.length, Outcome::Ok)?;
+        let (offset, length) =
+            self.plan(command::READ, &c.offset, &c.length, Outcome::Ok, false)?;
         let Some(before) = self.read_range(offset, length).await? else {
             return Ok(());
         };

@@ -134,10 +134,12 @@ pub fn plan(
         only = Some(f.ids);
     }
     if req.command != cmd::FLUSH {
-        if let Some(off) = export
-            .variants
-            .refuses_request(req.command == cmd::READ, offset, length)
-        {
+        if let Some(off) = export.variants.refuses_request(
+            export.block_sizes(),
+            req.command == cmd::READ,
+            offset,
+            length,
+        ) {
             let clients_must = off == OffLimits::Unaligned || !session.structured;
             return Err(if clients_must {
                 misuse(off.message())

@@ -19,6 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::catalogue::{catalogue, Chosen};
+use crate::wire::consts::limit;
 use crate::wire::handshake::BlockSizes;
 
 /// `allowed_by` of a choice no rule forbids (the spec asks no server to serve several clients
@@ -176,7 +177,7 @@ impl Variants {
     pub fn block_sizes(&self, clean: BlockSizes) -> BlockSizes {
         let minimum = self.minimum_block() as u32;
         let maximum = if self.has(Variant::MaxPayload64K) {
-            64 << 10
+            clean.maximum.min(64 << 10)
         } else {
             clean.maximum
         };
@@ -185,13 +186,6 @@ impl Variants {
             preferred: clean.preferred.max(minimum),
             maximum,
         }
-    }
-
-    /// The export size a client sees: whole minimum blocks only (a server with a minimum block
-    /// size should export a multiple of it, SIZE-MINBLK-EXPORT-1).
-    pub fn export_size(&self, image_size: u64) -> u64 {
-        let minimum = self.minimum_block();
-        image_size / minimum * minimum
     }
 
     /// Whether an option the reference server implements is to be answered ERR_UNSUP.
@@ -226,14 +220,22 @@ impl Variants {
 
     // ---- requests ------------------------------------------------------------------------
 
-    /// Whether a request is refused for breaking the advertised block sizes: offset or length
-    /// off the minimum grid, or a READ longer than the maximum payload.
-    pub fn refuses_request(&self, is_read: bool, offset: u64, length: u64) -> Option<OffLimits> {
-        let minimum = self.minimum_block();
+    /// Whether a request is refused for breaking the advertised block `sizes`: offset or
+    /// length off the minimum grid, or a READ longer than a maximum payload below our own
+    /// I/O limit (which the plan refuses on its own terms).
+    pub fn refuses_request(
+        &self,
+        sizes: BlockSizes,
+        is_read: bool,
+        offset: u64,
+        length: u64,
+    ) -> Option<OffLimits> {
+        let minimum = u64::from(sizes.minimum).max(1);
         if offset % minimum != 0 || length % minimum != 0 {
             return Some(OffLimits::Unaligned);
         }
-        if is_read && self.has(Variant::MaxPayload64K) && length > 64 << 10 {
+        let maximum = u64::from(sizes.maximum);
+        if is_read && sizes.maximum < limit::MAX_IO_PAYLOAD && length > maximum {
             return Some(OffLimits::TooLong);
         }
         None
@@ -275,22 +277,23 @@ mod tests {
         assert!("nope".parse::<Variant>().is_err());
     }
 
+    const CLEAN: BlockSizes = crate::server::negotiate::BLOCK_SIZES;
+
     #[test]
     fn no_variant_changes_nothing() {
         let none = Variants::default();
-        assert_eq!(none.export_size(1000), 1000);
-        assert!(none.refuses_request(true, 1, 1).is_none());
+        assert_eq!(none.block_sizes(CLEAN), CLEAN);
+        assert!(none.refuses_request(CLEAN, true, 1, 1).is_none());
     }
 
     #[test]
-    fn min_block_rounds_the_export_down_and_refuses_off_grid() {
+    fn min_block_refuses_off_grid() {
         let v = Variants::new([Variant::MinBlock4096]);
-        assert_eq!(v.export_size(1000), 0);
-        assert_eq!(v.export_size(8192 + 100), 8192);
+        let sizes = v.block_sizes(CLEAN);
         assert_eq!(
-            v.refuses_request(false, 512, 4096),
+            v.refuses_request(sizes, false, 512, 4096),
             Some(OffLimits::Unaligned)
         );
-        assert!(v.refuses_request(false, 4096, 4096).is_none());
+        assert!(v.refuses_request(sizes, false, 4096, 4096).is_none());
     }
 }
