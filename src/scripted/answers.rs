@@ -139,6 +139,22 @@ pub(super) fn draft_right(r: &Request, out: &mut BytesMut) {
     draft_status(out, r, &[(r.offset, (end - r.offset) as u32, 0)]);
 }
 
+/// A block status answered with one descriptor of `status` over the request, a READ with
+/// bytes of `byte`: for peers that answer however many requests a map walk makes.
+pub(super) fn answer_or_read(r: &Request, status: u64, byte: u8) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    if r.command == crate::wire::consts::command::READ {
+        let body = ChunkBody::OffsetData {
+            offset: r.offset,
+            data: vec![byte; r.length as usize].into(),
+        };
+        encode_chunk(&mut out, false, DONE, r.cookie, 0, &body);
+    } else {
+        self::status(&mut out, r, DONE, &[(r.length, status)]);
+    }
+    out.to_vec()
+}
+
 /// The whole handshake, then `requests` requests each answered with success: one descriptor
 /// over the request (a server that refuses nothing).
 pub(super) fn accepting(requests: usize) -> Peer {

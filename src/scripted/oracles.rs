@@ -2,10 +2,40 @@
 //! maps), where the reference server has no fault for them.
 
 use super::answers::*;
-use super::Proof;
+use super::{Peer, Proof};
 use crate::clauses::id;
+use crate::wire::consts::{option, transmission_flag as tf};
 
 pub(super) static PROOFS: &[Proof] = &[
+    Proof {
+        name: "data-called-zero",
+        clause: id::ALLOC_ZERO_1,
+        case: "oracle.all-data.map",
+        peer: || {
+            // all-data-1m is data throughout: called ZERO, and read back as 0xff bytes.
+            Peer::new()
+                .negotiated(1 << 20)
+                .answer_all(|r| answer_or_read(r, 0x2, 0xff))
+        },
+    },
+    Proof {
+        name: "dirty-bitmap-status-beyond-bit-0",
+        clause: id::QEMU_DB_1,
+        case: "oracle.mixed.dirty-bm0",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "qemu:dirty-bitmap:bm0")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .answer_all(|r| answer_or_read(r, 0x3, 0))
+        },
+    },
     Proof {
         name: "allocation-depth-calls-backing-local",
         clause: id::QEMU_AD_1,

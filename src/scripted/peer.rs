@@ -36,6 +36,10 @@ enum Act {
     Pause(Duration),
     /// Hang up, and play the rest of the script on the next connection.
     NextConnection,
+    /// Answer every request of this form with what the function builds, until the client
+    /// hangs up or sends DISC: for cases whose number of requests the script cannot know (a
+    /// map walk, its read-back).
+    AnswerAll(HeaderForm, BuildReply),
 }
 
 /// The script of one connection.
@@ -167,6 +171,12 @@ impl Peer {
         self.then(Act::Send(bytes.to_vec()))
     }
 
+    /// Answers every request from here on with what `reply` builds from it (compact headers),
+    /// until the client hangs up or sends DISC.
+    pub fn answer_all(self, reply: impl Fn(&Request) -> Vec<u8> + Send + 'static) -> Peer {
+        self.then(Act::AnswerAll(HeaderForm::Compact, Box::new(reply)))
+    }
+
     /// Hangs up; the rest of the script is played on the next connection the client makes.
     pub fn next_connection(self) -> Peer {
         self.then(Act::NextConnection)
@@ -208,23 +218,17 @@ impl Peer {
                     write(&mut s, &out).await?;
                 }
                 Act::ExpectRequest(form) => {
-                    let mut header = vec![0u8; form.header_len()];
-                    s.read_exact(&mut header)
-                        .await
-                        .map_err(|e| format!("no request: {e}"))?;
-                    last_request = Request::decode(form, &header);
-                    // A WRITE carries its data: read past it, as any server would.
-                    if let Some(r) = last_request
-                        .as_ref()
-                        .filter(|r| r.command == command::WRITE)
-                    {
-                        if r.length > u64::from(crate::wire::consts::limit::MAX_IO_PAYLOAD) {
-                            return Err(format!("a WRITE of {} bytes", r.length));
+                    last_request = read_request(&mut s, form)
+                        .await?
+                        .ok_or("the client hung up before a request")?;
+                }
+                Act::AnswerAll(form, build) => {
+                    while let Some(request) = read_request(&mut s, form).await? {
+                        if request.as_ref().is_some_and(|r| r.command == command::DISC) {
+                            break;
                         }
-                        let mut data = vec![0u8; r.length as usize];
-                        s.read_exact(&mut data)
-                            .await
-                            .map_err(|e| format!("no WRITE data: {e}"))?;
+                        let request = request.ok_or("a request header that does not decode")?;
+                        write(&mut s, &build(&request)).await?;
                     }
                 }
                 Act::Reply(build) => {
@@ -272,6 +276,31 @@ impl Drop for Listening {
     fn drop(&mut self) {
         self.script.abort();
     }
+}
+
+/// One request header of `form` (None inside: it does not decode), with a WRITE's data read
+/// past as any server would; None when the client hung up first.
+async fn read_request(
+    s: &mut UnixStream,
+    form: HeaderForm,
+) -> Result<Option<Option<Request>>, String> {
+    let mut header = vec![0u8; form.header_len()];
+    match s.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("no request: {e}")),
+    }
+    let request = Request::decode(form, &header);
+    if let Some(r) = request.as_ref().filter(|r| r.command == command::WRITE) {
+        if r.length > u64::from(crate::wire::consts::limit::MAX_IO_PAYLOAD) {
+            return Err(format!("a WRITE of {} bytes", r.length));
+        }
+        let mut data = vec![0u8; r.length as usize];
+        s.read_exact(&mut data)
+            .await
+            .map_err(|e| format!("no WRITE data: {e}"))?;
+    }
+    Ok(Some(request))
 }
 
 async fn write(s: &mut UnixStream, bytes: &[u8]) -> Result<(), String> {

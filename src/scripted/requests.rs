@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::answers::*;
 use super::{Peer, Proof};
@@ -12,7 +12,76 @@ use crate::wire::consts::{chunk_type, errno, option, transmission_flag as tf};
 use crate::wire::reply::{encode_chunk, ChunkBody};
 use crate::wire::request::Request;
 
+/// An export past 4 GiB, as the big fixtures are (4 GiB + 1 MiB).
+const BIG: u64 = (4 << 30) + (1 << 20);
+
 pub(super) static PROOFS: &[Proof] = &[
+    Proof {
+        name: "hangs-up-on-a-bad-request-magic",
+        clause: id::TX_VIOL_1,
+        case: "tx.magic.bad-request-magic",
+        peer: || {
+            Peer::new()
+                .negotiated(PLAIN_SIZE)
+                .request()
+                .next_connection()
+                .negotiated(PLAIN_SIZE)
+                .answer_all(|r| answer_or_read(r, 0, 0))
+        },
+    },
+    Proof {
+        name: "longest-compact-length-refused",
+        clause: id::BS_REQ_BIG_1,
+        case: "bs.big.max-compact-length-in-bounds",
+        peer: || {
+            Peer::new()
+                .negotiated(BIG)
+                .request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None);
+                    out.to_vec()
+                })
+                .answer_all(|r| answer_or_read(r, 0, 0))
+        },
+    },
+    Proof {
+        name: "extended-length-of-4g-refused",
+        clause: id::BS_EXT_64_1,
+        case: "eh.bs.length-4g-and-more",
+        peer: || {
+            Peer::new()
+                .negotiated_extended(BIG)
+                .extended_request()
+                .reply(|r| {
+                    let mut out = BytesMut::new();
+                    let body = ChunkBody::Error {
+                        chunk_type: chunk_type::ERROR,
+                        error: errno::EINVAL,
+                        message: String::new(),
+                        offset: None,
+                    };
+                    encode_chunk(&mut out, true, DONE, r.cookie, r.offset, &body);
+                    out.to_vec()
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "draft-dirtiness-query-refused",
+        clause: id::DRAFT_DIRTY_1,
+        case: "draft.dirty.single-request",
+        peer: || {
+            draft(&[
+                |r, out| {
+                    simple(out, r.cookie, errno::EINVAL);
+                    out.put_u32(0);
+                },
+                draft_right,
+                draft_right,
+            ])
+        },
+    },
     Proof {
         name: "draft-request-past-the-end-answered",
         clause: id::DRAFT_REQ_OOB_1,
