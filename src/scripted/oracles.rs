@@ -8,6 +8,26 @@ use crate::wire::consts::{option, transmission_flag as tf};
 
 pub(super) static PROOFS: &[Proof] = &[
     Proof {
+        name: "second-walk-answers-otherwise",
+        clause: id::BS_STABLE_1,
+        case: "bs.stable.base-many-extents",
+        peer: || {
+            // The first block status (the map step's walk of the 2 MiB export) says data, every
+            // later one a hole: both legal alone, not together on an unchanged export.
+            let asked = std::sync::atomic::AtomicUsize::new(0);
+            Peer::new().negotiated(2 << 20).answer_all(move |r| {
+                let status = if r.command == crate::wire::consts::command::BLOCK_STATUS
+                    && asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0
+                {
+                    1
+                } else {
+                    0
+                };
+                answer_or_read(r, status, 0)
+            })
+        },
+    },
+    Proof {
         name: "data-called-zero",
         clause: id::ALLOC_ZERO_1,
         case: "oracle.all-data.map",
