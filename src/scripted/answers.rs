@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::Peer;
-use crate::wire::consts::{draft, option, transmission_flag as tf};
+use crate::wire::consts::{chunk_type, draft, option, transmission_flag as tf};
 use crate::wire::draft::{encode_descriptors, DraftDescriptor};
 use crate::wire::handshake::{BlockSizes, Info};
 use crate::wire::reply::{encode_chunk, ChunkBody, Descriptor, ReplyHeader};
@@ -28,10 +28,8 @@ pub(super) fn answered(answer: fn(&Request, &mut BytesMut)) -> Peer {
     Peer::new()
         .negotiated(PLAIN_SIZE)
         .request()
-        .reply(move |r| {
-            let mut out = BytesMut::new();
-            answer(r, &mut out);
-            out.to_vec()
+        .answer(move |r, out| {
+            answer(r, out);
         })
         .pause(Duration::from_secs(5))
 }
@@ -42,16 +40,12 @@ pub(super) fn refused(answer: fn(&Request, &mut BytesMut)) -> Peer {
     Peer::new()
         .negotiated(PLAIN_SIZE)
         .request()
-        .reply(move |r| {
-            let mut out = BytesMut::new();
-            answer(r, &mut out);
-            out.to_vec()
+        .answer(move |r, out| {
+            answer(r, out);
         })
         .request()
-        .reply(|r| {
-            let mut out = BytesMut::new();
-            status(&mut out, r, DONE, &[(r.length, 0)]);
-            out.to_vec()
+        .answer(|r, out| {
+            status(out, r, DONE, &[(r.length, 0)]);
         })
         .pause(Duration::from_secs(5))
 }
@@ -61,10 +55,8 @@ pub(super) fn extended_answer(answer: fn(&Request, &mut BytesMut)) -> Peer {
     Peer::new()
         .negotiated_extended(PLAIN_SIZE)
         .extended_request()
-        .reply(move |r| {
-            let mut out = BytesMut::new();
-            answer(r, &mut out);
-            out.to_vec()
+        .answer(move |r, out| {
+            answer(r, out);
         })
         .pause(Duration::from_secs(5))
 }
@@ -90,10 +82,8 @@ pub(super) fn writable(flags: u16, errors: &'static [u32]) -> Peer {
         .export_info(PLAIN_SIZE, tf::HAS_FLAGS | flags)
         .ack();
     for &error in errors {
-        peer = peer.request().reply(move |r| {
-            let mut out = BytesMut::new();
-            simple(&mut out, r.cookie, error);
-            out.to_vec()
+        peer = peer.request().answer(move |r, out| {
+            simple(out, r.cookie, error);
         });
     }
     peer.pause(Duration::from_secs(5))
@@ -108,10 +98,8 @@ pub(super) fn draft(answers: &[fn(&Request, &mut BytesMut)]) -> Peer {
         .export_info(PLAIN_SIZE, tf::HAS_FLAGS | draft::SEND_GET_LBA_STATUS)
         .ack();
     for &answer in answers {
-        peer = peer.request().reply(move |r| {
-            let mut out = BytesMut::new();
-            answer(r, &mut out);
-            out.to_vec()
+        peer = peer.request().answer(move |r, out| {
+            answer(r, out);
         });
     }
     peer.pause(Duration::from_secs(5))
@@ -160,10 +148,8 @@ pub(super) fn answer_or_read(r: &Request, status: u64, byte: u8) -> Vec<u8> {
 pub(super) fn accepting(requests: usize) -> Peer {
     let mut peer = Peer::new().negotiated(PLAIN_SIZE);
     for _ in 0..requests {
-        peer = peer.request().reply(|r| {
-            let mut out = BytesMut::new();
-            status(&mut out, r, DONE, &[(r.length.max(1), 0)]);
-            out.to_vec()
+        peer = peer.request().answer(|r, out| {
+            status(out, r, DONE, &[(r.length.max(1), 0)]);
         });
     }
     peer.pause(Duration::from_secs(5))
@@ -199,6 +185,22 @@ pub(super) fn error_chunk(
         offset,
     };
     encode_chunk(out, false, DONE, r.cookie, 0, &body);
+}
+
+/// A final extended ERROR chunk with `error` and no message.
+pub(super) fn extended_error(out: &mut BytesMut, r: &Request, error: u32) {
+    let body = ChunkBody::Error {
+        chunk_type: chunk_type::ERROR,
+        error,
+        message: String::new(),
+        offset: None,
+    };
+    encode_chunk(out, true, DONE, r.cookie, r.offset, &body);
+}
+
+/// A greeting, then the option `opt` answered with `reply` and nothing more.
+pub(super) fn refuses(opt: u32, reply: u32) -> Peer {
+    Peer::new().greet().option(opt).option_reply(reply, &[])
 }
 
 /// An error chunk without an offset, with `message`.
@@ -279,8 +281,7 @@ pub(super) fn backing_called_local() -> Peer {
         .export_info(4 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
         .ack()
         .request()
-        .reply(|r| {
-            let mut out = BytesMut::new();
+        .answer(|r, out| {
             let depths = [
                 (576 * K, 1),
                 (192 * K, 2),
@@ -292,8 +293,7 @@ pub(super) fn backing_called_local() -> Peer {
                 (64 * K, 1),
                 (960 * K, 0),
             ];
-            status(&mut out, r, DONE, &depths);
-            out.to_vec()
+            status(out, r, DONE, &depths);
         })
         .pause(Duration::from_secs(5))
 }
@@ -312,10 +312,8 @@ pub(super) fn everything_dirty() -> Peer {
         .export_info(1 << 20, tf::HAS_FLAGS | tf::READ_ONLY)
         .ack()
         .request()
-        .reply(|r| {
-            let mut out = BytesMut::new();
-            status(&mut out, r, DONE, &[(r.length, 1)]);
-            out.to_vec()
+        .answer(|r, out| {
+            status(out, r, DONE, &[(r.length, 1)]);
         })
         .pause(Duration::from_secs(5))
 }
@@ -330,14 +328,12 @@ pub(super) fn block_status_in_a_simple_reply() -> Peer {
     Peer::new()
         .negotiated(4 << 20)
         .request()
-        .reply(|r| {
-            let mut out = BytesMut::new();
+        .answer(|r, out| {
             ReplyHeader::Simple {
                 error: 0,
                 cookie: r.cookie,
             }
-            .encode(&mut out);
-            out.to_vec()
+            .encode(out);
         })
         .pause(Duration::from_secs(5))
 }

@@ -146,34 +146,19 @@ pub(super) static PROOFS: &[Proof] = &[
         name: "info-with-an-unknown-type-refused",
         clause: id::GO_IGNORE_1,
         case: "neg.info.unknown-info-type-ignored",
-        peer: || {
-            Peer::new()
-                .greet()
-                .option(option::INFO)
-                .option_reply(reply_type::ERR_UNSUP, &[])
-        },
+        peer: || refuses(option::INFO, reply_type::ERR_UNSUP),
     },
     Proof {
         name: "go-to-an-unknown-export-gets-err-invalid",
         clause: id::GO_UNKNOWN_1,
         case: "neg.go.unknown-export",
-        peer: || {
-            Peer::new()
-                .greet()
-                .option(option::GO)
-                .option_reply(reply_type::ERR_INVALID, &[])
-        },
+        peer: || refuses(option::GO, reply_type::ERR_INVALID),
     },
     Proof {
         name: "starttls-answered-tls-required",
         clause: id::TLS_NOTLS_1,
         case: "neg.option.starttls-without-tls",
-        peer: || {
-            Peer::new()
-                .greet()
-                .option(option::STARTTLS)
-                .option_reply(reply_type::ERR_TLS_REQD, &[])
-        },
+        peer: || refuses(option::STARTTLS, reply_type::ERR_TLS_REQD),
     },
     Proof {
         name: "go-unsupported-after-extended-headers",
@@ -207,23 +192,13 @@ pub(super) static PROOFS: &[Proof] = &[
         name: "go-demands-block-sizes-it-was-asked-for",
         clause: id::GO_BSREQD_1,
         case: WHAT_GO_SAYS,
-        peer: || {
-            Peer::new()
-                .greet()
-                .option(option::GO)
-                .option_reply(reply_type::ERR_BLOCK_SIZE_REQD, &[])
-        },
+        peer: || refuses(option::GO, reply_type::ERR_BLOCK_SIZE_REQD),
     },
     Proof {
         name: "go-insists-on-extended-headers",
         clause: id::EH_REQD_1,
         case: WHAT_GO_SAYS,
-        peer: || {
-            Peer::new()
-                .greet()
-                .option(option::GO)
-                .option_reply(reply_type::ERR_EXT_HEADER_REQD, &[])
-        },
+        peer: || refuses(option::GO, reply_type::ERR_EXT_HEADER_REQD),
     },
     Proof {
         name: "go-sends-the-export-info-twice",

@@ -50,10 +50,8 @@ fn negotiated(minimum: u32, preferred: u32, maximum: u32) -> Peer {
 
 /// One request answered by `answer`.
 fn then_answer(peer: Peer, answer: fn(&Request, &mut BytesMut)) -> Peer {
-    peer.request().reply(move |r| {
-        let mut out = BytesMut::new();
-        answer(r, &mut out);
-        out.to_vec()
+    peer.request().answer(move |r, out| {
+        answer(r, out);
     })
 }
 

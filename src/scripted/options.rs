@@ -67,12 +67,7 @@ pub(super) static PROOFS: &[Proof] = &[
         name: "abort-refused",
         clause: id::ABORT_ACK_1,
         case: "neg.abort.ack",
-        peer: || {
-            Peer::new()
-                .greet()
-                .option(option::ABORT)
-                .option_reply(reply_type::ERR_INVALID, &[])
-        },
+        peer: || refuses(option::ABORT, reply_type::ERR_INVALID),
     },
     Proof {
         name: "structured-reply-with-data-accepted",
@@ -145,12 +140,7 @@ pub(super) static PROOFS: &[Proof] = &[
         name: "abort-with-data-refused",
         clause: id::ABORT_DATA_1,
         case: "neg.abort.with-data",
-        peer: || {
-            Peer::new()
-                .greet()
-                .option(option::ABORT)
-                .option_reply(reply_type::ERR_INVALID, &[])
-        },
+        peer: || refuses(option::ABORT, reply_type::ERR_INVALID),
     },
     Proof {
         name: "structured-replies-refused-as-invalid",

@@ -167,6 +167,15 @@ impl Peer {
         self.then(Act::Reply(Box::new(reply)))
     }
 
+    /// Answers the last request with what `write` writes from it.
+    pub fn answer(self, write: impl Fn(&Request, &mut BytesMut) + Send + 'static) -> Peer {
+        self.reply(move |r| {
+            let mut out = BytesMut::new();
+            write(r, &mut out);
+            out.to_vec()
+        })
+    }
+
     pub fn send(self, bytes: &[u8]) -> Peer {
         self.then(Act::Send(bytes.to_vec()))
     }

@@ -315,10 +315,8 @@ pub(super) static PROOFS: &[Proof] = &[
             Peer::new()
                 .plain_go(PLAIN_SIZE, tf::HAS_FLAGS, &[])
                 .request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
-                    error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None);
-                    out.to_vec()
+                .answer(|r, out| {
+                    error_chunk(out, r, chunk_type::ERROR, errno::EINVAL, None);
                 })
                 .pause(Duration::from_secs(5))
         },

@@ -37,10 +37,8 @@ pub(super) static PROOFS: &[Proof] = &[
             Peer::new()
                 .negotiated(BIG)
                 .request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
-                    error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None);
-                    out.to_vec()
+                .answer(|r, out| {
+                    error_chunk(out, r, chunk_type::ERROR, errno::EINVAL, None);
                 })
                 .answer_all(|r| answer_or_read(r, 0, 0))
         },
@@ -53,17 +51,7 @@ pub(super) static PROOFS: &[Proof] = &[
             Peer::new()
                 .negotiated_extended(BIG)
                 .extended_request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
-                    let body = ChunkBody::Error {
-                        chunk_type: chunk_type::ERROR,
-                        error: errno::EINVAL,
-                        message: String::new(),
-                        offset: None,
-                    };
-                    encode_chunk(&mut out, true, DONE, r.cookie, r.offset, &body);
-                    out.to_vec()
-                })
+                .answer(|r, out| extended_error(out, r, errno::EINVAL))
                 .pause(Duration::from_secs(5))
         },
     },
@@ -125,17 +113,7 @@ pub(super) static PROOFS: &[Proof] = &[
                 .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
                 .ack()
                 .extended_request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
-                    let body = ChunkBody::Error {
-                        chunk_type: chunk_type::ERROR,
-                        error: errno::EINVAL,
-                        message: String::new(),
-                        offset: None,
-                    };
-                    encode_chunk(&mut out, true, DONE, r.cookie, r.offset, &body);
-                    out.to_vec()
-                })
+                .answer(|r, out| extended_error(out, r, errno::EINVAL))
                 .pause(Duration::from_secs(5))
         },
     },
@@ -171,20 +149,16 @@ pub(super) static PROOFS: &[Proof] = &[
                 .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
                 .ack()
                 .request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
-                    encode_chunk(&mut out, false, DONE, r.cookie, 0, &ChunkBody::None);
-                    out.to_vec()
+                .answer(|r, out| {
+                    encode_chunk(out, false, DONE, r.cookie, 0, &ChunkBody::None);
                 })
                 .request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
+                .answer(|r, out| {
                     let body = ChunkBody::OffsetData {
                         offset: r.offset,
                         data: vec![0u8; r.length as usize].into(),
                     };
-                    encode_chunk(&mut out, false, DONE, r.cookie, 0, &body);
-                    out.to_vec()
+                    encode_chunk(out, false, DONE, r.cookie, 0, &body);
                 })
                 .pause(Duration::from_secs(5))
         },
@@ -220,21 +194,17 @@ pub(super) static PROOFS: &[Proof] = &[
                 .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
                 .ack()
                 .request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
-                    simple(&mut out, r.cookie, 0);
-                    out.to_vec()
+                .answer(|r, out| {
+                    simple(out, r.cookie, 0);
                 })
                 .request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
+                .answer(|r, out| {
                     let data = vec![0u8; r.length as usize];
                     let body = ChunkBody::OffsetData {
                         offset: r.offset,
                         data: data.into(),
                     };
-                    encode_chunk(&mut out, false, DONE, r.cookie, 0, &body);
-                    out.to_vec()
+                    encode_chunk(out, false, DONE, r.cookie, 0, &body);
                 })
                 .pause(Duration::from_secs(5))
         },
@@ -249,10 +219,8 @@ pub(super) static PROOFS: &[Proof] = &[
                 .export_info(PLAIN_SIZE, tf::HAS_FLAGS | tf::SEND_FUA)
                 .ack()
                 .request()
-                .reply(|r| {
-                    let mut out = BytesMut::new();
-                    error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None);
-                    out.to_vec()
+                .answer(|r, out| {
+                    error_chunk(out, r, chunk_type::ERROR, errno::EINVAL, None);
                 })
                 .pause(Duration::from_secs(5))
         },
