@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::Peer;
-use crate::wire::consts::{chunk_type, draft, option, transmission_flag as tf};
+use crate::wire::consts::{chunk_type, draft, errno, option, transmission_flag as tf};
 use crate::wire::draft::{encode_descriptors, DraftDescriptor};
 use crate::wire::handshake::{BlockSizes, Info};
 use crate::wire::reply::{encode_chunk, ChunkBody, Descriptor, ReplyHeader};
@@ -155,16 +155,34 @@ pub(super) fn accepting(requests: usize) -> Peer {
     peer.pause(Duration::from_secs(5))
 }
 
-/// A compact status chunk for context 1: (length, status) per descriptor.
-pub(super) fn status(out: &mut BytesMut, r: &Request, flags: u16, descriptors: &[(u64, u64)]) {
+/// A compact status chunk for context `id`: (length, status) per descriptor.
+pub(super) fn status_of(
+    out: &mut BytesMut,
+    r: &Request,
+    id: u32,
+    flags: u16,
+    descriptors: &[(u64, u64)],
+) {
     let body = ChunkBody::BlockStatus {
-        context_id: 1,
+        context_id: id,
         descriptors: descriptors
             .iter()
             .map(|&(length, flags)| Descriptor { length, flags })
             .collect(),
     };
     encode_chunk(out, false, flags, r.cookie, 0, &body);
+}
+
+/// Any request refused with a final EINVAL error chunk.
+pub(super) fn einval(r: &Request) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    error_chunk(&mut out, r, chunk_type::ERROR, errno::EINVAL, None);
+    out.to_vec()
+}
+
+/// A compact status chunk for context 1: (length, status) per descriptor.
+pub(super) fn status(out: &mut BytesMut, r: &Request, flags: u16, descriptors: &[(u64, u64)]) {
+    status_of(out, r, 1, flags, descriptors);
 }
 
 pub(super) fn simple(out: &mut BytesMut, cookie: u64, error: u32) {

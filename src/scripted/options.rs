@@ -6,10 +6,100 @@ use std::time::Duration;
 use super::answers::*;
 use super::{Peer, Proof};
 use crate::clauses::id;
-use crate::wire::consts::{option, reply_type};
+use crate::wire::consts::{chunk_type, errno, option, reply_type, transmission_flag as tf};
 use crate::wire::handshake::Info;
 
 pub(super) static PROOFS: &[Proof] = &[
+    // Freedoms the spec leaves a server (MAY: recorded as info), and derived rules.
+    Proof {
+        name: "repeated-structured-replies-refused-by-policy",
+        clause: id::HS_REPEAT_1,
+        case: "neg.sr.twice",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::STRUCTURED_REPLY)
+                .option_reply(reply_type::ERR_POLICY, &[])
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .answer_all(|r| answer_or_read(r, 0, 0))
+        },
+    },
+    Proof {
+        name: "set-selects-an-unknown-namespace-too",
+        clause: id::SMC_IGNORE_1,
+        case: "neg.set.unknown-next-to-base",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "x-conformance-nonexistent:zzz")
+                .meta_context(2, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .request()
+                .answer(|r, out| {
+                    status_of(out, r, 1, 0, &[(r.length, 0)]);
+                    status_of(out, r, 2, DONE, &[(r.length, 0)]);
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "list-forgets-the-selection",
+        clause: id::LMC_NOSTATE_1,
+        case: "neg.list.does-not-change-selection",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+                .option(option::LIST_META_CONTEXT)
+                .ack()
+                .option(option::LIST_META_CONTEXT)
+                .meta_context(0, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .request()
+                .answer(|r, out| error_chunk(out, r, chunk_type::ERROR, errno::EINVAL, None))
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
+        name: "failed-set-keeps-the-selection",
+        clause: id::SMC_REPLACE_1,
+        case: "neg.set.failed-set-clears-selection",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .option_reply(reply_type::ERR_INVALID, &[])
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .answer_all(|r| answer_or_read(r, 0, 0))
+        },
+    },
     Proof {
         name: "list-answers-an-unknown-namespace",
         clause: id::LMC_UNKNS_1,

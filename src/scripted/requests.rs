@@ -17,6 +17,31 @@ const BIG: u64 = (4 << 30) + (1 << 20);
 
 pub(super) static PROOFS: &[Proof] = &[
     Proof {
+        name: "bitmap-first-refused",
+        clause: id::BS_REP_ORDER_1,
+        case: "bs.multi.bitmap-first",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "qemu:dirty-bitmap:bm1")
+                .meta_context(2, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .answer_all(einval)
+        },
+    },
+    Proof {
+        name: "pipelined-requests-refused",
+        clause: id::BS_REQ_PIPE_1,
+        case: "bs.pipeline.req-one",
+        peer: || Peer::new().negotiated(2 << 20).answer_all(einval),
+    },
+    Proof {
         name: "hangs-up-on-a-bad-request-magic",
         clause: id::TX_VIOL_1,
         case: "tx.magic.bad-request-magic",
