@@ -652,7 +652,7 @@ pub static CLAUSES: &[Clause] = &[
         level: Level::May,
         section: "NBD_OPT_LIST_META_CONTEXT",
         text: "The spec doesn't say what happens when the named export doesn't exist.",
-        unobservable: None,
+        unobservable: Some("the spec leaves LIST for an unknown export open: every answer is allowed, so none shows it broken"),
         reported_as: None,
     },
     Clause {
@@ -716,7 +716,7 @@ pub static CLAUSES: &[Clause] = &[
         level: Level::May,
         section: "NBD_OPT_SET_META_CONTEXT",
         text: "Behaviour for a non-existent export name is not specified.",
-        unobservable: None,
+        unobservable: Some("the spec leaves SET for an unknown export open: every answer is allowed, so none shows it broken"),
         reported_as: None,
     },
     Clause {

@@ -12,6 +12,26 @@ use crate::wire::handshake::Info;
 pub(super) static PROOFS: &[Proof] = &[
     // Freedoms the spec leaves a server (MAY: recorded as info), and derived rules.
     Proof {
+        name: "list-before-structured-replies-refused-by-policy",
+        clause: id::LMC_PRE_1,
+        case: "neg.list.before-structured-replies",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::LIST_META_CONTEXT)
+                .option_reply(reply_type::ERR_POLICY, &[])
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .answer_all(|r| answer_or_read(r, 0, 0))
+        },
+    },
+    Proof {
         name: "repeated-structured-replies-refused-by-policy",
         clause: id::HS_REPEAT_1,
         case: "neg.sr.twice",
