@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::client::Target;
-use crate::wire::consts::{command, option, reply_type};
+use crate::wire::consts::{command, command_flag, option, reply_type};
 use crate::wire::handshake::{self, Greeting, Info, OptionHeader};
 use crate::wire::request::{HeaderForm, Request};
 
@@ -157,6 +157,12 @@ impl Peer {
         self.then(Act::ExpectRequest(HeaderForm::Compact))
     }
 
+    /// Answers every extended request from here on with what `reply` builds from it, until the
+    /// client hangs up or sends DISC.
+    pub fn answer_all_extended(self, reply: impl Fn(&Request) -> Vec<u8> + Send + 'static) -> Peer {
+        self.then(Act::AnswerAll(HeaderForm::Extended, Box::new(reply)))
+    }
+
     /// Expects an extended (32-byte) request next.
     pub fn extended_request(self) -> Peer {
         self.then(Act::ExpectRequest(HeaderForm::Extended))
@@ -300,7 +306,13 @@ async fn read_request(
         Err(e) => return Err(format!("no request: {e}")),
     }
     let request = Request::decode(form, &header);
-    if let Some(r) = request.as_ref().filter(|r| r.command == command::WRITE) {
+    // A WRITE carries its data, and so does any extended request with PAYLOAD_LEN (a
+    // block-status filter): read past it, as any server would.
+    let carries = |r: &&Request| {
+        r.command == command::WRITE
+            || (form == HeaderForm::Extended && r.flags & command_flag::PAYLOAD_LEN != 0)
+    };
+    if let Some(r) = request.as_ref().filter(carries) {
         if r.length > u64::from(crate::wire::consts::limit::MAX_IO_PAYLOAD) {
             return Err(format!("a WRITE of {} bytes", r.length));
         }

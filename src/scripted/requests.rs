@@ -8,7 +8,9 @@ use bytes::{BufMut, BytesMut};
 use super::answers::*;
 use super::{Peer, Proof};
 use crate::clauses::id;
-use crate::wire::consts::{chunk_type, errno, option, transmission_flag as tf};
+use crate::wire::consts::{
+    chunk_type, command_flag, draft, errno, option, transmission_flag as tf,
+};
 use crate::wire::reply::{encode_chunk, ChunkBody};
 use crate::wire::request::Request;
 
@@ -16,6 +18,62 @@ use crate::wire::request::Request;
 const BIG: u64 = (4 << 30) + (1 << 20);
 
 pub(super) static PROOFS: &[Proof] = &[
+    Proof {
+        name: "draft-zero-length-request-hung-up-on",
+        clause: id::DRAFT_REQ_ZERO_1,
+        case: "draft.error.zero-length",
+        peer: || {
+            // Hangs up on the first zero-length query; on the next connection every query is
+            // answered (a zero-length one with an empty list, P = 0).
+            Peer::new()
+                .greet()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS | draft::SEND_GET_LBA_STATUS)
+                .ack()
+                .request()
+                .next_connection()
+                .greet()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS | draft::SEND_GET_LBA_STATUS)
+                .ack()
+                .answer_all(|r| {
+                    let mut out = BytesMut::new();
+                    match r.length {
+                        0 => draft_status(&mut out, r, &[]),
+                        _ => draft_right(r, &mut out),
+                    }
+                    out.to_vec()
+                })
+        },
+    },
+    Proof {
+        name: "empty-filter-accepted",
+        clause: id::BS_PAYLOAD_SHAPE_1,
+        case: "eh.payload.empty-list",
+        peer: || {
+            Peer::new()
+                .greet()
+                .option(option::EXTENDED_HEADERS)
+                .ack()
+                .option(option::SET_META_CONTEXT)
+                .meta_context(1, "base:allocation")
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS | tf::BLOCK_STATUS_PAYLOAD)
+                .ack()
+                .answer_all_extended(|r| {
+                    // An empty filter answered as a success with nothing in it (no context
+                    // listed, so no status chunk), the still-alive probe as usual.
+                    let mut out = BytesMut::new();
+                    if r.flags & command_flag::PAYLOAD_LEN != 0 {
+                        encode_chunk(&mut out, true, DONE, r.cookie, r.offset, &ChunkBody::None);
+                    } else {
+                        extended_status(&mut out, r, &[(r.length, 0)]);
+                    }
+                    out.to_vec()
+                })
+        },
+    },
     Proof {
         name: "bitmap-first-refused",
         clause: id::BS_REP_ORDER_1,
