@@ -160,7 +160,7 @@ impl Run<'_> {
         self.check_needs(&negotiated)
     }
 
-    fn check_needs(&self, neg: &Negotiated) -> Result<(), Stop> {
+    pub(super) fn check_needs(&self, neg: &Negotiated) -> Result<(), Stop> {
         for need in self.case.needs() {
             let met = match need {
                 Need::StructuredReplies => neg.structured,
