@@ -141,6 +141,11 @@ pub struct Pipeline {
     pub length: Expr,
     #[serde(default)]
     pub flags: CommandFlags,
+    /// A READ of the same range goes out before each status request, both in flight: in the
+    /// draft only the cookie tells a READ's simple reply (data) from a status one (P and
+    /// descriptors).
+    #[serde(default)]
+    pub with_reads: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
