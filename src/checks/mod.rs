@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `block_status` | the structure of one `NBD_CMD_BLOCK_STATUS` reply |
 //! | `draft` | the structure of one 2016-draft `GET_LBA_STATUS` reply |
+//! | `export_name` | NBD_OPT_EXPORT_NAME: the close that refuses it, the padding NO_ZEROES drops |
 //! | `max_payload` | reply chunks within an advertised maximum payload |
 //! | `payload` | block status's payload form: the area and contexts a filtered request asks for |
 //! | `request` | a request's outcome against the case: error, close, no reply |
@@ -24,6 +25,7 @@
 pub mod block_status;
 pub mod disc;
 pub mod draft;
+pub mod export_name;
 pub mod max_payload;
 pub mod options;
 pub mod payload;

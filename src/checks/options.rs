@@ -44,6 +44,67 @@ pub fn final_reply(expect: &Expect, clause: ClauseId, last: u32, names: &[String
     out
 }
 
+/// Where the extended-headers extension lets a server answer `ERR_EXT_HEADER_REQD` to option
+/// `opt`, given what haggling has agreed so far (`structured`, `extended`) and the queries of a
+/// LIST or SET (`None` for a hand-made payload, whose queries the client does not know):
+/// STRUCTURED_REPLY once extended headers are on (SR-EHREQD-1, the one way to say it cannot
+/// downgrade); LIST or SET before either (EH-PREREQ-1); a LIST or SET in compact mode that may
+/// reach past `base:` (EH-LIST-1, EH-SET-1: never for base:-only ones); GO and INFO in compact
+/// mode (EH-REQD-1: a server may insist, graded as the SHOULD NOT it is by
+/// `session::refusal`).
+pub fn may_require_extended_headers(
+    opt: u32,
+    structured: bool,
+    extended: bool,
+    queries: Option<&[String]>,
+) -> bool {
+    use crate::wire::consts::option;
+    let past_base = |q: &[String]| q.iter().any(|q| !q.starts_with("base:"));
+    match opt {
+        option::STRUCTURED_REPLY => extended,
+        option::LIST_META_CONTEXT | option::SET_META_CONTEXT if !structured && !extended => true,
+        // A LIST without queries lists everything, 64-bit contexts included.
+        option::LIST_META_CONTEXT => {
+            !extended && queries.is_some_and(|q| q.is_empty() || past_base(q))
+        }
+        option::SET_META_CONTEXT => !extended && queries.is_some_and(past_base),
+        option::GO | option::INFO => !extended,
+        _ => false,
+    }
+}
+
+/// What an `ERR_EXT_HEADER_REQD` the case did not list means, where the extension allows it
+/// ([`may_require_extended_headers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsistsOnExtendedHeaders {
+    /// Not that reply, or not allowed here, or listed: graded as any final reply.
+    No,
+    /// The case expected a refusal: this one is as good as the one it named.
+    AnotherRefusal,
+    /// The case expected success: it cannot run on this server, which is no failure.
+    CaseCannotRun,
+}
+
+/// How [`final_reply`] is to treat `last` when it is an allowed `ERR_EXT_HEADER_REQD`.
+pub fn insists_on_extended_headers(
+    expect: &Expect,
+    last: u32,
+    allowed: bool,
+) -> InsistsOnExtendedHeaders {
+    let listed = expect
+        .reply
+        .iter()
+        .any(|r| r == "ERR_*" || r == reply_type::name(reply_type::ERR_EXT_HEADER_REQD));
+    if last != reply_type::ERR_EXT_HEADER_REQD || !allowed || listed {
+        return InsistsOnExtendedHeaders::No;
+    }
+    if expect.reply.iter().any(|r| r.starts_with("ERR_")) {
+        InsistsOnExtendedHeaders::AnotherRefusal
+    } else {
+        InsistsOnExtendedHeaders::CaseCannotRun
+    }
+}
+
 /// LMC-ID-1: a LIST_META_CONTEXT answer carries context id 0 throughout.
 pub fn list_reply_ids(ids: &[u32]) -> Option<Finding> {
     ids.iter().any(|i| *i != 0).then(|| {
@@ -150,6 +211,99 @@ mod tests {
         let f = namespaces(&names(&["base:allocation", "vendor:thing"])).expect("unregistered");
         assert_eq!(f.clause, id::MC_NS_1);
         assert!(f.observed.contains("vendor:thing"), "{}", f.observed);
+    }
+
+    #[test]
+    fn ext_header_reqd_is_allowed_only_where_the_extension_says() {
+        use crate::wire::consts::option::*;
+        let base = ["base:allocation".to_owned()];
+        let bitmap = ["qemu:dirty-bitmap:bm0".to_owned()];
+        assert!(may_require_extended_headers(
+            STRUCTURED_REPLY,
+            false,
+            true,
+            None
+        ));
+        assert!(!may_require_extended_headers(
+            STRUCTURED_REPLY,
+            false,
+            false,
+            None
+        ));
+        assert!(may_require_extended_headers(
+            SET_META_CONTEXT,
+            false,
+            false,
+            Some(&base)
+        ));
+        assert!(!may_require_extended_headers(
+            SET_META_CONTEXT,
+            true,
+            false,
+            Some(&base)
+        ));
+        assert!(may_require_extended_headers(
+            SET_META_CONTEXT,
+            true,
+            false,
+            Some(&bitmap)
+        ));
+        assert!(!may_require_extended_headers(
+            SET_META_CONTEXT,
+            true,
+            true,
+            Some(&bitmap)
+        ));
+        assert!(!may_require_extended_headers(
+            SET_META_CONTEXT,
+            true,
+            false,
+            None
+        ));
+        assert!(may_require_extended_headers(
+            LIST_META_CONTEXT,
+            true,
+            false,
+            Some(&[])
+        ));
+        assert!(!may_require_extended_headers(
+            LIST_META_CONTEXT,
+            true,
+            false,
+            Some(&base)
+        ));
+        assert!(may_require_extended_headers(GO, true, false, None));
+        assert!(!may_require_extended_headers(GO, true, true, None));
+    }
+
+    #[test]
+    fn an_allowed_ext_header_reqd_is_another_refusal_or_a_case_that_cannot_run() {
+        let expect = |reply: &[&str]| Expect {
+            reply: reply.iter().map(|r| r.to_string()).collect(),
+            ..Expect::default()
+        };
+        let reqd = reply_type::ERR_EXT_HEADER_REQD;
+        use InsistsOnExtendedHeaders::*;
+        assert_eq!(
+            insists_on_extended_headers(&expect(&["ERR_INVALID"]), reqd, true),
+            AnotherRefusal
+        );
+        assert_eq!(
+            insists_on_extended_headers(&expect(&["ACK"]), reqd, true),
+            CaseCannotRun
+        );
+        assert_eq!(
+            insists_on_extended_headers(&expect(&["ACK"]), reqd, false),
+            No
+        );
+        assert_eq!(
+            insists_on_extended_headers(&expect(&["ERR_EXT_HEADER_REQD"]), reqd, true),
+            No
+        );
+        assert_eq!(
+            insists_on_extended_headers(&expect(&["ACK"]), reply_type::ACK, true),
+            No
+        );
     }
 
     #[test]

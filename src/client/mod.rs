@@ -289,6 +289,12 @@ impl Session {
         self.conn.timeout = timeout;
     }
 
+    /// Bytes received but taken into no reply yet: after a reply header that did not decode,
+    /// the bytes it started with (evidence of what the server sent instead).
+    pub fn unread(&self) -> &[u8] {
+        self.conn.buffered()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
     }

@@ -16,6 +16,10 @@ pub(super) const SOURCES: &[(&str, &str)] = &[
     ),
     ("checks::disc", include_str!("../checks/disc.rs")),
     ("checks::draft", include_str!("../checks/draft.rs")),
+    (
+        "checks::export_name",
+        include_str!("../checks/export_name.rs"),
+    ),
     ("checks::mod", include_str!("../checks/mod.rs")),
     (
         "checks::max_payload",
@@ -32,6 +36,10 @@ pub(super) const SOURCES: &[(&str, &str)] = &[
     ("checks::writes", include_str!("../checks/writes.rs")),
     ("steps::connect", include_str!("../engine/steps/connect.rs")),
     ("steps::disc", include_str!("../engine/steps/disc.rs")),
+    (
+        "steps::export_name",
+        include_str!("../engine/steps/export_name.rs"),
+    ),
     ("steps::go", include_str!("../engine/steps/go.rs")),
     ("steps::map", include_str!("../engine/steps/map.rs")),
     ("steps::mod", include_str!("../engine/steps/mod.rs")),

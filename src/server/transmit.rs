@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 
 use super::export::Export;
-use super::fault::{Delivered, Delivery, Faults};
+use super::fault::{self, Delivered, Delivery, Faults};
 use super::image::Image;
 use super::negotiate::Session;
 use super::plan::{payload_of, plan, refuse, Command, Payload, Refusal};
@@ -48,6 +48,8 @@ struct Transmission<'a, S> {
     delivery: Delivery,
     /// `slow-replies` has made this connection wait once.
     was_slow: bool,
+    /// `draft-read-cookies-crossed`: a READ's reply waiting for the status reply behind it.
+    held_read: Option<BytesMut>,
 }
 
 /// Serves requests until the client disconnects, sends DISC, or breaks the framing.
@@ -76,6 +78,7 @@ where
         reply_form,
         delivery,
         was_slow: false,
+        held_read: None,
     };
     while t.next_request().await? == After::Continue {}
     Ok(())
@@ -157,8 +160,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             Err(refusal) => encode_refusal(self.export, self.reply_form, &req, refusal, &mut out),
         }
         if !is_status_query(self.export, &req) {
+            if req.command == cmd::READ
+                && self.export.is_draft()
+                && self.export.faults.crosses_read_and_status()
+                && fault::status_waits_behind(self.io, self.header_form).await
+            {
+                self.held_read = Some(out);
+                return Ok(After::Continue);
+            }
             self.send(&out).await?;
             return Ok(After::Continue);
+        }
+        if let Some(mut read) = self.held_read.take() {
+            fault::cross_cookies(&mut read, &mut out);
+            self.send(&read).await?;
         }
         if let Some(delay) = self.export.variants.reply_delay() {
             // The first status reply of a connection is the slow one (a cold path: a plugin

@@ -122,7 +122,10 @@ impl Expect {
                     || self.contexts.is_some()
                     || !self.contains.is_empty()
                 {
-                    return Err("a connect expectation takes only `close` and `clause`".into());
+                    return Err(
+                        "a connect or export-name expectation takes only `close` and `clause`"
+                            .into(),
+                    );
                 }
                 if matches!(
                     self.close,
@@ -130,7 +133,7 @@ impl Expect {
                 ) {
                     return misplaced(
                         "close = \"allowed\", \"preferred\" or \"discouraged\"",
-                        "connect",
+                        "connect and export-name",
                     );
                 }
             }

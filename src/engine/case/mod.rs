@@ -31,8 +31,8 @@ use crate::Dialect;
 use expect::StepKind;
 pub use expect::{Close, Expect, Outcome};
 pub use steps::{
-    BlockStatus, Connect, DraftStatus, Empty, Go, MapStep, Negotiate, OptionStep, Pipeline,
-    RangeCommand, RawRequest, StatusPayloadSpec, Verify, Write, WRITE_BYTE,
+    BlockStatus, Connect, DraftStatus, Empty, ExportName, Go, MapStep, Negotiate, OptionStep,
+    Pipeline, RangeCommand, RawRequest, StatusPayloadSpec, Verify, Write, WRITE_BYTE,
 };
 pub use values::{CommandFlags, Expr, HexTemplate, Need, OptionCode, PayloadContext};
 
@@ -75,6 +75,8 @@ pub enum Step {
     Option(OptionStep),
     /// End haggling with GO (or expect GO to fail).
     Go(Go),
+    /// End haggling with EXPORT_NAME (or expect the server to close on it).
+    ExportName(ExportName),
     BlockStatus(BlockStatus),
     DraftStatus(DraftStatus),
     /// A request header with any field, including a wrong magic.
@@ -109,6 +111,7 @@ impl Step {
             Step::Connect(_) => "Connect",
             Step::Option(_) => "Option",
             Step::Go(_) => "Go",
+            Step::ExportName(_) => "ExportName",
             Step::BlockStatus(_) => "BlockStatus",
             Step::DraftStatus(_) => "DraftStatus",
             Step::RawRequest(_) => "RawRequest",
@@ -133,6 +136,7 @@ impl Step {
             | Step::RawRequest(RawRequest { expect, .. })
             | Step::Option(OptionStep { expect, .. })
             | Step::Connect(Connect { expect, .. })
+            | Step::ExportName(ExportName { expect, .. })
             | Step::Write(Write { expect, .. })
             | Step::WriteZeroes(RangeCommand { expect, .. })
             | Step::Trim(RangeCommand { expect, .. })
@@ -142,12 +146,13 @@ impl Step {
         }
     }
 
-    /// One request in transmission, whose unmet expectation defaults to the case's first
-    /// clause.
+    /// One request in transmission (or EXPORT_NAME, which has no reply to name a clause
+    /// by), whose unmet expectation defaults to the case's first clause.
     pub fn is_request(&self) -> bool {
         matches!(
             self,
             Step::BlockStatus(_)
+                | Step::ExportName(_)
                 | Step::DraftStatus(_)
                 | Step::RawRequest(_)
                 | Step::Write(_)
@@ -247,7 +252,8 @@ impl Case {
                     expect: Some(expect),
                     ..
                 }) => expect.fits(StepKind::Option),
-                Step::Connect(Connect { expect, .. }) => expect.fits(StepKind::Connect),
+                Step::Connect(Connect { expect, .. })
+                | Step::ExportName(ExportName { expect, .. }) => expect.fits(StepKind::Connect),
                 _ => Ok(()),
             };
             checked.map_err(|e| format!("step {}: {e}", i + 1))?;

@@ -65,6 +65,18 @@ pub struct Go {
     pub expect: Option<Expect>,
 }
 
+/// `export-name`: end haggling with NBD_OPT_EXPORT_NAME, which has no option reply: the
+/// export's size and flags (and 124 zeros unless NO_ZEROES was agreed), or, for an export the
+/// server will not give, the end of the session (`close = "required"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ExportName {
+    /// Default: the target's export.
+    pub export: Option<String>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BlockStatus {
@@ -129,6 +141,11 @@ pub struct Pipeline {
     pub length: Expr,
     #[serde(default)]
     pub flags: CommandFlags,
+    /// A READ of the same range goes out before each status request, both in flight: in the
+    /// draft only the cookie tells a READ's simple reply (data) from a status one (P and
+    /// descriptors).
+    #[serde(default)]
+    pub with_reads: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! `go`: end haggling with NBD_OPT_GO (or expect GO to fail), entering transmission.
 
 use super::Run;
+use crate::checks::options::InsistsOnExtendedHeaders;
 use crate::checks::{self, from_violation};
 use crate::client::negotiate::{ExportInfo, GO_INFO_REQUESTS};
 use crate::client::{ClientError, Negotiated};
@@ -108,9 +109,24 @@ impl Run<'_> {
         }
         if let Some(expect) = expect {
             let clause = self.clause_of(expect);
-            let findings =
-                checks::options::final_reply(expect, clause, last.header.reply_type, &[]);
-            self.record.found_all(findings);
+            let allowed =
+                checks::options::may_require_extended_headers(option::GO, true, extended, None);
+            let last_type = last.header.reply_type;
+            match checks::options::insists_on_extended_headers(expect, last_type, allowed) {
+                InsistsOnExtendedHeaders::No => {
+                    let findings = checks::options::final_reply(expect, clause, last_type, &[]);
+                    self.record.found_all(findings);
+                }
+                InsistsOnExtendedHeaders::AnotherRefusal => {}
+                // EH-REQD-1 graded it above, as the SHOULD NOT it is.
+                InsistsOnExtendedHeaders::CaseCannotRun => {
+                    self.link = Link::Haggling(hs);
+                    return Err(Stop::Unsupported(format!(
+                        "the server insists on extended headers (GO {export:?} refused with \
+                         {final_reply})"
+                    )));
+                }
+            }
         }
         if last.header.is_error() {
             self.link = Link::Haggling(hs);
@@ -160,7 +176,7 @@ impl Run<'_> {
         self.check_needs(&negotiated)
     }
 
-    fn check_needs(&self, neg: &Negotiated) -> Result<(), Stop> {
+    pub(super) fn check_needs(&self, neg: &Negotiated) -> Result<(), Stop> {
         for need in self.case.needs() {
             let met = match need {
                 Need::StructuredReplies => neg.structured,

@@ -8,6 +8,7 @@
 //! | `connect` | `connect.rs` |
 //! | `option` | `option.rs` |
 //! | `go` | `go.rs` |
+//! | `export-name` | `export_name.rs` |
 //! | `block-status`, `draft-status`, `raw-request` | `request.rs` (a payload: `status_payload.rs`) |
 //! | `pipeline` | `pipeline.rs` |
 //! | `disc` | `disc.rs` |
@@ -18,6 +19,7 @@
 
 mod connect;
 mod disc;
+mod export_name;
 mod go;
 mod map;
 mod negotiate;
@@ -141,6 +143,7 @@ impl<'a> Run<'a> {
             Step::Connect(c) => self.connect(c).await,
             Step::Option(o) => self.option(o).await,
             Step::Go(g) => self.go_step(g).await,
+            Step::ExportName(e) => self.export_name(e).await,
             Step::BlockStatus(s) => self.block_status(s).await,
             Step::DraftStatus(s) => self.draft_status(s).await,
             Step::RawRequest(s) => self.raw_request(s).await,

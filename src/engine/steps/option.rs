@@ -5,6 +5,7 @@ use crate::clauses::ClauseId;
 use bytes::BytesMut;
 
 use super::Run;
+use crate::checks::options::InsistsOnExtendedHeaders;
 use crate::checks::{self, from_violation};
 use crate::client::negotiate::OptionReply;
 use crate::client::ClientError;
@@ -132,8 +133,30 @@ impl Run<'_> {
         self.record
             .found_all(checks::options::namespaces(&contexts));
         let clause = self.clause_of(&o.expect);
-        let findings = checks::options::final_reply(&o.expect, clause, last, &contexts);
-        self.record.found_all(findings);
+        let (structured, extended) = self
+            .link
+            .handshake()
+            .map_or((false, false), |hs| (hs.structured, hs.extended));
+        let allowed = checks::options::may_require_extended_headers(
+            opt,
+            structured,
+            extended,
+            (!hand_made).then_some(o.queries.as_slice()),
+        );
+        match checks::options::insists_on_extended_headers(&o.expect, last, allowed) {
+            InsistsOnExtendedHeaders::No => {
+                let findings = checks::options::final_reply(&o.expect, clause, last, &contexts);
+                self.record.found_all(findings);
+            }
+            InsistsOnExtendedHeaders::AnotherRefusal => {}
+            InsistsOnExtendedHeaders::CaseCannotRun => {
+                return Err(Stop::Unsupported(format!(
+                    "the server insists on extended headers (NBD_OPT_{} refused with \
+                     ERR_EXT_HEADER_REQD, as the extension allows)",
+                    option::name(opt)
+                )));
+            }
+        }
         // Keep the handshake's idea of the state in step with what the server accepted.
         if opt == option::ABORT {
             self.drop_link();

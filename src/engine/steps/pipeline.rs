@@ -1,5 +1,6 @@
-//! `pipeline`: several block-status requests in flight at once, each reply graded
-//! (BS-REQ-PIPE-1).
+//! `pipeline`: several block-status (or, in the draft, GET_LBA_STATUS) requests in flight at
+//! once, each reply graded (BS-REQ-PIPE-1); with `with-reads`, each behind a READ of its range,
+//! so that replies of two shapes are matched by cookie alone.
 
 use super::Run;
 use crate::checks;
@@ -9,6 +10,7 @@ use crate::engine::run::Stop;
 use crate::engine::transcript;
 use crate::wire::consts::command;
 use crate::wire::request::Request;
+use crate::Dialect;
 
 impl Run<'_> {
     pub(super) async fn pipeline(&mut self, p: &case::Pipeline) -> Result<(), Stop> {
@@ -33,26 +35,40 @@ impl Run<'_> {
                 "requests of {step} bytes are not a multiple of the advertised minimum block size {minimum} (GO-BLKSZ-3)"
             )));
         }
+        // The status command has one number in both dialects (7: BLOCK_STATUS, and the
+        // draft's GET_LBA_STATUS, whose selector travels in `flags`).
+        let status = command::BLOCK_STATUS;
+        let kinds: &[u16] = if p.with_reads {
+            &[command::READ, status]
+        } else {
+            &[status]
+        };
         let mut cookies = Vec::new();
         for i in 0..p.count as u64 {
             let offset = i.saturating_mul(step) % usable;
-            let request = self.new_request(
-                command::BLOCK_STATUS,
-                p.flags.0,
-                offset,
-                step.min(usable - offset),
-            )?;
-            if let Err(e) = self.session()?.send_request(request, &[]).await {
-                return self
-                    .judge(Err(e), &Expect::SUCCESS, checks::request::PIPELINED)
-                    .map(|_| ());
+            let length = step.min(usable - offset);
+            for &cmd in kinds {
+                let flags = if cmd == status { p.flags.0 } else { 0 };
+                let request = self.new_request(cmd, flags, offset, length)?;
+                if let Err(e) = self.session()?.send_request(request, &[]).await {
+                    return self
+                        .judge(Err(e), &Expect::SUCCESS, checks::request::PIPELINED)
+                        .map(|_| ());
+                }
+                cookies.push(request.cookie);
             }
-            cookies.push(request.cookie);
         }
-        self.record.note(format!(
-            "→ {} BLOCK_STATUS requests in flight, {step} bytes each",
-            p.count
-        ));
+        let name = match self.case.dialect {
+            Dialect::Draft => "GET_LBA_STATUS",
+            Dialect::Standard => "BLOCK_STATUS",
+        };
+        self.record.note(match p.with_reads {
+            false => format!("→ {} {name} requests in flight, {step} bytes each", p.count),
+            true => format!(
+                "→ {} READ and {name} pairs in flight, {step} bytes each, told apart by cookie",
+                p.count
+            ),
+        });
         for cookie in cookies {
             let Some(session) = self.link.session() else {
                 break;
@@ -69,9 +85,11 @@ impl Run<'_> {
                     ));
                 }
             }
-            if let Some(reply) = self.judge(result, &Expect::SUCCESS, checks::request::PIPELINED)? {
-                self.record_stream(&reply);
-            }
+            let Some(reply) = self.judge(result, &Expect::SUCCESS, checks::request::PIPELINED)?
+            else {
+                continue;
+            };
+            self.record_stream(&reply);
         }
         Ok(())
     }

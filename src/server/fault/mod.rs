@@ -21,7 +21,9 @@
 //!   payloads, error chunks, the draft's replies ([`Faults::rewrite`]);
 //! - `delivery`: how that reply reaches the client, if at all ([`Delivery`]): the disconnect
 //!   faults, and the hostile ones (never answering, dripping, absurd lengths, garbage, hanging
-//!   up mid-reply).
+//!   up mid-reply);
+//! - `crossed`: a READ's reply held back until the GET_LBA_STATUS pipelined behind it is
+//!   answered, the two sent with each other's cookie ([`Faults::crosses_read_and_status`]).
 //!
 //! With no faults every point hands its value back untouched, so the clean server is byte for
 //! byte what it always was. Faults touch only the replies to block-status (and GET_LBA_STATUS)
@@ -34,6 +36,7 @@
 //! a 4 KiB minimum block).
 
 mod answer;
+mod crossed;
 mod delivery;
 mod frames;
 mod negotiation;
@@ -44,6 +47,7 @@ use std::str::FromStr;
 use super::catalogue::{catalogue, Chosen};
 use crate::Dialect;
 
+pub use crossed::{cross_cookies, status_waits_behind};
 pub use delivery::{Delivered, Delivery};
 
 /// Where a fault is meant to be met: the cases of which dialect catch it.
@@ -227,6 +231,8 @@ catalogue! {
             "hostile: a compact status chunk claims 0xfffffff0 payload bytes, then streams zeros"),
         DraftHugeLength => FaultSpec::draft("draft-huge-length", "DRAFT-BOUND-1",
             "hostile: a GET_LBA_STATUS reply claims P = 0xfffffff0, then streams zeros"),
+        DraftReadCookiesCrossed => FaultSpec::draft("draft-read-cookies-crossed", "DRAFT-BOUND-1",
+            "a READ and the GET_LBA_STATUS in flight behind it get each other's cookie: the READ's data comes where the draft's P belongs"),
         GarbageAfterHandshake => FaultSpec::both("garbage-after-handshake", "TX-SIMPLE-1",
             "hostile: 4 KiB of garbage where the first block-status reply of a connection belongs"),
         CloseMidReply => FaultSpec::standard("close-mid-reply", "TX-NODROP-1",
