@@ -315,6 +315,30 @@ const CONFIGS: &[Config] = &[
         bitmaps: &[],
     },
     Config {
+        // An empty export (issue 9 §2.6): every request a case means is empty or past the
+        // end here, so the cases that cannot mean anything on it must be unsupported.
+        name: "nbdkit-null-size-0",
+        program: "nbdkit",
+        args: &["-U", "{socket}", "-f", "-r", "null", "size=0"],
+        image: Image::Raw(0),
+        known: &[NBDKIT_DUPLICATE_QUERY],
+        expect: Expect::Fair,
+        only: &[],
+        bitmaps: &[],
+    },
+    Config {
+        name: "qemu-nbd-raw-size-0",
+        program: "qemu-nbd",
+        args: &[
+            "-t", "-r", "-f", "raw", "-x", "disk", "-k", "{socket}", "{image}",
+        ],
+        image: Image::Raw(0),
+        known: &[],
+        expect: Expect::Fair,
+        only: &[],
+        bitmaps: &[],
+    },
+    Config {
         // Without --persistent qemu-nbd serves one client and exits: no verdict is possible,
         // and the run must say so instead of calling the server conformant.
         name: "qemu-nbd-not-persistent",
