@@ -48,6 +48,9 @@ enum Expect {
     DiesOn(&'static str, &'static str),
     /// The server serves one client and exits: the run cannot test, and must say why.
     SingleClient,
+    /// The server does what this case is about (its backend fails): the case must pass, not
+    /// be unsupported.
+    Passes(&'static str),
 }
 
 struct Config {
@@ -315,6 +318,28 @@ const CONFIGS: &[Config] = &[
         bitmaps: &[],
     },
     Config {
+        // Every extents call fails with EIO in the backend (issue 9 §2.6): nbdkit answers
+        // with an ERROR chunk, which the backend cases are about.
+        name: "nbdkit-error-filter-extents-eio",
+        program: "nbdkit",
+        args: &[
+            "-U",
+            "{socket}",
+            "-f",
+            "-r",
+            "--filter=error",
+            "file",
+            "{image}",
+            "error-extents=EIO",
+            "error-extents-rate=100%",
+        ],
+        image: Image::Raw(4 * M),
+        known: &[],
+        expect: Expect::Passes("bs.backend.status-fails"),
+        only: &["bs.backend"],
+        bitmaps: &[],
+    },
+    Config {
         // An empty export (issue 9 §2.6): every request a case means is empty or past the
         // end here, so the cases that cannot mean anything on it must be unsupported.
         name: "nbdkit-null-size-0",
@@ -499,6 +524,15 @@ fn judge(config: &Config, expect: Expect, result: &TargetResult) -> Vec<String> 
             });
             if !caught {
                 problems.push(format!("no case caught the server under {clause}"));
+            }
+        }
+        Expect::Passes(case) => {
+            let passed = result
+                .cases
+                .iter()
+                .any(|r| r.id == case && matches!(r.grade, Grade::Pass | Grade::Info));
+            if !passed {
+                problems.push(format!("{case} did not pass against a server it is about"));
             }
         }
         Expect::Fair => {}
