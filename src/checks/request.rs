@@ -71,7 +71,9 @@ pub fn backend_failure(reply: &Reply) -> BackendAnswer {
         return BackendAnswer::OneDescriptor(Finding::info(
             id::BS_ERR_FALLBACK_1,
             "an error, or one descriptor over the request",
-            format!("one descriptor of {length} bytes per context (the fallback, or a true answer)"),
+            format!(
+                "one descriptor of {length} bytes per context (the fallback, or a true answer)"
+            ),
         ));
     }
     BackendAnswer::Answered(format!(

@@ -157,7 +157,13 @@ impl ReplyForm {
     /// an EIO ERROR_OFFSET chunk (with DONE) at the first `grid` block of the request's second
     /// half, inside the range as BS-ERR-OFFSET-1 wants, and not at its start, so that a client
     /// reading it as the request's offset is caught.
-    pub fn backend_failure(self, cookie: u64, offset: u64, length: u64, grid: u64) -> OutgoingChunk {
+    pub fn backend_failure(
+        self,
+        cookie: u64,
+        offset: u64,
+        length: u64,
+        grid: u64,
+    ) -> OutgoingChunk {
         let body = ChunkBody::Error {
             chunk_type: crate::wire::consts::chunk_type::ERROR_OFFSET,
             error: crate::wire::consts::errno::EIO,

@@ -211,7 +211,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 only,
             } => {
                 if export.failing_status {
-                    let chunk = form.backend_failure(cookie, offset, length, export.minimum_block());
+                    let chunk =
+                        form.backend_failure(cookie, offset, length, export.minimum_block());
                     encode_status_reply(&export.faults, StatusReply::ErrorChunk(chunk), out);
                     return;
                 }

@@ -130,7 +130,11 @@ fn backend_fails(cases: &[Case], settings: Settings) -> Result<(), Failed> {
         .map(|r| format!("{} {}: {}", r.grade.as_str(), r.id, why(r)))
         .collect();
     if cases.is_empty() || !not_passed.is_empty() {
-        return Err(format!("backend cases on a failing server:\n{}", not_passed.join("\n")).into());
+        return Err(format!(
+            "backend cases on a failing server:\n{}",
+            not_passed.join("\n")
+        )
+        .into());
     }
     Ok(())
 }
