@@ -232,6 +232,10 @@ struct ServeArgs {
     /// chunks keep their descriptor lists within it; longer READs get EINVAL.
     #[arg(long, value_name = "BYTES", value_parser = parse_u32_size)]
     max_payload: Option<u32>,
+    /// Fail every block status as if the backend had: an EIO ERROR_OFFSET chunk whose offset
+    /// lies inside the request (what the cases under bs/backend/ need a server to do).
+    #[arg(long)]
+    fail_block_status: bool,
 }
 
 /// A byte count that fits 32 bits (`4K`, `65536`).
@@ -473,6 +477,7 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
         writable: args.writable,
         faults,
         variants,
+        failing_status: args.fail_block_status,
     };
     let server = match Server::bind(options).await {
         Ok(s) => s,

@@ -44,6 +44,44 @@ pub fn expected(outcome: Outcome, clause: ClauseId, reply: &Reply) -> Option<Fin
     }
 }
 
+/// What a block status meant to fail in the server's backend came back as.
+#[derive(Debug)]
+pub enum BackendAnswer {
+    /// An error: what its chunks say is graded by [`structure`].
+    Failed,
+    /// No error, one descriptor per context over exactly the request: the MAY of
+    /// BS-ERR-FALLBACK-1 (recorded as info; a backend that answered truly looks the same).
+    OneDescriptor(Finding),
+    /// A real answer: the backend did not fail, so the case means nothing here (why).
+    Answered(String),
+}
+
+/// Sorts the reply to a block status whose backend is meant to fail (`backend-failure`).
+pub fn backend_failure(reply: &Reply) -> BackendAnswer {
+    if reply.error().is_some() {
+        return BackendAnswer::Failed;
+    }
+    let length = reply.request.length;
+    let chunks: Vec<_> = reply.status_chunks().collect();
+    let spanning = !chunks.is_empty()
+        && chunks
+            .iter()
+            .all(|(_, d)| matches!(d, [one] if one.length == length));
+    if spanning {
+        return BackendAnswer::OneDescriptor(Finding::info(
+            id::BS_ERR_FALLBACK_1,
+            "an error, or one descriptor over the request",
+            format!(
+                "one descriptor of {length} bytes per context (the fallback, or a true answer)"
+            ),
+        ));
+    }
+    BackendAnswer::Answered(format!(
+        "the server's backend did not fail: it answered {} status chunk(s) of real extents",
+        chunks.len()
+    ))
+}
+
 /// The draft's unknown-query fallback: one descriptor equal to the request, status 0.
 fn fallback(reply: &Reply, clause: ClauseId) -> Option<Finding> {
     let req = &reply.request;

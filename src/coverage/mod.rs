@@ -365,6 +365,32 @@ mod tests {
         );
     }
 
+    /// Every clause a check can raise has a fault or scripted peer that makes it fire under
+    /// that id (the `fault::` and `selftest::scripted::` trials prove each one does).
+    #[test]
+    fn every_raisable_clause_is_shown_to_fire() {
+        let unproven = measured().unproven();
+        assert!(
+            unproven.is_empty(),
+            "no fault or scripted peer proves: {unproven:?}"
+        );
+    }
+
+    /// A clause left out as not observable says why.
+    #[test]
+    fn every_unobservable_clause_says_why() {
+        for c in crate::clauses::CLAUSES {
+            assert!(c.unobservable.is_none_or(|why| why.len() > 10), "{}", c.id);
+            assert!(
+                c.reported_as.is_none_or(|(id, why)| {
+                    crate::clauses::clause(id).is_some() && why.len() > 10
+                }),
+                "{}",
+                c.id
+            );
+        }
+    }
+
     #[test]
     fn a_clause_no_case_names_is_not_counted_as_evaluated() {
         let c = measured();

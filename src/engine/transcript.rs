@@ -89,6 +89,22 @@ pub fn option_text(data: &[u8]) -> String {
     }
 }
 
+/// Strings longer than this are shown by their start and length (a 4096-byte export name
+/// would otherwise fill a transcript line).
+const SHOWN_STRING: usize = 64;
+
+/// A string as the transcript quotes it: whole, or its first bytes and its length.
+fn quoted(s: &str) -> String {
+    if s.len() <= SHOWN_STRING {
+        return format!("{s:?}");
+    }
+    let mut end = SHOWN_STRING;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &s[..end], s.len())
+}
+
 /// One option line, the same whichever step sent it: the option, the export its payload names
 /// and the queries, or for a payload the case wrote by hand its length (and the length the
 /// header claimed, when that differs).
@@ -100,10 +116,11 @@ pub fn option(
 ) -> String {
     let mut line = format!("→ NBD_OPT_{} ({opt})", option::name(opt));
     if let Some(export) = export {
-        line.push_str(&format!(" export={export:?}"));
+        line.push_str(&format!(" export={}", quoted(export)));
     }
     if !queries.is_empty() {
-        line.push_str(&format!(" queries={queries:?}"));
+        let queries: Vec<String> = queries.iter().map(|q| quoted(q)).collect();
+        line.push_str(&format!(" queries=[{}]", queries.join(", ")));
     }
     if let Some((sent, claimed)) = raw {
         line.push_str(&format!(" payload {sent} bytes"));

@@ -60,6 +60,7 @@ pub(super) async fn launch(
         faults: behaviour.faults,
         variants: behaviour.variants,
         block_sizes: crate::server::negotiate::BLOCK_SIZES,
+        failing_status: false,
     })
     .await
     .map_err(|e| match e {

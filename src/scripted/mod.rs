@@ -2,13 +2,14 @@
 //! without the export's size, a status reply that is simple): the proof that a check fires for
 //! clauses the reference server is built never to break (design §7). [`proofs`] lists them, one
 //! file per area (`handshake`, `options`, `replies`, `requests`, `limits`, `negotiation`,
-//! `oracles`), built from the handshakes and replies in `answers`. A peer's script is written for its case's fixture, so
+//! `sizes`, `backend`, `oracles`), built from the handshakes and replies in `answers`. A peer's script is written for its case's fixture, so
 //! the trial grades it with that fixture's truth, as it would a server the harness launched on
 //! it; the `selftest::scripted::` trials of `cargo test` run each proof's case against its peer
 //! and assert the clause is reported, graded as its level says, and `nbd-conform list
 //! --coverage` counts them.
 
 mod answers;
+mod backend;
 mod handshake;
 mod limits;
 mod negotiation;
@@ -17,6 +18,7 @@ mod oracles;
 mod peer;
 mod replies;
 mod requests;
+mod sizes;
 
 use crate::clauses::ClauseId;
 
@@ -43,6 +45,8 @@ pub fn proofs() -> impl Iterator<Item = &'static Proof> {
         requests::PROOFS,
         limits::PROOFS,
         negotiation::PROOFS,
+        sizes::PROOFS,
+        backend::PROOFS,
         oracles::PROOFS,
     ]
     .into_iter()

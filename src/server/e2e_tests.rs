@@ -53,6 +53,7 @@ async fn start(dialect: Dialect, bitmaps: &[&str]) -> Running {
         faults: vec![],
         variants: vec![],
         block_sizes: crate::server::negotiate::BLOCK_SIZES,
+        failing_status: false,
     })
     .await
     .unwrap();

@@ -35,6 +35,8 @@ pub struct Export {
     /// The block sizes `--min-block` and `--max-payload` set (the defaults without them),
     /// before any variant or fault.
     pub limits: BlockSizes,
+    /// Whether every block status fails in the backend (`--fail-block-status`).
+    pub failing_status: bool,
 }
 
 impl Export {
@@ -52,6 +54,7 @@ impl Export {
             variants: Variants::default(),
             written: DirtyBitmap::new(MIN_GRANULARITY),
             limits: BLOCK_SIZES,
+            failing_status: false,
         }
     }
 
@@ -65,6 +68,13 @@ impl Export {
 
     pub fn with_limits(self, limits: BlockSizes) -> Self {
         Export { limits, ..self }
+    }
+
+    pub fn with_failing_status(self, failing_status: bool) -> Self {
+        Export {
+            failing_status,
+            ..self
+        }
     }
 
     /// The block sizes the clean server advertises and keeps: the limits, then the variants.

@@ -82,6 +82,9 @@ pub struct ServeOptions {
     /// The block sizes to advertise and keep (`--min-block`, `--max-payload`; see
     /// [`limits::block_sizes`]); `negotiate::BLOCK_SIZES` for the plain server.
     pub block_sizes: BlockSizes,
+    /// `--fail-block-status`: every block status fails as if the backend had (an EIO
+    /// ERROR_OFFSET chunk inside the request), for the cases about backend failures.
+    pub failing_status: bool,
 }
 
 /// How a launched reference server departs from its plain answers: clauses it breaks on
@@ -158,7 +161,8 @@ impl Server {
         )
         .with_faults(Faults::new(options.faults))
         .with_variants(Variants::new(options.variants))
-        .with_limits(options.block_sizes);
+        .with_limits(options.block_sizes)
+        .with_failing_status(options.failing_status);
         Ok(Server {
             listener,
             export: Arc::new(export),
@@ -264,6 +268,7 @@ mod tests {
             faults: vec![],
             variants: vec![],
             block_sizes: negotiate::BLOCK_SIZES,
+            failing_status: false,
         }
     }
 

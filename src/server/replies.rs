@@ -153,6 +153,26 @@ impl ReplyForm {
         (self != ReplyForm::Simple).then(|| self.chunk(true, cookie, offset, &body))
     }
 
+    /// A block status over `offset+length` that failed in the backend (`--fail-block-status`):
+    /// an EIO ERROR_OFFSET chunk (with DONE) at the first `grid` block of the request's second
+    /// half, inside the range as BS-ERR-OFFSET-1 wants, and not at its start, so that a client
+    /// reading it as the request's offset is caught.
+    pub fn backend_failure(
+        self,
+        cookie: u64,
+        offset: u64,
+        length: u64,
+        grid: u64,
+    ) -> OutgoingChunk {
+        let body = ChunkBody::Error {
+            chunk_type: crate::wire::consts::chunk_type::ERROR_OFFSET,
+            error: crate::wire::consts::errno::EIO,
+            message: "block status failed in the backend (--fail-block-status)".to_owned(),
+            offset: Some(offset + length / 2 / grid * grid),
+        };
+        self.chunk(true, cookie, offset, &body)
+    }
+
     /// Success of a command without reply payload. Structured connections may still use a
     /// simple reply here; extended ones must not, so they get a NONE chunk.
     pub fn done(self, dst: &mut BytesMut, cookie: u64, offset: u64) {

@@ -225,6 +225,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 req_one,
                 only,
             } => {
+                if export.failing_status {
+                    let chunk =
+                        form.backend_failure(cookie, offset, length, export.minimum_block());
+                    encode_status_reply(&export.faults, StatusReply::ErrorChunk(chunk), out);
+                    return;
+                }
                 let contexts = only.as_deref().unwrap_or(&self.session.contexts);
                 let extended = form == ReplyForm::Extended;
                 status::block_status(export, contexts, extended, offset, length, req_one)

@@ -44,6 +44,15 @@ pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
         "selftest::target::a_draft_server_that_tracks_dirtiness_gets_no_false_verdict",
         move || draft_fair(&draft, settings),
     ));
+    let backend: Vec<Case> = cases
+        .iter()
+        .filter(|c| c.id.starts_with("bs.backend."))
+        .cloned()
+        .collect();
+    trials.push(Trial::test(
+        "selftest::target::a_server_whose_block_status_fails_passes_the_backend_cases",
+        move || backend_fails(&backend, settings),
+    ));
     trials.extend([
         Trial::test(
             "selftest::target::a_small_export_named_otherwise_gets_no_false_verdict",
@@ -101,6 +110,33 @@ fn draft_fair(cases: &[Case], settings: Settings) -> Result<(), Failed> {
     let extra = ["--dialect", "draft", "--bitmap", "bm0"];
     let (_server, subject) = serve_target(dir.path(), 4 << 20, &extra, Dialect::Draft)?;
     run_fair(&subject, cases, settings, "a draft server with a bitmap")
+}
+
+/// The reference server with `--fail-block-status` (an EIO ERROR_OFFSET inside every block
+/// status): the cases about backend failures must pass there, not be unsupported.
+fn backend_fails(cases: &[Case], settings: Settings) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let extra = ["--fail-block-status"];
+    let (_server, subject) = serve_target(dir.path(), 4 << 20, &extra, Dialect::Standard)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = runtime.block_on(run_subject(&subject, cases, settings, 4));
+    let not_passed: Vec<String> = result
+        .cases
+        .iter()
+        .filter(|r| r.grade != Grade::Pass)
+        .map(|r| format!("{} {}: {}", r.grade.as_str(), r.id, why(r)))
+        .collect();
+    if cases.is_empty() || !not_passed.is_empty() {
+        return Err(format!(
+            "backend cases on a failing server:\n{}",
+            not_passed.join("\n")
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Runs `cases` on `subject` and requires a fair verdict: no fail, warn or error, and at least

@@ -51,6 +51,10 @@ pub enum Outcome {
     Any,
     /// Draft only: the unknown-type fallback (one descriptor equal to the request, status 0).
     Fallback,
+    /// A block status the server's backend fails: an error (its chunks graded as always), or
+    /// one descriptor per context spanning the request (BS-ERR-FALLBACK-1). A server whose
+    /// backend answered makes the case `unsupported`: it says nothing of failures.
+    BackendFailure,
 }
 
 /// Whether the server may close the connection instead of answering.

@@ -265,7 +265,7 @@ impl<'a> Run<'a> {
         });
         let intent = match outcome {
             _ if unaligned => fit::Intent::RefusedUnaligned,
-            Outcome::Ok | Outcome::Fallback => fit::Intent::Succeed,
+            Outcome::Ok | Outcome::Fallback | Outcome::BackendFailure => fit::Intent::Succeed,
             Outcome::Any => fit::Intent::Anything,
             Outcome::Einval | Outcome::Error => match (fixture_size, end_on_fixture) {
                 (Some(size), Some(end)) if end <= size => fit::Intent::RefusedInRange,

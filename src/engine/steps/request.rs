@@ -3,10 +3,11 @@
 //! waiting for its reply, judging an outcome, recording its descriptors, the still-alive probe.
 
 use super::{probe_length, Run};
+use crate::checks::request::BackendAnswer;
 use crate::checks::{self, from_violation};
 use crate::clauses::ClauseId;
 use crate::client::{ClientError, DraftTrailer, Reply, ReplyBody};
-use crate::engine::case::{self, Close, Expect};
+use crate::engine::case::{self, Close, Expect, Outcome};
 use crate::engine::outcome::ConnectionLoss;
 use crate::engine::run::Stop;
 use crate::engine::transcript;
@@ -228,6 +229,13 @@ impl Run<'_> {
         }
         self.record
             .found_all(checks::request::expected(expect.outcome, clause, &reply));
+        if expect.outcome == Outcome::BackendFailure {
+            match checks::request::backend_failure(&reply) {
+                BackendAnswer::Failed => {}
+                BackendAnswer::OneDescriptor(finding) => self.record.found(finding),
+                BackendAnswer::Answered(why) => return Err(Stop::Unsupported(why)),
+            }
+        }
         Ok(Some(reply))
     }
 
