@@ -27,7 +27,7 @@ pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
                     format!("a simple reply with {}", errno::name(*error)),
                 ));
             }
-            check_errno(*error, &mut out);
+            check_errno(*error, eoverflow_allowed(reply, negotiated), &mut out);
         }
         ReplyBody::Chunks(chunks) => {
             check_chunks(reply, chunks, negotiated, &mut out);
@@ -42,7 +42,17 @@ pub fn check(reply: &Reply, negotiated: &Negotiated) -> Vec<Finding> {
     out
 }
 
-fn check_errno(error: u32, out: &mut Vec<Finding>) {
+/// EOVERFLOW is allowed for "a command without payload [that] requests a length larger than
+/// an advertised maximum payload length" ("Error values"): a block status without a payload
+/// over the advertised maximum.
+fn eoverflow_allowed(reply: &Reply, neg: &Negotiated) -> bool {
+    reply.request.flags & command_flag::PAYLOAD_LEN == 0
+        && neg
+            .block_sizes
+            .is_some_and(|b| reply.request.length > u64::from(b.maximum))
+}
+
+fn check_errno(error: u32, eoverflow_allowed: bool, out: &mut Vec<Finding>) {
     if error == errno::ENOTSUP {
         out.push(Finding::broken(
             id::BS_ERR_NOTSUP_1,
@@ -50,7 +60,7 @@ fn check_errno(error: u32, out: &mut Vec<Finding>) {
             "ENOTSUP",
         ));
     }
-    if error == errno::EOVERFLOW {
+    if error == errno::EOVERFLOW && !eoverflow_allowed {
         out.push(Finding::broken(
             id::BS_ERR_EOVF_1,
             "not EOVERFLOW (reserved for DF reads and payload-free commands over the maximum)",
@@ -104,7 +114,7 @@ fn check_chunks(
             )),
             ChunkBody::Error { error, offset, .. } => {
                 failed = true;
-                check_errno(*error, out);
+                check_errno(*error, eoverflow_allowed(reply, neg), out);
                 if let Some(o) = offset {
                     let inside = *o >= req.offset && o - req.offset < asked.length.max(1);
                     if !inside {
@@ -420,5 +430,33 @@ mod tests {
         );
         assert!(clauses(&[(4096, 0), (4096, 3)], 8192).is_empty());
         assert!(clauses(&[(8192, 0)], 8192).is_empty());
+    }
+
+    #[test]
+    fn eoverflow_is_allowed_only_over_an_advertised_maximum() {
+        use crate::wire::consts::command;
+        use crate::wire::handshake::BlockSizes;
+        use crate::wire::request::{HeaderForm, Request};
+        let mut neg = negotiated();
+        // A simple refusal (after structured replies: BS-ERR-CHUNK-1 too) of 1 MiB.
+        let over = Reply {
+            request: Request::new(HeaderForm::Compact, command::BLOCK_STATUS, 0, 1, 0, 1 << 20),
+            body: ReplyBody::Simple {
+                error: errno::EOVERFLOW,
+                data: None,
+            },
+            violations: Vec::new(),
+            payload: Default::default(),
+        };
+        let clauses = |r: &Reply, n: &Negotiated| -> Vec<&'static str> {
+            check(r, n).iter().map(|f| f.clause.as_str()).collect()
+        };
+        assert!(clauses(&over, &neg).contains(&"BS-ERR-EOVF-1"));
+        neg.block_sizes = Some(BlockSizes {
+            minimum: 1,
+            preferred: 4096,
+            maximum: 65536,
+        });
+        assert!(!clauses(&over, &neg).contains(&"BS-ERR-EOVF-1"));
     }
 }

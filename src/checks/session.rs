@@ -99,8 +99,9 @@ pub fn info_once(kinds: &[u16]) -> Option<Finding> {
 }
 
 /// GO-SAME-1: an INFO and the GO right after it, with the same parameters and no option in
-/// between, tell the same story (the order of their INFO replies aside).
-pub fn same_story(info: &ExportInfo, go: &ExportInfo) -> Vec<Finding> {
+/// between, tell the same story (the order of their INFO replies aside), save the transmission
+/// flags in `may_differ` (a rule of GO alone may clear one there).
+pub fn same_story(info: &ExportInfo, go: &ExportInfo, may_differ: u16) -> Vec<Finding> {
     let shown = |e: &ExportInfo| {
         format!(
             "size {:?}, flags {:#06x}, block sizes {:?}, name {:?}, description {:?}",
@@ -108,7 +109,7 @@ pub fn same_story(info: &ExportInfo, go: &ExportInfo) -> Vec<Finding> {
         )
     };
     let same = info.size == go.size
-        && info.transmission_flags == go.transmission_flags
+        && info.transmission_flags & !may_differ == go.transmission_flags & !may_differ
         && info.block_sizes == go.block_sizes
         && info.name == go.name
         && info.description == go.description;
@@ -247,13 +248,21 @@ mod tests {
             name: Some("disk".into()),
             description: None,
         };
-        assert!(same_story(&info, &info.clone()).is_empty());
+        assert!(same_story(&info, &info.clone(), 0).is_empty());
         let mut go = info.clone();
         go.transmission_flags |= tf::SEND_TRIM;
-        assert_eq!(clauses(&same_story(&info, &go)), ["GO-SAME-1"]);
+        assert_eq!(clauses(&same_story(&info, &go, 0)), ["GO-SAME-1"]);
         let mut go = info.clone();
         go.block_sizes = None;
-        assert_eq!(clauses(&same_story(&info, &go)), ["GO-SAME-1"]);
+        assert_eq!(clauses(&same_story(&info, &go, 0)), ["GO-SAME-1"]);
+        // Bit 12 at INFO but not at GO, for a client that selected no context.
+        let mut go = info.clone();
+        let mut said = info.clone();
+        said.transmission_flags |= tf::BLOCK_STATUS_PAYLOAD;
+        go.transmission_flags &= !tf::BLOCK_STATUS_PAYLOAD;
+        let bspl = tf::BLOCK_STATUS_PAYLOAD;
+        assert!(same_story(&said, &go, bspl).is_empty());
+        assert_eq!(clauses(&same_story(&said, &go, 0)), ["GO-SAME-1"]);
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum ClientError {
     Unencodable(#[from] crate::wire::request::LengthTooLong),
 }
 
+/// How many finished cookies a session remembers, to tell a message after a reply's end from
+/// one for a cookie never sent (a fixed bound: nothing grows with what a server sends).
+const FINISHED_KEPT: usize = 1024;
+
 /// How much longer a whole exchange may take than one message of it.
 const EXCHANGE_GRACE: Duration = Duration::from_secs(1);
 
@@ -264,6 +268,10 @@ pub struct Session {
     inflight: HashMap<u64, Pending>,
     /// Replies that arrived while the caller waited for another cookie.
     ready: Vec<Reply>,
+    /// The cookies of the last replies that ended (at most [`FINISHED_KEPT`]): a message for
+    /// one of them came after its reply's final chunk (CHUNK-DONELAST-1), not for a cookie
+    /// never in flight (TX-COOKIE-1).
+    finished: std::collections::VecDeque<u64>,
     /// Rules broken outside any one reply (handshake, stray cookies).
     pub violations: Vec<Violation>,
 }
@@ -276,6 +284,7 @@ impl Session {
             next_cookie: COOKIE_BASE + 1,
             inflight: HashMap::new(),
             ready: Vec::new(),
+            finished: std::collections::VecDeque::new(),
             violations,
         }
     }
@@ -477,6 +486,10 @@ impl Session {
         loop {
             let header = self.read_reply_header().await?;
             if let Some(reply) = self.absorb(header).await? {
+                if self.finished.len() == FINISHED_KEPT {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back(reply.request.cookie);
                 return Ok(reply);
             }
         }
@@ -514,9 +527,7 @@ impl Session {
                 )));
             }
             self.conn.take(skip as usize, "a reply payload").await?;
-            // Cookies go out in order: one this session used whose request is no longer in
-            // flight had its reply end already, so this came after the final chunk.
-            let ended = cookie > COOKIE_BASE && cookie < self.next_cookie;
+            let ended = self.finished.contains(&cookie);
             self.violations.push(if ended {
                 Violation::new(
                     id::CHUNK_DONELAST_1,
@@ -534,6 +545,32 @@ impl Session {
         match header {
             ReplyHeader::Simple { error, .. } if pending.draft => {
                 self.finish_draft(pending, error).await.map(Some)
+            }
+            // "MUST NOT use a simple reply for NBD_CMD_READ (even for the case of an early
+            // NBD_EINVAL due to bad flags)" once structured replies are on. A successful one
+            // may be followed by data the client cannot delimit: the stream is lost.
+            ReplyHeader::Simple { error, .. }
+                if pending.request.command == command::READ
+                    && self.negotiated.structured
+                    && !self.negotiated.extended =>
+            {
+                let v = Violation::new(
+                    id::SR_PAYLOAD_1,
+                    format!(
+                        "a simple reply ({}) to READ with structured replies negotiated",
+                        crate::wire::consts::errno::name(error)
+                    ),
+                );
+                if error == 0 {
+                    return Err(ClientError::Protocol(v));
+                }
+                pending.violations.push(v);
+                Ok(Some(Reply {
+                    request: pending.request,
+                    body: ReplyBody::Simple { error, data: None },
+                    violations: pending.violations,
+                    payload: pending.payload,
+                }))
             }
             ReplyHeader::Simple { error, .. } => {
                 let data = if error == 0

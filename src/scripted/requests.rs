@@ -19,6 +19,50 @@ const BIG: u64 = (4 << 30) + (1 << 20);
 
 pub(super) static PROOFS: &[Proof] = &[
     Proof {
+        name: "zero-length-block-status-answered-then-hung-up-on",
+        clause: id::BS_REQ_ZERO_1,
+        case: "bs.range.zero-length",
+        peer: || {
+            // Refuses the zero-length request, then hangs up before the still-alive probe is
+            // answered: the same SHOULD NOT as a close before the reply.
+            Peer::new()
+                .negotiated(PLAIN_SIZE)
+                .request()
+                .answer(|r, out| error_chunk(out, r, chunk_type::ERROR, errno::EINVAL, None))
+                .request()
+                .next_connection()
+                .negotiated(PLAIN_SIZE)
+                .answer_all(|r| match r.length {
+                    0 => einval(r),
+                    _ => answer_or_read(r, 0, 0),
+                })
+        },
+    },
+    Proof {
+        name: "read-in-a-simple-reply",
+        clause: id::SR_PAYLOAD_1,
+        case: "bs.neg.no-context-selected",
+        peer: || {
+            // Structured replies on, no context: the block status refused, then the still-alive
+            // READ answered with a simple reply and its data, as an old server would.
+            Peer::new()
+                .greet()
+                .option(option::STRUCTURED_REPLY)
+                .ack()
+                .option(option::GO)
+                .export_info(PLAIN_SIZE, tf::HAS_FLAGS)
+                .ack()
+                .request()
+                .answer(|r, out| error_chunk(out, r, chunk_type::ERROR, errno::EINVAL, None))
+                .request()
+                .answer(|r, out| {
+                    simple(out, r.cookie, 0);
+                    out.extend_from_slice(&vec![0u8; r.length as usize]);
+                })
+                .pause(Duration::from_secs(5))
+        },
+    },
+    Proof {
         name: "draft-zero-length-request-hung-up-on",
         clause: id::DRAFT_REQ_ZERO_1,
         case: "draft.error.zero-length",

@@ -137,7 +137,7 @@ impl Run<'_> {
             self.expect_close(clause).await?;
         }
         if expect.alive_after {
-            self.still_alive().await?;
+            self.still_alive(expect, clause).await?;
         }
         Ok(())
     }
@@ -240,7 +240,10 @@ impl Run<'_> {
     }
 
     /// After a request the server should have survived: a plain one must still succeed.
-    async fn still_alive(&mut self) -> Result<(), Stop> {
+    /// A plain request after the step's: the connection must still serve. After a step whose
+    /// close is only discouraged (a zero-length request), a close found here is that step's
+    /// SHOULD NOT, under its `clause`, as a close before the reply would be.
+    async fn still_alive(&mut self, step: &Expect, clause: ClauseId) -> Result<(), Stop> {
         if self.link.session().is_none() {
             return Ok(());
         }
@@ -261,6 +264,15 @@ impl Run<'_> {
             transcript::request(&request, self.case.dialect)
         ));
         let result = self.exchange(request).await?;
+        let closed = matches!(result, Err(ClientError::Closed { .. } | ClientError::Io(_)));
+        if closed && step.close == Close::Discouraged {
+            self.record.note("← connection closed");
+            self.drop_link();
+            self.closed_as_allowed = true;
+            self.record
+                .found(checks::request::closed_discouraged(clause));
+            return Ok(());
+        }
         self.judge(result, &Expect::SUCCESS, checks::request::MUST_SUCCEED)?;
         Ok(())
     }
