@@ -388,23 +388,9 @@ fn check_alignment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::test_support::negotiated;
     use crate::clauses::ClauseId;
     use crate::client::Negotiated;
-    use crate::Dialect;
-
-    fn negotiated() -> Negotiated {
-        Negotiated {
-            export: String::new(),
-            size: 64 << 10,
-            transmission_flags: 0,
-            block_sizes: None,
-            handshake_flags: 0,
-            structured: true,
-            extended: false,
-            contexts: vec![(1, context::BASE_ALLOCATION.to_owned())],
-            dialect: Dialect::Standard,
-        }
-    }
 
     fn clauses(descriptors: &[(u64, u64)], length: u64) -> Vec<ClauseId> {
         let list: Vec<Descriptor> = descriptors

@@ -67,27 +67,20 @@ fn status_clause(server_sized: bool) -> ClauseId {
 mod tests {
     use super::*;
     use crate::client::Chunk;
-    use crate::wire::consts::{command, context};
+    use crate::wire::consts::command;
     use crate::wire::handshake::BlockSizes;
     use crate::wire::reply::Descriptor;
     use crate::wire::request::{HeaderForm, Request};
-    use crate::Dialect;
 
     fn negotiated(maximum: Option<u32>) -> Negotiated {
         Negotiated {
-            export: String::new(),
             size: 2 << 20,
-            transmission_flags: 0,
             block_sizes: maximum.map(|maximum| BlockSizes {
                 minimum: 512,
                 preferred: 512,
                 maximum,
             }),
-            handshake_flags: 0,
-            structured: true,
-            extended: false,
-            contexts: vec![(1, context::BASE_ALLOCATION.to_owned())],
-            dialect: Dialect::Standard,
+            ..crate::checks::test_support::negotiated()
         }
     }
 

@@ -48,3 +48,27 @@ pub fn from_violation(v: &Violation) -> Finding {
         .map_or_else(|| "the clause holds".to_owned(), |c| c.text.to_owned());
     Finding::broken(v.clause, expected, v.detail.clone())
 }
+
+/// What the checks' unit tests build their sessions from.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::client::Negotiated;
+    use crate::wire::consts::context;
+    use crate::Dialect;
+
+    /// Structured replies on a 64 KiB export, base:allocation as context 1, no block sizes:
+    /// each test changes what it is about (`Negotiated { size: …, ..negotiated() }`).
+    pub fn negotiated() -> Negotiated {
+        Negotiated {
+            export: String::new(),
+            size: 64 << 10,
+            transmission_flags: 0,
+            block_sizes: None,
+            handshake_flags: 0,
+            structured: true,
+            extended: false,
+            contexts: vec![(1, context::BASE_ALLOCATION.to_owned())],
+            dialect: Dialect::Standard,
+        }
+    }
+}

@@ -65,24 +65,9 @@ pub fn filtered(only: &[u32], seen: &HashMap<u32, usize>, neg: &Negotiated) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::test_support::negotiated;
     use crate::clauses::ClauseId;
-    use crate::wire::consts::context;
     use crate::wire::reply::{ChunkBody, Descriptor};
-    use crate::Dialect;
-
-    fn negotiated() -> Negotiated {
-        Negotiated {
-            export: String::new(),
-            size: 64 << 10,
-            transmission_flags: 0,
-            block_sizes: None,
-            handshake_flags: 0,
-            structured: true,
-            extended: false,
-            contexts: vec![(1, context::BASE_ALLOCATION.to_owned())],
-            dialect: Dialect::Standard,
-        }
-    }
 
     /// A filtered extended reply: chunks for `answered` ids, to a payload listing `listed`
     /// with an effect length of 1 byte at the export's last byte.

@@ -209,15 +209,14 @@ mod tests {
 
     fn negotiated(flags: u16, structured: bool, extended: bool, dialect: Dialect) -> Negotiated {
         Negotiated {
-            export: String::new(),
             size: 1 << 20,
             transmission_flags: tf::HAS_FLAGS | flags,
-            block_sizes: None,
             handshake_flags: 3,
             structured,
             extended,
             contexts: Vec::new(),
             dialect,
+            ..crate::checks::test_support::negotiated()
         }
     }
 
