@@ -21,11 +21,7 @@ use crate::support::have;
 const NBDKIT_TEMPLATE: &str = "nbdkit -f --exit-with-parent -r -U {socket} file {raw}";
 
 pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
-    let standard: Vec<Case> = cases
-        .iter()
-        .filter(|c| c.dialect == Dialect::Standard)
-        .cloned()
-        .collect();
+    let standard = crate::support::standard_cases(cases);
     let mut trials = Vec::new();
     let cases = standard.clone();
     trials.push(Trial::test(

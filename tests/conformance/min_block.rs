@@ -88,11 +88,7 @@ const CONFIGS: &[Config] = &[
 ];
 
 pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
-    let standard: Vec<Case> = cases
-        .iter()
-        .filter(|c| c.dialect == Dialect::Standard)
-        .cloned()
-        .collect();
+    let standard = crate::support::standard_cases(cases);
     CONFIGS
         .iter()
         .map(|config| {

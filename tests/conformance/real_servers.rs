@@ -27,11 +27,7 @@ mod configs;
 use configs::{Config, Expect, Image, CONFIGS, G, M};
 
 pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
-    let standard: Vec<Case> = cases
-        .iter()
-        .filter(|c| c.dialect == Dialect::Standard)
-        .cloned()
-        .collect();
+    let standard = crate::support::standard_cases(cases);
     CONFIGS
         .iter()
         .map(|config| {

@@ -87,6 +87,17 @@ pub fn start_peer(program: &str, args: &[&str], socket: &Path) -> Peer {
 }
 
 /// True if `program` is on PATH; otherwise prints why the caller skips.
+/// The cases of today's dialect (the servers these trials start serve no other).
+pub fn standard_cases(
+    cases: &[nbd_conform::engine::case::Case],
+) -> Vec<nbd_conform::engine::case::Case> {
+    cases
+        .iter()
+        .filter(|c| c.dialect == nbd_conform::Dialect::Standard)
+        .cloned()
+        .collect()
+}
+
 pub fn have(program: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")

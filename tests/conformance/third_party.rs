@@ -27,11 +27,7 @@ const MINIMUM_BLOCKS: [(u64, Option<&str>); 3] = [
 
 pub fn trials(cases: &[Case], settings: Settings) -> Vec<Trial> {
     let all = cases.to_vec();
-    let cases: Vec<Case> = cases
-        .iter()
-        .filter(|c| c.dialect == Dialect::Standard)
-        .cloned()
-        .collect();
+    let cases = crate::support::standard_cases(cases);
     let big = cases.clone();
     let mut trials = shape_trials(&cases, settings);
     trials.extend(spawn_trials(&cases, settings));
