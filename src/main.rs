@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use nbd_conform::client::{ClientError, Session, SessionOptions, Target};
 use nbd_conform::map::{map, MapEntry, MapError, MapOptions};
-use nbd_conform::server::{BitmapSpec, Fault, Listen, ServeError, ServeOptions, Server, Variant};
+use nbd_conform::server::{
+    BitmapSpec, ClientLimits, Fault, Listen, ServeError, ServeOptions, Server, Variant,
+};
 use nbd_conform::wire::consts::{context, draft};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
@@ -236,6 +238,32 @@ struct ServeArgs {
     /// lies inside the request (what the cases under bs/backend/ need a server to do).
     #[arg(long)]
     fail_block_status: bool,
+    /// Connections open at once. At the cap a new client takes the place of the one that has
+    /// been negotiating longest, or waits until a connection closes.
+    #[arg(long, value_name = "N", default_value_t = ClientLimits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_connections)]
+    max_connections: usize,
+    /// Seconds a client may take from connecting to the end of negotiation before it is closed.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds,
+          default_value = "10")]
+    handshake_timeout: Duration,
+    /// Seconds a client in transmission may take to send its next request (or a request's
+    /// payload, or to take a reply) before it is closed [default: never, as the spec asks].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    idle_timeout: Option<Duration>,
+    /// Bytes of request payloads and READ replies held in memory, all clients together; a
+    /// client over it waits (K/M/G suffixes).
+    #[arg(long, value_name = "BYTES", default_value = "128M", value_parser = nbd_conform::size::parse)]
+    max_buffered: u64,
+}
+
+/// A connection cap: at least one.
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("a server that takes no connection serves nothing; give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of connections")),
+    }
 }
 
 /// A byte count that fits 32 bits (`4K`, `65536`).
@@ -478,6 +506,29 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
         faults,
         variants,
         failing_status: args.fail_block_status,
+        client_limits: ClientLimits {
+            max_connections: args.max_connections,
+            handshake_timeout: args.handshake_timeout,
+            idle_timeout: args.idle_timeout,
+            max_buffered: usize::try_from(args.max_buffered).unwrap_or(usize::MAX),
+        },
+    };
+    // SIGINT, SIGTERM and SIGHUP (a closed terminal) all end the server the same way; watched
+    // before the socket exists, so that no signal can leave it behind.
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let watch = |name: &str, kind: SignalKind| -> Result<Signal, ExitCode> {
+        signal(kind).map_err(|e| {
+            eprintln!("nbd-conform serve: cannot watch {name}: {e}");
+            ExitCode::from(exit::FAILED)
+        })
+    };
+    let (mut interrupt, mut terminate, mut hangup) = match (
+        watch("SIGINT", SignalKind::interrupt()),
+        watch("SIGTERM", SignalKind::terminate()),
+        watch("SIGHUP", SignalKind::hangup()),
+    ) {
+        (Ok(i), Ok(t), Ok(h)) => (i, t, h),
+        (Err(code), _, _) | (_, Err(code), _) | (_, _, Err(code)) => return code,
     };
     let server = match Server::bind(options).await {
         Ok(s) => s,
@@ -493,14 +544,6 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
         }
     };
     eprintln!("nbd-conform serve: listening on {}", server.local_addr());
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("nbd-conform serve: cannot watch SIGTERM: {e}");
-                return ExitCode::from(exit::FAILED);
-            }
-        };
     // Returning drops the server, which removes a Unix socket it created.
     tokio::select! {
         result = server.run() => match result {
@@ -510,8 +553,9 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
                 ExitCode::from(exit::FAILED)
             }
         },
-        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        _ = interrupt.recv() => ExitCode::SUCCESS,
         _ = terminate.recv() => ExitCode::SUCCESS,
+        _ = hangup.recv() => ExitCode::SUCCESS,
     }
 }
 

@@ -54,6 +54,7 @@ async fn start(dialect: Dialect, bitmaps: &[&str]) -> Running {
         variants: vec![],
         block_sizes: crate::server::negotiate::BLOCK_SIZES,
         failing_status: false,
+        client_limits: crate::server::ClientLimits::default(),
     })
     .await
     .unwrap();

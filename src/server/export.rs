@@ -5,6 +5,8 @@ use std::io;
 use std::sync::Arc;
 
 use super::bitmap::{BitmapSpec, DirtyBitmap, MIN_GRANULARITY};
+use super::budget::Budget;
+use super::client_limits::ClientLimits;
 use super::contexts::ContextCatalogue;
 use super::fault::Faults;
 use super::image::Image;
@@ -37,6 +39,10 @@ pub struct Export {
     pub limits: BlockSizes,
     /// Whether every block status fails in the backend (`--fail-block-status`).
     pub failing_status: bool,
+    /// What clients may hold of the server (`serve --max-connections` and the rest).
+    pub client_limits: ClientLimits,
+    /// The bytes of payloads and READ replies in memory, shared by every connection.
+    pub budget: Budget,
 }
 
 impl Export {
@@ -55,6 +61,16 @@ impl Export {
             written: DirtyBitmap::new(MIN_GRANULARITY),
             limits: BLOCK_SIZES,
             failing_status: false,
+            client_limits: ClientLimits::default(),
+            budget: Budget::new(ClientLimits::DEFAULT_MAX_BUFFERED),
+        }
+    }
+
+    pub fn with_client_limits(self, client_limits: ClientLimits) -> Self {
+        Export {
+            budget: Budget::new(client_limits.max_buffered),
+            client_limits,
+            ..self
         }
     }
 

@@ -17,12 +17,18 @@
 //!   its answers to at a few points;
 //! - [`variant`]: the legal choices `--variant` takes, hooked just before the faults;
 //! - `catalogue`: the one-table definition of the fault and variant lists;
-//! - [`connection`] (one client) and `listener` (TCP or Unix socket files): sockets.
+//! - [`connection`] (one client) and `listener` (TCP or Unix socket files): sockets;
+//! - [`client_limits`]: what clients may hold of the server (connections, deadlines, bytes),
+//!   kept by [`admission`] (connection slots, the accept loop's shortages) and [`budget`]
+//!   (payload and reply bytes in memory).
 //!
 //! The pure pieces are public so that integration tests can exercise them directly.
 
+pub mod admission;
 pub mod bitmap;
+pub mod budget;
 mod catalogue;
+pub mod client_limits;
 pub mod connection;
 pub mod contexts;
 pub mod export;
@@ -46,12 +52,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use bitmap::BitmapSpec;
+pub use client_limits::ClientLimits;
 pub use fault::{Fault, FaultDialect, Faults};
 pub use variant::{Variant, Variants};
 
+use admission::Admission;
 use export::Export;
 use image::Image;
 use listener::{Accepted, Listener};
@@ -85,6 +92,8 @@ pub struct ServeOptions {
     /// `--fail-block-status`: every block status fails as if the backend had (an EIO
     /// ERROR_OFFSET chunk inside the request), for the cases about backend failures.
     pub failing_status: bool,
+    /// What clients may hold of the server: connections, deadlines, bytes in memory.
+    pub client_limits: ClientLimits,
 }
 
 /// How a launched reference server departs from its plain answers: clauses it breaks on
@@ -138,6 +147,7 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct Server {
     listener: Listener,
+    admission: Arc<Admission>,
     export: Arc<Export>,
 }
 
@@ -162,9 +172,11 @@ impl Server {
         .with_faults(Faults::new(options.faults))
         .with_variants(Variants::new(options.variants))
         .with_limits(options.block_sizes)
-        .with_failing_status(options.failing_status);
+        .with_failing_status(options.failing_status)
+        .with_client_limits(options.client_limits);
         Ok(Server {
             listener,
+            admission: Admission::new(options.client_limits.max_connections),
             export: Arc::new(export),
         })
     }
@@ -174,46 +186,50 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts clients forever, one task each. A Unix socket file is removed when this future
-    /// (or an unused `Server`) is dropped.
+    /// Accepts clients forever, one task each, each holding a connection slot. A Unix socket
+    /// file is removed when this future (or an unused `Server`) is dropped.
     pub async fn run(self) -> Result<(), ServeError> {
         // `one-connection`: the next client is accepted only once the last one has gone.
         let one_at_a_time = self.export.variants.has(Variant::OneConnection);
+        let mut failures = 0;
         loop {
-            let task = match self.listener.accept().await {
-                Ok(Accepted::Tcp(stream, peer)) => {
+            let accepted = match self.listener.accept().await {
+                Ok(accepted) => {
+                    failures = 0;
+                    accepted
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = self.admission.after_accept_error(&e, failures);
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            let ticket = self.admission.admit().await;
+            let export = self.export.clone();
+            let task = match accepted {
+                Accepted::Tcp(stream, peer) => {
                     // Replies are written whole; don't let Nagle delay them (TX-NAGLE-1).
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(connection::serve_connection(
                         stream,
-                        self.export.clone(),
+                        export,
+                        ticket,
                         peer.to_string(),
                     ))
                 }
-                Ok(Accepted::Unix(stream)) => tokio::spawn(connection::serve_connection(
+                Accepted::Unix(stream) => tokio::spawn(connection::serve_connection(
                     stream,
-                    self.export.clone(),
+                    export,
+                    ticket,
                     "a Unix socket client".to_owned(),
                 )),
-                Err(e) => {
-                    pause_after_accept_error(&e).await;
-                    continue;
-                }
             };
             if one_at_a_time {
                 let _ = task.await;
             }
         }
     }
-}
-
-/// Accept errors are about one client or about a momentary shortage (e.g. out of file
-/// descriptors); the server keeps going, pausing briefly so a shortage cannot spin the loop.
-async fn pause_after_accept_error(e: &io::Error) {
-    if e.kind() != io::ErrorKind::ConnectionAborted {
-        eprintln!("nbd-conform serve: accept failed: {e}");
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 fn check_export_name(name: &str) -> Result<(), ServeError> {
@@ -269,6 +285,7 @@ mod tests {
             variants: vec![],
             block_sizes: negotiate::BLOCK_SIZES,
             failing_status: false,
+            client_limits: ClientLimits::default(),
         }
     }
 

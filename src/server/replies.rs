@@ -8,7 +8,7 @@
 //! The replies to status queries are built as a [`StatusReply`] before they are encoded: the
 //! one form in which fault injection may rewrite them (the clean server encodes them as built).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use crate::wire::consts::reply_flag;
 use crate::wire::draft::{encode_descriptors, DraftDescriptor};
@@ -102,26 +102,43 @@ impl ReplyForm {
 
     /// One chunk as header and payload; `done` sets the DONE flag.
     pub fn chunk(self, done: bool, cookie: u64, offset: u64, body: &ChunkBody) -> OutgoingChunk {
-        let flags = if done { reply_flag::DONE } else { 0 };
         let mut payload = BytesMut::new();
         body.encode_payload(&mut payload);
-        let chunk_type = body.chunk_type();
-        let header = match self {
+        let header = self.chunk_header(
+            done,
+            body.chunk_type(),
+            cookie,
+            offset,
+            payload.len() as u64,
+        );
+        OutgoingChunk { header, payload }
+    }
+
+    /// The header of a chunk with `length` payload bytes.
+    fn chunk_header(
+        self,
+        done: bool,
+        chunk_type: u16,
+        cookie: u64,
+        offset: u64,
+        length: u64,
+    ) -> ReplyHeader {
+        let flags = if done { reply_flag::DONE } else { 0 };
+        match self {
             ReplyForm::Extended => ReplyHeader::Extended {
                 flags,
                 chunk_type,
                 cookie,
                 offset,
-                length: payload.len() as u64,
+                length,
             },
             _ => ReplyHeader::Structured {
                 flags,
                 chunk_type,
                 cookie,
-                length: payload.len() as u32,
+                length: length as u32,
             },
-        };
-        OutgoingChunk { header, payload }
+        }
     }
 
     /// A failed request: simple reply with the error, or an ERROR chunk carrying `message`.
@@ -187,21 +204,27 @@ impl ReplyForm {
     /// A successful READ: data after a simple header, or one OFFSET_DATA chunk (a NONE chunk for
     /// a zero-length read, since OFFSET_DATA needs at least one byte).
     pub fn read_data(self, dst: &mut BytesMut, cookie: u64, offset: u64, data: Vec<u8>) {
+        self.read_head(dst, cookie, offset, data.len());
+        dst.extend_from_slice(&data);
+    }
+
+    /// What precedes the `length` data bytes of a successful READ ([`read_data`] without the
+    /// data, which may then follow in pieces): the simple header, or the OFFSET_DATA chunk's
+    /// header and offset. For a zero-length read under structured replies, the whole reply.
+    ///
+    /// [`read_data`]: ReplyForm::read_data
+    pub fn read_head(self, dst: &mut BytesMut, cookie: u64, offset: u64, length: usize) {
         match self {
-            ReplyForm::Simple => {
-                ReplyHeader::Simple { error: 0, cookie }.encode(dst);
-                dst.extend_from_slice(&data);
+            ReplyForm::Simple => ReplyHeader::Simple { error: 0, cookie }.encode(dst),
+            _ if length == 0 => self.final_chunk(dst, cookie, offset, &ChunkBody::None),
+            _ => {
+                let chunk_type = crate::wire::consts::chunk_type::OFFSET_DATA;
+                // The chunk's payload: the 8-byte offset, then the data.
+                let payload = 8 + length as u64;
+                self.chunk_header(true, chunk_type, cookie, offset, payload)
+                    .encode(dst);
+                dst.put_u64(offset);
             }
-            _ if data.is_empty() => self.final_chunk(dst, cookie, offset, &ChunkBody::None),
-            _ => self.final_chunk(
-                dst,
-                cookie,
-                offset,
-                &ChunkBody::OffsetData {
-                    offset,
-                    data: Bytes::from(data),
-                },
-            ),
         }
     }
 
@@ -257,6 +280,25 @@ mod tests {
             HeaderScan::Header(h, _) => h,
             other => panic!("no header: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_read_reply_is_one_offset_data_chunk_whose_head_can_go_first() {
+        let data = vec![0x5a; 3000];
+        for form in [ReplyForm::Structured, ReplyForm::Extended] {
+            let mut whole = BytesMut::new();
+            form.read_data(&mut whole, 9, 8192, data.clone());
+            let body = ChunkBody::OffsetData {
+                offset: 8192,
+                data: bytes::Bytes::from(data.clone()),
+            };
+            let mut as_chunk = BytesMut::new();
+            form.chunk(true, 9, 8192, &body).encode(&mut as_chunk);
+            assert_eq!(whole, as_chunk, "{form:?}");
+        }
+        let mut simple = BytesMut::new();
+        ReplyForm::Simple.read_data(&mut simple, 9, 0, data.clone());
+        assert_eq!(simple.len(), magic::SIMPLE_REPLY_LEN + data.len());
     }
 
     #[test]

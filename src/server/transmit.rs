@@ -1,11 +1,18 @@
 //! The transmission phase: read requests, check them, run them against the export, reply.
 //!
 //! Requests are handled one at a time per connection (replies therefore come back in order,
-//! which is legal, TX-OOO-1). Checking is a pure step ([`plan`](super::plan::plan)) that turns a
-//! request into a [`Command`] or a [`Refusal`]; only then is the image touched, on the blocking
-//! thread pool. Client mistakes get an error reply and the connection stays open (TX-NODROP-1);
-//! only a wrong magic or an oversized payload, after which the stream cannot be trusted, closes
-//! it.
+//! which is legal, TX-OOO-1), so a connection never has more than one reply in memory: the next
+//! request is not read until the last reply is written. Checking is a pure step
+//! ([`plan`](super::plan::plan)) that turns a request into a [`Command`] or a [`Refusal`]; only
+//! then is the image touched, on the blocking thread pool. Client mistakes get an error reply
+//! and the connection stays open (TX-NODROP-1); only a wrong magic or an oversized payload,
+//! after which the stream cannot be trusted, closes it.
+//!
+//! Memory: a WRITE's payload is read only once the write passed its checks, into bytes held
+//! from the server's [`budget`](super::budget); a refused write's payload is read and dropped
+//! in pieces as it arrives. A READ reply is read from the image and written in pieces
+//! ([`Budget::piece`]), never whole. With `--idle-timeout`, the wait for a request and the rest
+//! of a request (its payload, its reply) each have that deadline.
 //!
 //! The export's faults (the tamper layer, [`super::fault`]) meet a request at three points
 //! here: the verdict on it ([`Faults::review`]), the reply to a status query once built
@@ -13,12 +20,16 @@
 //! ([`Delivery`]). What a status answer says is built, with its own points, in
 //! [`super::status`]. Without faults each point hands back what it was given.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 
+use super::admission::{Notice, Notices};
+use super::budget::{Budget, Held, FLOOR_PIECE};
 use super::export::Export;
 use super::fault::{self, Delivered, Delivery, Faults};
 use super::image::Image;
@@ -52,11 +63,13 @@ struct Transmission<'a, S> {
     held_read: Option<BytesMut>,
 }
 
-/// Serves requests until the client disconnects, sends DISC, or breaks the framing.
+/// Serves requests until the client disconnects, sends DISC, breaks the framing, or (with
+/// `--idle-timeout`) keeps the server waiting too long.
 pub async fn serve<S>(
     io: &mut BufStream<S>,
     export: &Arc<Export>,
     session: Session,
+    notices: &Notices,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -80,22 +93,54 @@ where
         was_slow: false,
         held_read: None,
     };
-    while t.next_request().await? == After::Continue {}
-    Ok(())
+    let idle = export.client_limits.idle_timeout;
+    let timed_out = || {
+        notices.say(Notice::IdleTimeout, || {
+            format!(
+                "closed a client that kept the server waiting over {}s (--idle-timeout)",
+                idle.unwrap_or_default().as_secs_f64()
+            )
+        })
+    };
+    loop {
+        let Some(next) = within(idle, t.next_request()).await else {
+            timed_out();
+            return Ok(());
+        };
+        let Some(req) = next? else {
+            return Ok(());
+        };
+        let Some(after) = within(idle, t.handle(req)).await else {
+            timed_out();
+            return Ok(());
+        };
+        if after? == After::Close {
+            return Ok(());
+        }
+    }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
-    async fn next_request(&mut self) -> io::Result<After> {
+/// `work`, or `None` when it outlasted `deadline`.
+async fn within<T>(deadline: Option<Duration>, work: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transmission<'a, S> {
+    /// The next request's header; `None` when the connection should close instead.
+    async fn next_request(&mut self) -> io::Result<Option<Request>> {
         let mut header = [0u8; magic::EXTENDED_REQUEST_LEN];
         let header = &mut header[..self.header_form.header_len()];
         match self.io.read_exact(header).await {
             Ok(_) => {}
             // A client leaving between requests is an ordinary end.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(After::Close),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
         }
         let Some(req) = Request::decode(self.header_form, header) else {
-            return Ok(After::Close);
+            return Ok(None);
         };
         let expected_magic = match self.header_form {
             HeaderForm::Compact => magic::REQUEST,
@@ -104,32 +149,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
         if req.magic != expected_magic {
             self.refuse(&req, refuse(errno::EINVAL, "bad request magic"))
                 .await?;
-            return Ok(After::Close);
+            return Ok(None);
         }
-        self.handle(req).await
+        Ok(Some(req))
     }
 
     async fn handle(&mut self, req: Request) -> io::Result<After> {
-        let advertised = self.export.block_sizes().maximum;
-        let payload = match payload_of(&req, &self.session, advertised) {
-            Payload::None => Vec::new(),
-            Payload::Bytes(n) => {
-                let mut data = vec![0u8; n];
-                self.io.read_exact(&mut data).await?;
-                data
-            }
+        let export: &'a Arc<Export> = self.export;
+        let advertised = export.block_sizes().maximum;
+        let carried = match payload_of(&req, &self.session, advertised) {
+            Payload::None => 0,
+            Payload::Bytes(n) => n,
             Payload::TooBig => {
                 let refusal = refuse(errno::EINVAL, "payload larger than the maximum");
-                if self.export.faults.keeps_open_after_big_payload() {
-                    // In large reads: a 32 MiB payload in tokio::io::copy's 8 KiB steps took
-                    // over a second on a loaded machine, longer than the fault trials wait.
-                    let mut scratch = vec![0u8; 1 << 20];
-                    let mut left = req.length;
-                    while left > 0 {
-                        let n = left.min(scratch.len() as u64) as usize;
-                        self.io.read_exact(&mut scratch[..n]).await?;
-                        left -= n as u64;
-                    }
+                if export.faults.keeps_open_after_big_payload() {
+                    self.discard(req.length).await?;
                     self.refuse(&req, refusal).await?;
                     return Ok(After::Continue);
                 }
@@ -138,31 +172,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             }
         };
         if req.command == cmd::DISC {
-            // Earlier requests are already answered (one at a time), so just close (TX-DISC-1).
+            // Earlier requests are already answered (one at a time), so just close (TX-DISC-1),
+            // once any payload is out of the way (unread bytes would turn the close into a
+            // reset).
+            self.discard(carried as u64).await?;
             return Ok(After::Close);
         }
-        // A block-status payload is tiny (a filter); faults get to see it after the checks.
-        let status_payload = match req.command {
-            cmd::BLOCK_STATUS => payload.clone(),
-            _ => Vec::new(),
+        // A block-status payload is a filter the checks read (tiny when valid); faults get to
+        // see it after the checks. Any other payload is a write's data, read below if at all.
+        let (status_payload, _filter_bytes) = if req.command == cmd::BLOCK_STATUS && carried > 0 {
+            let held = export.budget.hold(carried).await;
+            let mut filter = vec![0u8; carried];
+            self.io.read_exact(&mut filter).await?;
+            (filter, Some(held))
+        } else {
+            (Vec::new(), None)
         };
-        let planned = plan(&req, payload, self.export, &self.session);
+        let unread = if status_payload.is_empty() {
+            carried
+        } else {
+            0
+        };
+        let planned = plan(&req, status_payload.clone(), export, &self.session);
+        let reviewed = export.faults.review(&req, &status_payload, export, planned);
+        let (reviewed, _write_bytes) = self.take_payload(&req, unread, reviewed).await?;
         let mut out = BytesMut::new();
-        match self
-            .export
-            .faults
-            .review(&req, &status_payload, self.export, planned)
-        {
+        match reviewed {
+            Ok(Command::Read { offset, length }) if !self.holds_reads() => {
+                self.stream_read(&req, offset, length).await?;
+                return Ok(After::Continue);
+            }
             Ok(command) => self.run(&req, command, &mut out).await,
-            Err(refusal) if refusal.misuse && self.export.variants.closes_on_misuse() => {
+            Err(refusal) if refusal.misuse && export.variants.closes_on_misuse() => {
                 return Ok(After::Close);
             }
-            Err(refusal) => encode_refusal(self.export, self.reply_form, &req, refusal, &mut out),
+            Err(refusal) => encode_refusal(export, self.reply_form, &req, refusal, &mut out),
         }
-        if !is_status_query(self.export, &req) {
+        if !is_status_query(export, &req) {
             if req.command == cmd::READ
-                && self.export.is_draft()
-                && self.export.faults.crosses_read_and_status()
+                && self.holds_reads()
                 && fault::status_waits_behind(self.io, self.header_form).await
             {
                 self.held_read = Some(out);
@@ -175,7 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             fault::cross_cookies(&mut read, &mut out);
             self.send(&read).await?;
         }
-        if let Some(delay) = self.export.variants.reply_delay() {
+        if let Some(delay) = export.variants.reply_delay() {
             // The first status reply of a connection is the slow one (a cold path: a plugin
             // starting, a disk spinning up); later ones come at once.
             if !self.was_slow {
@@ -183,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 tokio::time::sleep(delay).await;
             }
         }
-        let (export, form) = (self.export, self.reply_form);
+        let form = self.reply_form;
         let refuse_instead = |refusal| {
             let mut out = BytesMut::new();
             encode_refusal(export, form, &req, refusal, &mut out);
@@ -197,6 +245,87 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             Delivered::KeepOpen => Ok(After::Continue),
             Delivered::Close => Ok(After::Close),
         }
+    }
+
+    /// `draft-read-cookies-crossed`: a READ's whole reply may have to wait for the status reply
+    /// behind it, so READs are answered whole rather than streamed.
+    fn holds_reads(&self) -> bool {
+        self.export.is_draft() && self.export.faults.crosses_read_and_status()
+    }
+
+    /// The `unread` payload bytes of `req`: the data of a WRITE that is to run (held from the
+    /// budget, returned with it), or discarded as they arrive.
+    async fn take_payload(
+        &mut self,
+        req: &Request,
+        unread: usize,
+        reviewed: Result<Command, Refusal>,
+    ) -> io::Result<(Result<Command, Refusal>, Option<Held<'a>>)> {
+        let budget: &'a Budget = &self.export.budget;
+        match reviewed {
+            Ok(Command::Write { offset, fua, .. }) if req.command == cmd::WRITE && unread > 0 => {
+                let held = budget.hold(unread).await;
+                let mut data = vec![0u8; unread];
+                self.io.read_exact(&mut data).await?;
+                Ok((Ok(Command::Write { offset, data, fua }), Some(held)))
+            }
+            reviewed => {
+                self.discard(unread as u64).await?;
+                Ok((reviewed, None))
+            }
+        }
+    }
+
+    /// Reads and drops `length` payload bytes in pieces of [`FLOOR_PIECE`].
+    async fn discard(&mut self, length: u64) -> io::Result<()> {
+        if length == 0 {
+            return Ok(());
+        }
+        let mut scratch = vec![0u8; FLOOR_PIECE.min(length as usize)];
+        let mut left = length;
+        while left > 0 {
+            let n = left.min(scratch.len() as u64) as usize;
+            self.io.read_exact(&mut scratch[..n]).await?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// A READ's reply, read from the image and written in pieces. An error on the first piece is
+    /// an EIO reply; after the header has promised the data, the only honest end is a close
+    /// (the spec's "MUST immediately initiate a hard disconnect" for simple replies).
+    async fn stream_read(&mut self, req: &Request, offset: u64, length: usize) -> io::Result<()> {
+        let export: &'a Arc<Export> = self.export;
+        let mut head = BytesMut::new();
+        let mut sent = 0;
+        let mut piece = None;
+        if length > 0 {
+            let (size, held) = export.budget.piece(length);
+            match export.image_io(move |i| i.read(offset, size)).await {
+                Ok(data) => piece = Some((data, held)),
+                Err(e) => {
+                    log_io_error(req, &e);
+                    let refusal = refuse(errno::EIO, "I/O error on the image");
+                    encode_refusal(export, self.reply_form, req, refusal, &mut head);
+                    return self.send(&head).await;
+                }
+            }
+        }
+        self.reply_form
+            .read_head(&mut head, req.cookie, offset, length);
+        self.io.write_all(&head).await?;
+        while let Some((data, held)) = piece.take() {
+            self.io.write_all(&data).await?;
+            sent += data.len();
+            drop((data, held));
+            if sent < length {
+                let (size, held) = export.budget.piece(length - sent);
+                let at = offset + sent as u64;
+                let data = export.image_io(move |i| i.read(at, size)).await;
+                piece = Some((data.inspect_err(|e| log_io_error(req, e))?, held));
+            }
+        }
+        self.io.flush().await
     }
 
     async fn refuse(&mut self, req: &Request, refusal: Refusal) -> io::Result<()> {
@@ -259,10 +388,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
                 }),
         };
         if let Err(e) = result {
-            eprintln!(
-                "nbd-conform serve: {} at offset {offset} failed: {e}",
-                cmd::name(req.command)
-            );
+            log_io_error(req, &e);
             let refusal = refuse(errno::EIO, "I/O error on the image");
             encode_refusal(export, form, req, refusal, out);
         }
@@ -314,6 +440,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<'_, S> {
             _ => Ok(()),
         }
     }
+}
+
+fn log_io_error(req: &Request, e: &io::Error) {
+    eprintln!(
+        "nbd-conform serve: {} at offset {} failed: {e}",
+        cmd::name(req.command),
+        req.offset
+    );
 }
 
 /// Block status, or the draft's GET_LBA_STATUS: the requests faults are about.

@@ -19,6 +19,7 @@ mod launchers;
 mod min_block;
 mod real_servers;
 mod scripted;
+mod serve_attacks;
 mod support;
 mod third_party;
 mod variants;
@@ -170,6 +171,7 @@ fn main() {
             trials.extend(faults::trials(&cases));
             trials.extend(variants::trials(&cases));
             trials.extend(verdicts::trials());
+            trials.extend(serve_attacks::trials());
         }
     }
     let conclusion = libtest_mimic::run(&cli.libtest, trials);

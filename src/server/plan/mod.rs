@@ -108,7 +108,10 @@ pub fn payload_of(req: &Request, session: &Session, advertised: u32) -> Payload 
     }
 }
 
-/// Checks a request (after its payload was read) against the export and the session.
+/// Checks a request against the export and the session. `payload` is a block-status filter,
+/// the one payload a check reads; a WRITE's data is no part of its checks, so a WRITE comes out
+/// with empty `data`, which the caller fills from the payload only once the write is to run
+/// (a refused write's payload is discarded as it arrives, never held).
 pub fn plan(
     req: &Request,
     payload: Vec<u8>,
@@ -168,7 +171,7 @@ pub fn plan(
             check_range(export, offset, length)?;
             Ok(Command::Write {
                 offset,
-                data: payload,
+                data: Vec::new(),
                 fua,
             })
         }
