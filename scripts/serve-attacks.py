@@ -169,8 +169,10 @@ def main():
     p.add_argument("--probe-every", type=float, default=0.5)
     p.add_argument("--probe-timeout", type=float, default=10)
     p.add_argument("--image-mib", type=int, default=64)
-    p.add_argument("serve_args", nargs="*")
-    args = p.parse_args()
+    argv = sys.argv[1:]
+    serve_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.serve_args = serve_args
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use nbd_conform::server::bitmap::BitmapSpec;
+use nbd_conform::server::admission::{Admission, Notices};
 use nbd_conform::server::connection::serve_connection;
 use nbd_conform::server::export::Export;
 use nbd_conform::server::image::Image;
@@ -89,7 +90,8 @@ pub fn run_options(data: &[u8]) {
     let export = fx.standard.clone();
     run_bounded("server_options (serve_connection)", async move {
         let (client, server) = tokio::io::duplex(64 << 10);
-        let serve = serve_connection(server, export, "fuzz".into());
+        let ticket = Admission::new(1).admit().await;
+        let serve = serve_connection(server, export, ticket, "fuzz".into());
         tokio::join!(serve, fake_client(client, data, None));
     });
 }
@@ -254,7 +256,7 @@ pub fn run_requests(data: &[u8]) {
         let (client, server) = tokio::io::duplex(64 << 10);
         let serve = async move {
             let mut io = BufStream::new(server);
-            let _ = transmit::serve(&mut io, &export, session).await;
+            let _ = transmit::serve(&mut io, &export, session, &Notices::default()).await;
             let _ = io.shutdown().await;
         };
         let keep = if checked {

@@ -44,6 +44,10 @@ pub fn trials() -> Vec<Trial> {
             pipelined_reads,
         ),
         Trial::test(
+            "selftest::serve::idle_timeout_closes_silent_and_stalled_clients",
+            idle_timeout,
+        ),
+        Trial::test(
             "selftest::serve::help_shows_the_client_limits_and_their_defaults",
             help_shows_limits,
         ),
@@ -166,6 +170,38 @@ fn pipelined_reads() -> Result<(), Failed> {
         if (error, got) != (0, cookie) || data[MARK_AT as usize] != MARK {
             return Err(format!("READ {cookie}: error {error}, cookie {got}").into());
         }
+    }
+    Ok(())
+}
+
+/// With `--idle-timeout 1`: a client that sends no request, and one that never takes its
+/// replies, are closed about a second later; a well-behaved client is not.
+fn idle_timeout() -> Result<(), Failed> {
+    let serve = Serve::start(&["--idle-timeout", "1"])?;
+    let silent = raw_session(&serve.socket)?;
+    let mut stalled = raw_session(&serve.socket)?;
+    let burst: Vec<u8> = (0..8)
+        .flat_map(|cookie| request(CMD_READ, cookie, 0, 32 * MIB as u32))
+        .collect();
+    stalled.write_all(&burst)?;
+    serve.well_behaved_clients(2)?;
+    let waited = closed_within(&silent, Duration::from_secs(10))?;
+    if waited > Duration::from_secs(1) + Duration::from_secs(5) {
+        return Err(format!("a silent client was closed after {waited:?}, not ~1 s").into());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut got = 0usize;
+    let mut sink = vec![0u8; MIB];
+    loop {
+        match stalled.read(&mut sink) {
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(format!("the stalled client was not closed: {e}").into()),
+            Ok(n) => got += n,
+        }
+    }
+    if got >= 8 * 32 * MIB {
+        return Err("a client that took no reply for 2 s got all of them".into());
     }
     Ok(())
 }
