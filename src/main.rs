@@ -238,8 +238,8 @@ struct ServeArgs {
     /// lies inside the request (what the cases under bs/backend/ need a server to do).
     #[arg(long)]
     fail_block_status: bool,
-    /// Connections open at once. At the cap a new client takes the place of the one that has
-    /// been negotiating longest, or waits until a connection closes.
+    /// Connections open at once. At the cap a new client takes the place of the negotiating
+    /// client silent longest, or waits until a connection closes.
     #[arg(long, value_name = "N", default_value_t = ClientLimits::DEFAULT_MAX_CONNECTIONS,
           value_parser = parse_connections)]
     max_connections: usize,

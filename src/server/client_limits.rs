@@ -1,7 +1,9 @@
 //! What clients may hold of the server, alone and together: connections, time in the
 //! handshake, time idle, and bytes of payloads and replies held in memory. The one place of
-//! these limits and their defaults (`serve --help` shows them; the in-process reference server
-//! the suite runs takes the defaults, which the suite's side-by-side cases stay far below).
+//! these limits and their defaults (`serve --help` shows them, and a trial in
+//! tests/conformance/serve_attacks.rs holds its defaults to these; the in-process reference
+//! server the suite runs takes the defaults, which the suite's side-by-side cases stay far
+//! below).
 //!
 //! What the spec allows: a server may drop a client that has not finished negotiating when it
 //! believes the client's behaviour is a denial of service (proto.md, "Terminating the session":
@@ -16,8 +18,8 @@ use std::time::Duration;
 /// The limits one server keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
-    /// Connections open at once. At the cap, a new client takes the place of the one that has
-    /// been negotiating longest; with none negotiating it waits until a connection closes.
+    /// Connections open at once. At the cap, a new client takes the place of the negotiating
+    /// client silent longest; with none negotiating it waits until a connection closes.
     pub max_connections: usize,
     /// From accept to the end of negotiation (GO or EXPORT_NAME); a client still haggling then
     /// is closed.

@@ -180,7 +180,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transmission<'a, S> {
         }
         // A block-status payload is a filter the checks read (tiny when valid); faults get to
         // see it after the checks. Any other payload is a write's data, read below if at all.
-        let (status_payload, _filter_bytes) = if req.command == cmd::BLOCK_STATUS && carried > 0 {
+        let is_filter = req.command == cmd::BLOCK_STATUS && carried > 0;
+        let (status_payload, _filter_bytes) = if is_filter {
             let held = export.budget.hold(carried).await;
             let mut filter = vec![0u8; carried];
             self.io.read_exact(&mut filter).await?;
@@ -188,11 +189,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transmission<'a, S> {
         } else {
             (Vec::new(), None)
         };
-        let unread = if status_payload.is_empty() {
-            carried
-        } else {
-            0
-        };
+        let unread = if is_filter { 0 } else { carried };
         let planned = plan(&req, status_payload.clone(), export, &self.session);
         let reviewed = export.faults.review(&req, &status_payload, export, planned);
         let (reviewed, _write_bytes) = self.take_payload(&req, unread, reviewed).await?;
