@@ -236,6 +236,10 @@ struct ServeArgs {
     /// lies inside the request (what the cases under bs/backend/ need a server to do).
     #[arg(long)]
     fail_block_status: bool,
+    /// IMAGE may be a block device (refused without this, so that a slip of the path never
+    /// exports a disk).
+    #[arg(long)]
+    block_device: bool,
 }
 
 /// A byte count that fits 32 bits (`4K`, `65536`).
@@ -385,7 +389,8 @@ async fn run_map(args: MapArgs) -> ExitCode {
     let json = args.json;
     let result = map(&mut session, &options, |e: &MapEntry| {
         if json {
-            serde_json::to_writer(&mut out, e).map_err(std::io::Error::other)?;
+            // `From` keeps an I/O error's kind (a closed pipe stays BrokenPipe, a quiet end).
+            serde_json::to_writer(&mut out, e).map_err(std::io::Error::from)?;
             writeln!(out)
         } else {
             writeln!(
@@ -445,6 +450,12 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
     let Some(image) = args.image else {
         return usage("serve: an IMAGE to serve is required");
     };
+    if !args.block_device && is_block_device(&image) {
+        return usage(format!(
+            "serve: image {}: is a block device (pass --block-device to serve one)",
+            image.display()
+        ));
+    }
     let listen = match args.socket {
         Some(path) => Listen::Unix(path),
         None => Listen::Tcp(args.listen),
@@ -513,6 +524,11 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         _ = terminate.recv() => ExitCode::SUCCESS,
     }
+}
+
+fn is_block_device(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// Prints `text` to stdout. A reader that stopped early (`| head`) got what it wanted: that
