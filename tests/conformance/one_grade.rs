@@ -142,14 +142,17 @@ fn unknown_chunk(flags: u16) -> Peer {
         .pause(Duration::from_secs(5))
 }
 
+/// The case that reads one plain block-status reply for its structure.
+fn structure_case() -> Result<Case, Failed> {
+    let cases = load_cases(&cases_dir()).map_err(|e| e.to_string())?;
+    let case = cases.into_iter().find(|c| c.id == "bs.reply.structure");
+    case.ok_or_else(|| "no case bs.reply.structure".into())
+}
+
 /// With or without DONE, a chunk of an unknown type is CHUNK-UNKTYPE-1 (the client hangs up
 /// on it), and the transcript shows it, not a wait for a reply.
 fn unknown_chunk_type_is_a_finding() -> Result<(), Failed> {
-    let cases = load_cases(&cases_dir()).map_err(|e| e.to_string())?;
-    let case = cases
-        .iter()
-        .find(|c| c.id == "bs.reply.structure")
-        .ok_or("no case bs.reply.structure")?;
+    let case = &structure_case()?;
     for flags in [0, nbd_conform::wire::consts::reply_flag::DONE] {
         let r = against_peer(unknown_chunk(flags), case)?;
         let shown = r
@@ -171,11 +174,7 @@ fn unknown_chunk_type_is_a_finding() -> Result<(), Failed> {
 /// An option the server never answers is HS-OPTREP-1 once the deadline passes, like a reply
 /// it got wrong.
 fn mute_handshake_fails() -> Result<(), Failed> {
-    let cases = load_cases(&cases_dir()).map_err(|e| e.to_string())?;
-    let case = cases
-        .iter()
-        .find(|c| c.id == "bs.reply.structure")
-        .ok_or("no case bs.reply.structure")?;
+    let case = &structure_case()?;
     let peer = Peer::new()
         .greet()
         .any_option()
