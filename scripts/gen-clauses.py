@@ -44,6 +44,7 @@ EXTRA_IDS = {
     "GEN-STR-1",  # D: string rules, checked on every name/message received
     "GEN-STR-2",  # D: 256-byte string advice
     "CHUNK-INCONS-1",  # C: inconsistent chunk (bad lengths) forces a disconnect; a server fault
+    "CHUNK-UNKTYPE-1",  # C: a chunk type the protocol lacks forces a disconnect; a server fault
 }
 
 # Mixed Str cells on S/C or C/S rows: the keyword of the server's part.

@@ -16,6 +16,7 @@
 //!   [`scripted`] peers prove.
 //! - [`map`]: the pipelined walk behind `nbd-conform map`.
 //! - [`size`]: the one spelling of a byte count.
+//! - [`toml_error`]: a case or fixture file's TOML error as one line.
 //! - [`dialect`]: standard block status or the 2016 draft.
 
 pub mod checks;
@@ -31,6 +32,7 @@ pub mod report;
 pub mod scripted;
 pub mod server;
 pub mod size;
+pub mod toml_error;
 pub mod wire;
 
 pub use dialect::Dialect;

@@ -255,6 +255,10 @@ struct ServeArgs {
     /// client over it waits (K/M/G suffixes).
     #[arg(long, value_name = "BYTES", default_value = "128M", value_parser = nbd_conform::size::parse)]
     max_buffered: u64,
+    /// IMAGE may be a block device (refused without this, so that a slip of the path never
+    /// exports a disk).
+    #[arg(long)]
+    block_device: bool,
 }
 
 /// A connection cap: at least one.
@@ -413,7 +417,8 @@ async fn run_map(args: MapArgs) -> ExitCode {
     let json = args.json;
     let result = map(&mut session, &options, |e: &MapEntry| {
         if json {
-            serde_json::to_writer(&mut out, e).map_err(std::io::Error::other)?;
+            // `From` keeps an I/O error's kind (a closed pipe stays BrokenPipe, a quiet end).
+            serde_json::to_writer(&mut out, e).map_err(std::io::Error::from)?;
             writeln!(out)
         } else {
             writeln!(
@@ -473,6 +478,12 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
     let Some(image) = args.image else {
         return usage("serve: an IMAGE to serve is required");
     };
+    if !args.block_device && is_block_device(&image) {
+        return usage(format!(
+            "serve: image {}: is a block device (pass --block-device to serve one)",
+            image.display()
+        ));
+    }
     let listen = match args.socket {
         Some(path) => Listen::Unix(path),
         None => Listen::Tcp(args.listen),
@@ -557,6 +568,11 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
         _ = terminate.recv() => ExitCode::SUCCESS,
         _ = hangup.recv() => ExitCode::SUCCESS,
     }
+}
+
+fn is_block_device(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// Prints `text` to stdout. A reader that stopped early (`| head`) got what it wanted: that

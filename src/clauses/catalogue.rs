@@ -1088,6 +1088,14 @@ pub static CLAUSES: &[Clause] = &[
         reported_as: None,
     },
     Clause {
+        id: "CHUNK-UNKTYPE-1",
+        level: Level::Must,
+        section: "Structured reply types",
+        text: "An unknown or unexpected non-error chunk type forces the client to hard-disconnect.",
+        unobservable: None,
+        reported_as: None,
+    },
+    Clause {
         id: "CHUNK-INCONS-1",
         level: Level::Must,
         section: "Structured reply types",
@@ -2095,6 +2103,7 @@ pub mod id {
     pub const CHUNK_INTERLEAVE_1: ClauseId = ClauseId("CHUNK-INTERLEAVE-1");
     pub const CHUNK_FLAGS_1: ClauseId = ClauseId("CHUNK-FLAGS-1");
     pub const CHUNK_NONE_1: ClauseId = ClauseId("CHUNK-NONE-1");
+    pub const CHUNK_UNKTYPE_1: ClauseId = ClauseId("CHUNK-UNKTYPE-1");
     pub const CHUNK_INCONS_1: ClauseId = ClauseId("CHUNK-INCONS-1");
     pub const CHUNK_MAXPL_1: ClauseId = ClauseId("CHUNK-MAXPL-1");
     pub const CHUNK_SRVCTL_1: ClauseId = ClauseId("CHUNK-SRVCTL-1");

@@ -19,7 +19,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::clauses::id;
-use crate::wire::consts::{command, command_flag, draft, limit, reply_flag, transmission_flag};
+use crate::wire::consts::{
+    chunk_type, command, command_flag, draft, limit, reply_flag, transmission_flag,
+};
 use crate::wire::draft::{decode_descriptors, DraftDescriptor, DraftQuery};
 use crate::wire::handshake::BlockSizes;
 use crate::wire::reply::{scan_reply_header, ChunkBody, Descriptor, HeaderScan, ReplyHeader};
@@ -662,6 +664,18 @@ impl Session {
                 format!(
                     "chunk claims {length} payload bytes, over the {} cap",
                     limit::MAX_CHUNK_PAYLOAD
+                ),
+            )));
+        }
+        // "If the client receives an unknown or unexpected type, other than an error chunk, it
+        // MUST initiate a hard disconnect": what follows such a chunk cannot be trusted.
+        if chunk_type::name_of(chunk_type).is_none() && chunk_type & chunk_type::ERROR_BIT == 0 {
+            return Err(ClientError::Protocol(Violation::new(
+                id::CHUNK_UNKTYPE_1,
+                format!(
+                    "a chunk of type {chunk_type:#06x} ({length} bytes) for cookie {:#x}: no type \
+                     the protocol defines",
+                    pending.request.cookie
                 ),
             )));
         }

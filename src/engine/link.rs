@@ -1,5 +1,5 @@
-//! The case's connection to the server, in whichever phase it is: none, option haggling, or
-//! transmission. One owner, so that a step asks for the phase it needs and gets `None` (never
+//! The case's connection to the server, in whichever phase it is: none, option haggling,
+//! transmission, or a transmission the server ended. One owner, so that a step asks for the phase it needs and gets `None` (never
 //! a panic) when the server closed or the case is elsewhere.
 
 use crate::client::{Handshake, Session};
@@ -11,11 +11,22 @@ pub(super) enum Link {
     Closed,
     Haggling(Handshake),
     Transmitting(Session),
+    /// A connection in transmission that the server closed or broke (the findings say how):
+    /// a later step that needs it says so, not that nothing was negotiated.
+    Lost,
 }
 
 impl Link {
     pub fn is_closed(&self) -> bool {
-        matches!(self, Link::Closed)
+        matches!(self, Link::Closed | Link::Lost)
+    }
+
+    /// Forgets the connection: `Lost` if it was in transmission, else `Closed`.
+    pub fn drop(&mut self) {
+        *self = match self {
+            Link::Transmitting(_) | Link::Lost => Link::Lost,
+            Link::Closed | Link::Haggling(_) => Link::Closed,
+        };
     }
 
     pub fn session(&mut self) -> Option<&mut Session> {
@@ -48,7 +59,7 @@ impl Link {
         match self {
             Link::Transmitting(s) => std::mem::take(&mut s.violations),
             Link::Haggling(h) => std::mem::take(&mut h.violations),
-            Link::Closed => Vec::new(),
+            Link::Closed | Link::Lost => Vec::new(),
         }
     }
 
@@ -59,7 +70,7 @@ impl Link {
             Link::Haggling(h) => {
                 let _ = h.abort().await;
             }
-            Link::Closed => {}
+            Link::Closed | Link::Lost => {}
         }
     }
 }

@@ -59,7 +59,7 @@ impl Grade {
 }
 
 /// One observation about one clause.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Finding {
     pub clause: ClauseId,
     pub grade: Grade,

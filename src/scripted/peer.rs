@@ -26,6 +26,8 @@ enum Act {
     ExpectOption(Option<u32>),
     /// Answer the option just read.
     ReplyOption { reply_type: u32, data: Vec<u8> },
+    /// Answer the option just read with a header alone, claiming `length` payload bytes.
+    ReplyOptionHeader { reply_type: u32, length: u32 },
     /// Read one request header of this form.
     ExpectRequest(HeaderForm),
     /// Send bytes built from the request just read.
@@ -84,6 +86,12 @@ impl Peer {
             reply_type,
             data: data.to_vec(),
         })
+    }
+
+    /// Answers the last option with a reply header that claims `length` payload bytes, and
+    /// sends none of them (a length no client may trust).
+    pub fn option_reply_claiming(self, reply_type: u32, length: u32) -> Peer {
+        self.then(Act::ReplyOptionHeader { reply_type, length })
     }
 
     pub fn ack(self) -> Peer {
@@ -230,6 +238,12 @@ impl Peer {
                 Act::ReplyOption { reply_type, data } => {
                     let mut out = BytesMut::new();
                     handshake::encode_option_reply(&mut out, last_option, reply_type, &data);
+                    write(&mut s, &out).await?;
+                }
+                Act::ReplyOptionHeader { reply_type, length } => {
+                    let mut out = BytesMut::new();
+                    handshake::encode_option_reply(&mut out, last_option, reply_type, &[]);
+                    out[16..20].copy_from_slice(&length.to_be_bytes());
                     write(&mut s, &out).await?;
                 }
                 Act::ExpectRequest(form) => {

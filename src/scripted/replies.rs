@@ -84,6 +84,25 @@ pub(super) static PROOFS: &[Proof] = &[
         peer: block_status_in_a_simple_reply,
     },
     Proof {
+        name: "chunk-of-an-unknown-type",
+        clause: id::CHUNK_UNKTYPE_1,
+        case: STRUCTURE,
+        peer: || {
+            // Type 42 is no type the protocol defines, and without the error bit the client
+            // must hang up on it; DONE is left off, so only that stops the wait for more.
+            answered(|r, out| {
+                ReplyHeader::Structured {
+                    flags: 0,
+                    chunk_type: 42,
+                    cookie: r.cookie,
+                    length: 4,
+                }
+                .encode(out);
+                out.put_u32(0);
+            })
+        },
+    },
+    Proof {
         name: "status-chunk-with-an-unknown-reply-flag",
         clause: id::CHUNK_FLAGS_1,
         case: STRUCTURE,

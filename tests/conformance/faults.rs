@@ -150,6 +150,17 @@ fn fault_trial(fault: Fault, cases: &[Case]) -> Result<(), Failed> {
             r.note.as_deref().unwrap_or("(no note)")
         ));
     }
+    // One broken rule, one finding: a case that meets the fault again (the next reply, the
+    // next walk) says so once.
+    for r in &results {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(f) = r.findings.iter().find(|f| !seen.insert(*f)) {
+            problems.push(format!(
+                "{} lists a finding twice: {} {}",
+                r.id, f.clause, f.observed
+            ));
+        }
+    }
     // A case that ran into its own timeout would grade error, unless a failure hid it.
     for r in results.iter().filter(|r| r.duration >= CASE_TIMEOUT) {
         problems.push(format!(

@@ -13,10 +13,12 @@
 //! apply too. Snapshots are never compared for third-party servers. Cases that write run on a
 //! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself.
 
+mod bad_input;
 mod faults;
 mod interop;
 mod launchers;
 mod min_block;
+mod one_grade;
 mod real_servers;
 mod scripted;
 mod serve_attacks;
@@ -163,6 +165,7 @@ fn main() {
             }
             trials.extend(wire::trials());
             trials.extend(scripted::trials());
+            trials.extend(one_grade::trials());
             trials.extend(interop::trials());
             trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));
@@ -172,6 +175,7 @@ fn main() {
             trials.extend(variants::trials(&cases));
             trials.extend(verdicts::trials());
             trials.extend(serve_attacks::trials());
+            trials.extend(bad_input::trials());
         }
     }
     let conclusion = libtest_mimic::run(&cli.libtest, trials);

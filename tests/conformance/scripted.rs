@@ -8,21 +8,22 @@ use std::time::Duration;
 use libtest_mimic::{Failed, Trial};
 
 use nbd_conform::engine::case::{cases_dir, load_cases, Case};
-use nbd_conform::engine::outcome::Grade;
+use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::{run_case, Settings, TargetSpec};
-use nbd_conform::scripted::{proofs, Proof};
+use nbd_conform::scripted::{proofs, Peer, Proof};
 
 /// How long a case may take against a peer: its reads time out after 2 s.
 const CASE_BOUND: Duration = Duration::from_secs(20);
 
-fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
+/// Runs `case` against `peer`, graded with the truth of the case's fixture (which the peer's
+/// script stands for), with 2 s deadlines.
+pub fn against_peer(peer: Peer, case: &Case) -> Result<CaseResult, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let started = std::time::Instant::now();
-    let result = rt.block_on(async {
-        let peer = (proof.peer)().listen()?;
+    rt.block_on(async {
+        let peer = peer.listen()?;
         let spec = TargetSpec {
             target: peer.target.clone(),
             dialect: case.dialect,
@@ -39,7 +40,12 @@ fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
             ..Settings::default()
         };
         Ok::<_, String>(run_case(case, &spec, settings).await.0)
-    })?;
+    })
+}
+
+fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
+    let started = std::time::Instant::now();
+    let result = against_peer((proof.peer)(), case)?;
     let want = proof
         .clause
         .clause()

@@ -212,7 +212,7 @@ fn expect(args: &[&str], code: i32, verdict: &str) -> Result<(), Failed> {
 
 /// The reference server with `extra` arguments on a sparse 4 MiB image, for the duration of
 /// `f`, which gets its URI.
-fn with_reference(
+pub fn with_reference(
     extra: &[&str],
     f: impl FnOnce(&str) -> Result<(), Failed>,
 ) -> Result<(), Failed> {

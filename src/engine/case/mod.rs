@@ -331,11 +331,16 @@ pub fn cases_dir() -> PathBuf {
     )
 }
 
-/// Loads and validates every `*.toml` under `dir`, sorted by id; ids must be unique.
+/// Loads and validates every `*.toml` under `dir`, sorted by id; ids must be unique, and each
+/// case's fixture must be one that loads from [`crate::fixtures::fixtures_dir`], so that a
+/// misspelt name is a usage error before any server starts.
 pub fn load_cases(dir: &Path) -> Result<Vec<Case>, CaseError> {
     let mut files = Vec::new();
     collect(dir, &mut files)?;
     let mut cases = Vec::new();
+    // Each fixture's verdict once: most cases share a handful of fixtures.
+    let mut fixtures: std::collections::HashMap<String, Result<(), String>> =
+        std::collections::HashMap::new();
     for path in files {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|source| CaseError::Io {
@@ -344,12 +349,23 @@ pub fn load_cases(dir: &Path) -> Result<Vec<Case>, CaseError> {
         })?;
         let mut case: Case = toml::from_str(&text).map_err(|e| CaseError::Invalid {
             path: shown.clone(),
-            reason: e.to_string(),
+            reason: crate::toml_error::one_line(&text, &e),
         })?;
         case.validate().map_err(|reason| CaseError::Invalid {
             path: shown.clone(),
             reason,
         })?;
+        let fixture = fixtures.entry(case.fixture.clone()).or_insert_with(|| {
+            crate::fixtures::find(&case.fixture)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = fixture {
+            return Err(CaseError::Invalid {
+                path: shown,
+                reason: format!("`fixture`: {e}"),
+            });
+        }
         let from_path = id_of(dir, &path);
         if case.id != from_path {
             return Err(CaseError::Invalid {

@@ -7,7 +7,7 @@
 use super::Run;
 use crate::checks::{self, from_violation};
 use crate::client::ClientError;
-use crate::engine::case::{self, Close};
+use crate::engine::case::{self, Close, Expect};
 use crate::engine::link::Link;
 use crate::engine::outcome::Capabilities;
 use crate::engine::run::Stop;
@@ -105,10 +105,13 @@ impl Run<'_> {
                         "the stream is out of step after EXPORT_NAME".into(),
                     ));
                 }
+                // A close or a deadline missed is graded as after any request.
                 Err(other) => {
+                    let why = other.to_string();
                     self.link = Link::Transmitting(session);
+                    self.judge(Err(other), &Expect::SUCCESS, checks::request::MUST_SUCCEED)?;
                     self.drop_link();
-                    return Err(Stop::Error(format!("the READ after EXPORT_NAME: {other}")));
+                    return Err(Stop::Error(format!("the READ after EXPORT_NAME: {why}")));
                 }
             }
         }

@@ -81,12 +81,13 @@ impl Run<'_> {
                 // The handshake is about to go: keep what it saw broken on the way.
                 let broken = std::mem::take(&mut hs.violations);
                 self.record.violations(&broken);
-                let clause = expect.map(|x| self.clause_of(x));
-                return self.lost_in_haggling(
-                    e,
-                    expect.is_some_and(|x| x.close == Close::Allowed),
-                    clause,
-                );
+                // A GO that must succeed (a `negotiate` step's, a `go` that expects nothing
+                // else) leaves the case nothing to run on.
+                let Some(expect) = expect else {
+                    return Err(self.handshake_broken(e, option::GO));
+                };
+                let clause = self.clause_of(expect);
+                return self.lost_in_haggling(e, expect.close == Close::Allowed, Some(clause));
             }
         };
         let final_reply = reply_type::name(last.header.reply_type);

@@ -168,8 +168,15 @@ impl<'a> Run<'a> {
     }
 
     fn session(&mut self) -> Result<&mut Session, Stop> {
+        let lost = matches!(self.link, Link::Lost);
         self.link.session().ok_or_else(|| {
-            Stop::Error("the case sends a request without a negotiated connection".into())
+            Stop::Error(if lost {
+                "no connection left for the rest of the case: the negotiated one ended earlier \
+                 (see the transcript)"
+                    .into()
+            } else {
+                "the case sends a request without a negotiated connection".into()
+            })
         })
     }
 
@@ -182,7 +189,7 @@ impl<'a> Run<'a> {
     /// (e.g. a reply with a stranger cookie before the timeout, TX-COOKIE-1).
     fn drop_link(&mut self) {
         self.drain_violations();
-        self.link = Link::Closed;
+        self.link.drop();
     }
 
     fn drain_violations(&mut self) {

@@ -2,7 +2,6 @@
 //! and GO; `reconnect`: the same again.
 
 use super::Run;
-use crate::client::Handshake;
 use crate::engine::case::{Need, Negotiate};
 use crate::engine::link::Link;
 use crate::engine::run::Stop;
@@ -17,11 +16,11 @@ impl Run<'_> {
             .export
             .clone()
             .unwrap_or_else(|| self.spec.target.export.clone());
-        let mut hs = self.start(None).await?;
-        let haggled = self.haggle(n, &export, &mut hs).await;
-        // Kept even when haggling ends the case, so that what the server broke is reported.
+        let hs = self.start(None).await?;
+        // On the link while haggling, so that what the server breaks is reported however the
+        // haggling ends.
         self.link = Link::Haggling(hs);
-        haggled?;
+        self.haggle(n, &export).await?;
         let go_export = n.go_export.clone().unwrap_or(export);
         self.go(&go_export, None).await
     }
@@ -34,21 +33,19 @@ impl Run<'_> {
     }
 
     /// The options of a `negotiate` step before GO: EXTENDED_HEADERS or STRUCTURED_REPLY,
-    /// then SET_META_CONTEXT.
-    async fn haggle(
-        &mut self,
-        n: &Negotiate,
-        export: &str,
-        hs: &mut Handshake,
-    ) -> Result<(), Stop> {
+    /// then SET_META_CONTEXT. A reply the server got wrong or a connection it dropped is its
+    /// failure here as in any case about the handshake ([`Run::handshake_broken`]).
+    async fn haggle(&mut self, n: &Negotiate, export: &str) -> Result<(), Stop> {
         if self.case.dialect != Dialect::Standard {
             return Ok(());
         }
-        let failed = |e: crate::client::ClientError| Stop::Error(e.to_string());
         if n.extended {
             let line = transcript::option(option::EXTENDED_HEADERS, None, &[], None);
             self.record.note(line);
-            let r = hs.extended_headers().await.map_err(failed)?;
+            let r = match self.haggling().await?.extended_headers().await {
+                Ok(r) => r,
+                Err(e) => return Err(self.handshake_broken(e, option::EXTENDED_HEADERS)),
+            };
             self.record.note(format!("← {}", reply_type::name(r)));
             if r != reply_type::ACK {
                 return Err(refused("NBD_OPT_EXTENDED_HEADERS", r));
@@ -56,7 +53,10 @@ impl Run<'_> {
         } else if n.structured {
             let line = transcript::option(option::STRUCTURED_REPLY, None, &[], None);
             self.record.note(line);
-            let r = hs.structured_reply().await.map_err(failed)?;
+            let r = match self.haggling().await?.structured_reply().await {
+                Ok(r) => r,
+                Err(e) => return Err(self.handshake_broken(e, option::STRUCTURED_REPLY)),
+            };
             self.record.note(format!("← {}", reply_type::name(r)));
             if r != reply_type::ACK
                 && (!n.contexts.is_empty() || self.case.needs().contains(&Need::StructuredReplies))
@@ -70,18 +70,22 @@ impl Run<'_> {
         let queries: Vec<&str> = n.contexts.iter().map(String::as_str).collect();
         let line = transcript::option(option::SET_META_CONTEXT, Some(export), &queries, None);
         self.record.note(line);
-        let (selected, last) = hs
+        let asked = self
+            .haggling()
+            .await?
             .set_meta_context(export, &queries)
-            .await
-            .map_err(failed)?;
+            .await;
+        let (selected, last) = match asked {
+            Ok(r) => r,
+            Err(e) => return Err(self.handshake_broken(e, option::SET_META_CONTEXT)),
+        };
         for (id, name) in &selected {
             self.record.note(format!("← META_CONTEXT id={id} {name:?}"));
         }
         self.record.note(format!("← {}", reply_type::name(last)));
         // A server that selects a context twice or under two ids breaks SMC-REPLY-1 (the
         // client reports it) whether or not the case can go on.
-        let broken = std::mem::take(&mut hs.violations);
-        self.record.violations(&broken);
+        self.drain_violations();
         if last != reply_type::ACK {
             return Err(refused("NBD_OPT_SET_META_CONTEXT", last));
         }
@@ -96,6 +100,7 @@ impl Run<'_> {
         }
         // Keep the case's order whatever order the server replied in.
         let rank = |name: &str| n.contexts.iter().position(|c| c == name);
+        let hs = self.haggling().await?;
         hs.contexts.sort_by_key(|(_, name)| rank(name));
         Ok(())
     }

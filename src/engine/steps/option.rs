@@ -166,6 +166,21 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// An option the case cannot do without (a `negotiate` step's, a GO that must succeed)
+    /// broke off: what the server broke on the way is its finding, as in a case about that
+    /// option ([`Run::lost_in_haggling`]), and the case cannot go on. Only a harness error
+    /// stops the case without one.
+    pub(super) fn handshake_broken(&mut self, e: ClientError, opt: u32) -> Stop {
+        let why = e.to_string();
+        match self.lost_in_haggling(e, false, None) {
+            Ok(()) => Stop::Error(format!(
+                "the handshake cannot go on: NBD_OPT_{} broke off ({why})",
+                option::name(opt)
+            )),
+            Err(stop) => stop,
+        }
+    }
+
     /// The server went away (or broke framing) while we haggled.
     pub(super) fn lost_in_haggling(
         &mut self,
