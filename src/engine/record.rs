@@ -1,11 +1,17 @@
 //! What a case run records: findings, the transcript, descriptor streams, what it could not
 //! check, how it lost the server, and what the server negotiated.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::outcome::{Capabilities, ConnectionLoss, Finding};
 use crate::checks::from_violation;
+use crate::clauses::ClauseId;
 use crate::wire::Violation;
+
+/// Findings a case keeps per clause: past them, a server breaking the same rule again and again
+/// is counted, and one line says how many more there were.
+pub const FINDINGS_PER_CLAUSE: usize = 16;
 
 #[derive(Default)]
 pub(super) struct Record {
@@ -20,6 +26,8 @@ pub(super) struct Record {
     /// When a connection's greeting last arrived.
     pub last_connected: Option<Instant>,
     pub caps: Capabilities,
+    /// Findings past [`FINDINGS_PER_CLAUSE`], counted by clause (the registry bounds the map).
+    dropped: BTreeMap<ClauseId, usize>,
 }
 
 impl Record {
@@ -28,15 +36,35 @@ impl Record {
     }
 
     pub fn found(&mut self, finding: Finding) {
-        self.findings.push(finding);
+        let same = self
+            .findings
+            .iter()
+            .filter(|f| f.clause == finding.clause)
+            .count();
+        if same < FINDINGS_PER_CLAUSE {
+            self.findings.push(finding);
+        } else {
+            *self.dropped.entry(finding.clause).or_default() += 1;
+        }
     }
 
     pub fn found_all(&mut self, findings: impl IntoIterator<Item = Finding>) {
-        self.findings.extend(findings);
+        for f in findings {
+            self.found(f);
+        }
     }
 
     pub fn violations(&mut self, violations: &[Violation]) {
-        self.findings.extend(violations.iter().map(from_violation));
+        self.found_all(violations.iter().map(from_violation));
+    }
+
+    /// One transcript line per clause whose findings were not all kept.
+    pub fn summarise_dropped(&mut self) {
+        for (clause, more) in std::mem::take(&mut self.dropped) {
+            self.note(format!(
+                "… and {more} more findings under {clause} (the first {FINDINGS_PER_CLAUSE} are kept)"
+            ));
+        }
     }
 
     /// Records the first way the case lost the server, and when.
@@ -49,5 +77,25 @@ impl Record {
             "{context} {offset}+{length} {} ({flags:#x})",
             crate::wire::state::state_name(context, flags)
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clauses::id;
+
+    #[test]
+    fn findings_past_the_cap_per_clause_are_counted_in_one_line() {
+        let mut record = Record::default();
+        let v = Violation::new(id::TX_COOKIE_1, "a stray reply");
+        for _ in 0..1000 {
+            record.violations(std::slice::from_ref(&v));
+        }
+        record.violations(&[Violation::new(id::CHUNK_DONE_1, "other")]);
+        record.summarise_dropped();
+        assert_eq!(record.findings.len(), FINDINGS_PER_CLAUSE + 1);
+        assert_eq!(record.transcript.len(), 1);
+        assert!(record.transcript[0].contains("984 more findings under TX-COOKIE-1"));
     }
 }

@@ -14,6 +14,7 @@
 //! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself.
 
 mod faults;
+mod hostile;
 mod interop;
 mod launchers;
 mod min_block;
@@ -162,6 +163,7 @@ fn main() {
             }
             trials.extend(wire::trials());
             trials.extend(scripted::trials());
+            trials.extend(hostile::trials());
             trials.extend(interop::trials());
             trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));
