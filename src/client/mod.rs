@@ -64,8 +64,15 @@ pub enum ClientError {
 /// one for a cookie never sent (a fixed bound: nothing grows with what a server sends).
 const FINISHED_KEPT: usize = 1024;
 
-/// How much longer a whole exchange may take than one message of it.
+/// How much longer a whole exchange may take than one message of it (at most: a timeout under
+/// it adds itself, so that sub-second timeouts keep sub-second exchanges).
 pub const EXCHANGE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long one whole exchange (a request's reply, an option's answer) may take when each
+/// message of it may take `timeout`.
+pub fn exchange_deadline(timeout: Duration) -> Duration {
+    timeout + EXCHANGE_GRACE.min(timeout)
+}
 
 /// Reply messages for cookies not in flight a connection may send before the client stops
 /// reading it: a correct server sends none, and each one is a finding already.
@@ -471,7 +478,7 @@ impl Session {
 
     /// How long one whole exchange may take: the per-message timeout plus a grace second.
     pub fn exchange_deadline(&self) -> Duration {
-        self.conn.timeout + EXCHANGE_GRACE
+        exchange_deadline(self.conn.timeout)
     }
 
     async fn wait_unbounded(&mut self, cookie: u64) -> Result<Reply, ClientError> {

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::conn::Conn;
 use super::target::Target;
-use super::{ClientError, Negotiated, Session, SessionOptions, EXCHANGE_GRACE};
+use super::{exchange_deadline, ClientError, Negotiated, Session, SessionOptions};
 use crate::clauses::id;
 use crate::wire::consts::{
     client_flag, handshake_flag, info, limit, magic, option, reply_type, transmission_flag,
@@ -29,7 +29,7 @@ pub const MAX_KEPT_REPLY_BYTES: usize = 4 << 20;
 
 /// Replies to one option read at most, kept or not (a SET's contexts in namespaces no query
 /// named are read and dropped): bounds the time an endless stream of them takes.
-pub const MAX_OPTION_REPLIES: usize = 1 << 20;
+pub const MAX_OPTION_REPLIES: usize = 1 << 18;
 
 /// Violations kept per option; past them, one line says how many more there were.
 pub const MAX_VIOLATIONS_PER_OPTION: usize = 32;
@@ -194,7 +194,7 @@ impl Handshake {
         opt: u32,
         mut keep: impl FnMut(&OptionReply) -> Result<(), Violation>,
     ) -> Result<Vec<OptionReply>, ClientError> {
-        let deadline = self.conn.timeout + EXCHANGE_GRACE;
+        let deadline = exchange_deadline(self.conn.timeout);
         let mut overflow = Overflow {
             kept_from: self.violations.len(),
             dropped: 0,
