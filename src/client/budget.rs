@@ -198,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn unknown_chunk_types_are_bounded_in_count_and_bytes() {
+        // A type this client does not know (a non-error one: 0x7777) is read and kept, within
+        // the slack of chunks and the bytes of error and unknown chunks.
+        let mut b = ReplyBudget::for_request(command::BLOCK_STATUS, 4096, 1);
+        let v = (0..100)
+            .find_map(|_| b.charge(0x7777, 0, false).err())
+            .expect("the chunk count ends");
+        assert_eq!(v.clause, id::BS_COMPLETE_1);
+        let mut b = ReplyBudget::for_request(command::BLOCK_STATUS, 4096, 1);
+        let v = b.charge(0x7777, OTHER_BYTES + 1, false).unwrap_err();
+        assert_eq!(v.clause, id::CHUNK_INCONS_1);
+    }
+
+    #[test]
     fn endless_chunks_of_another_request_break_completion() {
         let mut b = ReplyBudget::for_request(command::WRITE, 4096, 0);
         let v = (0..100)

@@ -793,9 +793,14 @@ impl Session {
         };
         // P can never need more than 14 bytes per requested byte; a larger claim is a lie that
         // must not make us allocate (DRAFT-BOUND-1).
-        let bound = (pending.request.length.min(1 << 21))
-            .saturating_mul(draft::DESCRIPTOR_LEN as u64)
-            .max(draft::DESCRIPTOR_LEN as u64);
+        // Capped at 2^20 descriptors, the standard's own bound per chunk (BS-REP-CAP-1): P and
+        // its decoded descriptors then stay near 30 MiB, however long the request.
+        let bound = (pending
+            .request
+            .length
+            .min(limit::MAX_DESCRIPTORS_PER_CHUNK as u64))
+        .saturating_mul(draft::DESCRIPTOR_LEN as u64)
+        .max(draft::DESCRIPTOR_LEN as u64);
         if p as u64 > bound {
             return Err(ClientError::Protocol(Violation::new(
                 id::DRAFT_BOUND_1,
