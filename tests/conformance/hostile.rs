@@ -3,16 +3,19 @@
 //! against the peer, which this process plays. Each trial asserts the grade (fail under the
 //! clause the server breaks; `map` ends with an error naming it or its deadline, or completes), that the child
 //! ended within its deadline (plus slack), and that its peak RSS stayed under
-//! [`PEAK_RSS_BOUND`], read from the child's own rusage (wait4).
+//! [`PEAK_RSS_BOUND`], read from its own rusage by a small wrapper (`tests/support/peak_rss.py`).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
 
 use libtest_mimic::{Failed, Trial};
 
 use nbd_conform::client::MAX_STRAY_MESSAGES;
 use nbd_conform::scripted::hostile::{Hostile, HOSTILE};
 use nbd_conform::scripted::Peer;
+
+use crate::support::SYSTEM_PYTHON;
 
 /// The harness's peak RSS against any hostile server (issue 10: 64 MiB).
 const PEAK_RSS_BOUND: u64 = 64 << 20;
@@ -39,8 +42,12 @@ struct Child {
     killed: Option<String>,
 }
 
-/// Runs the binary with `args` against `peer`'s script (one per connection) and waits for it,
-/// killing it past [`CHILD_BOUND`] or [`KILL_RSS`].
+/// Runs the binary with `args` against `peer`'s script (one per connection) and waits for it.
+///
+/// The binary runs under `tests/support/peak_rss.py`, which reads its peak RSS from its own
+/// rusage: a child forked from this test binary would inherit its RSS at the fork (Linux
+/// carries the old image's high-water mark across exec), which says nothing of the harness.
+/// The script kills it past [`CHILD_BOUND`] or [`KILL_RSS`].
 fn against(peer: fn() -> Peer, args: impl Fn(&str) -> Vec<String>) -> Result<Child, Failed> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -52,59 +59,50 @@ fn against(peer: fn() -> Peer, args: impl Fn(&str) -> Vec<String>) -> Result<Chi
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let out_path = dir.path().join("stdout");
         let err_path = dir.path().join("stderr");
-        let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_nbd-conform"))
+        let report = dir.path().join("peak");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/peak_rss.py");
+        let mut child = std::process::Command::new(SYSTEM_PYTHON)
+            .arg(script)
+            .arg(CHILD_BOUND.as_secs().to_string())
+            .arg((KILL_RSS >> 20).to_string())
+            .arg(&report)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_nbd-conform"))
             .args(args(&target))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path).map_err(|e| e.to_string())?)
             .stderr(std::fs::File::create(&err_path).map_err(|e| e.to_string())?)
+            // A group of its own, so that the backstop below ends the binary with the script.
+            .process_group(0)
             .spawn()
-            .map_err(|e| format!("spawn nbd-conform: {e}"))?;
-        let pid = child.id() as libc::pid_t;
-        let mut killed = None;
-        let (code, peak_rss) = loop {
-            let mut status = 0;
-            // SAFETY: a plain syscall on our own child, with valid out-pointers.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            if done == pid {
-                let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-                break (code, usage.ru_maxrss as u64 * 1024);
+            .map_err(|e| format!("spawn peak_rss.py: {e}"))?;
+        // The script has its own bound; this backstop leaves it room to report.
+        let backstop = std::time::Instant::now() + CHILD_BOUND * 2;
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if std::time::Instant::now() > backstop {
+                // SAFETY: a plain kill of the group our own child leads.
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                let _ = child.wait();
+                return Err("peak_rss.py did not end".into());
             }
-            if done < 0 {
-                return Err(format!("wait4: {}", std::io::Error::last_os_error()).into());
-            }
-            let rss = vm_hwm(pid).unwrap_or(0);
-            if killed.is_none() && (started.elapsed() > CHILD_BOUND || rss > KILL_RSS) {
-                killed = Some(format!(
-                    "killed after {:.1?} at {} MiB peak RSS",
-                    started.elapsed(),
-                    rss >> 20
-                ));
-                // SAFETY: our own child, not yet reaped.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            // The peer plays on this runtime meanwhile.
             tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let took = started.elapsed();
+        }
         drop(listening);
+        let line = std::fs::read_to_string(&report).map_err(|e| format!("no report: {e}"))?;
+        let fields: Vec<&str> = line.trim().splitn(4, ' ').collect();
+        let [peak_kib, took, code, killed] = fields[..] else {
+            return Err(format!("a report of {line:?}").into());
+        };
         Ok(Child {
-            code,
-            peak_rss,
-            took,
+            code: code.parse().ok(),
+            peak_rss: peak_kib.parse::<u64>().map_err(|e| e.to_string())? * 1024,
+            took: Duration::from_secs_f64(took.parse().map_err(|e| format!("{e}"))?),
             stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
             stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-            killed,
+            killed: (killed != "-").then(|| killed.to_owned()),
         })
     })
-}
-
-/// The peak resident set of a running process, from /proc (0 if it is gone).
-fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// The bounds every child keeps: not killed, ended in time, peak RSS under the bound.
