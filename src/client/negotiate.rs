@@ -718,6 +718,32 @@ mod tests {
         assert!(violations.iter().all(|v| v.clause == id::SMC_REPLY_1));
     }
 
+    fn meta_context_reply(id: u32, name: &str) -> OptionReply {
+        let mut data = BytesMut::new();
+        handshake::encode_meta_context_reply(&mut data, id, name);
+        OptionReply {
+            header: OptionReplyHeader {
+                magic: magic::OPTION_REPLY,
+                option: option::SET_META_CONTEXT,
+                reply_type: reply_type::META_CONTEXT,
+                length: data.len() as u32,
+            },
+            data: data.freeze(),
+        }
+    }
+
+    #[test]
+    fn a_set_binds_only_contexts_its_queries_could_select() {
+        let queries = ["base:allocation", "qemu:dirty-bitmap:"];
+        let selectable = |name: &str| requested(&meta_context_reply(1, name), &queries).is_ok();
+        assert!(selectable("base:allocation"));
+        // Inside a namespace other than base, the query syntax is the server's.
+        assert!(selectable("qemu:dirty-bitmap:b0"));
+        assert!(!selectable("base:other"));
+        assert!(!selectable("x-hostile:ctx-0"));
+        assert!(requested(&meta_context_reply(1, "qemu:x"), &["nonsense"]).is_err());
+    }
+
     #[test]
     fn distinct_contexts_accepts_distinct_bindings_silently() {
         let mut violations = Vec::new();
