@@ -104,8 +104,10 @@ struct RunArgs {
     /// Treat SHOULD violations (warn) as non-conformance.
     #[arg(long)]
     strict: bool,
-    /// Seconds to wait for the whole reply to one request, option replies included (a slow
-    /// but complete reply is correct; a server that never answers fails after this long).
+    /// Seconds to wait for each message from the server, and (plus one second) for the whole
+    /// reply to one request or the whole answer to one option, however many messages it takes
+    /// (a slow but complete reply is correct; one that never completes fails BS-COMPLETE-1
+    /// after this long). A case as a whole has 120 s.
     #[arg(long, value_parser = parse_seconds, default_value = "30")]
     timeout: Duration,
     /// Seconds to wait to connect and for the greeting (an unreachable target is reported
@@ -183,9 +185,14 @@ struct MapArgs {
     /// One JSON object per descriptor per line.
     #[arg(long)]
     json: bool,
-    /// Seconds to wait for any single read from the server.
+    /// Seconds to wait for each message from the server; a whole reply (however many chunks)
+    /// or option answer gets one second more. The walk as a whole has --deadline.
     #[arg(long, value_parser = parse_seconds, default_value = "10")]
     timeout: Duration,
+    /// Seconds the whole walk may take before it ends with an error (a server that answers
+    /// every request, slowly and a little at a time, cannot keep it going forever).
+    #[arg(long, value_parser = parse_seconds, default_value = "3600")]
+    deadline: Duration,
     /// Requests in flight at once (one per window).
     #[arg(long, default_value_t = 8)]
     depth: usize,
@@ -360,6 +367,7 @@ async fn run_map(args: MapArgs) -> ExitCode {
         req_one: args.req_one,
         depth: args.depth,
         window: args.window,
+        deadline: Some(args.deadline),
         ..MapOptions::default()
     };
     let contexts = match args.dialect {
@@ -430,6 +438,10 @@ async fn run_map(args: MapArgs) -> ExitCode {
     })
     .await;
     let flushed = out.flush();
+    // What the server broke on the way that did not stop the walk (bounded at the source).
+    for v in &session.violations {
+        eprintln!("nbd-conform map: {target}: the server broke {v}");
+    }
     session.disconnect().await;
     match (result, flushed) {
         (Ok(()), Ok(())) => ExitCode::SUCCESS,

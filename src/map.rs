@@ -39,6 +39,9 @@ pub struct MapOptions {
     pub window: u64,
     /// Windows in flight at once.
     pub depth: usize,
+    /// How long the whole walk may take (None: as long as the server keeps answering, each
+    /// reply within the session's exchange deadline).
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl Default for MapOptions {
@@ -50,6 +53,7 @@ impl Default for MapOptions {
             draft_queries: vec![DraftQuery::Allocated],
             window: 1 << 30,
             depth: 8,
+            deadline: None,
         }
     }
 }
@@ -78,6 +82,8 @@ pub enum MapError {
     NoProgress { offset: u64, context: String },
     #[error("no metadata context was negotiated; pass --context")]
     NoContexts,
+    #[error("the walk did not finish within its deadline of {0:?}")]
+    Deadline(std::time::Duration),
 }
 
 /// What one context has reported so far inside one window: entries tile
@@ -189,8 +195,20 @@ impl Window {
 }
 
 /// Walks the range and calls `emit` for every entry, in offset order per window and in
-/// selection order per context.
-pub async fn map<F>(
+/// selection order per context, all within `options.deadline`.
+pub async fn map<F>(session: &mut Session, options: &MapOptions, emit: F) -> Result<(), MapError>
+where
+    F: FnMut(&MapEntry) -> std::io::Result<()>,
+{
+    let Some(deadline) = options.deadline else {
+        return map_unbounded(session, options, emit).await;
+    };
+    tokio::time::timeout(deadline, map_unbounded(session, options, emit))
+        .await
+        .unwrap_or(Err(MapError::Deadline(deadline)))
+}
+
+async fn map_unbounded<F>(
     session: &mut Session,
     options: &MapOptions,
     mut emit: F,

@@ -112,6 +112,8 @@ pub async fn drive(target: &Target, plan: &Plan, timeout: Duration) -> Outcome {
         draft_queries: vec![DraftQuery::Allocated, DraftQuery::Dirty],
         window: MAP_WINDOW,
         depth: 2,
+        // The iteration has its bound (runtime::ITERATION_BOUND), and each reply its deadline.
+        deadline: None,
     };
     let mut entries = Vec::new();
     let mapped = map(&mut session, &options, |e| {

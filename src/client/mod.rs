@@ -9,6 +9,7 @@
 //! Layout: [`target`] (where the server is), `conn` (bytes and timeouts), [`negotiate`] (the
 //! handshake), this module (transmission).
 
+pub mod budget;
 mod conn;
 pub mod negotiate;
 pub mod target;
@@ -28,6 +29,7 @@ use crate::wire::reply::{scan_reply_header, ChunkBody, Descriptor, HeaderScan, R
 use crate::wire::request::{HeaderForm, Request};
 use crate::wire::Violation;
 use crate::Dialect;
+use budget::ReplyBudget;
 use conn::Conn;
 pub use negotiate::{ExportInfo, Handshake, OptionReply};
 pub use target::{Endpoint, Target, TargetError};
@@ -64,8 +66,19 @@ pub enum ClientError {
 /// one for a cookie never sent (a fixed bound: nothing grows with what a server sends).
 const FINISHED_KEPT: usize = 1024;
 
-/// How much longer a whole exchange may take than one message of it.
-const EXCHANGE_GRACE: Duration = Duration::from_secs(1);
+/// How much longer a whole exchange may take than one message of it (at most: a timeout under
+/// it adds itself, so that sub-second timeouts keep sub-second exchanges).
+pub const EXCHANGE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long one whole exchange (a request's reply, an option's answer) may take when each
+/// message of it may take `timeout`.
+pub fn exchange_deadline(timeout: Duration) -> Duration {
+    timeout + EXCHANGE_GRACE.min(timeout)
+}
+
+/// Reply messages for cookies not in flight a connection may send before the client stops
+/// reading it: a correct server sends none, and each one is a finding already.
+pub const MAX_STRAY_MESSAGES: usize = 64;
 
 /// What to negotiate.
 #[derive(Debug, Clone)]
@@ -253,6 +266,8 @@ impl Reply {
 struct Pending {
     request: Request,
     draft: bool,
+    /// What is left of what the reply may carry.
+    budget: ReplyBudget,
     chunks: Vec<Chunk>,
     violations: Vec<Violation>,
     payload: Bytes,
@@ -276,6 +291,8 @@ pub struct Session {
     finished: std::collections::VecDeque<u64>,
     /// Rules broken outside any one reply (handshake, stray cookies).
     pub violations: Vec<Violation>,
+    /// Reply messages for cookies not in flight so far (at most [`MAX_STRAY_MESSAGES`]).
+    strays: usize,
 }
 
 impl Session {
@@ -288,6 +305,7 @@ impl Session {
             ready: Vec::new(),
             finished: std::collections::VecDeque::new(),
             violations,
+            strays: 0,
         }
     }
 
@@ -380,6 +398,11 @@ impl Session {
                 Pending {
                     request,
                     draft,
+                    budget: ReplyBudget::for_request(
+                        request.command,
+                        request.length,
+                        self.negotiated.contexts.len(),
+                    ),
                     chunks: Vec::new(),
                     violations: Vec::new(),
                     payload: kept,
@@ -445,7 +468,7 @@ impl Session {
     /// where it happened (a draft error without its trailer is DRAFT-ERR-1, not a timeout).
     /// After a timeout the stream may stand mid-message: drop the session.
     pub async fn wait_for(&mut self, cookie: u64) -> Result<Reply, ClientError> {
-        let deadline = self.conn.timeout + EXCHANGE_GRACE;
+        let deadline = self.exchange_deadline();
         match tokio::time::timeout(deadline, self.wait_unbounded(cookie)).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
@@ -453,6 +476,11 @@ impl Session {
                 after: deadline,
             }),
         }
+    }
+
+    /// How long one whole exchange may take: the per-message timeout plus a grace second.
+    pub fn exchange_deadline(&self) -> Duration {
+        exchange_deadline(self.conn.timeout)
     }
 
     async fn wait_unbounded(&mut self, cookie: u64) -> Result<Reply, ClientError> {
@@ -476,12 +504,20 @@ impl Session {
             .count()
     }
 
-    /// The next complete reply, whichever request it answers.
+    /// The next complete reply, whichever request it answers, within one exchange's deadline
+    /// (as [`Session::wait_for`]: a server that drips chunks cannot stretch it).
     pub async fn recv(&mut self) -> Result<Reply, ClientError> {
         if let Some(r) = self.ready.pop() {
             return Ok(r);
         }
-        self.recv_next().await
+        let deadline = self.exchange_deadline();
+        match tokio::time::timeout(deadline, self.recv_next()).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                what: format!("a whole reply to any of {} requests", self.inflight.len()),
+                after: deadline,
+            }),
+        }
     }
 
     async fn recv_next(&mut self) -> Result<Reply, ClientError> {
@@ -530,17 +566,25 @@ impl Session {
             }
             self.conn.take(skip as usize, "a reply payload").await?;
             let ended = self.finished.contains(&cookie);
-            self.violations.push(if ended {
-                Violation::new(
-                    id::CHUNK_DONELAST_1,
-                    format!("a reply message for cookie {cookie:#x} after its final chunk"),
-                )
+            let (clause, what) = if ended {
+                (id::CHUNK_DONELAST_1, "after its final chunk")
             } else {
-                Violation::new(
-                    id::TX_COOKIE_1,
-                    format!("reply with cookie {cookie:#x}, which no request in flight carries"),
-                )
-            });
+                (id::TX_COOKIE_1, "which no request in flight carries")
+            };
+            self.strays += 1;
+            if self.strays > MAX_STRAY_MESSAGES {
+                return Err(ClientError::Protocol(Violation::new(
+                    clause,
+                    format!(
+                        "more than {MAX_STRAY_MESSAGES} reply messages for cookies not in \
+                         flight (the last for {cookie:#x}, {what})"
+                    ),
+                )));
+            }
+            self.violations.push(Violation::new(
+                clause,
+                format!("a reply message for cookie {cookie:#x}, {what}"),
+            ));
             return Ok(None);
         };
         pending.violations.append(&mut header_violations);
@@ -679,6 +723,13 @@ impl Session {
                 ),
             )));
         }
+        // Before the payload is read, so that a chunk over the reply's budget costs nothing.
+        if let Err(v) = pending
+            .budget
+            .charge(chunk_type, length, header_offset.is_some())
+        {
+            return Err(ClientError::Protocol(v));
+        }
         let payload = self
             .conn
             .take(length as usize, "a reply chunk payload")
@@ -756,9 +807,14 @@ impl Session {
         };
         // P can never need more than 14 bytes per requested byte; a larger claim is a lie that
         // must not make us allocate (DRAFT-BOUND-1).
-        let bound = (pending.request.length.min(1 << 21))
-            .saturating_mul(draft::DESCRIPTOR_LEN as u64)
-            .max(draft::DESCRIPTOR_LEN as u64);
+        // Capped at 2^20 descriptors, the standard's own bound per chunk (BS-REP-CAP-1): P and
+        // its decoded descriptors then stay near 30 MiB, however long the request.
+        let bound = (pending
+            .request
+            .length
+            .min(limit::MAX_DESCRIPTORS_PER_CHUNK as u64))
+        .saturating_mul(draft::DESCRIPTOR_LEN as u64)
+        .max(draft::DESCRIPTOR_LEN as u64);
         if p as u64 > bound {
             return Err(ClientError::Protocol(Violation::new(
                 id::DRAFT_BOUND_1,

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::conn::Conn;
 use super::target::Target;
-use super::{ClientError, Negotiated, Session, SessionOptions};
+use super::{exchange_deadline, ClientError, Negotiated, Session, SessionOptions};
 use crate::clauses::id;
 use crate::wire::consts::{
     client_flag, handshake_flag, info, limit, magic, option, reply_type, transmission_flag,
@@ -20,6 +20,19 @@ use crate::Dialect;
 
 /// The info types this client asks for in GO: block sizes (so it can obey them) and the name.
 pub const GO_INFO_REQUESTS: [u16; 2] = [info::BLOCK_SIZE, info::NAME];
+
+/// Replies to one option the client keeps, and their bytes: far more than any option needs
+/// (an export list, the contexts of a LIST, INFO's few types), so that a server that never
+/// sends the final reply costs a fixed amount of memory.
+pub const MAX_KEPT_REPLIES: usize = 4096;
+pub const MAX_KEPT_REPLY_BYTES: usize = 4 << 20;
+
+/// Replies to one option read at most, kept or not (a SET's contexts in namespaces no query
+/// named are read and dropped): bounds the time an endless stream of them takes.
+pub const MAX_OPTION_REPLIES: usize = 1 << 18;
+
+/// Violations kept per option; past them, one line says how many more there were.
+pub const MAX_VIOLATIONS_PER_OPTION: usize = 32;
 
 /// One option reply: its header and payload.
 #[derive(Debug, Clone)]
@@ -166,17 +179,91 @@ impl Handshake {
         Ok(OptionReply { header, data })
     }
 
-    /// Reads replies to `opt` up to and including the final one (ACK or an error).
+    /// Reads replies to `opt` up to and including the final one (ACK or an error), all within
+    /// one exchange's deadline (the per-message timeout plus a grace second) and at most
+    /// [`MAX_KEPT_REPLIES`] of them: a server that never ends an option is cut off, under the
+    /// rule that says how the option's answer ends.
     pub async fn read_option_replies(&mut self, opt: u32) -> Result<Vec<OptionReply>, ClientError> {
+        self.read_option_replies_keeping(opt, |_| Ok(())).await
+    }
+
+    /// As [`Handshake::read_option_replies`], keeping only the non-final replies `keep`
+    /// accepts; what it refuses is recorded (at most [`MAX_VIOLATIONS_PER_OPTION`] lines).
+    async fn read_option_replies_keeping(
+        &mut self,
+        opt: u32,
+        mut keep: impl FnMut(&OptionReply) -> Result<(), Violation>,
+    ) -> Result<Vec<OptionReply>, ClientError> {
+        let deadline = exchange_deadline(self.conn.timeout);
+        let mut overflow = Overflow {
+            kept_from: self.violations.len(),
+            dropped: 0,
+            clause: None,
+        };
+        let collected = self.collect_option_replies(opt, &mut keep, &mut overflow);
+        let result = match tokio::time::timeout(deadline, collected).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                what: format!("the final reply to NBD_OPT_{}", option::name(opt)),
+                after: deadline,
+            }),
+        };
+        overflow.trim(&mut self.violations);
+        if let Some(clause) = overflow.clause {
+            self.violations.push(Violation::new(
+                clause,
+                format!(
+                    "and {} more violations in the replies to NBD_OPT_{}",
+                    overflow.dropped,
+                    option::name(opt)
+                ),
+            ));
+        }
+        result
+    }
+
+    async fn collect_option_replies(
+        &mut self,
+        opt: u32,
+        keep: &mut impl FnMut(&OptionReply) -> Result<(), Violation>,
+        overflow: &mut Overflow,
+    ) -> Result<Vec<OptionReply>, ClientError> {
         let mut replies = Vec::new();
-        loop {
+        let mut bytes = 0usize;
+        for _ in 0..MAX_OPTION_REPLIES {
             let reply = self.read_option_reply(opt).await?;
-            let last = reply.is_final();
-            replies.push(reply);
-            if last {
+            if reply.is_final() {
+                replies.push(reply);
                 return Ok(replies);
             }
+            match keep(&reply) {
+                Err(v) => self.violations.push(v),
+                Ok(()) => {
+                    bytes += reply.data.len();
+                    if replies.len() >= MAX_KEPT_REPLIES || bytes > MAX_KEPT_REPLY_BYTES {
+                        return Err(ClientError::Protocol(Violation::new(
+                            how_answers_end(opt),
+                            format!(
+                                "more than {} replies ({bytes} bytes) to NBD_OPT_{} and no \
+                                 final one yet",
+                                replies.len(),
+                                option::name(opt)
+                            ),
+                        )));
+                    }
+                    replies.push(reply);
+                }
+            }
+            // Bounded as they come: a million replies may each break a rule.
+            overflow.trim(&mut self.violations);
         }
+        Err(ClientError::Protocol(Violation::new(
+            how_answers_end(opt),
+            format!(
+                "no final reply among the first {MAX_OPTION_REPLIES} replies to NBD_OPT_{}",
+                option::name(opt)
+            ),
+        )))
     }
 
     /// Sends an option without data and returns the final reply type.
@@ -250,7 +337,15 @@ impl Handshake {
     ) -> Result<(Vec<(u32, String)>, u32), ClientError> {
         self.send_option(opt, &handshake::meta_context_payload(export, queries))
             .await?;
-        let replies = self.read_option_replies(opt).await?;
+        // A SET binds only what its queries could select: a context in a namespace none of
+        // them names is reported and left out (however many the server sends).
+        let replies = match opt {
+            option::SET_META_CONTEXT => {
+                self.read_option_replies_keeping(opt, |r| requested(r, queries))
+                    .await?
+            }
+            _ => self.read_option_replies(opt).await?,
+        };
         let contexts = self.meta_contexts(opt, &replies);
         Ok((contexts, replies.last().map_or(0, |r| r.header.reply_type)))
     }
@@ -490,6 +585,67 @@ impl Handshake {
     }
 }
 
+/// The violations one option's replies broke past [`MAX_VIOLATIONS_PER_OPTION`]: counted, not
+/// kept.
+struct Overflow {
+    /// Where this option's violations start.
+    kept_from: usize,
+    dropped: usize,
+    /// The clause of the first one dropped.
+    clause: Option<crate::clauses::ClauseId>,
+}
+
+impl Overflow {
+    fn trim(&mut self, violations: &mut Vec<Violation>) {
+        let keep = self.kept_from + MAX_VIOLATIONS_PER_OPTION;
+        if violations.len() <= keep {
+            return;
+        }
+        let extra = violations.split_off(keep);
+        self.clause.get_or_insert(extra[0].clause);
+        self.dropped += extra.len();
+    }
+}
+
+/// The rule that says how the answer to `opt` ends (with a final reply).
+fn how_answers_end(opt: u32) -> crate::clauses::ClauseId {
+    match opt {
+        option::SET_META_CONTEXT => id::SMC_REPLY_1,
+        option::LIST_META_CONTEXT => id::LMC_SHAPE_1,
+        _ => id::HS_OPTREP_1,
+    }
+}
+
+/// Whether a reply to a SET of `queries` names a context one of them could select: one in
+/// the namespace of a query (the syntax inside a namespace is the server's, MC-WILD-1), and
+/// in `base:` the very context asked for (or any, for the empty leaf).
+fn requested(reply: &OptionReply, queries: &[&str]) -> Result<(), Violation> {
+    if reply.header.reply_type != reply_type::META_CONTEXT {
+        return Ok(());
+    }
+    // One that does not decode is reported where the replies are decoded.
+    let Some(d) = decode_meta_context_reply(&reply.data) else {
+        return Ok(());
+    };
+    let (id, name) = d.value;
+    let namespace = |s: &str| s.split_once(':').map(|(ns, _)| ns.to_owned());
+    let selectable = queries.iter().any(|q| match namespace(q) {
+        Some(ns) if ns == "base" => *q == name || *q == "base:",
+        Some(ns) => namespace(&name).as_deref() == Some(ns.as_str()),
+        None => false,
+    });
+    if selectable {
+        return Ok(());
+    }
+    Err(Violation::new(
+        id::SMC_REPLY_1,
+        format!(
+            "context {name:?} (id {id}) is not one any query {queries:?} could select; it is \
+             left out"
+        ),
+    ))
+}
+
 pub(crate) fn refused(opt: u32, reply: &OptionReply) -> ClientError {
     ClientError::Refused {
         option: option::name(opt),
@@ -506,17 +662,24 @@ fn distinct_contexts(
     contexts: Vec<(u32, String)>,
     violations: &mut Vec<Violation>,
 ) -> Vec<(u32, String)> {
-    let mut out: Vec<(u32, String)> = Vec::with_capacity(contexts.len());
+    use std::collections::HashMap;
+    // Linear however many a server sends: by id and by name, the binding that stands.
+    let mut by_id: HashMap<u32, String> = HashMap::new();
+    let mut by_name: HashMap<String, u32> = HashMap::new();
+    let mut out: Vec<(u32, String)> = Vec::new();
     for (id, name) in contexts {
-        let detail = if out.iter().any(|(i, n)| *i == id && *n == name) {
-            format!("context {name:?} (id {id}) was replied twice")
-        } else if let Some((_, other)) = out.iter().find(|(i, _)| *i == id) {
-            format!("id {id} was given to both {other:?} and {name:?}")
-        } else if let Some((other, _)) = out.iter().find(|(_, n)| *n == name) {
-            format!("context {name:?} was given both id {other} and id {id}")
-        } else {
-            out.push((id, name));
-            continue;
+        let detail = match (by_id.get(&id), by_name.get(&name)) {
+            (Some(n), _) if *n == name => format!("context {name:?} (id {id}) was replied twice"),
+            (Some(other), _) => format!("id {id} was given to both {other:?} and {name:?}"),
+            (None, Some(other)) => {
+                format!("context {name:?} was given both id {other} and id {id}")
+            }
+            (None, None) => {
+                by_id.insert(id, name.clone());
+                by_name.insert(name.clone(), id);
+                out.push((id, name));
+                continue;
+            }
         };
         violations.push(Violation::new(
             id::SMC_REPLY_1,
@@ -553,6 +716,32 @@ mod tests {
         );
         assert_eq!(violations.len(), 3);
         assert!(violations.iter().all(|v| v.clause == id::SMC_REPLY_1));
+    }
+
+    fn meta_context_reply(id: u32, name: &str) -> OptionReply {
+        let mut data = BytesMut::new();
+        handshake::encode_meta_context_reply(&mut data, id, name);
+        OptionReply {
+            header: OptionReplyHeader {
+                magic: magic::OPTION_REPLY,
+                option: option::SET_META_CONTEXT,
+                reply_type: reply_type::META_CONTEXT,
+                length: data.len() as u32,
+            },
+            data: data.freeze(),
+        }
+    }
+
+    #[test]
+    fn a_set_binds_only_contexts_its_queries_could_select() {
+        let queries = ["base:allocation", "qemu:dirty-bitmap:"];
+        let selectable = |name: &str| requested(&meta_context_reply(1, name), &queries).is_ok();
+        assert!(selectable("base:allocation"));
+        // Inside a namespace other than base, the query syntax is the server's.
+        assert!(selectable("qemu:dirty-bitmap:b0"));
+        assert!(!selectable("base:other"));
+        assert!(!selectable("x-hostile:ctx-0"));
+        assert!(requested(&meta_context_reply(1, "qemu:x"), &["nonsense"]).is_err());
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub(super) const SOURCES: &[(&str, &str)] = &[
     ("wire::handshake", include_str!("../wire/handshake.rs")),
     ("wire::mod", include_str!("../wire/mod.rs")),
     ("wire::reply", include_str!("../wire/reply.rs")),
+    ("client::budget", include_str!("../client/budget.rs")),
     ("client::mod", include_str!("../client/mod.rs")),
     ("client::negotiate", include_str!("../client/negotiate.rs")),
 ];

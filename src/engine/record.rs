@@ -1,12 +1,18 @@
 //! What a case run records: findings, the transcript, descriptor streams, what it could not
 //! check, how it lost the server, and what the server negotiated.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use super::outcome::{Capabilities, ConnectionLoss, Finding};
 use crate::checks::from_violation;
+use crate::clauses::ClauseId;
 use crate::wire::Violation;
+
+/// Findings a case keeps per clause: past them, a server breaking the same rule again and again
+/// is counted, and one line says how many more there were. Above what a case legitimately
+/// makes (one per reply of a few dozen requests in flight, e.g. tx.cookie.interleaved-replies).
+pub const FINDINGS_PER_CLAUSE: usize = 64;
 
 #[derive(Default)]
 pub(super) struct Record {
@@ -25,6 +31,8 @@ pub(super) struct Record {
     /// When a connection's greeting last arrived.
     pub last_connected: Option<Instant>,
     pub caps: Capabilities,
+    /// Findings past [`FINDINGS_PER_CLAUSE`], counted by clause (the registry bounds the map).
+    dropped: BTreeMap<ClauseId, usize>,
 }
 
 impl Record {
@@ -32,10 +40,23 @@ impl Record {
         self.transcript.push(line.into());
     }
 
-    /// Records a finding, unless the case already has the very same one.
+    /// Records a finding, unless the case already has the very same one or its clause's
+    /// [`FINDINGS_PER_CLAUSE`] (then it is only counted).
     pub fn found(&mut self, finding: Finding) {
-        if self.seen.insert(finding.clone()) {
+        if self.seen.contains(&finding) {
+            return;
+        }
+        let same = self
+            .findings
+            .iter()
+            .filter(|f| f.clause == finding.clause)
+            .count();
+        if same < FINDINGS_PER_CLAUSE {
+            // Only kept findings are remembered, so `seen` is bounded by the cap too.
+            self.seen.insert(finding.clone());
             self.findings.push(finding);
+        } else {
+            *self.dropped.entry(finding.clause).or_default() += 1;
         }
     }
 
@@ -47,6 +68,15 @@ impl Record {
 
     pub fn violations(&mut self, violations: &[Violation]) {
         self.found_all(violations.iter().map(from_violation));
+    }
+
+    /// One transcript line per clause whose findings were not all kept.
+    pub fn summarise_dropped(&mut self) {
+        for (clause, more) in std::mem::take(&mut self.dropped) {
+            self.note(format!(
+                "… and {more} more findings under {clause} (the first {FINDINGS_PER_CLAUSE} are kept)"
+            ));
+        }
     }
 
     /// Records the first way the case lost the server, and when.
@@ -85,5 +115,22 @@ mod tests {
             .map(|f| f.observed.as_str())
             .collect();
         assert_eq!(observed, ["id 7", "id 8"]);
+    }
+
+    #[test]
+    fn findings_past_the_cap_per_clause_are_counted_in_one_line() {
+        let mut record = Record::default();
+        // Distinct findings (the same one twice is recorded once anyway).
+        for cookie in 0..1000 {
+            record.violations(&[Violation::new(
+                id::TX_COOKIE_1,
+                format!("a stray reply for cookie {cookie}"),
+            )]);
+        }
+        record.violations(&[Violation::new(id::CHUNK_DONE_1, "other")]);
+        record.summarise_dropped();
+        assert_eq!(record.findings.len(), FINDINGS_PER_CLAUSE + 1);
+        assert_eq!(record.transcript.len(), 1);
+        assert!(record.transcript[0].contains("936 more findings under TX-COOKIE-1"));
     }
 }

@@ -103,7 +103,8 @@ pub async fn run_case(
         ))),
     };
     run.close().await;
-    let record = run.into_record();
+    let mut record = run.into_record();
+    record.summarise_dropped();
     let (grade, note) = grade(&record.findings, stop);
     let result = CaseResult {
         id: case.id.clone(),

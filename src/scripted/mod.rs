@@ -11,6 +11,7 @@
 mod answers;
 mod backend;
 mod handshake;
+pub mod hostile;
 mod limits;
 mod negotiation;
 mod options;

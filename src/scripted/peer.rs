@@ -42,7 +42,21 @@ enum Act {
     /// hangs up or sends DISC: for cases whose number of requests the script cannot know (a
     /// map walk, its read-back).
     AnswerAll(HeaderForm, BuildReply),
+    /// Send what the function builds from the last option (and the count so far) as a reply
+    /// to it, `times` times (None: until the client hangs up): a server that never ends an
+    /// option.
+    FloodOption {
+        reply_type: u32,
+        data: Box<dyn Fn(u64) -> Vec<u8> + Send>,
+        times: Option<u64>,
+    },
+    /// Send what the function builds from the last request, again and again, with `every`
+    /// between sends, until the client hangs up: a server that never ends a reply.
+    Flood { build: BuildReply, every: Duration },
 }
+
+/// Bytes a flood gathers before one write (small messages would otherwise cost a write each).
+const FLOOD_BATCH: usize = 64 * 1024;
 
 /// The script of one connection.
 #[derive(Default)]
@@ -209,10 +223,43 @@ impl Peer {
         self.then(Act::Pause(how_long))
     }
 
+    /// Answers the last option with `times` replies of `reply_type` (None: until the client
+    /// hangs up), the i-th carrying `data(i)`.
+    pub fn flood_option(
+        self,
+        reply_type: u32,
+        times: Option<u64>,
+        data: impl Fn(u64) -> Vec<u8> + Send + 'static,
+    ) -> Peer {
+        self.then(Act::FloodOption {
+            reply_type,
+            data: Box::new(data),
+            times,
+        })
+    }
+
+    /// Sends what `build` builds from the last request over and over, `every` apart (zero: as
+    /// fast as the client reads), until the client hangs up.
+    pub fn flood(
+        self,
+        every: Duration,
+        build: impl Fn(&Request) -> Vec<u8> + Send + 'static,
+    ) -> Peer {
+        self.then(Act::Flood {
+            build: Box::new(build),
+            every,
+        })
+    }
+
     /// Plays the script on the first connection `listener` accepts (and the next ones, after
     /// each [`Peer::next_connection`]), then closes it.
     pub async fn serve(self, listener: UnixListener) -> Result<(), String> {
-        let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let (s, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        self.play(s, Some(&listener)).await
+    }
+
+    /// Plays the script on `s`; [`Peer::next_connection`] needs the listener.
+    async fn play(self, mut s: UnixStream, listener: Option<&UnixListener>) -> Result<(), String> {
         let mut last_option = 0;
         let mut last_request = None;
         for act in self.acts {
@@ -268,7 +315,41 @@ impl Peer {
                 Act::Pause(how_long) => tokio::time::sleep(how_long).await,
                 Act::NextConnection => {
                     drop(s);
+                    let listener =
+                        listener.ok_or("a next connection in a per-connection script")?;
                     s = listener.accept().await.map_err(|e| e.to_string())?.0;
+                }
+                Act::FloodOption {
+                    reply_type,
+                    data,
+                    times,
+                } => {
+                    let mut out = BytesMut::new();
+                    for i in 0..times.unwrap_or(u64::MAX) {
+                        handshake::encode_option_reply(&mut out, last_option, reply_type, &data(i));
+                        if out.len() >= FLOOD_BATCH && write(&mut s, &out.split()).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    if write(&mut s, &out).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Act::Flood { build, every } => {
+                    let request = last_request.as_ref().ok_or("a flood before any request")?;
+                    let bytes = build(request);
+                    let mut out = BytesMut::new();
+                    loop {
+                        out.extend_from_slice(&bytes);
+                        if every.is_zero() && out.len() < FLOOD_BATCH {
+                            continue;
+                        }
+                        // The client hung up: the flood is over, as the script meant.
+                        if write(&mut s, &out.split()).await.is_err() {
+                            return Ok(());
+                        }
+                        tokio::time::sleep(every).await;
+                    }
                 }
             }
         }
@@ -278,18 +359,44 @@ impl Peer {
     /// Listens on a fresh Unix socket and plays the script there (on the current tokio
     /// runtime); the target reaches it, the dir holds the socket (and goes with it).
     pub fn listen(self) -> Result<Listening, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?;
-        let path = dir.path().join("peer.sock");
-        let listener = UnixListener::bind(&path).map_err(|e| format!("bind the peer: {e}"))?;
-        let target = format!("nbd+unix:///?socket={}", path.display())
-            .parse()
-            .map_err(|e| format!("the peer's target: {e}"))?;
+        let (dir, listener, target) = bind()?;
         Ok(Listening {
             _dir: dir,
             target,
             script: tokio::spawn(self.serve(listener)),
         })
     }
+
+    /// Listens on a fresh Unix socket and plays a new script from `make` on every connection,
+    /// side by side: for a whole `nbd-conform run`, which probes a target on connections of
+    /// its own before a case starts. A script that goes wrong ends its connection only.
+    pub fn listen_each(make: fn() -> Peer) -> Result<Listening, String> {
+        let (dir, listener, target) = bind()?;
+        let accepting = async move {
+            let mut scripts = tokio::task::JoinSet::new();
+            while let Ok((s, _)) = listener.accept().await {
+                scripts.spawn(make().play(s, None));
+                while scripts.try_join_next().is_some() {}
+            }
+            Ok(())
+        };
+        Ok(Listening {
+            _dir: dir,
+            target,
+            script: tokio::spawn(accepting),
+        })
+    }
+}
+
+/// A Unix socket in a temp dir of its own, and the target that reaches it.
+fn bind() -> Result<(tempfile::TempDir, UnixListener, Target), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?;
+    let path = dir.path().join("peer.sock");
+    let listener = UnixListener::bind(&path).map_err(|e| format!("bind the peer: {e}"))?;
+    let target = format!("nbd+unix:///?socket={}", path.display())
+        .parse()
+        .map_err(|e| format!("the peer's target: {e}"))?;
+    Ok((dir, listener, target))
 }
 
 /// A peer playing its script on a socket of its own.

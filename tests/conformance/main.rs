@@ -15,6 +15,7 @@
 
 mod bad_input;
 mod faults;
+mod hostile;
 mod interop;
 mod launchers;
 mod min_block;
@@ -166,6 +167,7 @@ fn main() {
             trials.extend(wire::trials());
             trials.extend(scripted::trials());
             trials.extend(one_grade::trials());
+            trials.extend(hostile::trials());
             trials.extend(interop::trials());
             trials.extend(launchers::trials(&cases, settings));
             trials.extend(third_party::trials(&cases, settings));
