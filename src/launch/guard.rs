@@ -23,20 +23,17 @@ use super::spawner::ForeignProcess;
 /// How long a daemon gets between SIGTERM and SIGKILL.
 const DAEMON_GRACE: Duration = Duration::from_secs(2);
 
-/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `container NAME`
-/// (a container to remove), `stop` (dismissed).
+/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `stop`
+/// (dismissed). Containers are the run watchdog's (`reaper`): it removes them by label.
 const WATCHDOG_SCRIPT: &str = r#"trap '' INT HUP TERM QUIT
 pid=
-container=
 while read -r word arg; do
   case $word in
     pid) pid=$arg ;;
-    container) container=$arg ;;
     stop) exit 0 ;;
   esac
 done
 if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; fi
-if [ -n "$container" ]; then docker rm -f "$container" >/dev/null 2>&1; fi
 rm -rf -- "$1""#;
 
 /// A launched server and what cleans up after it. Fields drop in the order they are declared,
@@ -169,11 +166,6 @@ impl Watchdog {
             .spawn()?;
         let pipe = child.stdin.take();
         Ok(Watchdog { child, pipe })
-    }
-
-    /// Also remove container `name` when the harness dies.
-    pub(super) fn watch_container(&mut self, name: &str) -> io::Result<()> {
-        self.say(&format!("container {name}\n"))
     }
 
     /// Also terminate `daemon` when the harness dies.

@@ -43,6 +43,7 @@ mod guard;
 mod kind;
 mod pool;
 mod process;
+mod reaper;
 mod reference;
 mod runtime;
 mod scratch;
@@ -54,11 +55,15 @@ mod template;
 mod tests;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 pub use container::{version_in as container_version, DEFAULT_IMAGE};
 pub use kind::ServerKind;
 pub use pool::Pool;
+pub use reaper::RUN_LABEL as CONTAINER_RUN_LABEL;
+pub use scratch::sweep_orphaned as sweep_orphaned_scratch;
 pub use template::{SpawnTemplate, PLACEHOLDERS};
 
 use crate::client::{Endpoint, Target};
@@ -355,13 +360,20 @@ async fn start(
             launcher.name()
         )));
     }
+    if STOPPING.load(Ordering::SeqCst) {
+        return Err(LaunchError::Setup("the harness is shutting down".into()));
+    }
     let behaviour = behaviour.clone();
     let runtime = runtime::handle().map_err(LaunchError::Setup)?;
     let name = launcher.name();
     let launcher = launcher.clone();
-    // If the caller goes away, the task still finishes and its result (the server) is dropped.
-    let task = runtime.spawn(async move {
-        match launcher {
+    let (deliver, delivered) = tokio::sync::oneshot::channel();
+    let in_flight = InFlight::enter();
+    // If the caller goes away, the task still finishes and drops its result (the server) itself,
+    // before it leaves the count of launches in flight that `shutdown` waits for.
+    runtime.spawn(async move {
+        let _in_flight = in_flight;
+        let launched = match launcher {
             Launcher::Known(ServerKind::Reference) => {
                 reference::launch(&plan, dialect, behaviour).await
             }
@@ -370,8 +382,55 @@ async fn start(
                 container::launch(kind, &image, &plan, dialect).await
             }
             Launcher::Spawn(template) => spawned::launch(&template, &plan, dialect).await,
+        };
+        if let Err(unwanted) = deliver.send(launched) {
+            drop(unwanted);
         }
     });
-    task.await
+    delivered
+        .await
         .map_err(|e| LaunchError::Setup(format!("launching {name} failed: {e}")))?
+}
+
+/// Set by [`shutdown`]: launches in flight give up, and no new one starts.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Launches that have not yet handed over (or dropped) their server.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// How long [`shutdown`] waits for launches in flight to give up.
+const SETTLE_LIMIT: Duration = Duration::from_secs(20);
+
+/// One launch in [`IN_FLIGHT`], for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// True once [`shutdown`] began: a launch waiting for its server gives up.
+fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// The orderly end of a process that launched servers (`run`, also when interrupted): launches
+/// in flight give up and drop what they started, every pooled server stops, and the containers
+/// of this run are removed by label (also one whose `docker run` dockerd was still creating).
+/// Blocking; bounded (some 40 s at worst, far less in practice). No launch starts afterwards.
+pub fn shutdown() {
+    STOPPING.store(true, Ordering::SeqCst);
+    Pool::global().shutdown_all();
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Pool::global().shutdown_all();
+    reaper::remove_own();
 }

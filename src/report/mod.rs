@@ -21,6 +21,10 @@ const SUITE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct RunReport {
     pub targets: Vec<TargetResult>,
     pub strict: bool,
+    /// The signal that cut the run short ("SIGINT", "SIGTERM"): then `targets` hold the
+    /// subjects that finished and the cases of the one cut short that did, and the run's
+    /// verdict is [`Verdict::Interrupted`].
+    pub interrupted: Option<String>,
 }
 
 /// Exit codes shared by every subcommand (README "Exit codes"): the one place they are defined.
@@ -31,6 +35,8 @@ pub mod exit {
     /// Bad input: nothing was run.
     pub const USAGE: u8 = 2;
     pub const COULD_NOT_TEST: u8 = 3;
+    /// `run` was stopped by SIGINT or SIGTERM; the reports hold what finished before.
+    pub const INTERRUPTED: u8 = 4;
 }
 
 /// The run's overall result; it picks the exit code.
@@ -39,6 +45,8 @@ pub enum Verdict {
     Conformant,
     NonConformant,
     CouldNotTest,
+    /// SIGINT or SIGTERM stopped the run: no verdict, whatever the cases that ran say.
+    Interrupted,
 }
 
 impl Verdict {
@@ -47,6 +55,7 @@ impl Verdict {
             Verdict::Conformant => exit::CONFORMANT,
             Verdict::NonConformant => exit::FAILED,
             Verdict::CouldNotTest => exit::COULD_NOT_TEST,
+            Verdict::Interrupted => exit::INTERRUPTED,
         }
     }
 
@@ -55,6 +64,7 @@ impl Verdict {
             Verdict::Conformant => "conformant",
             Verdict::NonConformant => "non-conformant",
             Verdict::CouldNotTest => "could not test",
+            Verdict::Interrupted => "interrupted",
         }
     }
 }
@@ -116,6 +126,9 @@ impl RunReport {
     /// clause on one target is never hidden by another being unreachable); a target left out
     /// does not count, and a run with no target judged was not tested.
     pub fn verdict(&self) -> Verdict {
+        if self.interrupted.is_some() {
+            return Verdict::Interrupted;
+        }
         let judged: Vec<Verdict> = self
             .targets
             .iter()
@@ -329,11 +342,16 @@ pub(crate) mod tests {
         RunReport {
             targets: vec![alpha, beta],
             strict: false,
+            interrupted: None,
         }
     }
 
     fn report(targets: Vec<TargetResult>, strict: bool) -> RunReport {
-        RunReport { targets, strict }
+        RunReport {
+            targets,
+            strict,
+            interrupted: None,
+        }
     }
 
     #[test]

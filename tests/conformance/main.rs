@@ -15,6 +15,7 @@
 
 mod faults;
 mod interop;
+mod interrupts;
 mod launchers;
 mod min_block;
 mod real_servers;
@@ -170,6 +171,7 @@ fn main() {
             trials.extend(faults::trials(&cases));
             trials.extend(variants::trials(&cases));
             trials.extend(verdicts::trials());
+            trials.extend(interrupts::trials());
         }
     }
     let conclusion = libtest_mimic::run(&cli.libtest, trials);
