@@ -178,6 +178,9 @@ pub struct TargetResult {
     pub cases: Vec<CaseResult>,
     /// What the run learned about the target itself (it serves one client at a time, …).
     pub notes: Vec<String>,
+    /// How many times a server launched for it died during the run (the notes say how);
+    /// [`crate::engine::dead_server::KEEPS_DYING`] or more and it could not be tested.
+    pub server_deaths: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

@@ -297,6 +297,11 @@ fn not_ready(server: &str, endpoint: &Endpoint, scratch: &TempDir, why: &str) ->
     }
 }
 
+/// The end of the output of the server whose temp dir is `scratch` (empty if it has none).
+pub(super) fn log_tail(scratch: &Path) -> String {
+    tail(&scratch.join(LOG)).unwrap_or_default()
+}
+
 /// The command line as an error message shows it.
 fn describe(command: &ServerCommand) -> String {
     let mut line = command.program.to_string_lossy().into_owned();

@@ -56,6 +56,11 @@ impl Guard {
             _scratch: scratch,
         }
     }
+
+    /// The end of the server's output (empty for the in-process reference server).
+    pub(super) fn log_tail(&self) -> String {
+        super::child_server::log_tail(self._scratch.path())
+    }
 }
 
 /// The server itself; stopped when dropped, so a server that never became ready goes too.
@@ -95,6 +100,23 @@ impl Running {
             Running::Child(child) => matches!(child.try_wait(), Ok(None)),
             Running::Daemon(daemon) => daemon.is_alive(),
             Running::Container { client, .. } => matches!(client.try_wait(), Ok(None)),
+        }
+    }
+
+    /// How the server ended without being stopped, and whether something outside it ended it
+    /// (see [`super::ServerDeath::from_outside`]); `None` while it runs.
+    pub(super) fn ended(&mut self) -> Option<(String, bool)> {
+        match self {
+            Running::InProcess(task) => task
+                .is_finished()
+                .then(|| ("ended (its accept loop)".to_owned(), false)),
+            Running::Child(child) => child.try_wait().ok().flatten().map(process_end),
+            Running::Container { client, .. } => {
+                client.try_wait().ok().flatten().map(container_end)
+            }
+            Running::Daemon(daemon) => {
+                (!daemon.is_alive()).then(|| ("exited (its daemon)".to_owned(), false))
+            }
         }
     }
 
@@ -139,6 +161,67 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Signals that only come from outside a process: a crash raises others (ABRT, SEGV, BUS, …).
+const OUTSIDE_SIGNALS: [i32; 4] = [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// How a server process ended, and whether that was from outside.
+fn process_end(status: std::process::ExitStatus) -> (String, bool) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), status.code()) {
+        (Some(signal), _) => (
+            format!("was killed by signal {signal} ({})", signal_name(signal)),
+            OUTSIDE_SIGNALS.contains(&signal),
+        ),
+        (None, Some(0)) => (
+            "exited with status 0 (what it does on SIGTERM or SIGINT)".to_owned(),
+            true,
+        ),
+        (None, code) => (format!("exited with status {}", code.unwrap_or(-1)), false),
+    }
+}
+
+/// The same, read from the `docker run` client: the container's process's status, or 128 + the
+/// signal that killed it (137 is SIGKILL: `docker kill`, `docker rm -f`, the OOM killer).
+fn container_end(status: std::process::ExitStatus) -> (String, bool) {
+    use std::os::unix::process::ExitStatusExt;
+    match status.code() {
+        Some(code) if code > 128 && code < 160 => {
+            let signal = code - 128;
+            (
+                format!(
+                    "was killed by signal {signal} ({}) in its container",
+                    signal_name(signal)
+                ),
+                OUTSIDE_SIGNALS.contains(&signal),
+            )
+        }
+        Some(_) => process_end(status),
+        None => (
+            format!(
+                "lost its docker client (killed by signal {})",
+                status.signal().unwrap_or(0)
+            ),
+            true,
+        ),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => "another signal",
     }
 }
 

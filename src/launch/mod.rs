@@ -89,6 +89,9 @@ pub struct Launched {
     /// The private copy of the fixture a writable server serves, removed after the server
     /// (fields drop in order, and [`Launched::stop`] takes the guard first).
     copy: Option<tempfile::TempDir>,
+    started: Instant,
+    /// Set once its death has been noticed, so that one death is one [`ServerDeath`].
+    death_noticed: AtomicBool,
 }
 
 impl Launched {
@@ -111,7 +114,31 @@ impl Launched {
             fixture: plan.fixture.clone(),
             guard: Mutex::new(Some(guard)),
             copy: None,
+            started: Instant::now(),
+            death_noticed: AtomicBool::new(false),
         }
+    }
+
+    /// The server's death, the first time it is asked after the server ended without the
+    /// harness stopping it (crashed, killed, exited); recorded for [`take_deaths`] too. `None`
+    /// while it runs, once stopped, and every later time.
+    pub fn notice_death(&self) -> Option<ServerDeath> {
+        let mut guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = guard.as_mut()?;
+        let (how, from_outside) = guard.running.ended()?;
+        if self.death_noticed.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let death = ServerDeath {
+            server: self.server.clone(),
+            fixture: self.fixture.clone(),
+            lived: self.started.elapsed(),
+            how,
+            from_outside,
+            log_tail: guard.log_tail(),
+        };
+        deaths().push((self.dialect, death.clone()));
+        Some(death)
     }
 
     /// False once the server has ended: stopped, or crashed (a case may crash a server on
@@ -137,6 +164,71 @@ impl Launched {
         let guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
         guard.as_ref().and_then(|g| g.running.pid())
     }
+}
+
+/// A launched server that ended while the harness still used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDeath {
+    /// As [`Launched::server`] (and [`Launcher::name`]) say it.
+    pub server: String,
+    pub fixture: String,
+    /// How long it had been up when its end was noticed (an upper bound).
+    pub lived: Duration,
+    /// "was killed by signal 9 (SIGKILL)", "exited with status 1", "exited (its daemon)".
+    pub how: String,
+    /// Ended by something outside it: a signal that only a sender outside the server sends
+    /// (KILL, TERM, INT, HUP), or a clean exit (status 0, what qemu-nbd and nbdkit do on
+    /// SIGTERM). Otherwise it crashed (abort, segfault, an error status), which a request can
+    /// cause and which is then a finding of that request's case.
+    pub from_outside: bool,
+    /// The end of its stdout and stderr.
+    pub log_tail: String,
+}
+
+impl ServerDeath {
+    /// One line for a target's note: what, when, how, and what it printed last.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (fixture {}) {} {:.1} s after it started{}",
+            self.server,
+            self.fixture,
+            self.how,
+            self.lived.as_secs_f64(),
+            self.last_words()
+        )
+    }
+
+    /// How it died and what it printed last, nothing that changes from run to run (a case's
+    /// note is in its snapshot).
+    pub fn cause(&self) -> String {
+        format!("it {}{}", self.how, self.last_words())
+    }
+
+    fn last_words(&self) -> String {
+        match self.log_tail.lines().rfind(|l| !l.trim().is_empty()) {
+            Some(line) => format!("; it printed last: {}", line.trim()),
+            None => "; it printed nothing".to_owned(),
+        }
+    }
+}
+
+type Deaths = Mutex<Vec<(Dialect, ServerDeath)>>;
+
+fn deaths() -> std::sync::MutexGuard<'static, Vec<(Dialect, ServerDeath)>> {
+    static DEATHS: Deaths = Mutex::new(Vec::new());
+    DEATHS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The deaths noticed so far of servers `launcher` started in `dialect`, oldest first; each is
+/// handed out once.
+pub fn take_deaths(launcher: &Launcher, dialect: Dialect) -> Vec<ServerDeath> {
+    let name = launcher.name();
+    let mut all = deaths();
+    let (mine, others): (Vec<_>, Vec<_>) = all
+        .drain(..)
+        .partition(|(d, death)| *d == dialect && death.server == name);
+    *all = others;
+    mine.into_iter().map(|(_, death)| death).collect()
 }
 
 /// Why a server could not be launched. Never a conformance verdict: a case that cannot get its

@@ -102,7 +102,7 @@ impl std::fmt::Display for TargetVerdict {
 /// The verdict rules, in one place (README "Verdicts"):
 /// - non-conformant: some case failed (or warned, under `--strict`); never hidden by errors;
 /// - could not test: otherwise, some case errored, or no case tested anything (every one
-///   unsupported);
+///   unsupported), or its launched server kept dying (`dead_server::KEEPS_DYING`);
 /// - conformant: something was tested, nothing errored, nothing failed.
 pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
     if target.cases.is_empty() {
@@ -111,6 +111,9 @@ pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
     let grades = || target.cases.iter().map(|c| c.grade);
     if grades().any(|g| g.is_nonconformant(strict)) {
         return TargetVerdict::Judged(Verdict::NonConformant);
+    }
+    if target.server_deaths >= crate::engine::dead_server::KEEPS_DYING {
+        return TargetVerdict::Judged(Verdict::CouldNotTest);
     }
     let errored = grades().any(|g| g == Grade::Error);
     let tested = grades().any(|g| matches!(g, Grade::Pass | Grade::Info | Grade::Warn));
@@ -263,6 +266,7 @@ pub(crate) mod tests {
             },
             cases,
             notes: Vec::new(),
+            server_deaths: 0,
         }
     }
 
@@ -365,6 +369,31 @@ pub(crate) mod tests {
         );
         assert_eq!(r.verdict(), Verdict::Conformant);
         assert_eq!(r.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_server_that_keeps_dying_could_not_be_tested_but_a_failure_still_wins() {
+        let mut t = target("a", vec![case("x", Grade::Pass, &[])]);
+        t.server_deaths = crate::engine::dead_server::KEEPS_DYING - 1;
+        assert_eq!(
+            report(vec![t.clone()], false).verdict(),
+            Verdict::Conformant
+        );
+        t.server_deaths += 1;
+        assert_eq!(
+            report(vec![t.clone()], false).verdict(),
+            Verdict::CouldNotTest
+        );
+        t.cases.push(case("y", Grade::Fail, &[]));
+        assert_eq!(report(vec![t], false).verdict(), Verdict::NonConformant);
+    }
+
+    #[test]
+    fn an_interrupted_run_has_no_verdict_and_exits_4() {
+        let mut r = report(vec![target("a", vec![case("x", Grade::Fail, &[])])], false);
+        r.interrupted = Some("SIGTERM".into());
+        assert_eq!(r.verdict(), Verdict::Interrupted);
+        assert_eq!(r.exit_code(), exit::INTERRUPTED);
     }
 
     #[test]

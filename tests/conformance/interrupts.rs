@@ -71,7 +71,98 @@ pub fn trials() -> Vec<Trial> {
                 ])
             },
         ),
+        Trial::test(
+            "selftest::dead_server::servers_killed_mid_run_fail_no_case",
+            || {
+                if !have("qemu-nbd") {
+                    return Ok(());
+                }
+                servers_killed_mid_run()
+            },
+        ),
     ]
+}
+
+/// `run` against qemu-nbd while every qemu-nbd it starts is SIGKILLed every 150 ms (the
+/// issue's "22 kills"): no case is charged a failure for it, the target could not be tested
+/// (exit 3), and its note says the server died, how, and what it printed.
+fn servers_killed_mid_run() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let json = tmp.path().join("run.json");
+    let mut child = Command::new(bin())
+        .args(["run", "--server", "qemu-nbd", "--parallel", "4", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let harness = child.id();
+    let deadline = Instant::now() + EXIT_LIMIT * 2;
+    let mut kills = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("run did not end".into());
+        }
+        for (pid, cmdline) in processes() {
+            if cmdline.starts_with("qemu-nbd\0") && parent(pid) == Some(harness) {
+                // SAFETY: kill has no memory-safety preconditions; the pid is the harness's
+                // child, which cannot be reaped (and reused) before the harness waits for it.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                kills += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
+    let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let target = &report["targets"][0];
+    let failed: Vec<&str> = target["cases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["grade"] == "fail")
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    let noted = target["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .any(|n| n.contains("died") && n.contains("SIGKILL"));
+    let mut problems = Vec::new();
+    if kills < 3 {
+        problems.push(format!(
+            "only {kills} kills: the run was too quick to test this"
+        ));
+    }
+    if !failed.is_empty() {
+        problems.push(format!("cases failed for a kill: {}", failed.join(", ")));
+    }
+    if status.code() != Some(3) {
+        problems.push(format!("{kills} kills, and it ended with {status}, not 3"));
+    }
+    if !noted {
+        problems.push(format!("no note says the server died: {}", target["notes"]));
+    }
+    eprintln!("{kills} kills of qemu-nbd during the run");
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n").into())
+    }
+}
+
+/// The parent pid of `pid`.
+fn parent(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One run of the harness, interrupted or not.

@@ -216,6 +216,7 @@ pub async fn run_subject_until(
         capabilities: Capabilities::default(),
         cases: Vec::new(),
         notes: Vec::new(),
+        server_deaths: 0,
     };
     let mut parallel = parallel.max(1);
     // An unreachable target is reported once and quickly, not once per case after timeouts;
@@ -306,7 +307,22 @@ pub async fn run_subject_until(
     if result.cases.iter().any(|c| c.lost.is_some()) {
         after_lost_connections(subject, &cases, &bitmaps, settings, &mut result).await;
     }
+    note_deaths(subject, &mut result);
     result
+}
+
+/// Says in the target's notes which of its launched servers died during the run, and counts
+/// them (the cases they cut off were graded as each death deserved: `dead_server::cut_off`).
+fn note_deaths(subject: &Subject, result: &mut TargetResult) {
+    let launcher = match subject {
+        Subject::Local { kind, .. } => Launcher::Known(*kind),
+        Subject::Launched { launcher, .. } => launcher.clone(),
+        Subject::Remote { .. } => return,
+    };
+    Pool::global().notice_deaths();
+    let deaths = crate::launch::take_deaths(&launcher, subject.dialect());
+    result.server_deaths = deaths.len();
+    result.notes.extend(dead_server::deaths_note(&deaths));
 }
 
 async fn run_one(

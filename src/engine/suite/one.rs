@@ -9,10 +9,11 @@ use tokio::sync::OnceCell;
 
 use crate::client::Target;
 use crate::engine::case::{Case, Need};
+use crate::engine::dead_server;
 use crate::engine::outcome::{Capabilities, CaseResult, Grade};
 use crate::engine::run::{run_case, Settings, TargetSpec};
 use crate::fixtures::{self, Built};
-use crate::launch::{Launcher, Pool, ServerKind};
+use crate::launch::{Launched, Launcher, Pool, ServerDeath, ServerKind};
 use crate::server::Behaviour;
 use crate::Dialect;
 
@@ -180,7 +181,26 @@ pub(super) async fn run_on_pooled(
         writable: writes,
         ..settings
     };
-    run_case(case, &spec, settings).await
+    let (mut result, caps) = run_case(case, &spec, settings).await;
+    if result.lost.is_some() {
+        if let Some(death) = death_of(&launched).await {
+            dead_server::cut_off(&mut result, &death);
+        }
+    }
+    (result, caps)
+}
+
+/// How long a server whose connection dropped gets to be seen dead: its sockets close a
+/// moment before its exit status is there (a container's, before its docker client exits).
+const DEATH_GRACE: Duration = Duration::from_secs(1);
+
+/// The death of `launched`, if it died (noticed now, so that the pool does not notice it again).
+async fn death_of(launched: &Launched) -> Option<ServerDeath> {
+    let deadline = tokio::time::Instant::now() + DEATH_GRACE;
+    while launched.is_running() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    launched.notice_death()
 }
 
 /// Runs one case against a server someone else runs (`--target`): no fixture truth.
