@@ -113,24 +113,44 @@ pub fn apportion(results: &mut [CaseResult]) -> Death {
     }
 }
 
-/// A case whose launched server died while it ran. A death from outside (a kill, a clean exit:
-/// [`ServerDeath::from_outside`]) is nobody's finding: the case's drop is forgotten and it is not
-/// tested, unless a failure was found before. A crash stays as the case saw it (its request may
-/// have caused it: nbdkit 1.32.5 aborts on purpose in a CVE case); the note says how it died.
+/// A case whose launched server died while it ran. A crash stays as the case saw it (its
+/// request may have caused it: nbdkit 1.32.5 aborts on purpose in a CVE case); the note says
+/// what the server printed last. A death from outside (a kill, a clean exit:
+/// [`ServerDeath::from_outside`]), on the case's second run (`suite::one` runs a case cut off so
+/// once more), is nobody's finding: the case is not tested, and what it saw is listed as not
+/// graded (a truncated reply, a close without an answer: the kill's doing).
 pub fn cut_off(r: &mut CaseResult, death: &ServerDeath) {
-    if death.from_outside {
-        forget_the_drop(r);
-        r.note = Some(format!(
-            "not tested: the server died while this case ran, and not of its requests: {}",
-            death.cause()
-        ));
-        regrade(r);
-    } else if r.note.is_none() {
-        r.note = Some(format!(
-            "the server died during this case: {}",
-            death.cause()
+    if !death.from_outside {
+        if r.note.is_none() {
+            r.note = Some(format!(
+                "the server died during this case; {}",
+                death.last_words()
+            ));
+        }
+        return;
+    }
+    for f in r.findings.drain(..) {
+        r.not_checked.push(format!(
+            "seen as the server was killed, not graded: {}: expected {}; observed {}",
+            f.clause, f.expected, f.observed
         ));
     }
+    r.note = Some(format!(
+        "not tested: the server died while this case ran, twice, and not of its requests \
+         (it {}); {}",
+        death.how,
+        death.last_words()
+    ));
+    r.grade = Grade::Error;
+}
+
+/// What a case run again says: its first run was cut off by a death from outside.
+pub fn run_again_note(first: &ServerDeath) -> String {
+    format!(
+        "run again: the server died while this case first ran, and not of its requests (it \
+         {}); this is the second run, on a new server",
+        first.how
+    )
 }
 
 /// The target note for the launched servers that died during its run, or none.
@@ -231,6 +251,11 @@ mod tests {
         cut_off(&mut r, &death("was killed by signal 9 (SIGKILL)", true));
         assert_eq!(r.grade, Grade::Error);
         assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert!(
+            r.not_checked[0].contains("TX-NODROP-1"),
+            "{:?}",
+            r.not_checked
+        );
         let note = r.note.unwrap();
         assert!(note.contains("not of its requests"), "{note}");
         assert!(note.contains("SIGKILL"), "{note}");

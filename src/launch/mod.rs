@@ -90,8 +90,9 @@ pub struct Launched {
     /// (fields drop in order, and [`Launched::stop`] takes the guard first).
     copy: Option<tempfile::TempDir>,
     started: Instant,
-    /// Set once its death has been noticed, so that one death is one [`ServerDeath`].
-    death_noticed: AtomicBool,
+    /// Its death, once noticed: recorded for [`take_deaths`] when it is set, so that one death
+    /// is one [`ServerDeath`] however many cases and pools ask.
+    death: std::sync::OnceLock<ServerDeath>,
 }
 
 impl Launched {
@@ -115,20 +116,20 @@ impl Launched {
             guard: Mutex::new(Some(guard)),
             copy: None,
             started: Instant::now(),
-            death_noticed: AtomicBool::new(false),
+            death: std::sync::OnceLock::new(),
         }
     }
 
-    /// The server's death, the first time it is asked after the server ended without the
-    /// harness stopping it (crashed, killed, exited); recorded for [`take_deaths`] too. `None`
-    /// while it runs, once stopped, and every later time.
+    /// The server's death, if it ended without the harness stopping it (crashed, killed,
+    /// exited); recorded for [`take_deaths`] the first time it is noticed. `None` while it runs
+    /// and once the harness stopped it.
     pub fn notice_death(&self) -> Option<ServerDeath> {
+        if let Some(death) = self.death.get() {
+            return Some(death.clone());
+        }
         let mut guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
         let guard = guard.as_mut()?;
         let (how, from_outside) = guard.running.ended()?;
-        if self.death_noticed.swap(true, Ordering::SeqCst) {
-            return None;
-        }
         let death = ServerDeath {
             server: self.server.clone(),
             fixture: self.fixture.clone(),
@@ -137,8 +138,10 @@ impl Launched {
             from_outside,
             log_tail: guard.log_tail(),
         };
-        deaths().push((self.dialect, death.clone()));
-        Some(death)
+        if self.death.set(death.clone()).is_ok() {
+            deaths().push((self.dialect, death));
+        }
+        self.death.get().cloned()
     }
 
     /// False once the server has ended: stopped, or crashed (a case may crash a server on
@@ -146,6 +149,14 @@ impl Launched {
     pub fn is_running(&self) -> bool {
         let mut guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
         guard.as_mut().is_some_and(|g| g.running.is_running())
+    }
+
+    /// The in-process reference server: nothing outside the harness can kill it alone.
+    pub fn in_process(&self) -> bool {
+        let guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .as_ref()
+            .is_some_and(|g| matches!(g.running, guard::Running::InProcess(_)))
     }
 
     /// Stops the server now, even while others hold this `Launched`; later calls do nothing.
@@ -189,7 +200,7 @@ impl ServerDeath {
     /// One line for a target's note: what, when, how, and what it printed last.
     pub fn describe(&self) -> String {
         format!(
-            "{} (fixture {}) {} {:.1} s after it started{}",
+            "{} (fixture {}) {} {:.1} s after it started; {}",
             self.server,
             self.fixture,
             self.how,
@@ -198,16 +209,13 @@ impl ServerDeath {
         )
     }
 
-    /// How it died and what it printed last, nothing that changes from run to run (a case's
-    /// note is in its snapshot).
-    pub fn cause(&self) -> String {
-        format!("it {}{}", self.how, self.last_words())
-    }
-
-    fn last_words(&self) -> String {
+    /// What it printed last: nothing that changes from run to run or from a process to a
+    /// container (a crash's signal does: nbdkit 1.32.5's assertion ends in SIGABRT here and
+    /// SIGSEGV in the image), for a case's note, which its snapshot holds.
+    pub fn last_words(&self) -> String {
         match self.log_tail.lines().rfind(|l| !l.trim().is_empty()) {
-            Some(line) => format!("; it printed last: {}", line.trim()),
-            None => "; it printed nothing".to_owned(),
+            Some(line) => format!("it printed last: {}", line.trim()),
+            None => "it printed nothing".to_owned(),
         }
     }
 }

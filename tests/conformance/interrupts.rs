@@ -122,12 +122,12 @@ fn servers_killed_mid_run() -> Result<(), Failed> {
     let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
     let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let target = &report["targets"][0];
-    let failed: Vec<&str> = target["cases"]
+    let failed: Vec<String> = target["cases"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|c| c["grade"] == "fail")
-        .filter_map(|c| c["id"].as_str())
+        .map(|c| format!("{} ({}; {})", c["id"], c["findings"], c["note"]))
         .collect();
     let noted = target["notes"]
         .as_array()
