@@ -605,6 +605,9 @@ async fn run_cases(args: RunArgs) -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
+    // What an earlier run that was killed left behind.
+    nbd_conform::fixtures::sweep_orphaned_builds(&nbd_conform::fixtures::cache_dir());
+    nbd_conform::launch::sweep_orphaned_scratch();
     // A report that cannot be written is found out now, not after every case has run (and
     // never taken for a verdict).
     let outputs = [&args.report, &args.json, &args.junit];
@@ -728,9 +731,6 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         writable: args.writable,
         ..Settings::default()
     };
-    // What an earlier run that was killed left behind.
-    nbd_conform::fixtures::sweep_orphaned_builds(&nbd_conform::fixtures::cache_dir());
-    nbd_conform::launch::sweep_orphaned_scratch();
     let mut targets = Vec::new();
     for subject in &subjects {
         if *stop.borrow() {
