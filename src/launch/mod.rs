@@ -25,7 +25,8 @@
 //! - `scratch`: the per-server temp dir (socket, log, config), short enough for a socket path;
 //! - `child_server`: the one skeleton of every server in a process of its own;
 //! - `guard`: stopping a server and cleaning up, also when the harness dies abruptly;
-//! - `pool`: the shared servers (one that died is started again).
+//! - `pool`: the shared servers (one that died is started again);
+//! - `reaper`: the run's container labels, removal by label, and the sweep of dead runs'.
 //!
 //! Cleanup (design §8): dropping a [`Launched`] or calling [`Pool::shutdown_all`] stops the
 //! server and removes its temp dir. If the harness dies without doing either (panic=abort,
@@ -33,8 +34,15 @@
 //! kernel kills qemu-nbd and nbdkit (`PR_SET_PDEATHSIG`), and each server's watchdog process
 //! terminates nbd-server (a daemon, out of PDEATHSIG's reach) and removes the temp dir. The
 //! watchdog sits in a process group of its own, so Ctrl-C or a signal to the harness's group
-//! does not reach it; only killing a watchdog itself leaves its nbd-server and temp dir behind.
+//! does not reach it; only killing a watchdog itself leaves its nbd-server and temp dir behind
+//! (the next `run` sweeps temp dirs of dead pids: [`sweep_orphaned_scratch`]). Containers are
+//! `reaper`'s: labelled with the run, removed by label on exit ([`shutdown`]), by the run's own
+//! watchdog, or by the next harness's sweep.
 //! Connections the reference server already accepted outlive a stop until their clients hang up.
+//!
+//! A server that ends while the harness still uses it is a [`ServerDeath`] (how, when, its last
+//! output), noticed once by whoever sees it first (a case, the pool) and handed to the suite by
+//! [`take_deaths`].
 
 mod child_server;
 mod container;
