@@ -92,8 +92,8 @@ fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
     };
     let strict = match &report.interrupted {
         Some(signal) => format!(
-            " by {signal}{strict}: this report holds the cases that finished before it, and \
-             no verdict on any server"
+            " by {signal}{strict}: this report holds the targets that finished, with their \
+             verdicts, and the cases that finished of the one cut short; the run has none"
         ),
         None => strict.to_owned(),
     };

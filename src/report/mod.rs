@@ -82,6 +82,8 @@ pub enum TargetVerdict {
     /// No case was selected for it (`--only`, or no case of its dialect): left out of the run's
     /// verdict, and the report says so.
     LeftOut,
+    /// The run was stopped while its cases ran: what finished is reported, and judged not.
+    Interrupted,
 }
 
 impl TargetVerdict {
@@ -89,6 +91,7 @@ impl TargetVerdict {
         match self {
             TargetVerdict::Judged(v) => v.as_str(),
             TargetVerdict::LeftOut => "left out (no case selected)",
+            TargetVerdict::Interrupted => "interrupted (partial results)",
         }
     }
 }
@@ -105,6 +108,9 @@ impl std::fmt::Display for TargetVerdict {
 ///   unsupported), or its launched server kept dying (`dead_server::KEEPS_DYING`);
 /// - conformant: something was tested, nothing errored, nothing failed.
 pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
+    if target.interrupted {
+        return TargetVerdict::Interrupted;
+    }
     if target.cases.is_empty() {
         return TargetVerdict::LeftOut;
     }
@@ -137,7 +143,7 @@ impl RunReport {
             .iter()
             .filter_map(|t| match target_verdict(t, self.strict) {
                 TargetVerdict::Judged(v) => Some(v),
-                TargetVerdict::LeftOut => None,
+                TargetVerdict::LeftOut | TargetVerdict::Interrupted => None,
             })
             .collect();
         if judged.contains(&Verdict::NonConformant) {
@@ -267,6 +273,7 @@ pub(crate) mod tests {
             cases,
             notes: Vec::new(),
             server_deaths: 0,
+            interrupted: false,
         }
     }
 
@@ -390,10 +397,19 @@ pub(crate) mod tests {
 
     #[test]
     fn an_interrupted_run_has_no_verdict_and_exits_4() {
-        let mut r = report(vec![target("a", vec![case("x", Grade::Fail, &[])])], false);
+        let done = target("a", vec![case("x", Grade::Fail, &[])]);
+        let mut cut = target("b", vec![case("x", Grade::Pass, &[])]);
+        cut.interrupted = true;
+        let mut r = report(vec![done.clone(), cut.clone()], false);
         r.interrupted = Some("SIGTERM".into());
         assert_eq!(r.verdict(), Verdict::Interrupted);
         assert_eq!(r.exit_code(), exit::INTERRUPTED);
+        assert_eq!(
+            target_verdict(&done, false),
+            TargetVerdict::Judged(Verdict::NonConformant),
+            "a target that finished keeps its verdict"
+        );
+        assert_eq!(target_verdict(&cut, false), TargetVerdict::Interrupted);
     }
 
     #[test]

@@ -217,6 +217,7 @@ pub async fn run_subject_until(
         cases: Vec::new(),
         notes: Vec::new(),
         server_deaths: 0,
+        interrupted: false,
     };
     let mut parallel = parallel.max(1);
     // An unreachable target is reported once and quickly, not once per case after timeouts;
@@ -296,6 +297,7 @@ pub async fn run_subject_until(
     }
     result.capabilities.contexts.sort();
     if *stop.borrow() {
+        result.interrupted = true;
         result.notes.push(format!(
             "interrupted: {} of {} cases finished before the run was stopped; the others are \
              not in this report",
