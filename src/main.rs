@@ -36,7 +36,9 @@ enum Command {
     Map(MapArgs),
     /// Run the reference server on a raw image (loopback and read-only by default).
     Serve(ServeArgs),
-    /// Run the conformance cases against servers and write reports.
+    /// Run the conformance cases against servers and write reports. Exits 0 conformant, 1
+    /// non-conformant, 2 usage error, 3 could not test, 4 interrupted (SIGINT or SIGTERM: the
+    /// reports are written for what finished, marked interrupted).
     Run(RunArgs),
     /// List the cases (or, with --clauses, the clause registry).
     List(ListArgs),
@@ -348,7 +350,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Run(args) => {
             let code = runtime.block_on(run_cases(args));
-            nbd_conform::launch::Pool::global().shutdown_all();
+            // Also after an interrupt: launches in flight, pooled servers, containers by label,
+            // fixture builds that will never finish.
+            nbd_conform::launch::shutdown();
+            nbd_conform::fixtures::remove_unfinished_builds();
+            // Not waiting for a fixture build's blocking thread: its dir is gone already.
+            runtime.shutdown_background();
             code
         }
         Command::List(args) => list(args),
@@ -658,10 +665,21 @@ fn list(args: ListArgs) -> ExitCode {
 
 async fn run_cases(args: RunArgs) -> ExitCode {
     use nbd_conform::engine::run::Settings;
-    use nbd_conform::engine::suite::{run_subject, Subject};
+    use nbd_conform::engine::suite::{run_subject_until, Subject};
     use nbd_conform::launch::{Launcher, ServerKind, SpawnTemplate};
     use nbd_conform::report::RunReport;
 
+    // First, so that nothing the run starts can be left behind by a signal's default action.
+    let (interrupted, stop) = match on_interrupt() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("nbd-conform run: cannot watch for SIGINT and SIGTERM: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    // What an earlier run that was killed left behind.
+    nbd_conform::fixtures::sweep_orphaned_builds(&nbd_conform::fixtures::cache_dir());
+    nbd_conform::launch::sweep_orphaned_scratch();
     // A report that cannot be written is found out now, not after every case has run (and
     // never taken for a verdict).
     let outputs = [&args.report, &args.json, &args.junit];
@@ -787,8 +805,12 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     };
     let mut targets = Vec::new();
     for subject in &subjects {
+        if *stop.borrow() {
+            break;
+        }
         eprintln!("nbd-conform run: {} …", subject.name());
-        let result = run_subject(subject, &cases, settings, args.parallel).await;
+        let result =
+            run_subject_until(subject, &cases, settings, args.parallel, stop.clone()).await;
         // This subject's servers (and containers) are done with: stop them before the next.
         nbd_conform::launch::Pool::global().shutdown_all();
         let s = result.summary();
@@ -825,6 +847,7 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     let report = RunReport {
         targets,
         strict: args.strict,
+        interrupted: interrupted.get().map(|s| (*s).to_owned()),
     };
     for (path, text) in [
         (&args.report, report.to_markdown()),
@@ -853,6 +876,39 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         }
     );
     ExitCode::from(verdict.exit_code())
+}
+
+/// The signal that stopped `run`, once one came.
+type Interrupted = std::sync::Arc<std::sync::OnceLock<&'static str>>;
+
+/// Watches for SIGINT and SIGTERM: the first one is recorded and turns the receiver true, so
+/// that the cases running are dropped and the reports are written for what finished (exit
+/// [`exit::INTERRUPTED`]). Later ones change nothing: the clean-up that follows is bounded.
+fn on_interrupt() -> std::io::Result<(Interrupted, tokio::sync::watch::Receiver<bool>)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let (tell, stop) = tokio::sync::watch::channel(false);
+    let interrupted = Interrupted::default();
+    let record = interrupted.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        let _ = record.set(name);
+        eprintln!("nbd-conform run: {name}: stopping, writing the reports of what finished");
+        let _ = tell.send(true);
+        // Keep the handlers (and the receivers) alive: a second signal must not kill the
+        // clean-up half way.
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+    });
+    Ok((interrupted, stop))
 }
 
 fn usage(message: impl std::fmt::Display) -> ExitCode {

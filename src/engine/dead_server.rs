@@ -8,6 +8,13 @@
 //! the suite knows the server is gone (it no longer accepts connections).
 
 use super::outcome::{CaseResult, ConnectionLoss, Finding, Grade};
+use crate::launch::ServerDeath;
+
+/// A launched server that died this many times during one subject's run makes its target
+/// "could not test": its results are a patchwork of restarts (failures still count).
+pub const KEEPS_DYING: usize = 3;
+/// How many deaths a target's note lists one by one.
+const DEATHS_LISTED: usize = 5;
 
 /// What a dead server did to a run, for the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +113,76 @@ pub fn apportion(results: &mut [CaseResult]) -> Death {
     }
 }
 
+/// A case whose launched server died while it ran. A crash stays as the case saw it (its
+/// request may have caused it: nbdkit 1.32.5 aborts on purpose in a CVE case); the note says
+/// what the server printed last. A death from outside (a kill, a clean exit:
+/// [`ServerDeath::from_outside`]), on the case's second run (`suite::one` runs a case cut off so
+/// once more), is nobody's finding: the case is not tested, and what it saw is listed as not
+/// graded (a truncated reply, a close without an answer: the kill's doing).
+pub fn cut_off(r: &mut CaseResult, death: &ServerDeath) {
+    if !death.from_outside {
+        if r.note.is_none() {
+            r.note = Some(format!(
+                "the server died during this case; {}",
+                death.last_words()
+            ));
+        }
+        return;
+    }
+    for f in r.findings.drain(..) {
+        r.not_checked.push(format!(
+            "seen as the server was killed, not graded: {}: expected {}; observed {}",
+            f.clause, f.expected, f.observed
+        ));
+    }
+    r.note = Some(format!(
+        "not tested: the server died while this case ran, twice, and not of its requests \
+         (it {}); {}",
+        death.how,
+        death.last_words()
+    ));
+    r.grade = Grade::Error;
+}
+
+/// What a case run again says: its first run was cut off by a death from outside.
+pub fn run_again_note(first: &ServerDeath) -> String {
+    format!(
+        "run again: the server died while this case first ran, and not of its requests (it \
+         {}); this is the second run, on a new server",
+        first.how
+    )
+}
+
+/// The target note for the launched servers that died during its run, or none.
+pub fn deaths_note(deaths: &[ServerDeath]) -> Option<String> {
+    let (first, rest) = (
+        deaths.iter().take(DEATHS_LISTED),
+        deaths.len().saturating_sub(DEATHS_LISTED),
+    );
+    let mut note = match deaths.len() {
+        0 => return None,
+        1 => "the server died during the run (the pool started a new one): ".to_owned(),
+        n => format!(
+            "the server died {n} times during the run (the pool started a new one each time): "
+        ),
+    };
+    note.push_str(
+        &first
+            .map(ServerDeath::describe)
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    if rest > 0 {
+        note.push_str(&format!("; and {rest} more"));
+    }
+    if deaths.len() >= KEEPS_DYING {
+        note.push_str(&format!(
+            ". A server that dies {KEEPS_DYING} times or more could not be tested"
+        ));
+    }
+    Some(note)
+}
+
 /// Findings that only say the server went away: the death is reported once, on the target.
 fn forget_the_drop(r: &mut CaseResult) {
     r.findings.retain(|f| !is_drop(f));
@@ -155,6 +232,64 @@ mod tests {
             streams: Vec::new(),
             duration: Duration::ZERO,
         }
+    }
+
+    fn death(how: &str, from_outside: bool) -> ServerDeath {
+        ServerDeath {
+            server: "qemu-nbd".into(),
+            fixture: "mixed".into(),
+            lived: Duration::from_millis(1500),
+            how: how.into(),
+            from_outside,
+            log_tail: "starting\nnbdkit: protocol.c:506: Assertion failed.\n".into(),
+        }
+    }
+
+    #[test]
+    fn a_case_cut_off_by_a_kill_from_outside_is_not_tested() {
+        let mut r = result("x", Grade::Fail, Some(ConnectionLoss::Dropped));
+        cut_off(&mut r, &death("was killed by signal 9 (SIGKILL)", true));
+        assert_eq!(r.grade, Grade::Error);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert!(
+            r.not_checked[0].contains("TX-NODROP-1"),
+            "{:?}",
+            r.not_checked
+        );
+        let note = r.note.unwrap();
+        assert!(note.contains("not of its requests"), "{note}");
+        assert!(note.contains("SIGKILL"), "{note}");
+        assert!(
+            !note.contains("1.5 s"),
+            "a case's note is in its snapshot: {note}"
+        );
+    }
+
+    #[test]
+    fn a_crash_stays_the_finding_of_the_case_that_saw_it() {
+        let mut r = result("x", Grade::Fail, Some(ConnectionLoss::Dropped));
+        cut_off(&mut r, &death("was killed by signal 6 (SIGABRT)", false));
+        assert_eq!(r.grade, Grade::Fail);
+        assert_eq!(r.findings.len(), 1);
+        let note = r.note.unwrap();
+        assert!(
+            note.contains("printed last: nbdkit: protocol.c:506"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn the_targets_note_lists_deaths_and_says_when_it_could_not_be_tested() {
+        assert_eq!(deaths_note(&[]), None);
+        let one = deaths_note(&[death("exited with status 1", false)]).unwrap();
+        assert!(one.contains("died during the run"), "{one}");
+        assert!(one.contains("1.5 s after it started"), "{one}");
+        assert!(!one.contains("could not be tested"), "{one}");
+        let many = vec![death("was killed by signal 9 (SIGKILL)", true); 7];
+        let note = deaths_note(&many).unwrap();
+        assert!(note.contains("died 7 times"), "{note}");
+        assert!(note.contains("and 2 more"), "{note}");
+        assert!(note.contains("could not be tested"), "{note}");
     }
 
     #[test]

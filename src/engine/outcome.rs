@@ -178,6 +178,12 @@ pub struct TargetResult {
     pub cases: Vec<CaseResult>,
     /// What the run learned about the target itself (it serves one client at a time, …).
     pub notes: Vec<String>,
+    /// How many times a server launched for it died during the run (the notes say how);
+    /// [`crate::engine::dead_server::KEEPS_DYING`] or more and it could not be tested.
+    pub server_deaths: usize,
+    /// The run was stopped (SIGINT, SIGTERM) before all its cases had run: `cases` holds those
+    /// that finished, and it has no verdict.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

@@ -32,6 +32,8 @@ const POLL: Duration = Duration::from_millis(20);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The server's stdout and stderr, in its temp dir; its tail is quoted when it fails to come up.
 const LOG: &str = "server.log";
+/// Why a launch gave up when the harness began to shut down.
+const SHUTTING_DOWN: &str = "the harness is shutting down";
 /// How much of a server's output an error message quotes.
 const TAIL_BYTES: u64 = 2048;
 
@@ -127,13 +129,6 @@ pub(super) async fn launch(
         socket: &socket,
         endpoint: &endpoint,
     })?;
-    if let Process::ContainerClient { name } = &command.process {
-        // Before the container exists, so that there is no moment when the harness could die
-        // and leave it running.
-        watchdog
-            .watch_container(name)
-            .map_err(LaunchError::watchdog)?;
-    }
     let child = match start(&command, &scratch).await {
         Ok(child) => child,
         Err(e) => return Err(spawn_error(recipe, &command, e)),
@@ -218,6 +213,9 @@ async fn find_daemon(
         if let Some(daemon) = daemon {
             return Ok(daemon);
         }
+        if super::stopping() {
+            return Err(not_ready(server, endpoint, scratch, SHUTTING_DOWN));
+        }
         if Instant::now() >= deadline {
             let why = "its daemon wrote no pid file or exited";
             return Err(not_ready(server, endpoint, scratch, why));
@@ -264,6 +262,9 @@ async fn wait_until_ready(
         if let Some(why) = has_exited(running) {
             return Err(not_ready(server, endpoint, scratch, &why));
         }
+        if super::stopping() {
+            return Err(not_ready(server, endpoint, scratch, SHUTTING_DOWN));
+        }
         if Instant::now() >= deadline {
             let why = format!("no handshake within {READY_TIMEOUT:?} (last try: {failure})");
             return Err(not_ready(server, endpoint, scratch, &why));
@@ -294,6 +295,11 @@ fn not_ready(server: &str, endpoint: &Endpoint, scratch: &TempDir, why: &str) ->
         reason: why.to_owned(),
         output: tail(&scratch.path().join(LOG)).unwrap_or_default(),
     }
+}
+
+/// The end of the output of the server whose temp dir is `scratch` (empty if it has none).
+pub(super) fn log_tail(scratch: &Path) -> String {
+    tail(&scratch.join(LOG)).unwrap_or_default()
 }
 
 /// The command line as an error message shows it.

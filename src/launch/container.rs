@@ -5,8 +5,9 @@
 //! the server's scratch dir, which is bind-mounted at the same path, as is the fixture's
 //! directory (read-only). Same paths inside and out means the same command lines as the process
 //! launcher's. The container runs attached, so the `docker run` client lives exactly as long as
-//! the container; stopping removes the container (`docker rm -f`), and the watchdog does that
-//! too if the harness dies first.
+//! the container; stopping removes the container (`docker rm -f`). Every container (the version
+//! probe's too) carries the run's labels (`reaper`), by which an orderly exit, the run watchdog
+//! (if the harness dies first) and the next harness (if the watchdog died too) remove it.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -18,6 +19,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use super::child_server::{self, Place, Process, Recipe, ServerCommand};
 use super::kind::parse_version;
 use super::process::{foreground_args, nbd_server_config};
+use super::reaper;
 use super::{LaunchError, Launched, Plan, ServerKind};
 use crate::Dialect;
 
@@ -140,11 +142,12 @@ while kill -0 "$(cat "$1")" 2>/dev/null; do sleep 0.2; done"#;
         .iter()
         .map(OsString::from)
         .collect();
+        args.extend(reaper::labels().into_iter().map(OsString::from));
         for dir in &mounts {
-            args.push("-v".into());
+            args.push("--mount".into());
             args.push(bind(dir, !plan.writable));
         }
-        args.push("-v".into());
+        args.push("--mount".into());
         args.push(bind(place.dir, false));
         args.push(self.image.into());
         args.extend(server_command);
@@ -156,15 +159,28 @@ while kill -0 "$(cat "$1")" 2>/dev/null; do sleep 0.2; done"#;
     }
 }
 
-/// `-v DIR:DIR[:ro]`.
+/// `type=bind,source=DIR,target=DIR[,readonly]`: `--mount`, not `-v`, because `-v` makes a
+/// missing source dir, and a create still in flight in dockerd after the harness removed the
+/// server's temp dir (it stopped, or died) would bring that dir back, empty and orphaned.
+/// `--mount` reads its value as CSV: a path with a comma or quote is quoted.
 fn bind(dir: &Path, read_only: bool) -> OsString {
-    let mut spec = dir.as_os_str().to_owned();
-    spec.push(":");
-    spec.push(dir.as_os_str());
+    let csv = |field: String| {
+        if field.contains([',', '"']) {
+            format!("\"{}\"", field.replace('"', "\"\""))
+        } else {
+            field
+        }
+    };
+    let path = dir.to_string_lossy();
+    let mut spec = format!(
+        "type=bind,{},{}",
+        csv(format!("source={path}")),
+        csv(format!("target={path}"))
+    );
     if read_only {
-        spec.push(":ro");
+        spec.push_str(",readonly");
     }
-    spec
+    spec.into()
 }
 
 /// The version of `kind` in `image`, asked once per process. An image that is missing, or a
@@ -203,7 +219,9 @@ fn ask_version_in(kind: ServerKind, image: &str) -> Result<String, String> {
     }
     for flag in kind.version_flags() {
         let out = Command::new("docker")
-            .args(["run", "--rm", "--network", "none", image, kind.name(), flag])
+            .args(["run", "--rm", "--network", "none"])
+            .args(reaper::labels())
+            .args([image, kind.name(), flag])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run docker: {e}"))?;

@@ -23,20 +23,17 @@ use super::spawner::ForeignProcess;
 /// How long a daemon gets between SIGTERM and SIGKILL.
 const DAEMON_GRACE: Duration = Duration::from_secs(2);
 
-/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `container NAME`
-/// (a container to remove), `stop` (dismissed).
+/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `stop`
+/// (dismissed). Containers are the run watchdog's (`reaper`): it removes them by label.
 const WATCHDOG_SCRIPT: &str = r#"trap '' INT HUP TERM QUIT
 pid=
-container=
 while read -r word arg; do
   case $word in
     pid) pid=$arg ;;
-    container) container=$arg ;;
     stop) exit 0 ;;
   esac
 done
 if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; fi
-if [ -n "$container" ]; then docker rm -f "$container" >/dev/null 2>&1; fi
 rm -rf -- "$1""#;
 
 /// A launched server and what cleans up after it. Fields drop in the order they are declared,
@@ -58,6 +55,11 @@ impl Guard {
             _watchdog: watchdog,
             _scratch: scratch,
         }
+    }
+
+    /// The end of the server's output (empty for the in-process reference server).
+    pub(super) fn log_tail(&self) -> String {
+        super::child_server::log_tail(self._scratch.path())
     }
 }
 
@@ -98,6 +100,23 @@ impl Running {
             Running::Child(child) => matches!(child.try_wait(), Ok(None)),
             Running::Daemon(daemon) => daemon.is_alive(),
             Running::Container { client, .. } => matches!(client.try_wait(), Ok(None)),
+        }
+    }
+
+    /// How the server ended without being stopped, and whether something outside it ended it
+    /// (see [`super::ServerDeath::from_outside`]); `None` while it runs.
+    pub(super) fn ended(&mut self) -> Option<(String, bool)> {
+        match self {
+            Running::InProcess(task) => task
+                .is_finished()
+                .then(|| ("ended (its accept loop)".to_owned(), false)),
+            Running::Child(child) => child.try_wait().ok().flatten().map(process_end),
+            Running::Container { client, .. } => {
+                client.try_wait().ok().flatten().map(container_end)
+            }
+            Running::Daemon(daemon) => {
+                (!daemon.is_alive()).then(|| ("exited (its daemon)".to_owned(), false))
+            }
         }
     }
 
@@ -145,6 +164,67 @@ impl Drop for Running {
     }
 }
 
+/// Signals that only come from outside a process: a crash raises others (ABRT, SEGV, BUS, …).
+const OUTSIDE_SIGNALS: [i32; 4] = [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// How a server process ended, and whether that was from outside.
+fn process_end(status: std::process::ExitStatus) -> (String, bool) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), status.code()) {
+        (Some(signal), _) => (
+            format!("was killed by signal {signal} ({})", signal_name(signal)),
+            OUTSIDE_SIGNALS.contains(&signal),
+        ),
+        (None, Some(0)) => (
+            "exited with status 0 (what it does on SIGTERM or SIGINT)".to_owned(),
+            true,
+        ),
+        (None, code) => (format!("exited with status {}", code.unwrap_or(-1)), false),
+    }
+}
+
+/// The same, read from the `docker run` client: the container's process's status, or 128 + the
+/// signal that killed it (137 is SIGKILL: `docker kill`, `docker rm -f`, the OOM killer).
+fn container_end(status: std::process::ExitStatus) -> (String, bool) {
+    use std::os::unix::process::ExitStatusExt;
+    match status.code() {
+        Some(code) if code > 128 && code < 160 => {
+            let signal = code - 128;
+            (
+                format!(
+                    "was killed by signal {signal} ({}) in its container",
+                    signal_name(signal)
+                ),
+                OUTSIDE_SIGNALS.contains(&signal),
+            )
+        }
+        Some(_) => process_end(status),
+        None => (
+            format!(
+                "lost its docker client (killed by signal {})",
+                status.signal().unwrap_or(0)
+            ),
+            true,
+        ),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => "another signal",
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Watchdog {
     child: Child,
@@ -169,11 +249,6 @@ impl Watchdog {
             .spawn()?;
         let pipe = child.stdin.take();
         Ok(Watchdog { child, pipe })
-    }
-
-    /// Also remove container `name` when the harness dies.
-    pub(super) fn watch_container(&mut self, name: &str) -> io::Result<()> {
-        self.say(&format!("container {name}\n"))
     }
 
     /// Also terminate `daemon` when the harness dies.

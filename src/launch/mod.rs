@@ -25,7 +25,8 @@
 //! - `scratch`: the per-server temp dir (socket, log, config), short enough for a socket path;
 //! - `child_server`: the one skeleton of every server in a process of its own;
 //! - `guard`: stopping a server and cleaning up, also when the harness dies abruptly;
-//! - `pool`: the shared servers (one that died is started again).
+//! - `pool`: the shared servers (one that died is started again);
+//! - `reaper`: the run's container labels, removal by label, and the sweep of dead runs'.
 //!
 //! Cleanup (design §8): dropping a [`Launched`] or calling [`Pool::shutdown_all`] stops the
 //! server and removes its temp dir. If the harness dies without doing either (panic=abort,
@@ -33,8 +34,15 @@
 //! kernel kills qemu-nbd and nbdkit (`PR_SET_PDEATHSIG`), and each server's watchdog process
 //! terminates nbd-server (a daemon, out of PDEATHSIG's reach) and removes the temp dir. The
 //! watchdog sits in a process group of its own, so Ctrl-C or a signal to the harness's group
-//! does not reach it; only killing a watchdog itself leaves its nbd-server and temp dir behind.
+//! does not reach it; only killing a watchdog itself leaves its nbd-server and temp dir behind
+//! (the next `run` sweeps temp dirs of dead pids: [`sweep_orphaned_scratch`]). Containers are
+//! `reaper`'s: labelled with the run, removed by label on exit ([`shutdown`]), by the run's own
+//! watchdog, or by the next harness's sweep.
 //! Connections the reference server already accepted outlive a stop until their clients hang up.
+//!
+//! A server that ends while the harness still uses it is a [`ServerDeath`] (how, when, its last
+//! output), noticed once by whoever sees it first (a case, the pool) and handed to the suite by
+//! [`take_deaths`].
 
 mod child_server;
 mod container;
@@ -43,6 +51,7 @@ mod guard;
 mod kind;
 mod pool;
 mod process;
+mod reaper;
 mod reference;
 mod runtime;
 mod scratch;
@@ -54,11 +63,15 @@ mod template;
 mod tests;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 pub use container::{version_in as container_version, DEFAULT_IMAGE};
 pub use kind::ServerKind;
 pub use pool::Pool;
+pub use reaper::RUN_LABEL as CONTAINER_RUN_LABEL;
+pub use scratch::sweep_orphaned as sweep_orphaned_scratch;
 pub use template::{SpawnTemplate, PLACEHOLDERS};
 
 use crate::client::{Endpoint, Target};
@@ -84,6 +97,10 @@ pub struct Launched {
     /// The private copy of the fixture a writable server serves, removed after the server
     /// (fields drop in order, and [`Launched::stop`] takes the guard first).
     copy: Option<tempfile::TempDir>,
+    started: Instant,
+    /// Its death, once noticed: recorded for [`take_deaths`] when it is set, so that one death
+    /// is one [`ServerDeath`] however many cases and pools ask.
+    death: std::sync::OnceLock<ServerDeath>,
 }
 
 impl Launched {
@@ -106,7 +123,33 @@ impl Launched {
             fixture: plan.fixture.clone(),
             guard: Mutex::new(Some(guard)),
             copy: None,
+            started: Instant::now(),
+            death: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The server's death, if it ended without the harness stopping it (crashed, killed,
+    /// exited); recorded for [`take_deaths`] the first time it is noticed. `None` while it runs
+    /// and once the harness stopped it.
+    pub fn notice_death(&self) -> Option<ServerDeath> {
+        if let Some(death) = self.death.get() {
+            return Some(death.clone());
+        }
+        let mut guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = guard.as_mut()?;
+        let (how, from_outside) = guard.running.ended()?;
+        let death = ServerDeath {
+            server: self.server.clone(),
+            fixture: self.fixture.clone(),
+            lived: self.started.elapsed(),
+            how,
+            from_outside,
+            log_tail: guard.log_tail(),
+        };
+        if self.death.set(death.clone()).is_ok() {
+            deaths().push((self.dialect, death));
+        }
+        self.death.get().cloned()
     }
 
     /// False once the server has ended: stopped, or crashed (a case may crash a server on
@@ -114,6 +157,14 @@ impl Launched {
     pub fn is_running(&self) -> bool {
         let mut guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
         guard.as_mut().is_some_and(|g| g.running.is_running())
+    }
+
+    /// The in-process reference server: nothing outside the harness can kill it alone.
+    pub fn in_process(&self) -> bool {
+        let guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .as_ref()
+            .is_some_and(|g| matches!(g.running, guard::Running::InProcess(_)))
     }
 
     /// Stops the server now, even while others hold this `Launched`; later calls do nothing.
@@ -132,6 +183,68 @@ impl Launched {
         let guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
         guard.as_ref().and_then(|g| g.running.pid())
     }
+}
+
+/// A launched server that ended while the harness still used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDeath {
+    /// As [`Launched::server`] (and [`Launcher::name`]) say it.
+    pub server: String,
+    pub fixture: String,
+    /// How long it had been up when its end was noticed (an upper bound).
+    pub lived: Duration,
+    /// "was killed by signal 9 (SIGKILL)", "exited with status 1", "exited (its daemon)".
+    pub how: String,
+    /// Ended by something outside it: a signal that only a sender outside the server sends
+    /// (KILL, TERM, INT, HUP), or a clean exit (status 0, what qemu-nbd and nbdkit do on
+    /// SIGTERM). Otherwise it crashed (abort, segfault, an error status), which a request can
+    /// cause and which is then a finding of that request's case.
+    pub from_outside: bool,
+    /// The end of its stdout and stderr.
+    pub log_tail: String,
+}
+
+impl ServerDeath {
+    /// One line for a target's note: what, when, how, and what it printed last.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (fixture {}) {} {:.1} s after it started; {}",
+            self.server,
+            self.fixture,
+            self.how,
+            self.lived.as_secs_f64(),
+            self.last_words()
+        )
+    }
+
+    /// What it printed last: nothing that changes from run to run or from a process to a
+    /// container (a crash's signal does: nbdkit 1.32.5's assertion ends in SIGABRT here and
+    /// SIGSEGV in the image), for a case's note, which its snapshot holds.
+    pub fn last_words(&self) -> String {
+        match self.log_tail.lines().rfind(|l| !l.trim().is_empty()) {
+            Some(line) => format!("it printed last: {}", line.trim()),
+            None => "it printed nothing".to_owned(),
+        }
+    }
+}
+
+type Deaths = Mutex<Vec<(Dialect, ServerDeath)>>;
+
+fn deaths() -> std::sync::MutexGuard<'static, Vec<(Dialect, ServerDeath)>> {
+    static DEATHS: Deaths = Mutex::new(Vec::new());
+    DEATHS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The deaths noticed so far of servers `launcher` started in `dialect`, oldest first; each is
+/// handed out once.
+pub fn take_deaths(launcher: &Launcher, dialect: Dialect) -> Vec<ServerDeath> {
+    let name = launcher.name();
+    let mut all = deaths();
+    let (mine, others): (Vec<_>, Vec<_>) = all
+        .drain(..)
+        .partition(|(d, death)| *d == dialect && death.server == name);
+    *all = others;
+    mine.into_iter().map(|(_, death)| death).collect()
 }
 
 /// Why a server could not be launched. Never a conformance verdict: a case that cannot get its
@@ -355,13 +468,20 @@ async fn start(
             launcher.name()
         )));
     }
+    if STOPPING.load(Ordering::SeqCst) {
+        return Err(LaunchError::Setup("the harness is shutting down".into()));
+    }
     let behaviour = behaviour.clone();
     let runtime = runtime::handle().map_err(LaunchError::Setup)?;
     let name = launcher.name();
     let launcher = launcher.clone();
-    // If the caller goes away, the task still finishes and its result (the server) is dropped.
-    let task = runtime.spawn(async move {
-        match launcher {
+    let (deliver, delivered) = tokio::sync::oneshot::channel();
+    let in_flight = InFlight::enter();
+    // If the caller goes away, the task still finishes and drops its result (the server) itself,
+    // before it leaves the count of launches in flight that `shutdown` waits for.
+    runtime.spawn(async move {
+        let _in_flight = in_flight;
+        let launched = match launcher {
             Launcher::Known(ServerKind::Reference) => {
                 reference::launch(&plan, dialect, behaviour).await
             }
@@ -370,8 +490,55 @@ async fn start(
                 container::launch(kind, &image, &plan, dialect).await
             }
             Launcher::Spawn(template) => spawned::launch(&template, &plan, dialect).await,
+        };
+        if let Err(unwanted) = deliver.send(launched) {
+            drop(unwanted);
         }
     });
-    task.await
+    delivered
+        .await
         .map_err(|e| LaunchError::Setup(format!("launching {name} failed: {e}")))?
+}
+
+/// Set by [`shutdown`]: launches in flight give up, and no new one starts.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Launches that have not yet handed over (or dropped) their server.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// How long [`shutdown`] waits for launches in flight to give up.
+const SETTLE_LIMIT: Duration = Duration::from_secs(20);
+
+/// One launch in [`IN_FLIGHT`], for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// True once [`shutdown`] began: a launch waiting for its server gives up.
+fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// The orderly end of a process that launched servers (`run`, also when interrupted): launches
+/// in flight give up and drop what they started, every pooled server stops, and the containers
+/// of this run are removed by label (also one whose `docker run` dockerd was still creating).
+/// Blocking; bounded (some 40 s at worst, far less in practice). No launch starts afterwards.
+pub fn shutdown() {
+    STOPPING.store(true, Ordering::SeqCst);
+    Pool::global().shutdown_all();
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Pool::global().shutdown_all();
+    reaper::remove_own();
 }

@@ -56,13 +56,17 @@ impl Pool {
         };
         let slot = {
             let mut slots = self.slots();
-            // A server that died (a case crashed it) is replaced, so that one crash is one
-            // finding and not an error in every later case on the same fixture.
+            // A server that died (a case crashed it, or something killed it) is replaced, so
+            // that one crash is one finding and not an error in every later case on the same
+            // fixture; its death is noticed (for the report) if no case did.
             let dead = slots
                 .get(&key)
                 .and_then(|s| s.get())
-                .is_some_and(|o| o.as_ref().is_ok_and(|l| !l.is_running()));
-            if dead {
+                .and_then(|o| o.as_ref().ok())
+                .filter(|l| !l.is_running())
+                .cloned();
+            if let Some(dead) = dead {
+                let _ = dead.notice_death();
                 slots.remove(&key);
             }
             slots.entry(key.clone()).or_default().clone()
@@ -91,6 +95,17 @@ impl Pool {
             ))));
         }
         outcome
+    }
+
+    /// Notices the deaths of pooled servers that died since the last `get` of theirs (for
+    /// [`super::take_deaths`]).
+    pub fn notice_deaths(&self) {
+        let slots: Vec<Slot> = self.slots().values().cloned().collect();
+        for slot in slots {
+            if let Some(Ok(launched)) = slot.get() {
+                let _ = launched.notice_death();
+            }
+        }
     }
 
     /// Stops every pooled server, also those that cases still hold, and forgets them (a later

@@ -115,6 +115,13 @@ impl ForeignProcess {
     }
 }
 
+/// The start time (clock ticks after boot) of live process `pid`: with the pid, it names one
+/// process for good.
+pub(super) fn start_time(pid: i32) -> Option<u64> {
+    let stat = ProcStat::read(pid)?;
+    (!stat.is_dead()).then_some(stat.start_time)
+}
+
 /// The two fields of `/proc/PID/stat` we need.
 struct ProcStat {
     state: char,

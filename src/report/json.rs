@@ -17,6 +17,8 @@ struct Run<'a> {
     verdict: &'static str,
     strict: bool,
     exit_code: u8,
+    /// The signal that stopped the run (then `verdict` is "interrupted"), or null.
+    interrupted: Option<&'a str>,
     targets: Vec<Target<'a>>,
 }
 
@@ -70,6 +72,7 @@ pub(super) fn render(report: &RunReport) -> String {
         verdict: report.verdict().as_str(),
         strict: report.strict,
         exit_code: report.exit_code(),
+        interrupted: report.interrupted.as_deref(),
         targets: report
             .targets
             .iter()
@@ -161,9 +164,11 @@ mod tests {
                 "targets",
                 "verdict",
                 "strict",
-                "exit_code"
+                "exit_code",
+                "interrupted"
             ])
         );
+        assert_eq!(v["interrupted"], Value::Null);
         assert_eq!(v["suite"], "nbd-conform");
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(v["spec"], SPEC_REVISION);

@@ -103,6 +103,10 @@ fn suite(out: &mut String, report: &RunReport, t: &TargetResult, counts: &Counts
     for (name, value) in props {
         property(out, 6, name, value)?;
     }
+    // Only when it was: the suites of a run that finished read as they always did.
+    if let Some(signal) = &report.interrupted {
+        property(out, 6, "interrupted", signal)?;
+    }
     writeln!(out, "    </properties>")?;
     for c in &t.cases {
         case(out, report.strict, t, c)?;

@@ -88,6 +88,14 @@ fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
         Verdict::Conformant => "conformant",
         Verdict::NonConformant => "non-conformant",
         Verdict::CouldNotTest => "could not test",
+        Verdict::Interrupted => "interrupted",
+    };
+    let strict = match &report.interrupted {
+        Some(signal) => format!(
+            " by {signal}{strict}: this report holds the targets that finished, with their \
+             verdicts, and the cases that finished of the one cut short; the run has none"
+        ),
+        None => strict.to_owned(),
     };
     writeln!(
         out,
@@ -665,6 +673,7 @@ mod tests {
         let pass = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
             strict: false,
+            interrupted: None,
         };
         assert!(pass
             .to_markdown()
@@ -672,11 +681,20 @@ mod tests {
         let down = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Error, &[])])],
             strict: true,
+            interrupted: None,
         };
         let md = down.to_markdown();
         assert!(md.contains("**Verdict: could not test** under `--strict` (0 fail"));
         assert!(md.contains("## Failures\n\nNone.\n"));
         assert!(md.contains("### general"));
+        let cut = RunReport {
+            targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
+            strict: false,
+            interrupted: Some("SIGINT".into()),
+        };
+        let md = cut.to_markdown();
+        assert!(md.contains("**Verdict: interrupted** by SIGINT"), "{md}");
+        assert!(md.contains("the cases that finished"), "{md}");
     }
 
     /// The whole Markdown of the sample run (two targets, every grade, markup in messages),

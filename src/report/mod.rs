@@ -21,6 +21,10 @@ const SUITE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct RunReport {
     pub targets: Vec<TargetResult>,
     pub strict: bool,
+    /// The signal that cut the run short ("SIGINT", "SIGTERM"): then `targets` hold the
+    /// subjects that finished and the cases of the one cut short that did, and the run's
+    /// verdict is [`Verdict::Interrupted`].
+    pub interrupted: Option<String>,
 }
 
 /// Exit codes shared by every subcommand (README "Exit codes"): the one place they are defined.
@@ -31,6 +35,8 @@ pub mod exit {
     /// Bad input: nothing was run.
     pub const USAGE: u8 = 2;
     pub const COULD_NOT_TEST: u8 = 3;
+    /// `run` was stopped by SIGINT or SIGTERM; the reports hold what finished before.
+    pub const INTERRUPTED: u8 = 4;
 }
 
 /// The run's overall result; it picks the exit code.
@@ -39,6 +45,8 @@ pub enum Verdict {
     Conformant,
     NonConformant,
     CouldNotTest,
+    /// SIGINT or SIGTERM stopped the run: no verdict, whatever the cases that ran say.
+    Interrupted,
 }
 
 impl Verdict {
@@ -47,6 +55,7 @@ impl Verdict {
             Verdict::Conformant => exit::CONFORMANT,
             Verdict::NonConformant => exit::FAILED,
             Verdict::CouldNotTest => exit::COULD_NOT_TEST,
+            Verdict::Interrupted => exit::INTERRUPTED,
         }
     }
 
@@ -55,6 +64,7 @@ impl Verdict {
             Verdict::Conformant => "conformant",
             Verdict::NonConformant => "non-conformant",
             Verdict::CouldNotTest => "could not test",
+            Verdict::Interrupted => "interrupted",
         }
     }
 }
@@ -72,6 +82,8 @@ pub enum TargetVerdict {
     /// No case was selected for it (`--only`, or no case of its dialect): left out of the run's
     /// verdict, and the report says so.
     LeftOut,
+    /// The run was stopped while its cases ran: what finished is reported, and judged not.
+    Interrupted,
 }
 
 impl TargetVerdict {
@@ -79,6 +91,7 @@ impl TargetVerdict {
         match self {
             TargetVerdict::Judged(v) => v.as_str(),
             TargetVerdict::LeftOut => "left out (no case selected)",
+            TargetVerdict::Interrupted => "interrupted (partial results)",
         }
     }
 }
@@ -92,15 +105,21 @@ impl std::fmt::Display for TargetVerdict {
 /// The verdict rules, in one place (README "Verdicts"):
 /// - non-conformant: some case failed (or warned, under `--strict`); never hidden by errors;
 /// - could not test: otherwise, some case errored, or no case tested anything (every one
-///   unsupported);
+///   unsupported), or its launched server kept dying (`dead_server::KEEPS_DYING`);
 /// - conformant: something was tested, nothing errored, nothing failed.
 pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
+    if target.interrupted {
+        return TargetVerdict::Interrupted;
+    }
     if target.cases.is_empty() {
         return TargetVerdict::LeftOut;
     }
     let grades = || target.cases.iter().map(|c| c.grade);
     if grades().any(|g| g.is_nonconformant(strict)) {
         return TargetVerdict::Judged(Verdict::NonConformant);
+    }
+    if target.server_deaths >= crate::engine::dead_server::KEEPS_DYING {
+        return TargetVerdict::Judged(Verdict::CouldNotTest);
     }
     let errored = grades().any(|g| g == Grade::Error);
     let tested = grades().any(|g| matches!(g, Grade::Pass | Grade::Info | Grade::Warn));
@@ -116,12 +135,15 @@ impl RunReport {
     /// clause on one target is never hidden by another being unreachable); a target left out
     /// does not count, and a run with no target judged was not tested.
     pub fn verdict(&self) -> Verdict {
+        if self.interrupted.is_some() {
+            return Verdict::Interrupted;
+        }
         let judged: Vec<Verdict> = self
             .targets
             .iter()
             .filter_map(|t| match target_verdict(t, self.strict) {
                 TargetVerdict::Judged(v) => Some(v),
-                TargetVerdict::LeftOut => None,
+                TargetVerdict::LeftOut | TargetVerdict::Interrupted => None,
             })
             .collect();
         if judged.contains(&Verdict::NonConformant) {
@@ -250,6 +272,8 @@ pub(crate) mod tests {
             },
             cases,
             notes: Vec::new(),
+            server_deaths: 0,
+            interrupted: false,
         }
     }
 
@@ -329,11 +353,16 @@ pub(crate) mod tests {
         RunReport {
             targets: vec![alpha, beta],
             strict: false,
+            interrupted: None,
         }
     }
 
     fn report(targets: Vec<TargetResult>, strict: bool) -> RunReport {
-        RunReport { targets, strict }
+        RunReport {
+            targets,
+            strict,
+            interrupted: None,
+        }
     }
 
     #[test]
@@ -347,6 +376,40 @@ pub(crate) mod tests {
         );
         assert_eq!(r.verdict(), Verdict::Conformant);
         assert_eq!(r.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_server_that_keeps_dying_could_not_be_tested_but_a_failure_still_wins() {
+        let mut t = target("a", vec![case("x", Grade::Pass, &[])]);
+        t.server_deaths = crate::engine::dead_server::KEEPS_DYING - 1;
+        assert_eq!(
+            report(vec![t.clone()], false).verdict(),
+            Verdict::Conformant
+        );
+        t.server_deaths += 1;
+        assert_eq!(
+            report(vec![t.clone()], false).verdict(),
+            Verdict::CouldNotTest
+        );
+        t.cases.push(case("y", Grade::Fail, &[]));
+        assert_eq!(report(vec![t], false).verdict(), Verdict::NonConformant);
+    }
+
+    #[test]
+    fn an_interrupted_run_has_no_verdict_and_exits_4() {
+        let done = target("a", vec![case("x", Grade::Fail, &[])]);
+        let mut cut = target("b", vec![case("x", Grade::Pass, &[])]);
+        cut.interrupted = true;
+        let mut r = report(vec![done.clone(), cut.clone()], false);
+        r.interrupted = Some("SIGTERM".into());
+        assert_eq!(r.verdict(), Verdict::Interrupted);
+        assert_eq!(r.exit_code(), exit::INTERRUPTED);
+        assert_eq!(
+            target_verdict(&done, false),
+            TargetVerdict::Judged(Verdict::NonConformant),
+            "a target that finished keeps its verdict"
+        );
+        assert_eq!(target_verdict(&cut, false), TargetVerdict::Interrupted);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod bad_input;
 mod faults;
 mod hostile;
 mod interop;
+mod interrupts;
 mod launchers;
 mod min_block;
 mod one_grade;
@@ -178,6 +179,7 @@ fn main() {
             trials.extend(verdicts::trials());
             trials.extend(serve_attacks::trials());
             trials.extend(bad_input::trials());
+            trials.extend(interrupts::trials());
         }
     }
     let conclusion = libtest_mimic::run(&cli.libtest, trials);

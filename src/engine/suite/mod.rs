@@ -12,7 +12,7 @@ mod snapshot;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use super::case::{Case, Need};
 use super::dead_server;
@@ -49,7 +49,8 @@ pub async fn run_with_behaviour(
         .cloned()
         .collect();
     let behaviour = Arc::new(behaviour.clone());
-    side_by_side(&cases, parallel, move |case| {
+    let (_never, stop) = watch::channel(false);
+    side_by_side(&cases, parallel, stop, move |case| {
         let (pool, behaviour) = (pool.clone(), behaviour.clone());
         async move {
             let reference = Launcher::Known(ServerKind::Reference);
@@ -64,10 +65,12 @@ pub async fn run_with_behaviour(
 
 /// Runs every case through `run`, `parallel` at a time; results come back in case order. A
 /// case whose task panicked (a bug of the harness's own) is graded `error` with the panic,
-/// never lost.
+/// never lost. Once `stop` turns true the cases still running are dropped (their connections
+/// and own servers with them) and only the finished ones come back.
 async fn side_by_side<F, Fut>(
     cases: &[Case],
     parallel: usize,
+    mut stop: watch::Receiver<bool>,
     run: F,
 ) -> Vec<(CaseResult, Capabilities)>
 where
@@ -87,7 +90,18 @@ where
         index.insert(task.id(), i);
     }
     let mut results: Vec<Option<(CaseResult, Capabilities)>> = vec![None; cases.len()];
-    while let Some(joined) = tasks.join_next_with_id().await {
+    loop {
+        let joined = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => {
+                tasks.abort_all();
+                None
+            }
+            joined = tasks.join_next_with_id() => joined,
+        };
+        let Some(joined) = joined else {
+            break;
+        };
         let (id, outcome) = match joined {
             Ok((id, outcome)) => (id, outcome),
             Err(e) => {
@@ -99,7 +113,21 @@ where
         };
         results[index[&id]] = Some(outcome);
     }
+    // Reap the aborted tasks, so that what they held is dropped before the caller goes on; one
+    // that finished in the meantime still counts.
+    while let Some(joined) = tasks.join_next_with_id().await {
+        if let Ok((id, outcome)) = joined {
+            results[index[&id]] = Some(outcome);
+        }
+    }
     results.into_iter().flatten().collect()
+}
+
+/// Resolves once `stop` is true; never, if its sender is gone without saying so.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// What to run cases against.
@@ -151,6 +179,19 @@ pub async fn run_subject(
     settings: Settings,
     parallel: usize,
 ) -> TargetResult {
+    let (_never, stop) = watch::channel(false);
+    run_subject_until(subject, cases, settings, parallel, stop).await
+}
+
+/// [`run_subject`] that ends early once `stop` turns true (`run` interrupted): the result holds
+/// the cases that finished, with a note that says so.
+pub async fn run_subject_until(
+    subject: &Subject,
+    cases: &[Case],
+    settings: Settings,
+    parallel: usize,
+    stop: watch::Receiver<bool>,
+) -> TargetResult {
     let dialect = subject.dialect();
     let cases: Vec<Case> = cases
         .iter()
@@ -175,6 +216,8 @@ pub async fn run_subject(
         capabilities: Capabilities::default(),
         cases: Vec::new(),
         notes: Vec::new(),
+        server_deaths: 0,
+        interrupted: false,
     };
     let mut parallel = parallel.max(1);
     // An unreachable target is reported once and quickly, not once per case after timeouts;
@@ -229,8 +272,11 @@ pub async fn run_subject(
     let (writers, readers): (Vec<Case>, Vec<Case>) = cases.iter().cloned().partition(writes_remote);
     let mut outcomes = Vec::new();
     for (batch, parallel) in [(readers, parallel), (writers, 1)] {
+        if *stop.borrow() {
+            break;
+        }
         outcomes.extend(
-            side_by_side(&batch, parallel, |case| {
+            side_by_side(&batch, parallel, stop.clone(), |case| {
                 let (subject, bitmaps) = (subject.clone(), bitmaps.clone());
                 async move { run_one(&subject, &case, &bitmaps, settings).await }
             })
@@ -250,10 +296,35 @@ pub async fn run_subject(
         result.cases.push(case);
     }
     result.capabilities.contexts.sort();
+    if *stop.borrow() {
+        result.interrupted = true;
+        result.notes.push(format!(
+            "interrupted: {} of {} cases finished before the run was stopped; the others are \
+             not in this report",
+            result.cases.len(),
+            cases.len()
+        ));
+        return result;
+    }
     if result.cases.iter().any(|c| c.lost.is_some()) {
         after_lost_connections(subject, &cases, &bitmaps, settings, &mut result).await;
     }
+    note_deaths(subject, &mut result);
     result
+}
+
+/// Says in the target's notes which of its launched servers died during the run, and counts
+/// them (the cases they cut off were graded as each death deserved: `dead_server::cut_off`).
+fn note_deaths(subject: &Subject, result: &mut TargetResult) {
+    let launcher = match subject {
+        Subject::Local { kind, .. } => Launcher::Known(*kind),
+        Subject::Launched { launcher, .. } => launcher.clone(),
+        Subject::Remote { .. } => return,
+    };
+    Pool::global().notice_deaths();
+    let deaths = crate::launch::take_deaths(&launcher, subject.dialect());
+    result.server_deaths = deaths.len();
+    result.notes.extend(dead_server::deaths_note(&deaths));
 }
 
 async fn run_one(

@@ -9,10 +9,11 @@ use tokio::sync::OnceCell;
 
 use crate::client::Target;
 use crate::engine::case::{Case, Need};
+use crate::engine::dead_server;
 use crate::engine::outcome::{Capabilities, CaseResult, Grade};
 use crate::engine::run::{run_case, Settings, TargetSpec};
 use crate::fixtures::{self, Built};
-use crate::launch::{Launcher, Pool, ServerKind};
+use crate::launch::{Launched, Launcher, Pool, ServerDeath, ServerKind};
 use crate::server::Behaviour;
 use crate::Dialect;
 
@@ -142,23 +143,55 @@ pub(super) async fn run_on_pooled(
             )
         }
     };
+    // A case cut off by a death from outside the server (a kill) says nothing about the server:
+    // it runs once more, on a fresh server; cut off again, it is not tested.
+    let mut killed_before = None;
+    loop {
+        let (mut result, caps, death) =
+            run_on_launch(pool, case, launcher, dialect, behaviour, settings, &built).await;
+        match (death, killed_before.take()) {
+            (Some(death), None) if death.from_outside => killed_before = Some(death),
+            (Some(death), _) => {
+                dead_server::cut_off(&mut result, &death);
+                return (result, caps);
+            }
+            (None, Some(first)) => {
+                result.not_checked.push(dead_server::run_again_note(&first));
+                return (result, caps);
+            }
+            (None, None) => return (result, caps),
+        }
+    }
+}
+
+/// One run of `case` on a server `launcher` starts (or `pool` has), and the server's death if
+/// it died while the case ran.
+async fn run_on_launch(
+    pool: &Pool,
+    case: &Case,
+    launcher: &Launcher,
+    dialect: Dialect,
+    behaviour: &Behaviour,
+    settings: Settings,
+    built: &Built,
+) -> (CaseResult, Capabilities, Option<ServerDeath>) {
     // A case that writes gets a server of its own on a private copy of the fixture, so that
     // no other case's fixture truth is disturbed (and it may write there: settings below).
     let writes = case.needs().contains(&Need::Writable);
     // A case that may crash its server gets one of its own, so that a crash costs the
     // servers of no other case.
     let launched = if writes {
-        crate::launch::launch_writable(launcher, &case.fixture, &built, dialect, behaviour)
+        crate::launch::launch_writable(launcher, &case.fixture, built, dialect, behaviour)
             .await
             .map(Arc::new)
             .map_err(Arc::new)
     } else if case.own_server.is_some() {
-        crate::launch::launch(launcher, &case.fixture, &built, dialect, behaviour)
+        crate::launch::launch(launcher, &case.fixture, built, dialect, behaviour)
             .await
             .map(Arc::new)
             .map_err(Arc::new)
     } else {
-        pool.get(launcher, &case.fixture, &built, dialect, behaviour)
+        pool.get(launcher, &case.fixture, built, dialect, behaviour)
             .await
     };
     let launched = match launched {
@@ -167,6 +200,7 @@ pub(super) async fn run_on_pooled(
             return (
                 could_not_start(case, Grade::Error, e.to_string()),
                 Capabilities::default(),
+                None,
             )
         }
     };
@@ -180,7 +214,25 @@ pub(super) async fn run_on_pooled(
         writable: writes,
         ..settings
     };
-    run_case(case, &spec, settings).await
+    let (result, caps) = run_case(case, &spec, settings).await;
+    // A connection lost, or a failure (a close without an answer, a truncated reply), may be
+    // a kill's doing: then the server gets a moment to be seen dead.
+    let suspect = result.lost.is_some() || result.grade == Grade::Fail;
+    let death = death_of(&launched, suspect && !launched.in_process()).await;
+    (result, caps, death)
+}
+
+/// How long a server whose connection dropped gets to be seen dead: its sockets close a
+/// moment before its exit status is there (a container's, before its docker client exits).
+const DEATH_GRACE: Duration = Duration::from_secs(1);
+
+/// The death of `launched`, if it has died; a `suspect` one gets [`DEATH_GRACE`] to show.
+async fn death_of(launched: &Launched, suspect: bool) -> Option<ServerDeath> {
+    let deadline = tokio::time::Instant::now() + DEATH_GRACE;
+    while suspect && launched.is_running() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    launched.notice_death()
 }
 
 /// Runs one case against a server someone else runs (`--target`): no fixture truth.

@@ -60,3 +60,31 @@ fn a_temp_dir_is_private_fits_its_socket_and_is_removed_on_drop() {
     drop(dir);
     assert!(!path.exists(), "{} outlived its TempDir", path.display());
 }
+
+#[test]
+fn how_a_server_ended_says_whether_it_was_from_outside() {
+    use super::guard::Running;
+    for (script, said, outside) in [
+        ("kill -KILL $$", "signal 9 (SIGKILL)", true),
+        ("kill -TERM $$", "signal 15 (SIGTERM)", true),
+        ("kill -ABRT $$", "signal 6 (SIGABRT)", false),
+        ("exit 0", "status 0", true),
+        ("exit 3", "status 3", false),
+    ] {
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        let mut running = Running::Child(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ended = loop {
+            if let Some(ended) = running.ended() {
+                break ended;
+            }
+            assert!(Instant::now() < deadline, "{script} did not end");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(ended.0.contains(said), "{script}: {}", ended.0);
+        assert_eq!(ended.1, outside, "{script}: {}", ended.0);
+    }
+}

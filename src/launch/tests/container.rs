@@ -75,35 +75,115 @@ fn known_servers_serve_from_a_container_and_leave_nothing_behind() {
     });
 }
 
-#[test]
-fn a_watchdog_removes_the_container_of_a_dead_harness() {
-    if !have_image() {
-        return;
+/// Starts a `sleep` container with `labels` (label=value each); returns its id.
+fn labelled_sleeper(labels: &[String]) -> String {
+    let mut args = vec!["run", "-d", "--network", "none"];
+    for label in labels {
+        args.extend(["--label", label.as_str()]);
     }
-    let scratch = scratch::create("watchdog-container").unwrap();
-    let name = scratch
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    args.extend([DEFAULT_IMAGE, "sleep", "60"]);
     let started = std::process::Command::new("docker")
-        .args(["run", "-d", "--rm", "--network", "none", "--name", &name])
-        .args([DEFAULT_IMAGE, "sleep", "60"])
+        .args(&args)
         .output()
         .unwrap();
     assert!(started.status.success(), "{started:?}");
-    let mut watchdog = Watchdog::start(scratch.path()).unwrap();
-    watchdog.watch_container(&name).unwrap();
-    watchdog.abandon();
-    let gone = !container_exists(&name);
-    if !gone {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &name])
-            .output();
+    String::from_utf8_lossy(&started.stdout).trim().to_owned()
+}
+
+fn exists(id: &str) -> bool {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("id={id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+fn force_remove(id: &str) {
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", id])
+        .output();
+}
+
+#[test]
+fn the_run_watchdog_removes_the_containers_of_a_dead_harness() {
+    if !have_image() {
+        return;
     }
-    assert!(gone, "the watchdog should have removed container {name}");
-    assert!(!scratch.path().exists());
+    // A run id of its own, so that this process's real run is not disturbed.
+    let run = format!("{}-1", std::process::id());
+    let id = labelled_sleeper(&[format!("{}={run}", reaper::RUN_LABEL)]);
+    let (mut watchdog, pipe) = reaper::start_watchdog(&run).unwrap();
+    // The harness "dies": its end of the pipe closes without a word.
+    drop(pipe);
+    let _ = watchdog.wait();
+    let gone = !exists(&id);
+    if !gone {
+        force_remove(&id);
+    }
+    assert!(gone, "the run watchdog should have removed container {id}");
+}
+
+#[test]
+fn a_dead_runs_containers_are_swept_and_a_live_ones_are_not() {
+    if !have_image() {
+        return;
+    }
+    let pidns = reaper::pid_namespace();
+    let label = |run: &str| {
+        vec![
+            format!("{}={run}", reaper::RUN_LABEL),
+            format!("{}={pidns}", reaper::PIDNS_LABEL),
+        ]
+    };
+    // No process has a pid past pid_max; this process's own run is alive.
+    let dead = labelled_sleeper(&label("999999999-1"));
+    let me = std::process::id();
+    let alive_run = format!("{me}-{}", start_time(me as i32).unwrap());
+    let alive = labelled_sleeper(&label(&alive_run));
+    reaper::sweep_dead_runs(&pidns);
+    let (dead_gone, alive_kept) = (!exists(&dead), exists(&alive));
+    force_remove(&dead);
+    force_remove(&alive);
+    assert!(dead_gone, "the dead run's container {dead} should be gone");
+    assert!(alive_kept, "a live run's container {alive} must stay");
+}
+
+#[test]
+fn a_launched_container_carries_the_run_label() {
+    if !have_image() {
+        return;
+    }
+    let launcher = Launcher::Container {
+        kind: ServerKind::Nbdkit,
+        image: DEFAULT_IMAGE.to_owned(),
+    };
+    let launched = block_on(launch(
+        &launcher,
+        FIXTURE,
+        built(),
+        Dialect::Standard,
+        &plain(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let name = container_name(&launched);
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("name=^{name}"), "--format"])
+        .arg(format!("{{{{.Label \"{}\"}}}}", reaper::RUN_LABEL))
+        .output()
+        .unwrap();
+    let run = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    drop(launched);
+    assert!(
+        reaper::run_is_alive(&run),
+        "label {run:?} names this live run"
+    );
 }
 
 #[test]

@@ -7,8 +7,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::guard::Watchdog;
+use super::reaper;
 use super::scratch;
-use super::spawner::ForeignProcess;
+use super::spawner::{start_time, ForeignProcess};
 use super::*;
 use crate::client::{Endpoint, Session, SessionOptions};
 use crate::fixtures::{self, Built};
