@@ -129,6 +129,11 @@ pub(super) async fn launch(
         socket: &socket,
         endpoint: &endpoint,
     })?;
+    if let Process::Daemonizer { pid_file } = &command.process {
+        watchdog
+            .expect_pid_file(pid_file)
+            .map_err(LaunchError::watchdog)?;
+    }
     let child = match start(&command, &scratch).await {
         Ok(child) => child,
         Err(e) => return Err(spawn_error(recipe, &command, e)),

@@ -23,16 +23,28 @@ use super::spawner::ForeignProcess;
 /// How long a daemon gets between SIGTERM and SIGKILL.
 const DAEMON_GRACE: Duration = Duration::from_secs(2);
 
-/// `$1` is the scratch dir. Lines on stdin: `pid N` (a daemon to terminate), `stop`
-/// (dismissed). Containers are the run watchdog's (`reaper`): it removes them by label.
+/// `$1` is the scratch dir. Lines on stdin: `pidfile PATH` (a daemon will write its pid
+/// there), `pid N` (the daemon to terminate), `stop` (dismissed). A harness killed between the
+/// daemon's fork and `pid N` leaves only the pid file to go by: the watchdog waits up to 5 s for
+/// it, since the daemon may not have written it yet. Containers are the run watchdog's
+/// (`reaper`): it removes them by label.
 const WATCHDOG_SCRIPT: &str = r#"trap '' INT HUP TERM QUIT
 pid=
+pidfile=
 while read -r word arg; do
   case $word in
+    pidfile) pidfile=$arg ;;
     pid) pid=$arg ;;
     stop) exit 0 ;;
   esac
 done
+if [ -z "$pid" ] && [ -n "$pidfile" ]; then
+  for _ in $(seq 50); do
+    pid=$(cat -- "$pidfile" 2>/dev/null | tr -dc 0-9)
+    [ -n "$pid" ] && break
+    sleep 0.1
+  done
+fi
 if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; fi
 rm -rf -- "$1""#;
 
@@ -249,6 +261,12 @@ impl Watchdog {
             .spawn()?;
         let pipe = child.stdin.take();
         Ok(Watchdog { child, pipe })
+    }
+
+    /// The daemon about to be started writes its pid to `pid_file`: terminate it when the
+    /// harness dies before [`Watchdog::watch`] was told.
+    pub(super) fn expect_pid_file(&mut self, pid_file: &Path) -> io::Result<()> {
+        self.say(&format!("pidfile {}\n", pid_file.display()))
     }
 
     /// Also terminate `daemon` when the harness dies.
