@@ -108,8 +108,8 @@ struct RunArgs {
     strict: bool,
     /// Seconds to wait for each message from the server, and (plus one second) for the whole
     /// reply to one request or the whole answer to one option, however many messages it takes
-    /// (a slow but complete reply is correct; one that never completes fails BS-COMPLETE-1
-    /// after this long). A case as a whole has 120 s.
+    /// (a slow but complete reply is correct; one that never completes fails BS-COMPLETE-1,
+    /// or HS-OPTREP-1 for an option, after this long). A case as a whole has 120 s.
     #[arg(long, value_parser = parse_seconds, default_value = "30")]
     timeout: Duration,
     /// Seconds to wait to connect and for the greeting (an unreachable target is reported

@@ -168,7 +168,7 @@ pub fn no_option_reply(clause: Option<ClauseId>, after: Duration) -> Finding {
     Finding::broken(
         clause.unwrap_or(id::HS_OPTREP_1),
         "an option reply",
-        format!("nothing within {after:?}"),
+        format!("no final reply within {after:?}"),
     )
 }
 

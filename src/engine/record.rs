@@ -14,6 +14,10 @@ use crate::wire::Violation;
 /// makes (one per reply of a few dozen requests in flight, e.g. tx.cookie.interleaved-replies).
 pub const FINDINGS_PER_CLAUSE: usize = 64;
 
+/// Descriptor lines a case keeps for its snapshot: far above any fixture's (the largest has about
+/// a thousand), a fixed bound on what a server can make the harness hold.
+pub const STREAM_LINES: usize = 1 << 16;
+
 #[derive(Default)]
 pub(super) struct Record {
     /// Each once, in the order first seen: the same rule broken the same way again (by the
@@ -33,6 +37,8 @@ pub(super) struct Record {
     pub caps: Capabilities,
     /// Findings past [`FINDINGS_PER_CLAUSE`], counted by clause (the registry bounds the map).
     dropped: BTreeMap<ClauseId, usize>,
+    /// Descriptors past [`STREAM_LINES`].
+    streams_dropped: u64,
 }
 
 impl Record {
@@ -70,8 +76,15 @@ impl Record {
         self.found_all(violations.iter().map(from_violation));
     }
 
-    /// One transcript line per clause whose findings were not all kept.
+    /// One transcript line per clause whose findings were not all kept, and one stream line
+    /// for the descriptors past [`STREAM_LINES`].
     pub fn summarise_dropped(&mut self) {
+        if self.streams_dropped > 0 {
+            let more = std::mem::take(&mut self.streams_dropped);
+            self.streams.push(format!(
+                "… and {more} more descriptors (the first {STREAM_LINES} are kept)"
+            ));
+        }
         for (clause, more) in std::mem::take(&mut self.dropped) {
             self.note(format!(
                 "… and {more} more findings under {clause} (the first {FINDINGS_PER_CLAUSE} are kept)"
@@ -85,6 +98,12 @@ impl Record {
     }
 
     pub fn stream(&mut self, context: &str, offset: u64, length: u64, flags: u64) {
+        // A finely fragmented export (a real disk through --target) may send millions: the
+        // snapshot keeps the first, and says how many more there were.
+        if self.streams.len() >= STREAM_LINES {
+            self.streams_dropped += 1;
+            return;
+        }
         self.streams.push(format!(
             "{context} {offset}+{length} {} ({flags:#x})",
             crate::wire::state::state_name(context, flags)
@@ -132,5 +151,19 @@ mod tests {
         assert_eq!(record.findings.len(), FINDINGS_PER_CLAUSE + 1);
         assert_eq!(record.transcript.len(), 1);
         assert!(record.transcript[0].contains("936 more findings under TX-COOKIE-1"));
+    }
+
+    #[test]
+    fn descriptor_lines_past_the_cap_are_counted_in_one_line() {
+        let mut record = Record::default();
+        for n in 0..STREAM_LINES as u64 + 10 {
+            record.stream("base:allocation", n * 512, 512, 0);
+        }
+        record.summarise_dropped();
+        assert_eq!(record.streams.len(), STREAM_LINES + 1);
+        assert_eq!(
+            record.streams.last().unwrap(),
+            &format!("… and 10 more descriptors (the first {STREAM_LINES} are kept)")
+        );
     }
 }

@@ -61,7 +61,7 @@ pub(super) async fn launch(
         variants: behaviour.variants,
         block_sizes: crate::server::negotiate::BLOCK_SIZES,
         failing_status: false,
-        client_limits: crate::server::ClientLimits::default(),
+        client_limits: crate::server::ClientLimits::for_the_suite(),
     })
     .await
     .map_err(|e| match e {

@@ -1,9 +1,10 @@
 //! What clients may hold of the server, alone and together: connections, time in the
 //! handshake, time idle, and bytes of payloads and replies held in memory. The one place of
 //! these limits and their defaults (`serve --help` shows them, and a trial in
-//! tests/conformance/serve_attacks.rs holds its defaults to these; the in-process reference
-//! server the suite runs takes the defaults, which the suite's side-by-side cases stay far
-//! below).
+//! tests/conformance/serve_attacks.rs holds its defaults to these). The in-process reference
+//! server the suite runs takes [`ClientLimits::for_the_suite`] instead: its only clients are
+//! the harness's own cases, as many side by side as `--parallel` says, each waiting as long as
+//! `--timeout` says, and a limit there would fail the reference for the harness's settings.
 //!
 //! What the spec allows: a server may drop a client that has not finished negotiating when it
 //! believes the client's behaviour is a denial of service (proto.md, "Terminating the session":
@@ -36,6 +37,18 @@ impl ClientLimits {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_MAX_BUFFERED: usize = 128 << 20;
+}
+
+impl ClientLimits {
+    /// The reference server under the suite: no cap that `--parallel` or `--timeout` could
+    /// reach (connections are bounded by the harness's own descriptors), the byte budget kept.
+    pub fn for_the_suite() -> ClientLimits {
+        ClientLimits {
+            max_connections: usize::MAX,
+            handshake_timeout: Duration::from_secs(24 * 3600),
+            ..ClientLimits::default()
+        }
+    }
 }
 
 impl Default for ClientLimits {
