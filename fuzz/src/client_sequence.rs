@@ -13,8 +13,6 @@
 //! Memory is left to libFuzzer's `-rss_limit_mb`: a cap that is missing grows at hundreds of
 //! MB/s until the deadline, which that limit sees.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,7 +26,7 @@ use nbd_conform::Dialect;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
-use crate::runtime::run_bounded;
+use crate::runtime::{rig, run_bounded};
 
 /// Per-message client timeout: long, so that only an exchange no cap ends reaches its
 /// deadline (this plus a second) within the iteration's bound.
@@ -88,38 +86,6 @@ impl Exchange {
         }
         out.to_vec()
     }
-}
-
-struct Rig {
-    listener: UnixListener,
-    socket: PathBuf,
-}
-
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-
-extern "C" fn remove_socket_dir() {
-    if let Some(dir) = DIR.get() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-fn rig() -> &'static Rig {
-    static RIG: OnceLock<Rig> = OnceLock::new();
-    RIG.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("nbd-conform-fuzz-seq-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).expect("cannot create the socket directory");
-        let socket = dir.join("server.sock");
-        let _ = DIR.set(dir);
-        // SAFETY: registers a plain extern "C" function with no captured state.
-        unsafe {
-            libc::atexit(remove_socket_dir);
-        }
-        let listener = crate::runtime::rt()
-            .block_on(async { UnixListener::bind(&socket) })
-            .expect("cannot bind the fake server's socket");
-        Rig { listener, socket }
-    })
 }
 
 pub fn run(data: &[u8]) {

@@ -15,8 +15,6 @@
 //! what `map` emitted is contiguous ([`client_drive::check_entries`]). Memory blow-ups are left
 //! to libFuzzer's `-rss_limit_mb` / `-malloc_limit_mb`.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use nbd_conform::client::{Endpoint, Target};
@@ -24,43 +22,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::client_drive::{self, Plan};
-use crate::runtime::{rt, run_bounded};
+use crate::runtime::{rig, run_bounded};
 
 /// Per-message client timeout. The fake server never stalls (it closes once its bytes are
 /// out), so this only bounds the odd case where the client waits on something else.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_millis(50);
-
-struct Rig {
-    listener: UnixListener,
-    socket: PathBuf,
-}
-
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-
-extern "C" fn remove_socket_dir() {
-    if let Some(dir) = DIR.get() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-fn rig() -> &'static Rig {
-    static RIG: OnceLock<Rig> = OnceLock::new();
-    RIG.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("nbd-conform-fuzz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).expect("cannot create the socket directory");
-        let socket = dir.join("server.sock");
-        let _ = DIR.set(dir);
-        // SAFETY: registers a plain extern "C" function with no captured state.
-        unsafe {
-            libc::atexit(remove_socket_dir);
-        }
-        let listener = rt()
-            .block_on(async { UnixListener::bind(&socket) })
-            .expect("cannot bind the fake server's socket");
-        Rig { listener, socket }
-    })
-}
 
 pub fn run(data: &[u8]) {
     if let Some(outcome) = replay(data) {

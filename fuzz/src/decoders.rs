@@ -242,7 +242,8 @@ fn check_requests(buf: &[u8]) {
         match Request::decode(form, buf) {
             Some(r) => {
                 let mut out = BytesMut::new();
-                r.encode(form, &mut out).expect("a decoded header re-encodes");
+                r.encode(form, &mut out)
+                    .expect("a decoded header re-encodes");
                 assert_eq!(&out[..], &buf[..form.header_len()], "request round trip");
             }
             None => assert!(buf.len() < form.header_len()),

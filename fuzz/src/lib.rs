@@ -10,7 +10,8 @@
 //!   repeats a sequence of messages forever: every exchange must end by a cap, never a deadline.
 //! - [`server_side`]: `server_options` and `server_requests`, the reference server against a
 //!   fuzzed client, on a small read-only sparse image.
-//! - [`runtime`]: one current-thread tokio runtime per fuzzing process.
+//! - [`runtime`]: one current-thread tokio runtime per fuzzing process, and the fake server's
+//!   socket of the client harnesses.
 
 pub mod client_drive;
 pub mod client_sequence;

@@ -3,9 +3,11 @@
 //! A current-thread runtime keeps an iteration deterministic and cheap; its blocking pool (the
 //! reference server reads the image through `spawn_blocking`) survives between iterations.
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use tokio::net::UnixListener;
 use tokio::runtime::Runtime;
 
 /// Wall-clock bound on one iteration's async part. Nothing in a harness waits on a peer that
@@ -38,5 +40,39 @@ pub fn run_bounded<F: std::future::Future>(what: &str, fut: F) -> F::Output {
             Ok(out) => out,
             Err(_) => panic!("{what} did not finish within {ITERATION_BOUND:?}: a hang"),
         }
+    })
+}
+
+/// The fake server's listening socket of a client harness, one per fuzzing process, in a temp
+/// dir of its own that is removed when the process exits.
+pub struct Rig {
+    pub listener: UnixListener,
+    pub socket: PathBuf,
+}
+
+static DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_socket_dir() {
+    if let Some(dir) = DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+pub fn rig() -> &'static Rig {
+    static RIG: OnceLock<Rig> = OnceLock::new();
+    RIG.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("nbd-conform-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("cannot create the socket directory");
+        let socket = dir.join("server.sock");
+        let _ = DIR.set(dir);
+        // SAFETY: registers a plain extern "C" function with no captured state.
+        unsafe {
+            libc::atexit(remove_socket_dir);
+        }
+        let listener = rt()
+            .block_on(async { UnixListener::bind(&socket) })
+            .expect("cannot bind the fake server's socket");
+        Rig { listener, socket }
     })
 }

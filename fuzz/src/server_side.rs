@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
-use nbd_conform::server::bitmap::BitmapSpec;
 use nbd_conform::server::admission::{Admission, Notices};
+use nbd_conform::server::bitmap::BitmapSpec;
 use nbd_conform::server::connection::serve_connection;
 use nbd_conform::server::export::Export;
 use nbd_conform::server::image::Image;
