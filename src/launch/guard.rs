@@ -243,24 +243,40 @@ pub(super) struct Watchdog {
     pipe: Option<ChildStdin>,
 }
 
+/// Starts a watchdog: `sh -c script name arg`, reading lines from a pipe whose only writer is
+/// this process (our end is close-on-exec, so no other child holds it open), so that it sees
+/// EOF when the harness dies. A process group of its own keeps it out of reach of signals sent
+/// to the harness's group (Ctrl-C, `kill -- -PGID`).
+pub(super) fn spawn_watchdog(
+    script: &str,
+    name: &str,
+    arg: impl AsRef<std::ffi::OsStr>,
+) -> io::Result<(Child, ChildStdin)> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(name)
+        .arg(arg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let pipe = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("no pipe to the watchdog"))?;
+    Ok((child, pipe))
+}
+
 impl Watchdog {
     /// Watches for the harness's death; then it removes `scratch`.
     pub(super) fn start(scratch: &Path) -> io::Result<Watchdog> {
-        // Our end of the pipe is close-on-exec, so no other child holds it open. A process
-        // group of its own keeps it out of reach of signals sent to the harness's group
-        // (Ctrl-C, `kill -- -PGID`).
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG_SCRIPT)
-            .arg("nbd-conform-watchdog")
-            .arg(scratch)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?;
-        let pipe = child.stdin.take();
-        Ok(Watchdog { child, pipe })
+        let (child, pipe) = spawn_watchdog(WATCHDOG_SCRIPT, "nbd-conform-watchdog", scratch)?;
+        Ok(Watchdog {
+            child,
+            pipe: Some(pipe),
+        })
     }
 
     /// The daemon about to be started writes its pid to `pid_file`: terminate it when the

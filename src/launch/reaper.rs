@@ -14,7 +14,6 @@
 //!   of harnesses that are gone (a SIGKILL of the watchdog too, or a reboot of the machine).
 
 use std::io::{self, Write};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -185,23 +184,7 @@ fn remove(ids: &[String]) {
 }
 
 pub(super) fn start_watchdog(run_id: &str) -> io::Result<(Child, ChildStdin)> {
-    // In a process group of its own, out of reach of signals to the harness's group; our end
-    // of the pipe is close-on-exec, so only this process holds it.
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(RUN_WATCHDOG_SCRIPT)
-        .arg("nbd-conform-run-watchdog")
-        .arg(run_id)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()?;
-    let pipe = child
-        .stdin
-        .take()
-        .ok_or_else(|| io::Error::other("no pipe to the run watchdog"))?;
-    Ok((child, pipe))
+    super::guard::spawn_watchdog(RUN_WATCHDOG_SCRIPT, "nbd-conform-run-watchdog", run_id)
 }
 
 /// The pid namespace of this process, as `/proc/self/ns/pid` names it (`pid:[INODE]`).

@@ -88,6 +88,29 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
+/// Waits for `child` to exit, calling `tick` every `every`; past `limit` it is killed and
+/// reaped, and `None` says so.
+fn wait_ticking(
+    child: &mut std::process::Child,
+    limit: Duration,
+    every: Duration,
+    mut tick: impl FnMut(),
+) -> Result<Option<std::process::ExitStatus>, Failed> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        tick();
+        std::thread::sleep(every);
+    }
+}
+
 /// `run` against qemu-nbd while every qemu-nbd it starts is SIGKILLed every 150 ms (the
 /// issue's "22 kills"): no case is charged a failure for it, the target could not be tested
 /// (exit 3), and its note says the server died, how, and what it printed.
@@ -103,27 +126,23 @@ fn servers_killed_mid_run() -> Result<(), Failed> {
         .spawn()
         .map_err(|e| e.to_string())?;
     let harness = child.id();
-    let deadline = Instant::now() + EXIT_LIMIT * 2;
     let mut kills = 0;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("run did not end".into());
-        }
-        for (pid, cmdline) in processes() {
-            if cmdline.starts_with("qemu-nbd\0") && parent(pid) == Some(harness) {
-                // SAFETY: kill has no memory-safety preconditions; the pid is the harness's
-                // child, which cannot be reaped (and reused) before the harness waits for it.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                kills += 1;
+    let status = wait_ticking(
+        &mut child,
+        EXIT_LIMIT * 2,
+        Duration::from_millis(150),
+        || {
+            for (pid, cmdline) in processes() {
+                if cmdline.starts_with("qemu-nbd\0") && parent(pid) == Some(harness) {
+                    // SAFETY: kill has no memory-safety preconditions; the pid is the harness's
+                    // child, which cannot be reaped (and reused) before the harness waits for it.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    kills += 1;
+                }
             }
-        }
-        std::thread::sleep(Duration::from_millis(150));
-    };
+        },
+    )?
+    .ok_or("run did not end")?;
     let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
     let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let target = &report["targets"][0];
@@ -298,18 +317,8 @@ fn interrupt_one(
         // SAFETY: kill has no memory-safety preconditions; the group is the child's own.
         unsafe { libc::kill(to, signal) };
     }
-    let deadline = Instant::now() + EXIT_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{what}: still running after {EXIT_LIMIT:?}").into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_ticking(&mut child, EXIT_LIMIT, Duration::from_millis(20), || {})?
+        .ok_or_else(|| format!("{what}: still running after {EXIT_LIMIT:?}"))?;
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         use std::io::Read;
