@@ -14,6 +14,7 @@
 //! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself.
 
 mod bad_input;
+mod ci_recipe;
 mod faults;
 mod hostile;
 mod interop;
@@ -179,6 +180,7 @@ fn main() {
             trials.extend(verdicts::trials());
             trials.extend(serve_attacks::trials());
             trials.extend(bad_input::trials());
+            trials.extend(ci_recipe::trials());
             trials.extend(interrupts::trials());
         }
     }
