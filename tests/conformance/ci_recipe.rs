@@ -30,14 +30,11 @@ pub fn trials() -> Vec<Trial> {
                 Ok(())
             },
         ),
-        Trial::test(
-            "selftest::ci_recipe::a_faulty_server_fails_the_job",
-            || {
-                let run = action(&serve(Some("req-one-overrun")), ONLY)?;
-                run.expect(1, "non-conformant")?;
-                run.summary_has("BS-REQ-ONE-2")
-            },
-        ),
+        Trial::test("selftest::ci_recipe::a_faulty_server_fails_the_job", || {
+            let run = action(&serve(Some("req-one-overrun")), ONLY)?;
+            run.expect(1, "non-conformant")?;
+            run.summary_has("BS-REQ-ONE-2")
+        }),
         Trial::test(
             "selftest::ci_recipe::a_usage_error_says_so_in_the_summary",
             || {
@@ -119,7 +116,11 @@ impl ActionRun {
         if summary.contains(text) {
             Ok(())
         } else {
-            Err(format!("the job summary lacks {text:?}:\n{summary}\nlog:\n{}", self.log).into())
+            Err(format!(
+                "the job summary lacks {text:?}:\n{summary}\nlog:\n{}",
+                self.log
+            )
+            .into())
         }
     }
 }
