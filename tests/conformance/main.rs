@@ -23,6 +23,7 @@ mod launchers;
 mod min_block;
 mod one_grade;
 mod real_servers;
+mod report_formats;
 mod scripted;
 mod serve_attacks;
 mod support;
@@ -181,6 +182,7 @@ fn main() {
             trials.extend(serve_attacks::trials());
             trials.extend(bad_input::trials());
             trials.extend(ci_recipe::trials());
+            trials.extend(report_formats::trials());
             trials.extend(interrupts::trials());
         }
     }
