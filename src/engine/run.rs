@@ -23,7 +23,9 @@ pub struct TargetSpec {
     /// The fixture's truth, when the harness built the image this server serves.
     pub truth: Option<Arc<Truth>>,
     /// The server's own dirty bitmaps, standing in (in order) for the fixture's (`bm0`, `bm1`)
-    /// on a server we did not set up; empty: the fixture's names are the server's.
+    /// on a server we did not set up; empty: the fixture's names are the server's. With a
+    /// truth, that truth's bitmaps are not these: they are left out of it (a case that needs
+    /// them grades unsupported).
     pub bitmaps: Vec<String>,
 }
 
@@ -93,6 +95,17 @@ pub async fn run_case(
             .collect();
         renamed = case.with_bitmaps_renamed(&renames);
         &renamed
+    };
+    let own_bitmaps;
+    let spec = match &spec.truth {
+        Some(truth) if !spec.bitmaps.is_empty() => {
+            own_bitmaps = TargetSpec {
+                truth: Some(Arc::new(truth.without_bitmaps())),
+                ..spec.clone()
+            };
+            &own_bitmaps
+        }
+        _ => spec,
     };
     let mut run = Run::new(case, spec, settings);
     let stop = match tokio::time::timeout(settings.case_timeout, run.all_steps()).await {

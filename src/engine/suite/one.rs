@@ -208,7 +208,10 @@ async fn run_on_launch(
         target: launched.target.clone(),
         dialect,
         truth: Some(Arc::new(built.truth.clone())),
-        bitmaps: Vec::new(),
+        bitmaps: match launcher {
+            Launcher::Spawn(template) => template.bitmaps().to_vec(),
+            _ => Vec::new(),
+        },
     };
     let settings = Settings {
         writable: writes,
