@@ -26,8 +26,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
 ];
 
-const EXAMPLES: &str = "\
-  # every case against every local server installed, with reports:
+const EXAMPLES: &str = "  # every case against every local server installed, with reports:
   nbd-conform run --report report.md --json report.json --junit junit.xml
 
   # a server you run (qemu-nbd -t -x disk -B mybm disk.qcow2), its bitmap mybm in the bitmap cases:

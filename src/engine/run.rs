@@ -90,9 +90,27 @@ pub async fn run_case(
             .map(|f| f.layout.bitmaps.iter().map(|b| b.name.clone()).collect())
             .unwrap_or_else(|_| Vec::new());
         let renames: Vec<(String, String)> = fixture_bitmaps
-            .into_iter()
+            .iter()
+            .cloned()
             .zip(spec.bitmaps.iter().cloned())
             .collect();
+        // A fixture bitmap no server bitmap stands in for: the server's cannot be asked for,
+        // and asking for the fixture's name would only say the server lacks it.
+        if let Some(role) = fixture_bitmaps
+            .iter()
+            .skip(spec.bitmaps.len())
+            .find(|name| case.needs().iter().any(|n| needs_bitmap(n, name)))
+        {
+            let why = format!(
+                "needs a dirty bitmap more than the {} given (it stands for the fixture's \
+                 {role}): give one more --bitmap NAME",
+                spec.bitmaps.len()
+            );
+            return (
+                could_not_start(case, Grade::Unsupported, why),
+                Capabilities::default(),
+            );
+        }
         renamed = case.with_bitmaps_renamed(&renames);
         &renamed
     };
@@ -135,6 +153,31 @@ pub async fn run_case(
         duration: started.elapsed(),
     };
     (result, record.caps)
+}
+
+/// Whether `need` is the fixture bitmap `name`'s context.
+fn needs_bitmap(need: &super::case::Need, name: &str) -> bool {
+    matches!(need, super::case::Need::Context(c)
+        if c.strip_prefix(crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX) == Some(name))
+}
+
+/// A result for a case that could not start (or cannot run here), saying why.
+pub(crate) fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
+    CaseResult {
+        id: case.id.clone(),
+        title: case.title.clone(),
+        grade,
+        clauses: case.clause_ids(),
+        findings: Vec::new(),
+        note: Some(why),
+        not_checked: Vec::new(),
+        lost: None,
+        lost_at: None,
+        last_connected: None,
+        transcript: Vec::new(),
+        streams: Vec::new(),
+        duration: Duration::ZERO,
+    }
 }
 
 /// Fail outranks everything (non-conformance is never hidden as an error); then error, warn,

@@ -61,8 +61,8 @@ pub mod exit {
         ),
         (
             IO,
-            "a report could not be written (checked before the run; at the end, the others \
-             are still written)",
+            "a report could not be written (found before the run, or at its end: the others \
+             are written)",
         ),
     ];
 }

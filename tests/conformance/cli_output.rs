@@ -72,6 +72,10 @@ pub fn trials() -> Vec<Trial> {
             "selftest::cli::bitmap_with_spawn_runs_bitmap_cases_on_the_servers_own",
             bitmap_with_spawn,
         ),
+        Trial::test(
+            "selftest::cli::bitmap_with_target_runs_bitmap_cases_on_qemu_nbds_own",
+            bitmap_with_target,
+        ),
     ]
 }
 
@@ -109,7 +113,7 @@ fn run_help() -> Result<(), Failed> {
             "Environment:",
             "NBD_CONFORM_CASES",
             "NBD_CONFORM_CACHE",
-            "Examples:",
+            "Examples:\n  # ",
             "nbd-conform run --report report.md",
             "--bitmap mybm",
         ]
@@ -542,38 +546,117 @@ fn bitmap_with_spawn() -> Result<(), Failed> {
         .clone();
     let json: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("--json -: {e}"))?;
-    let cases = json["targets"][0]["cases"]
+    let target = &json["targets"][0];
+    let contexts = target["capabilities"]["contexts"].to_string();
+    let notes = target["notes"].to_string();
+    if !contexts.contains("qemu:dirty-bitmap:mine")
+        || !contexts.contains("qemu:dirty-bitmap:yours")
+        || !notes.contains("dirty bitmaps mine, yours (from --bitmap) stand in")
+    {
+        return Err(format!("the server's bitmaps were not asked for: {contexts} {notes}").into());
+    }
+    expect_grades(
+        target,
+        &[
+            ("live.dirty-after-write", "pass", ""),
+            ("bs.multi.base-and-bitmaps", "pass", ""),
+            (
+                "oracle.mixed.dirty-bm0",
+                "unsupported",
+                "the server's bitmaps (--bitmap) did not record those",
+            ),
+        ],
+    )
+}
+
+/// Each case of `target` (a JSON report's) has its grade, and its note says what is given.
+fn expect_grades(target: &serde_json::Value, want: &[(&str, &str, &str)]) -> Result<(), Failed> {
+    let cases = target["cases"]
         .as_array()
-        .ok_or_else(|| format!("no cases in {json}"))?;
-    let grade = |id: &str| -> (String, String) {
-        cases
+        .ok_or_else(|| format!("no cases in {target}"))?;
+    for (id, grade, says) in want {
+        let case = cases
             .iter()
-            .find(|c| c["id"] == id)
-            .map(|c| {
-                (
-                    c["grade"].as_str().unwrap_or_default().to_owned(),
-                    c.to_string(),
-                )
-            })
-            .unwrap_or_default()
-    };
-    for (id, want, says) in [
-        ("live.dirty-after-write", "pass", "qemu:dirty-bitmap:mine"),
-        (
-            "bs.multi.base-and-bitmaps",
-            "pass",
-            "qemu:dirty-bitmap:yours",
-        ),
-        (
-            "oracle.mixed.dirty-bm0",
-            "unsupported",
-            "the server's bitmaps (--bitmap) did not record those",
-        ),
-    ] {
-        let (got, whole) = grade(id);
-        if got != want || !whole.contains(says) {
-            return Err(format!("{id}: want {want} saying {says:?}, got {whole}").into());
+            .find(|c| c["id"] == *id)
+            .ok_or_else(|| format!("{id} did not run"))?;
+        let note = case["note"].as_str().unwrap_or_default();
+        if case["grade"] != *grade || !note.contains(says) {
+            return Err(format!("{id}: want {grade} saying {says:?}, got {case}").into());
         }
     }
     Ok(())
+}
+
+/// qemu-nbd serving a qcow2 with a bitmap of the user's own name (`-B mybm`), run with
+/// `--target … --bitmap mybm`: a case of one bitmap asks for `qemu:dirty-bitmap:mybm` and passes
+/// on it (structure only: a target has no fixture truth), the target's note says so, and a case
+/// of two bitmaps is unsupported, asking for one more.
+fn bitmap_with_target() -> Result<(), Failed> {
+    for tool in ["qemu-img", "qemu-io", "qemu-nbd"] {
+        if !crate::support::have(tool) {
+            return Ok(());
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let image = dir.path().join("disk.qcow2");
+    let image_arg = image.to_string_lossy().into_owned();
+    crate::support::run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", &image_arg, "4M"],
+    );
+    crate::support::run("qemu-img", &["bitmap", "--add", &image_arg, "mybm"]);
+    crate::support::run("qemu-io", &["-c", "write -P 0x5a 1M 64K", &image_arg]);
+    let socket = dir.path().join("nbd.sock");
+    let socket_arg = socket.to_string_lossy().into_owned();
+    let _server = crate::support::start_peer(
+        "qemu-nbd",
+        &[
+            "-t",
+            "-r",
+            "-k",
+            &socket_arg,
+            "-x",
+            "disk",
+            "-B",
+            "mybm",
+            &image_arg,
+        ],
+        &socket,
+    );
+    let uri = format!("nbd+unix:///disk?socket={socket_arg}");
+    let out = Command::new(bin())
+        .args(["run", "--target", &uri, "--bitmap", "mybm", "--json", "-"])
+        .args([
+            "--only",
+            "bs.multi.base-and-bitmaps",
+            "--only",
+            "bs.multi.req-one",
+        ])
+        .timeout(RUN_BOUND)
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("--json -: {e}"))?;
+    let target = &json["targets"][0];
+    let contexts = target["capabilities"]["contexts"].to_string();
+    if !contexts.contains("qemu:dirty-bitmap:mybm")
+        || !target["notes"]
+            .to_string()
+            .contains("dirty bitmaps mybm stand in")
+    {
+        return Err(format!("mybm was not asked for: {target}").into());
+    }
+    expect_grades(
+        target,
+        &[
+            ("bs.multi.req-one", "pass", ""),
+            (
+                "bs.multi.base-and-bitmaps",
+                "unsupported",
+                "needs a dirty bitmap more than the 1 given (it stands for the fixture's bm1)",
+            ),
+        ],
+    )
 }

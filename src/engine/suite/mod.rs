@@ -300,6 +300,19 @@ pub async fn run_subject_observed(
             ));
         }
     }
+    if let Subject::Launched {
+        launcher: Launcher::Spawn(template),
+        ..
+    } = subject
+    {
+        if !template.bitmaps().is_empty() {
+            result.notes.push(format!(
+                "dirty bitmaps {} (from --bitmap) stand in for the fixture's; cases judged by \
+                 what the fixture's bitmaps recorded are unsupported",
+                template.bitmaps().join(", ")
+            ));
+        }
+    }
     let bitmaps = Arc::new(bitmaps);
     // On a target someone else runs, cases that write share the export with every other
     // case: they run after the others, one at a time, so that no map sees them half done.
