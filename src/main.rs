@@ -667,6 +667,12 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     // What an earlier run that was killed left behind.
     nbd_conform::fixtures::sweep_orphaned_builds(&nbd_conform::fixtures::cache_dir());
     nbd_conform::launch::sweep_orphaned_scratch();
+    if !args.bitmaps.is_empty() && args.targets.is_empty() && args.spawns.is_empty() {
+        return usage(
+            "--bitmap names a dirty bitmap of a server you give (--target or --spawn); the \
+             servers launched here export the fixture's own",
+        );
+    }
     // A report that cannot be written is found out now, not after every case has run (and
     // never taken for a verdict).
     let outputs = match cli::outputs::check(
@@ -680,12 +686,6 @@ async fn run_cases(args: RunArgs) -> ExitCode {
             return ExitCode::from(refused.code);
         }
     };
-    if !args.bitmaps.is_empty() && args.targets.is_empty() && args.spawns.is_empty() {
-        return usage(
-            "--bitmap names a dirty bitmap of a server you give (--target or --spawn); the \
-             servers launched here export the fixture's own",
-        );
-    }
     let mut cases = match load(args.cases.clone()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -902,7 +902,10 @@ fn on_interrupt() -> std::io::Result<(Interrupted, tokio::sync::watch::Receiver<
             _ = terminate.recv() => "SIGTERM",
         };
         let _ = record.set(name);
-        eprintln!("nbd-conform run: {name}: stopping, writing the reports of what finished");
+        eprintln!(
+            "{}nbd-conform run: {name}: stopping, writing the reports of what finished",
+            cli::progress::wipe()
+        );
         let _ = tell.send(true);
         // Keep the handlers (and the receivers) alive: a second signal must not kill the
         // clean-up half way.

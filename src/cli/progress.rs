@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 use nbd_conform::engine::outcome::CaseResult;
 use nbd_conform::engine::suite::Observer;
 
+/// Back to the start of the line (`\r`) and clear it (`ESC [K`), what a longer line left too.
+const WIPE: &str = "\r\x1b[K";
+
+/// What to print before a line for keeps while the progress line may be up: [`WIPE`] on a
+/// terminal, nothing elsewhere.
+pub fn wipe() -> &'static str {
+    if std::io::stderr().is_terminal() {
+        WIPE
+    } else {
+        ""
+    }
+}
+
 /// How often the line is redrawn while no case finishes, so that the seconds keep counting
 /// against a server that hangs.
 const TICK: Duration = Duration::from_secs(1);
@@ -62,7 +75,7 @@ impl Progress {
         let mut state = self.lock();
         if state.running.take().is_some() {
             let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[K");
+            let _ = write!(err, "{WIPE}");
             let _ = err.flush();
         }
     }
@@ -76,10 +89,9 @@ impl Progress {
             return;
         };
         let mut err = std::io::stderr().lock();
-        // `\r` back to the start, `ESC [K` clears what a longer line left.
         let _ = write!(
             err,
-            "\r\x1b[K  [{}/{}] {}: {}/{} cases, {} s",
+            "{WIPE}  [{}/{}] {}: {}/{} cases, {} s",
             state.begun,
             self.targets,
             r.subject,
