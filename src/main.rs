@@ -874,8 +874,10 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         Verdict::NonConformant => verdict.as_str().to_uppercase(),
         _ => verdict.as_str().to_owned(),
     };
-    let wrote = if written.is_empty() {
+    let wrote = if outputs.is_empty() {
         "wrote no report (--report, --json, --junit)".to_owned()
+    } else if written.is_empty() {
+        "wrote none of its reports".to_owned()
     } else {
         format!("wrote {}", written.join(", "))
     };

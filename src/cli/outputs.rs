@@ -58,12 +58,20 @@ impl Output {
     pub fn write(&self, text: &str) -> std::io::Result<()> {
         match &self.file {
             Some(p) => std::fs::write(p, text),
-            None => match std::io::stdout().lock().write_all(text.as_bytes()) {
+            None => match to_stdout(text) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 other => other,
             },
         }
     }
+}
+
+/// `text` on standard output, flushed: an error in its last line (`> /dev/full`) is found
+/// here, not lost when the process exits.
+fn to_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
 
 /// Why the outputs were refused before the run, and the exit code that says so.

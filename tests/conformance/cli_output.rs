@@ -196,6 +196,31 @@ fn write_fails_at_the_end() -> Result<(), Failed> {
     if !md.contains(QUICK) || !xml.contains("<testsuites") {
         return Err("the reports that could be written were not".into());
     }
+    // Standard output that cannot be written (`--json - > /dev/full`) is no closed pipe.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(bin())
+        .args(["run", "--server", "reference", "--dialect", "standard"])
+        .args(["--only", QUICK, "--json", "-"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stderr = text(&out.stderr);
+    for want in [
+        "nbd-conform run: cannot write the JSON report to standard output: No space left",
+        "nbd-conform run: conformant (exit 5); wrote none of its reports",
+    ] {
+        if out.status.code() != Some(i32::from(exit::IO)) || !stderr.contains(want) {
+            return Err(format!(
+                "--json - > /dev/full: {}, want {want:?}: {stderr}",
+                out.status
+            )
+            .into());
+        }
+    }
     Ok(())
 }
 
