@@ -19,6 +19,8 @@ use nbd_conform::Dialect;
 
 use nbd_conform::report::{exit, Verdict};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "nbd-conform",
@@ -36,9 +38,8 @@ enum Command {
     Map(MapArgs),
     /// Run the reference server on a raw image (loopback and read-only by default).
     Serve(ServeArgs),
-    /// Run the conformance cases against servers and write reports. Exits 0 conformant, 1
-    /// non-conformant, 2 usage error, 3 could not test, 4 interrupted (SIGINT or SIGTERM: the
-    /// reports are written for what finished, marked interrupted).
+    /// Run the conformance cases against servers and write reports (exit codes below).
+    #[command(after_help = cli::help::run_after_help())]
     Run(RunArgs),
     /// List the cases (or, with --clauses, the clause registry).
     List(ListArgs),
@@ -120,8 +121,11 @@ struct RunArgs {
     /// the budget leaves unread is reported as not checked.
     #[arg(long, value_parser = nbd_conform::size::parse, default_value = "256M")]
     read_back_budget: u64,
-    /// A dirty bitmap of the --target to test (repeatable, in order: the first stands in for
-    /// the cases' bm0, the second for bm1). Default: the ones LIST_META_CONTEXT shows.
+    /// A dirty bitmap the --target or --spawn server exports of its own (repeatable, in
+    /// order: the first stands in for the fixture's first bitmap, bm0, the second for bm1).
+    /// Cases judged by what the fixture's bitmaps recorded grade unsupported with --spawn;
+    /// a --target has no fixture truth anyway. Default for --target: the bitmaps
+    /// LIST_META_CONTEXT shows; for --spawn: the fixture's names.
     #[arg(long = "bitmap", value_name = "NAME")]
     bitmaps: Vec<String>,
     /// The --target's export may be written: run the cases that WRITE, WRITE_ZEROES and TRIM
@@ -291,23 +295,6 @@ fn parse_window(s: &str) -> Result<u64, String> {
         0 => Err("a window of 0 bytes maps nothing; give at least 1".into()),
         n => Ok(n),
     }
-}
-
-/// The report path that means standard output.
-const STDOUT: &str = "-";
-
-fn is_stdout(path: &std::path::Path) -> bool {
-    path.as_os_str() == STDOUT
-}
-
-/// Whether a report can be written at `path`: opened for appending (created if need be, never
-/// truncated here; the report replaces it at the end).
-fn writable(path: &std::path::Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map(drop)
 }
 
 /// A deadline in seconds: positive, at most a day (`1e20` is a typo, not a wish).
@@ -604,9 +591,11 @@ fn print_or_fail(text: &str) -> ExitCode {
     }
 }
 
-/// `serve --fault list`: NAME  DIALECT  CLAUSE  description, one fault a line.
+/// `serve --fault list`: NAME  DIALECT  CLAUSE  description, one fault a line. Built whole,
+/// then written once, as `list` is: `| head -1` ends it quietly.
 fn list_faults() -> ExitCode {
-    let mut out = std::io::stdout().lock();
+    use std::fmt::Write as _;
+    let mut text = String::new();
     for fault in Fault::ALL {
         let line = format!(
             "{:<28} {:<9} {:<20} {}",
@@ -615,11 +604,9 @@ fn list_faults() -> ExitCode {
             fault.clause(),
             fault.description()
         );
-        if writeln!(out, "{}", line.trim_end()).is_err() {
-            return ExitCode::from(exit::FAILED);
-        }
+        let _ = writeln!(text, "{}", line.trim_end());
     }
-    ExitCode::SUCCESS
+    print_or_fail(&text)
 }
 
 fn load(dir: Option<PathBuf>) -> Result<Vec<nbd_conform::engine::case::Case>, ExitCode> {
@@ -665,7 +652,7 @@ fn list(args: ListArgs) -> ExitCode {
 
 async fn run_cases(args: RunArgs) -> ExitCode {
     use nbd_conform::engine::run::Settings;
-    use nbd_conform::engine::suite::{run_subject_until, Subject};
+    use nbd_conform::engine::suite::{run_subject_observed, run_subject_until, Subject};
     use nbd_conform::launch::{Launcher, ServerKind, SpawnTemplate};
     use nbd_conform::report::RunReport;
 
@@ -680,24 +667,25 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     // What an earlier run that was killed left behind.
     nbd_conform::fixtures::sweep_orphaned_builds(&nbd_conform::fixtures::cache_dir());
     nbd_conform::launch::sweep_orphaned_scratch();
+    if !args.bitmaps.is_empty() && args.targets.is_empty() && args.spawns.is_empty() {
+        return usage(
+            "--bitmap names a dirty bitmap of a server you give (--target or --spawn); the \
+             servers launched here export the fixture's own",
+        );
+    }
     // A report that cannot be written is found out now, not after every case has run (and
     // never taken for a verdict).
-    let outputs = [&args.report, &args.json, &args.junit];
-    if outputs
-        .iter()
-        .filter(|p| p.as_deref().is_some_and(is_stdout))
-        .count()
-        > 1
-    {
-        return usage("only one of --report, --json and --junit can be `-` (standard output)");
-    }
-    for path in outputs.into_iter().flatten() {
-        if !is_stdout(path) {
-            if let Err(e) = writable(path) {
-                return usage(format!("cannot write {}: {e}", path.display()));
-            }
+    let outputs = match cli::outputs::check(
+        args.report.as_deref(),
+        args.json.as_deref(),
+        args.junit.as_deref(),
+    ) {
+        Ok(o) => o,
+        Err(refused) => {
+            eprintln!("nbd-conform run: {}", refused.message);
+            return ExitCode::from(refused.code);
         }
-    }
+    };
     let mut cases = match load(args.cases.clone()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -746,7 +734,7 @@ async fn run_cases(args: RunArgs) -> ExitCode {
     } else {
         for text in &args.spawns {
             let template = match SpawnTemplate::parse(text) {
-                Ok(t) => t,
+                Ok(t) => t.with_bitmaps(args.bitmaps.clone()),
                 Err(e) => return usage(e),
             };
             for dialect in dialects(args.dialect, &[Dialect::Standard]) {
@@ -756,14 +744,11 @@ async fn run_cases(args: RunArgs) -> ExitCode {
                 });
             }
         }
+        let every = args.servers.is_empty() || args.servers.contains(&ServerChoice::All);
         let wanted: Vec<ServerKind> = if !args.spawns.is_empty() && args.servers.is_empty() {
             Vec::new()
-        } else if args.servers.is_empty() || args.servers.contains(&ServerChoice::All) {
-            ServerKind::ALL
-                .into_iter()
-                // In a container, the image decides what is installed (asked at launch).
-                .filter(|k| args.in_container.is_some() || k.installed_version().is_some())
-                .collect()
+        } else if every {
+            ServerKind::ALL.to_vec()
         } else {
             args.servers
                 .iter()
@@ -775,6 +760,19 @@ async fn run_cases(args: RunArgs) -> ExitCode {
                 })
                 .collect()
         };
+        // A missing server is named once, here, not once per case. In a container, the image
+        // decides what is installed (asked at launch).
+        let (wanted, missing): (Vec<ServerKind>, Vec<ServerKind>) = wanted
+            .into_iter()
+            .partition(|k| args.in_container.is_some() || k.installed_version().is_some());
+        for kind in &missing {
+            let what = if every { "skipped" } else { "cannot test" };
+            eprintln!("nbd-conform run: {what}: {}", kind.not_installed());
+        }
+        // Asked for by name: without it the run would not test what was asked.
+        if !every && !missing.is_empty() {
+            return ExitCode::from(exit::COULD_NOT_TEST);
+        }
         for kind in wanted {
             for dialect in dialects(args.dialect, kind.dialects()) {
                 if !kind.dialects().contains(&dialect) {
@@ -803,14 +801,30 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         writable: args.writable,
         ..Settings::default()
     };
+    let progress = cli::progress::Progress::on_terminal(subjects.len());
     let mut targets = Vec::new();
     for subject in &subjects {
         if *stop.borrow() {
             break;
         }
         eprintln!("nbd-conform run: {} …", subject.name());
-        let result =
-            run_subject_until(subject, &cases, settings, args.parallel, stop.clone()).await;
+        let result = match &progress {
+            Some(p) => {
+                let _ticker = p.tick();
+                let result = run_subject_observed(
+                    subject,
+                    &cases,
+                    settings,
+                    args.parallel,
+                    stop.clone(),
+                    p.as_ref(),
+                )
+                .await;
+                p.end_target();
+                result
+            }
+            None => run_subject_until(subject, &cases, settings, args.parallel, stop.clone()).await,
+        };
         // This subject's servers (and containers) are done with: stop them before the next.
         nbd_conform::launch::Pool::global().shutdown_all();
         let s = result.summary();
@@ -821,26 +835,8 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         for note in &result.notes {
             eprintln!("  note: {note}");
         }
-        let mut last_why = String::new();
-        for c in result.cases.iter().filter(|c| {
-            c.grade.is_nonconformant(args.strict)
-                || c.grade == nbd_conform::engine::outcome::Grade::Error
-        }) {
-            let why = c.deciding().map_or_else(
-                || c.note.clone().unwrap_or_default(),
-                |f| {
-                    format!(
-                        "{}: expected {}; observed {}",
-                        f.clause, f.expected, f.observed
-                    )
-                },
-            );
-            // An unreachable target errors every case the same way: say it once.
-            if why == last_why && c.grade == nbd_conform::engine::outcome::Grade::Error {
-                continue;
-            }
-            eprintln!("  {} {}: {why}", c.grade.as_str().to_uppercase(), c.id);
-            last_why = why;
+        for line in cli::failures::told(&result.cases, args.strict) {
+            eprintln!("  {line}");
         }
         targets.push(result);
     }
@@ -849,33 +845,44 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         strict: args.strict,
         interrupted: interrupted.get().map(|s| (*s).to_owned()),
     };
-    for (path, text) in [
-        (&args.report, report.to_markdown()),
-        (&args.json, report.to_json()),
-        (&args.junit, report.to_junit()),
-    ] {
-        if let Some(p) = path {
-            let written = if is_stdout(p) {
-                std::io::stdout().lock().write_all(text.as_bytes())
-            } else {
-                std::fs::write(p, text)
-            };
-            if let Err(e) = written {
-                // The verdict is known but its report is lost: no verdict to act on.
-                eprintln!("nbd-conform run: cannot write {}: {e}", p.display());
-                return ExitCode::from(exit::COULD_NOT_TEST);
+    // Every report is written, whichever fails: what was written is still worth having.
+    let mut written = Vec::new();
+    let mut failed = false;
+    for output in &outputs {
+        use cli::outputs::Format;
+        let text = match output.format {
+            Format::Markdown => report.to_markdown(),
+            Format::Json => report.to_json(),
+            Format::Junit => report.to_junit(),
+        };
+        match output.write(&text) {
+            Ok(()) => written.push(output.place()),
+            Err(e) => {
+                eprintln!("nbd-conform run: cannot write {}: {e}", output.place());
+                failed = true;
             }
         }
     }
     let verdict = report.verdict();
-    eprintln!(
-        "nbd-conform run: {}",
-        match verdict {
-            Verdict::NonConformant => verdict.as_str().to_uppercase(),
-            _ => verdict.as_str().to_owned(),
-        }
-    );
-    ExitCode::from(verdict.exit_code())
+    // A report that is lost leaves no verdict to act on.
+    let code = if failed {
+        exit::IO
+    } else {
+        verdict.exit_code()
+    };
+    let verdict_text = match verdict {
+        Verdict::NonConformant => verdict.as_str().to_uppercase(),
+        _ => verdict.as_str().to_owned(),
+    };
+    let wrote = if outputs.is_empty() {
+        "wrote no report (--report, --json, --junit)".to_owned()
+    } else if written.is_empty() {
+        "wrote none of its reports".to_owned()
+    } else {
+        format!("wrote {}", written.join(", "))
+    };
+    eprintln!("nbd-conform run: {verdict_text} (exit {code}); {wrote}");
+    ExitCode::from(code)
 }
 
 /// The signal that stopped `run`, once one came.
@@ -897,7 +904,10 @@ fn on_interrupt() -> std::io::Result<(Interrupted, tokio::sync::watch::Receiver<
             _ = terminate.recv() => "SIGTERM",
         };
         let _ = record.set(name);
-        eprintln!("nbd-conform run: {name}: stopping, writing the reports of what finished");
+        eprintln!(
+            "{}nbd-conform run: {name}: stopping, writing the reports of what finished",
+            cli::progress::wipe()
+        );
         let _ = tell.send(true);
         // Keep the handlers (and the receivers) alive: a second signal must not kill the
         // clean-up half way.

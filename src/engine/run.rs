@@ -23,7 +23,9 @@ pub struct TargetSpec {
     /// The fixture's truth, when the harness built the image this server serves.
     pub truth: Option<Arc<Truth>>,
     /// The server's own dirty bitmaps, standing in (in order) for the fixture's (`bm0`, `bm1`)
-    /// on a server we did not set up; empty: the fixture's names are the server's.
+    /// on a server we did not set up; empty: the fixture's names are the server's. With a
+    /// truth, that truth's bitmaps are not these: they are left out of it (a case that needs
+    /// them grades unsupported).
     pub bitmaps: Vec<String>,
 }
 
@@ -88,11 +90,40 @@ pub async fn run_case(
             .map(|f| f.layout.bitmaps.iter().map(|b| b.name.clone()).collect())
             .unwrap_or_else(|_| Vec::new());
         let renames: Vec<(String, String)> = fixture_bitmaps
-            .into_iter()
+            .iter()
+            .cloned()
             .zip(spec.bitmaps.iter().cloned())
             .collect();
+        // A fixture bitmap no server bitmap stands in for: the server's cannot be asked for,
+        // and asking for the fixture's name would only say the server lacks it.
+        if let Some(role) = fixture_bitmaps
+            .iter()
+            .skip(spec.bitmaps.len())
+            .find(|name| case.needs().iter().any(|n| needs_bitmap(n, name)))
+        {
+            let why = format!(
+                "needs a dirty bitmap more than the {} given (it stands for the fixture's \
+                 {role}): give one more --bitmap NAME",
+                spec.bitmaps.len()
+            );
+            return (
+                could_not_start(case, Grade::Unsupported, why),
+                Capabilities::default(),
+            );
+        }
         renamed = case.with_bitmaps_renamed(&renames);
         &renamed
+    };
+    let own_bitmaps;
+    let spec = match &spec.truth {
+        Some(truth) if !spec.bitmaps.is_empty() => {
+            own_bitmaps = TargetSpec {
+                truth: Some(Arc::new(truth.without_bitmaps())),
+                ..spec.clone()
+            };
+            &own_bitmaps
+        }
+        _ => spec,
     };
     let mut run = Run::new(case, spec, settings);
     let stop = match tokio::time::timeout(settings.case_timeout, run.all_steps()).await {
@@ -122,6 +153,31 @@ pub async fn run_case(
         duration: started.elapsed(),
     };
     (result, record.caps)
+}
+
+/// Whether `need` is the fixture bitmap `name`'s context.
+fn needs_bitmap(need: &super::case::Need, name: &str) -> bool {
+    matches!(need, super::case::Need::Context(c)
+        if c.strip_prefix(crate::wire::consts::context::QEMU_DIRTY_BITMAP_PREFIX) == Some(name))
+}
+
+/// A result for a case that could not start (or cannot run here), saying why.
+pub(crate) fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
+    CaseResult {
+        id: case.id.clone(),
+        title: case.title.clone(),
+        grade,
+        clauses: case.clause_ids(),
+        findings: Vec::new(),
+        note: Some(why),
+        not_checked: Vec::new(),
+        lost: None,
+        lost_at: None,
+        last_connected: None,
+        transcript: Vec::new(),
+        streams: Vec::new(),
+        duration: Duration::ZERO,
+    }
 }
 
 /// Fail outranks everything (non-conformance is never hidden as an error); then error, warn,

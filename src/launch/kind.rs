@@ -58,13 +58,25 @@ impl ServerKind {
         }
     }
 
-    /// The Debian package that installs this server.
-    pub(super) fn apt_package(self) -> &'static str {
+    /// The Debian package that installs this server; none for the reference server, which
+    /// is built in.
+    pub fn debian_package(self) -> Option<&'static str> {
         match self {
-            ServerKind::Reference => "nothing (it is built in)",
-            ServerKind::QemuNbd => "qemu-utils",
-            ServerKind::Nbdkit => "nbdkit",
-            ServerKind::NbdServer => "nbd-server",
+            ServerKind::Reference => None,
+            ServerKind::QemuNbd => Some("qemu-utils"),
+            ServerKind::Nbdkit => Some("nbdkit"),
+            ServerKind::NbdServer => Some("nbd-server"),
+        }
+    }
+
+    /// What to tell a user whose machine lacks this server: its name and how to install it.
+    pub fn not_installed(self) -> String {
+        match self.debian_package() {
+            Some(package) => format!(
+                "{} is not installed here (Debian: apt-get install {package})",
+                self.name()
+            ),
+            None => format!("{} is not installed here", self.name()),
         }
     }
 

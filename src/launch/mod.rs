@@ -71,6 +71,7 @@ pub use container::{version_in as container_version, DEFAULT_IMAGE};
 pub use kind::ServerKind;
 pub use pool::Pool;
 pub use reaper::RUN_LABEL as CONTAINER_RUN_LABEL;
+pub use scratch::mask as mask_scratch_dirs;
 pub use scratch::sweep_orphaned as sweep_orphaned_scratch;
 pub use template::{SpawnTemplate, PLACEHOLDERS};
 
@@ -251,7 +252,7 @@ pub fn take_deaths(launcher: &Launcher, dialect: Dialect) -> Vec<ServerDeath> {
 /// server is graded `error`.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("{} is not installed here (apt-get install {})", .0.name(), .0.apt_package())]
+    #[error("{}", .0.not_installed())]
     NotInstalled(ServerKind),
     #[error("cannot start {0}: {1}")]
     Spawn(String, #[source] std::io::Error),

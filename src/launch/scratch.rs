@@ -55,6 +55,29 @@ pub fn sweep_orphaned() {
     }
 }
 
+/// `text` with every scratch dir of this process (and what follows it in a path) written
+/// `{dir}`: the errors of servers launched per fixture differ only there, and masked they
+/// compare equal (`run` prints each such error once, with a count).
+pub fn mask(text: &str) -> String {
+    let marker = format!("{PREFIX}{}-", std::process::id());
+    let ends_path = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ':' | ',' | ')');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&marker) {
+        // The base dir goes too: `{dir}` names the whole dir, as in a --spawn template.
+        let start = rest[..at].rfind(ends_path).map_or(0, |i| i + 1);
+        let end = rest[at..].find(ends_path).map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str("{dir}");
+        // What the path names inside the dir (`/nbd.sock`) is the same every time: kept.
+        let inside = rest[at..end].find('/').map_or(end, |i| at + i);
+        out.push_str(&rest[inside..end]);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A new directory only this process uses (mode 0700), whose name carries the harness's pid and
 /// `label` (the server's name), for a human reading /tmp.
 pub(super) fn create(label: &str) -> io::Result<TempDir> {
@@ -68,4 +91,22 @@ pub(super) fn create(label: &str) -> io::Result<TempDir> {
         .prefix(&format!("{PREFIX}{}-{label}-", std::process::id()))
         .permissions(Permissions::from_mode(0o700))
         .tempdir_in(base)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scratch_dirs_are_masked_and_what_is_inside_kept() {
+        let pid = std::process::id();
+        let a = format!("cannot start: /tmp/nbd-conform-{pid}-false-Ab12Cd/nbd.sock: refused");
+        let b = format!("cannot start: /tmp/nbd-conform-{pid}-false-Zz99Yy/nbd.sock: refused");
+        assert_eq!(super::mask(&a), "cannot start: {dir}/nbd.sock: refused");
+        assert_eq!(super::mask(&a), super::mask(&b));
+        let other = "cannot start: /tmp/nbd-conform-1-x-Ab/nbd.sock";
+        assert_eq!(
+            super::mask(other),
+            other,
+            "another process's dir is not ours to mask"
+        );
+    }
 }

@@ -40,6 +40,9 @@ pub struct SpawnTemplate {
     text: String,
     /// Its words, placeholders still in them.
     words: Vec<String>,
+    /// The dirty bitmaps the server exports of its own (`--bitmap`), standing in, in order,
+    /// for the fixture's: the template cannot pass it the fixture's.
+    bitmaps: Vec<String>,
 }
 
 /// Where the spawned server listens, chosen by the harness before it starts the server.
@@ -84,8 +87,20 @@ impl SpawnTemplate {
             _ => Ok(SpawnTemplate {
                 text: text.to_owned(),
                 words,
+                bitmaps: Vec::new(),
             }),
         }
+    }
+
+    /// The template whose server exports these dirty bitmaps of its own (`--bitmap NAME`):
+    /// the cases ask for them, in order, instead of the fixture's (`bm0`, `bm1`).
+    pub fn with_bitmaps(self, bitmaps: Vec<String>) -> SpawnTemplate {
+        SpawnTemplate { bitmaps, ..self }
+    }
+
+    /// The server's own dirty bitmaps (empty: the fixture's names are the server's).
+    pub fn bitmaps(&self) -> &[String] {
+        &self.bitmaps
     }
 
     /// The template as written.

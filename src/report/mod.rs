@@ -37,6 +37,34 @@ pub mod exit {
     pub const COULD_NOT_TEST: u8 = 3;
     /// `run` was stopped by SIGINT or SIGTERM; the reports hold what finished before.
     pub const INTERRUPTED: u8 = 4;
+    /// A report could not be written: an output path found unwritable before the run (nothing
+    /// ran), or a write that failed at the end (the other reports were still written). The
+    /// verdict, if any, is not this exit code's to tell.
+    pub const IO: u8 = 5;
+
+    /// Every exit code with what it means, in order: what `run --help` prints, so that the
+    /// text and the constants are one fact.
+    pub const ALL: &[(u8, &str)] = &[
+        (CONFORMANT, "conformant"),
+        (
+            FAILED,
+            "non-conformant: a case failed (or warned, under --strict)",
+        ),
+        (USAGE, "usage error: nothing was run"),
+        (
+            COULD_NOT_TEST,
+            "could not test (a server unreachable, not installed, or erroring)",
+        ),
+        (
+            INTERRUPTED,
+            "interrupted by SIGINT or SIGTERM (the reports hold what finished)",
+        ),
+        (
+            IO,
+            "a report could not be written (found before the run, or at its end: the others \
+             are written)",
+        ),
+    ];
 }
 
 /// The run's overall result; it picks the exit code.

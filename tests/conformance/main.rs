@@ -15,6 +15,7 @@
 
 mod bad_input;
 mod ci_recipe;
+mod cli_output;
 mod faults;
 mod hostile;
 mod interop;
@@ -144,7 +145,7 @@ fn main() {
         None => {
             for kind in ServerKind::ALL {
                 let Some(version) = kind.installed_version() else {
-                    let why = format!("{} is not installed", kind.name());
+                    let why = kind.not_installed();
                     if std::env::var_os("NBD_CONFORM_REQUIRE_PEERS").is_some_and(|v| v == "1") {
                         trials.push(Trial::test(
                             format!("{}::installed", kind.name()),
@@ -152,6 +153,7 @@ fn main() {
                         ));
                     } else {
                         eprintln!("SKIP: {why}");
+                        trials.extend(not_installed_trials(kind, &cases));
                     }
                     continue;
                 };
@@ -181,6 +183,7 @@ fn main() {
             trials.extend(verdicts::trials());
             trials.extend(serve_attacks::trials());
             trials.extend(bad_input::trials());
+            trials.extend(cli_output::trials());
             trials.extend(ci_recipe::trials());
             trials.extend(report_formats::trials());
             trials.extend(interrupts::trials());
@@ -189,6 +192,25 @@ fn main() {
     let conclusion = libtest_mimic::run(&cli.libtest, trials);
     Pool::global().shutdown_all();
     conclusion.exit();
+}
+
+/// The trials a missing server would have had, ignored, so that `cargo test` shows them as
+/// not run rather than passed; run anyway (`--include-ignored`), each fails with the reason.
+fn not_installed_trials(kind: ServerKind, cases: &[Case]) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for dialect in kind.dialects() {
+        for case in cases.iter().filter(|c| c.dialect == *dialect) {
+            let why = kind.not_installed();
+            trials.push(
+                Trial::test(local_trial_name(kind, *dialect, case), move || {
+                    Err(why.into())
+                })
+                .with_kind(level_of(case))
+                .with_ignored_flag(true),
+            );
+        }
+    }
+    trials
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -213,11 +235,7 @@ fn local_trial(
     version: String,
     settings: Settings,
 ) -> Trial {
-    let dialect_part = match dialect {
-        Dialect::Standard => "",
-        Dialect::Draft => "draft/",
-    };
-    let name = format!("{}::{dialect_part}{}", kind.name(), case.id);
+    let name = local_trial_name(kind, dialect, &case);
     let level = level_of(&case);
     Trial::test(name, move || {
         let (result, _) = runtime().block_on(run_on_local(&case, kind, dialect, settings));
@@ -229,6 +247,15 @@ fn local_trial(
         judge_local(kind, &result)
     })
     .with_kind(level)
+}
+
+/// `qemu-nbd::bs.multi.req-one`, `reference::draft/draft.dirty.map-mixed`.
+fn local_trial_name(kind: ServerKind, dialect: Dialect, case: &Case) -> String {
+    let dialect_part = match dialect {
+        Dialect::Standard => "",
+        Dialect::Draft => "draft/",
+    };
+    format!("{}::{dialect_part}{}", kind.name(), case.id)
 }
 
 /// The reference server must pass; any server may not make the harness error out.

@@ -105,10 +105,10 @@ pub fn trials() -> Vec<Trial> {
             },
         ),
         Trial::test(
-            "selftest::verdict::an_unwritable_report_is_a_usage_error",
+            "selftest::verdict::an_unwritable_report_exits_5_before_the_run",
             || {
                 // Found before any case runs, and never reported as non-conformance (it was
-                // exit 1).
+                // exit 1): exit::IO.
                 let started = std::time::Instant::now();
                 expect(
                     &[
@@ -117,7 +117,7 @@ pub fn trials() -> Vec<Trial> {
                         "--json",
                         "/nonexistent/dir/report.json",
                     ],
-                    2,
+                    5,
                     "cannot write /nonexistent/dir/report.json",
                 )?;
                 if started.elapsed() > std::time::Duration::from_secs(5) {

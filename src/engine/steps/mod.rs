@@ -44,6 +44,20 @@ use crate::clauses::ClauseId;
 use crate::client::{ClientError, Handshake, Negotiated, Session};
 use crate::map::Track;
 
+/// Why a case judged by the fixture's own dirty bitmaps cannot run on a server that exports
+/// bitmaps of its own: what those recorded (writes made while the fixture was built) is
+/// not in the server's bitmaps, and what the server's recorded the suite cannot know.
+const OWN_BITMAPS_NO_TRUTH: &str = "its verdict is the fixture's own dirty bitmaps (the writes \
+     they recorded while the fixture was built); the server's bitmaps (--bitmap) did not \
+     record those, so there is no truth to judge them by";
+
+/// A dirty-bitmap context a case needs (qemu's, or the draft's dirtiness query).
+fn is_dirty_context(need: &Need) -> bool {
+    use crate::wire::consts::{context, draft};
+    matches!(need, Need::Context(c)
+        if c.starts_with(context::QEMU_DIRTY_BITMAP_PREFIX) || c == draft::CONTEXT_DIRTY)
+}
+
 /// One case running against one target.
 pub(super) struct Run<'a> {
     case: &'a Case,
@@ -99,6 +113,12 @@ impl<'a> Run<'a> {
             return Err(Stop::Unsupported(
                 "needs a fixture the harness built (not available with --target)".into(),
             ));
+        }
+        if self.case.needs().contains(&Need::FixtureTruth)
+            && !self.spec.bitmaps.is_empty()
+            && self.case.needs().iter().any(is_dirty_context)
+        {
+            return Err(Stop::Unsupported(OWN_BITMAPS_NO_TRUTH.into()));
         }
         if self.case.needs().contains(&Need::Writable) && !self.settings.writable {
             return Err(Stop::Unsupported(write::NOT_WRITABLE.into()));

@@ -10,6 +10,7 @@ mod probe;
 mod snapshot;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
@@ -50,7 +51,7 @@ pub async fn run_with_behaviour(
         .collect();
     let behaviour = Arc::new(behaviour.clone());
     let (_never, stop) = watch::channel(false);
-    side_by_side(&cases, parallel, stop, move |case| {
+    side_by_side(&cases, parallel, stop, &|_| {}, move |case| {
         let (pool, behaviour) = (pool.clone(), behaviour.clone());
         async move {
             let reference = Launcher::Known(ServerKind::Reference);
@@ -66,11 +67,13 @@ pub async fn run_with_behaviour(
 /// Runs every case through `run`, `parallel` at a time; results come back in case order. A
 /// case whose task panicked (a bug of the harness's own) is graded `error` with the panic,
 /// never lost. Once `stop` turns true the cases still running are dropped (their connections
-/// and own servers with them) and only the finished ones come back.
+/// and own servers with them) and only the finished ones come back. `finished` hears of each
+/// case as it finishes, in the order they finish.
 async fn side_by_side<F, Fut>(
     cases: &[Case],
     parallel: usize,
     mut stop: watch::Receiver<bool>,
+    finished: &(dyn Fn(&CaseResult) + Sync),
     run: F,
 ) -> Vec<(CaseResult, Capabilities)>
 where
@@ -111,6 +114,7 @@ where
                 (e.id(), (result, Capabilities::default()))
             }
         };
+        finished(&outcome.0);
         results[index[&id]] = Some(outcome);
     }
     // Reap the aborted tasks, so that what they held is dropped before the caller goes on; one
@@ -192,12 +196,47 @@ pub async fn run_subject_until(
     parallel: usize,
     stop: watch::Receiver<bool>,
 ) -> TargetResult {
+    run_subject_observed(subject, cases, settings, parallel, stop, &()).await
+}
+
+/// Hears how a subject's run goes, case by case: what a progress display needs. The engine
+/// itself prints nothing; `()` hears nothing.
+pub trait Observer: Sync {
+    /// The run of `subject` begins, with `total` cases of its dialect to run.
+    fn started(&self, subject: &str, total: usize) {
+        let _ = (subject, total);
+    }
+    /// A case finished: `done` of `total` now have (cases run again alone, after a server
+    /// dropped several connections at once, are not counted twice).
+    fn finished(&self, result: &CaseResult, done: usize, total: usize) {
+        let _ = (result, done, total);
+    }
+}
+
+impl Observer for () {}
+
+/// [`run_subject_until`] that tells `observer` of each case as it finishes.
+pub async fn run_subject_observed(
+    subject: &Subject,
+    cases: &[Case],
+    settings: Settings,
+    parallel: usize,
+    stop: watch::Receiver<bool>,
+    observer: &dyn Observer,
+) -> TargetResult {
     let dialect = subject.dialect();
     let cases: Vec<Case> = cases
         .iter()
         .filter(|c| c.dialect == dialect)
         .cloned()
         .collect();
+    let total = cases.len();
+    observer.started(&subject.name(), total);
+    let done = AtomicUsize::new(0);
+    let finished = |result: &CaseResult| {
+        let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+        observer.finished(result, done, total);
+    };
     let (uri, server) = match subject {
         Subject::Local { kind, .. } => (
             String::from("(launched per fixture)"),
@@ -261,6 +300,19 @@ pub async fn run_subject_until(
             ));
         }
     }
+    if let Subject::Launched {
+        launcher: Launcher::Spawn(template),
+        ..
+    } = subject
+    {
+        if !template.bitmaps().is_empty() {
+            result.notes.push(format!(
+                "dirty bitmaps {} (from --bitmap) stand in for the fixture's; cases judged by \
+                 what the fixture's bitmaps recorded are unsupported",
+                template.bitmaps().join(", ")
+            ));
+        }
+    }
     let bitmaps = Arc::new(bitmaps);
     // On a target someone else runs, cases that write share the export with every other
     // case: they run after the others, one at a time, so that no map sees them half done.
@@ -276,7 +328,7 @@ pub async fn run_subject_until(
             break;
         }
         outcomes.extend(
-            side_by_side(&batch, parallel, stop.clone(), |case| {
+            side_by_side(&batch, parallel, stop.clone(), &finished, |case| {
                 let (subject, bitmaps) = (subject.clone(), bitmaps.clone());
                 async move { run_one(&subject, &case, &bitmaps, settings).await }
             })

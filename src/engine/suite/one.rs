@@ -45,24 +45,7 @@ pub async fn built_fixture(name: &str) -> Result<Arc<Built>, String> {
     .clone()
 }
 
-/// A result for a case that could not start.
-pub(super) fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseResult {
-    CaseResult {
-        id: case.id.clone(),
-        title: case.title.clone(),
-        grade,
-        clauses: case.clause_ids(),
-        findings: Vec::new(),
-        note: Some(why),
-        not_checked: Vec::new(),
-        lost: None,
-        lost_at: None,
-        last_connected: None,
-        transcript: Vec::new(),
-        streams: Vec::new(),
-        duration: Duration::ZERO,
-    }
-}
+pub(super) use crate::engine::run::could_not_start;
 
 /// Runs one case against a server the harness launches (pooled per process).
 pub async fn run_on_local(
@@ -208,7 +191,10 @@ async fn run_on_launch(
         target: launched.target.clone(),
         dialect,
         truth: Some(Arc::new(built.truth.clone())),
-        bitmaps: Vec::new(),
+        bitmaps: match launcher {
+            Launcher::Spawn(template) => template.bitmaps().to_vec(),
+            _ => Vec::new(),
+        },
     };
     let settings = Settings {
         writable: writes,
