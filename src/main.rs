@@ -17,7 +17,7 @@ use nbd_conform::wire::consts::{context, draft};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
 
-use nbd_conform::report::{exit, Verdict};
+use nbd_conform::report::{exit, KnownFailingList, Verdict};
 
 #[derive(Parser)]
 #[command(
@@ -145,6 +145,15 @@ struct RunArgs {
     /// Write a JUnit XML report here (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// A known-failing list (repeatable), lines `CASE-GLOB@SERVER-GLOB[=VERSION-GLOB]  reason`:
+    /// the failing cases it names are reported as known failures, not failures; a line whose
+    /// cases now pass is stale and fails the run (README "Known failures").
+    #[arg(
+        long = "known-failing",
+        value_name = "FILE",
+        env = "NBD_CONFORM_KNOWN_FAILING"
+    )]
+    known_failing: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -702,6 +711,11 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    let known_failing = match KnownFailingList::load(&args.known_failing, &ids) {
+        Ok(list) => list,
+        Err(e) => return usage(e),
+    };
     cases.retain(|c| {
         (args.only.is_empty() || args.only.iter().any(|p| c.id.starts_with(p.as_str())))
             && !args.skip.iter().any(|p| c.id.starts_with(p.as_str()))
@@ -845,6 +859,7 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         targets.push(result);
     }
     let report = RunReport {
+        known_failing: known_failing.apply(&targets, args.strict),
         targets,
         strict: args.strict,
         interrupted: interrupted.get().map(|s| (*s).to_owned()),
@@ -866,6 +881,9 @@ async fn run_cases(args: RunArgs) -> ExitCode {
                 return ExitCode::from(exit::COULD_NOT_TEST);
             }
         }
+    }
+    for line in report.known_failing.lines() {
+        eprintln!("nbd-conform run: {line}");
     }
     let verdict = report.verdict();
     eprintln!(

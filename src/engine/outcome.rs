@@ -194,6 +194,9 @@ pub struct Summary {
     pub info: usize,
     pub unsupported: usize,
     pub error: usize,
+    /// Failing cases a `--known-failing` line acknowledged (counted here, not as fail or warn;
+    /// only a report's summary has them, `TargetResult::summary` knows no list).
+    pub known: usize,
 }
 
 impl TargetResult {

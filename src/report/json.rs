@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{target_verdict, Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
+use super::{Decided, KnownFailure, RunReport, StaleLine, SPEC_REVISION, SUITE_VERSION};
 use crate::clauses::ClauseId;
 use crate::engine::outcome::{Capabilities, CaseResult, Finding, Grade, Summary, TargetResult};
 use crate::Dialect;
@@ -20,6 +20,29 @@ struct Run<'a> {
     /// The signal that stopped the run (then `verdict` is "interrupted"), or null.
     interrupted: Option<&'a str>,
     targets: Vec<Target<'a>>,
+    /// Failing cases a `--known-failing` line acknowledged (not counted as failures).
+    known_failures: Vec<Known<'a>>,
+    /// `--known-failing` lines whose cases passed: each fails the run.
+    stale_known_failing: Vec<Stale<'a>>,
+}
+
+#[derive(Serialize)]
+struct Known<'a> {
+    target: &'a str,
+    case: &'a str,
+    server: &'a str,
+    grade: Grade,
+    reason: &'a str,
+    /// `FILE:LINE` of the line that acknowledged it.
+    line: String,
+}
+
+#[derive(Serialize)]
+struct Stale<'a> {
+    line: String,
+    entry: &'a str,
+    reason: &'a str,
+    passed: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -53,6 +76,8 @@ struct Case<'a> {
     not_checked: &'a [String],
     transcript: &'a [String],
     streams: &'a [String],
+    /// The acknowledgement that made this failing case a known failure, or null.
+    known_failure: Option<Known<'a>>,
 }
 
 #[derive(Serialize)]
@@ -73,11 +98,9 @@ pub(super) fn render(report: &RunReport) -> String {
         strict: report.strict,
         exit_code: report.exit_code(),
         interrupted: report.interrupted.as_deref(),
-        targets: report
-            .targets
-            .iter()
-            .map(|t| target(t, report.strict))
-            .collect(),
+        targets: report.targets.iter().map(|t| target(report, t)).collect(),
+        known_failures: report.known_failing.known.iter().map(known).collect(),
+        stale_known_failing: report.known_failing.stale.iter().map(stale).collect(),
     };
     let mut out = serde_json::to_string_pretty(&run)
         .expect("report JSON holds only strings, numbers and bools");
@@ -85,21 +108,45 @@ pub(super) fn render(report: &RunReport) -> String {
     out
 }
 
-fn target(t: &TargetResult, strict: bool) -> Target<'_> {
+fn target<'a>(report: &'a RunReport, t: &'a TargetResult) -> Target<'a> {
     Target {
-        verdict: target_verdict(t, strict).as_str(),
+        verdict: report.target_verdict(t).as_str(),
         notes: &t.notes,
         name: &t.name,
         uri: &t.uri,
         server: &t.server,
         dialect: t.dialect,
         capabilities: &t.capabilities,
-        summary: t.summary(),
-        cases: t.cases.iter().map(case).collect(),
+        summary: report.summary(t),
+        cases: t
+            .cases
+            .iter()
+            .map(|c| case(c, report.known(t, c)))
+            .collect(),
     }
 }
 
-fn case(c: &CaseResult) -> Case<'_> {
+fn known(k: &KnownFailure) -> Known<'_> {
+    Known {
+        target: &k.target,
+        case: &k.case,
+        server: &k.server,
+        grade: k.grade,
+        reason: &k.reason,
+        line: k.at.to_string(),
+    }
+}
+
+fn stale(s: &StaleLine) -> Stale<'_> {
+    Stale {
+        line: s.at.to_string(),
+        entry: &s.key,
+        reason: &s.reason,
+        passed: &s.passed,
+    }
+}
+
+fn case<'a>(c: &'a CaseResult, acknowledged: Option<&'a KnownFailure>) -> Case<'a> {
     let decided = Decided::of(c);
     Case {
         id: &c.id,
@@ -115,6 +162,7 @@ fn case(c: &CaseResult) -> Case<'_> {
         not_checked: &c.not_checked,
         transcript: &c.transcript,
         streams: &c.streams,
+        known_failure: acknowledged.map(known),
     }
 }
 
@@ -165,7 +213,9 @@ mod tests {
                 "verdict",
                 "strict",
                 "exit_code",
-                "interrupted"
+                "interrupted",
+                "known_failures",
+                "stale_known_failing"
             ])
         );
         assert_eq!(v["interrupted"], Value::Null);
@@ -200,7 +250,15 @@ mod tests {
         assert_eq!(t["capabilities"]["contexts"][0], "base:allocation");
         assert_eq!(
             keys(&t["summary"]),
-            sorted(vec!["pass", "fail", "warn", "info", "unsupported", "error"])
+            sorted(vec![
+                "pass",
+                "fail",
+                "warn",
+                "info",
+                "unsupported",
+                "error",
+                "known"
+            ])
         );
         for grade in ["pass", "fail", "warn", "info", "unsupported", "error"] {
             assert_eq!(t["summary"][grade], 1, "{grade}");
@@ -220,6 +278,7 @@ mod tests {
             "not_checked",
             "transcript",
             "streams",
+            "known_failure",
         ]);
         for c in t["cases"].as_array().unwrap() {
             assert_eq!(keys(c), case_keys);

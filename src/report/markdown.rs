@@ -6,10 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write};
 
-use super::{
-    marker, target_verdict, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION,
-    SUITE_VERSION,
-};
+use super::{marker, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION, SUITE_VERSION};
 use crate::clauses;
 use crate::engine::outcome::{CaseResult, Grade, TargetResult};
 use crate::Dialect;
@@ -32,6 +29,8 @@ fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
     capabilities(out, report)?;
     entries(out, report, Grade::Fail)?;
     entries(out, report, Grade::Warn)?;
+    known_failures(out, report)?;
+    stale_lines(out, report)?;
     not_checked(out, report)?;
     by_section(out, report)?;
     coverage(out, report)?;
@@ -47,14 +46,15 @@ fn targets(out: &mut String, report: &RunReport) -> fmt::Result {
         "\n| Target | URI | Server | Dialect | Verdict |\n|---|---|---|---|---|"
     )?;
     for t in &report.targets {
-        let s = t.summary();
-        let verdict = match target_verdict(t, report.strict) {
+        let s = report.summary(t);
+        let verdict = match report.target_verdict(t) {
             TargetVerdict::LeftOut => TargetVerdict::LeftOut.as_str().to_owned(),
             v => format!(
-                "**{}** ({} fail, {} warn, {} pass, {} unsupported, {} error)",
+                "**{}** ({} fail, {} warn, {} known, {} pass, {} unsupported, {} error)",
                 v.as_str(),
                 s.fail,
                 s.warn,
+                s.known,
                 s.pass,
                 s.unsupported,
                 s.error
@@ -99,9 +99,16 @@ fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
     };
     writeln!(
         out,
-        "\n**Verdict: {verdict}**{strict} ({} fail, {} warn, {} pass, {} info, {} unsupported, {} error)",
-        s.fail, s.warn, s.pass, s.info, s.unsupported, s.error
+        "\n**Verdict: {verdict}**{strict} ({} fail, {} warn, {} known, {} pass, {} info, {} unsupported, {} error)",
+        s.fail, s.warn, s.known, s.pass, s.info, s.unsupported, s.error
     )?;
+    if !report.known_failing.stale.is_empty() {
+        writeln!(
+            out,
+            "\n{} stale known-failing line(s) fail the run: see \"Stale known-failing lines\".",
+            report.known_failing.stale.len()
+        )?;
+    }
     writeln!(out, "\nSpec {SPEC_REVISION} · nbd-conform {SUITE_VERSION}")
 }
 
@@ -187,8 +194,12 @@ fn entries(out: &mut String, report: &RunReport, grade: Grade) -> fmt::Result {
     }
     let mut any = false;
     for t in &report.targets {
-        for c in t.cases.iter().filter(|c| c.grade == grade) {
-            entry(out, t, c)?;
+        for c in t
+            .cases
+            .iter()
+            .filter(|c| c.grade == grade && report.known(t, c).is_none())
+        {
+            entry(out, t, c, marker(c.grade))?;
             any = true;
         }
     }
@@ -198,7 +209,8 @@ fn entries(out: &mut String, report: &RunReport, grade: Grade) -> fmt::Result {
     Ok(())
 }
 
-fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Result {
+/// One case's finding in full, headed `### LABEL case — clause`.
+fn entry(out: &mut String, target: &TargetResult, case: &CaseResult, label: &str) -> fmt::Result {
     let decided = Decided::of(case);
     let clause = decided.clause_or_first(case);
     let level = match (decided.clause, clause) {
@@ -208,8 +220,7 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
     };
     writeln!(
         out,
-        "\n### {} {} — {} ({level})",
-        marker(case.grade),
+        "\n### {label} {} — {} ({level})",
         code(&case.id),
         clause.map_or_else(|| "no clause".to_string(), code)
     )?;
@@ -267,6 +278,70 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
         }
     }
     transcript(out, &case.transcript)
+}
+
+/// The failing cases a `--known-failing` line acknowledged: not failures of this run, and
+/// listed so that nobody forgets them.
+fn known_failures(out: &mut String, report: &RunReport) -> fmt::Result {
+    let known = &report.known_failing.known;
+    if known.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n## Known failures\n\nAcknowledged by `--known-failing`: reported, not counted as failures.\n\n\
+         | Case | Server | Grade | Reason | Line |\n|---|---|---|---|---|"
+    )?;
+    for k in known {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            code_cell(&k.case),
+            cell(&server_at_version(&k.server)),
+            marker(k.grade),
+            cell(&k.reason),
+            code_cell(&k.at.to_string())
+        )?;
+    }
+    // The evidence, as for a failure: a reviewer checks an acknowledgement against it.
+    for t in &report.targets {
+        for c in t.cases.iter().filter(|c| report.known(t, c).is_some()) {
+            entry(out, t, c, &format!("KNOWN {}", marker(c.grade)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lines that acknowledged nothing while their cases passed: each fails the run.
+fn stale_lines(out: &mut String, report: &RunReport) -> fmt::Result {
+    let stale = &report.known_failing.stale;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n## Stale known-failing lines\n\nTheir cases pass now: remove the lines (each fails the run).\n\n\
+         | Line | Entry | Reason | Passed |\n|---|---|---|---|"
+    )?;
+    for s in stale {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            code_cell(&s.at.to_string()),
+            code_cell(&s.key),
+            cell(&s.reason),
+            cell(&s.passed.join(", "))
+        )?;
+    }
+    Ok(())
+}
+
+/// "nbdkit 1.32.5" as `nbdkit@1.32.5`, the way a known-failing line names it.
+fn server_at_version(server: &str) -> String {
+    match server.split_once(' ') {
+        Some((name, version)) => format!("{name}@{version}"),
+        None => server.to_owned(),
+    }
 }
 
 /// A numbered transcript in a fence no line can close, inside a collapsed block.
@@ -349,7 +424,7 @@ fn by_section(out: &mut String, report: &RunReport) -> fmt::Result {
                 "| {} |{target} {} | {} | {} | {} |",
                 code_cell(&c.id),
                 cell(&c.title),
-                marker(c.grade),
+                grade_cell(report, t, c),
                 decided
                     .clause_or_first(c)
                     .map_or_else(|| "—".to_string(), code_cell),
@@ -451,19 +526,28 @@ fn matrix(out: &mut String, report: &RunReport) -> fmt::Result {
         }
     }
     for id in ids {
-        let cells: Vec<&str> = report
+        let cells: Vec<String> = report
             .targets
             .iter()
             .map(|t| {
                 t.cases
                     .iter()
                     .find(|c| c.id == id)
-                    .map_or("—", |c| marker(c.grade))
+                    .map_or_else(|| "—".to_owned(), |c| grade_cell(report, t, c))
             })
             .collect();
         writeln!(out, "| {} | {} |", code_cell(id), cells.join(" | "))?;
     }
     Ok(())
+}
+
+/// A case's grade in a table: its marker, or `KNOWN FAIL` (`KNOWN WARN`) when a
+/// `--known-failing` line acknowledged it.
+fn grade_cell(report: &RunReport, t: &TargetResult, c: &CaseResult) -> String {
+    match report.known(t, c) {
+        Some(_) => format!("KNOWN {}", marker(c.grade)),
+        None => marker(c.grade).to_owned(),
+    }
 }
 
 fn dialect(d: Dialect) -> &'static str {
@@ -553,7 +637,7 @@ mod tests {
         assert!(md.starts_with("# NBD block-status conformance report\n"));
         let order = [
             "| Target | URI | Server | Dialect |",
-            "**Verdict: non-conformant** (1 fail, 1 warn, 3 pass, 1 info, 1 unsupported, 1 error)",
+            "**Verdict: non-conformant** (1 fail, 1 warn, 0 known, 3 pass, 1 info, 1 unsupported, 1 error)",
             "Spec proto.md@89ba7b5 · nbd-conform ",
             "## Grades",
             "## Capabilities",
@@ -672,16 +756,15 @@ mod tests {
     fn verdict_lines() {
         let pass = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
-            strict: false,
-            interrupted: None,
+            ..RunReport::default()
         };
         assert!(pass
             .to_markdown()
-            .contains("**Verdict: conformant** (0 fail, 0 warn, 1 pass"));
+            .contains("**Verdict: conformant** (0 fail, 0 warn, 0 known, 1 pass"));
         let down = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Error, &[])])],
             strict: true,
-            interrupted: None,
+            ..RunReport::default()
         };
         let md = down.to_markdown();
         assert!(md.contains("**Verdict: could not test** under `--strict` (0 fail"));
@@ -689,12 +772,33 @@ mod tests {
         assert!(md.contains("### general"));
         let cut = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
-            strict: false,
             interrupted: Some("SIGINT".into()),
+            ..RunReport::default()
         };
         let md = cut.to_markdown();
         assert!(md.contains("**Verdict: interrupted** by SIGINT"), "{md}");
         assert!(md.contains("the cases that finished"), "{md}");
+    }
+
+    #[test]
+    fn known_failures_and_stale_lines_have_their_sections() {
+        let md = super::super::tests::sample_with_known().to_markdown();
+        let failures = &md[pos(&md, "## Failures")..pos(&md, "## Warnings")];
+        assert!(failures.contains("None."), "{failures}");
+        let known = &md[pos(&md, "## Known failures")..pos(&md, "## Stale known-failing lines")];
+        assert!(known.contains(
+            "| `block-status/req-one` | reference@0.1.0 | FAIL | BS-REQ-ONE-2: two descriptors under REQ_ONE | `known-failing/x.txt:2` |"
+        ), "{known}");
+        assert!(md.contains(
+            "| `known-failing/x.txt:3` | `block-status/basic@qemu-nbd=10.*` | fixed in 10.1 \\| gone | block-status/basic on beta |"
+        ), "{md}");
+        assert!(
+            md.contains("| `block-status/req-one` | KNOWN FAIL | — |"),
+            "{md}"
+        );
+        assert!(md.contains("**Verdict: non-conformant** (0 fail, 1 warn, 1 known, 3 pass"));
+        assert!(md.contains("1 stale known-failing line(s) fail the run"));
+        insta::assert_snapshot!("sample-run-known-failing", md);
     }
 
     /// The whole Markdown of the sample run (two targets, every grade, markup in messages),
