@@ -17,7 +17,7 @@ use nbd_conform::wire::consts::{context, draft};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
 
-use nbd_conform::report::{exit, KnownFailingList, Verdict};
+use nbd_conform::report::{exit, KnownFailingList, Transcripts, Verdict};
 
 #[derive(Parser)]
 #[command(
@@ -154,6 +154,10 @@ struct RunArgs {
         env = "NBD_CONFORM_KNOWN_FAILING"
     )]
     known_failing: Vec<PathBuf>,
+    /// Which cases the JSON report carries transcripts and descriptor streams for: failing
+    /// (fail, warn, error), all, or none.
+    #[arg(long, value_enum, default_value_t = Transcripts::Failing)]
+    json_transcripts: Transcripts,
 }
 
 #[derive(Args)]
@@ -863,6 +867,7 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         targets,
         strict: args.strict,
         interrupted: interrupted.get().map(|s| (*s).to_owned()),
+        json_transcripts: args.json_transcripts,
     };
     for (path, text) in [
         (&args.report, report.to_markdown()),

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use super::{Decided, KnownFailure, RunReport, StaleLine, SPEC_REVISION, SUITE_VERSION};
+use super::{
+    Decided, KnownFailure, RunReport, StaleLine, Transcripts, SPEC_REVISION, SUITE_VERSION,
+};
 use crate::clauses::ClauseId;
 use crate::engine::outcome::{Capabilities, CaseResult, Finding, Grade, Summary, TargetResult};
 use crate::Dialect;
@@ -19,6 +21,9 @@ struct Run<'a> {
     exit_code: u8,
     /// The signal that stopped the run (then `verdict` is "interrupted"), or null.
     interrupted: Option<&'a str>,
+    /// Which cases carry their transcript and streams ("failing", "all", "none"); the others'
+    /// are empty.
+    transcripts: Transcripts,
     targets: Vec<Target<'a>>,
     /// Failing cases a `--known-failing` line acknowledged (not counted as failures).
     known_failures: Vec<Known<'a>>,
@@ -98,6 +103,7 @@ pub(super) fn render(report: &RunReport) -> String {
         strict: report.strict,
         exit_code: report.exit_code(),
         interrupted: report.interrupted.as_deref(),
+        transcripts: report.json_transcripts,
         targets: report.targets.iter().map(|t| target(report, t)).collect(),
         known_failures: report.known_failing.known.iter().map(known).collect(),
         stale_known_failing: report.known_failing.stale.iter().map(stale).collect(),
@@ -121,7 +127,7 @@ fn target<'a>(report: &'a RunReport, t: &'a TargetResult) -> Target<'a> {
         cases: t
             .cases
             .iter()
-            .map(|c| case(c, report.known(t, c)))
+            .map(|c| case(c, report.known(t, c), report.json_transcripts))
             .collect(),
     }
 }
@@ -146,8 +152,13 @@ fn stale(s: &StaleLine) -> Stale<'_> {
     }
 }
 
-fn case<'a>(c: &'a CaseResult, acknowledged: Option<&'a KnownFailure>) -> Case<'a> {
+fn case<'a>(
+    c: &'a CaseResult,
+    acknowledged: Option<&'a KnownFailure>,
+    transcripts: Transcripts,
+) -> Case<'a> {
     let decided = Decided::of(c);
+    let keep = transcripts.keeps(c.grade);
     Case {
         id: &c.id,
         grade: c.grade,
@@ -160,8 +171,8 @@ fn case<'a>(c: &'a CaseResult, acknowledged: Option<&'a KnownFailure>) -> Case<'
         findings: c.findings.iter().map(finding).collect(),
         note: c.note.as_deref(),
         not_checked: &c.not_checked,
-        transcript: &c.transcript,
-        streams: &c.streams,
+        transcript: if keep { &c.transcript } else { &[] },
+        streams: if keep { &c.streams } else { &[] },
         known_failure: acknowledged.map(known),
     }
 }
@@ -214,6 +225,7 @@ mod tests {
                 "strict",
                 "exit_code",
                 "interrupted",
+                "transcripts",
                 "known_failures",
                 "stale_known_failing"
             ])
@@ -330,6 +342,53 @@ mod tests {
             error["observed"],
             "connect refused <127.0.0.1:10809> & gave up"
         );
+    }
+
+    #[test]
+    fn transcripts_only_for_failing_cases_unless_asked() {
+        let lines = |r: &RunReport| -> Vec<(String, usize)> {
+            let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+            v["targets"][0]["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let id = c["id"].as_str().unwrap().to_owned();
+                    (id, c["transcript"].as_array().unwrap().len())
+                })
+                .collect()
+        };
+        let mut r = sample();
+        // The sample's pass and fail carry transcripts; by default only the fail keeps its.
+        assert_eq!(
+            lines(&r)[..2],
+            [
+                ("block-status/basic".to_owned(), 0),
+                ("block-status/req-one".to_owned(), 3)
+            ]
+        );
+        r.json_transcripts = Transcripts::All;
+        assert_eq!(lines(&r)[0].1, 1);
+        r.json_transcripts = Transcripts::None;
+        assert!(lines(&r).iter().all(|(_, n)| *n == 0));
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["transcripts"], "none");
+    }
+
+    #[test]
+    fn known_failures_and_stale_lines_are_carried() {
+        let v: Value =
+            serde_json::from_str(&super::super::tests::sample_with_known().to_json()).unwrap();
+        assert_eq!(v["known_failures"][0]["case"], "block-status/req-one");
+        assert_eq!(v["known_failures"][0]["line"], "known-failing/x.txt:2");
+        assert_eq!(v["stale_known_failing"][0]["line"], "known-failing/x.txt:3");
+        let req_one = &v["targets"][0]["cases"][1];
+        assert_eq!(
+            req_one["known_failure"]["reason"],
+            "BS-REQ-ONE-2: two descriptors under REQ_ONE"
+        );
+        assert_eq!(v["targets"][0]["summary"]["known"], 1);
+        assert_eq!(v["exit_code"], 1);
     }
 
     #[test]

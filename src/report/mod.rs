@@ -32,6 +32,31 @@ pub struct RunReport {
     /// counted as failures; JUnit may mark them skipped or expected) and stale lines (each
     /// fails the run).
     pub known_failing: Acknowledged,
+    /// Which cases the JSON carries transcripts (and descriptor streams) for.
+    pub json_transcripts: Transcripts,
+}
+
+/// Which cases' transcripts and descriptor streams the JSON report holds (`--json-transcripts`):
+/// most of a run's JSON is the exchanges of cases that passed, which nobody reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transcripts {
+    /// Cases graded fail, warn or error (known failures too): the ones a reader looks into.
+    #[default]
+    Failing,
+    All,
+    None,
+}
+
+impl Transcripts {
+    /// Whether a case of `grade` keeps its transcript.
+    pub fn keeps(self, grade: Grade) -> bool {
+        match self {
+            Transcripts::All => true,
+            Transcripts::None => false,
+            Transcripts::Failing => matches!(grade, Grade::Fail | Grade::Warn | Grade::Error),
+        }
+    }
 }
 
 /// Exit codes shared by every subcommand (README "Exit codes"): the one place they are defined.

@@ -152,7 +152,69 @@ pub fn trials() -> Vec<Trial> {
             "selftest::known_failing::the_debian_bookworm_list_holds_here",
             debian_bookworm,
         ),
+        Trial::test(
+            "selftest::report::json_transcripts_only_for_failing_cases_unless_asked",
+            json_transcripts,
+        ),
     ]
+}
+
+/// `--json-transcripts`: failing (the default) keeps the exchanges of the failing cases only,
+/// `all` every case's, `none` no case's; anything else is a usage error.
+fn json_transcripts() -> Result<(), Failed> {
+    with_reference(&["--fault", "req-one-overrun"], |uri| {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let json = dir.path().join("report.json");
+        let json_arg = json.to_string_lossy();
+        let args = ["--target", uri, "--only", "bs.req-one", "--json", &json_arg];
+        // (case id, grade, transcript lines) per case.
+        let cases = |choice: &[(&str, &str)]| -> Result<Vec<(String, String, usize)>, Failed> {
+            expect(&args, choice, 1)?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&json).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            let mode = choice.first().map_or("failing", |(_, m)| *m);
+            if v["transcripts"] != mode {
+                return Err(format!("\"transcripts\": {} for {mode}", v["transcripts"]).into());
+            }
+            Ok(v["targets"][0]["cases"]
+                .as_array()
+                .ok_or("no cases")?
+                .iter()
+                .map(|c| {
+                    let n = c["transcript"].as_array().map_or(0, Vec::len);
+                    let (id, grade) = (c["id"].as_str(), c["grade"].as_str());
+                    (
+                        id.unwrap_or("").to_owned(),
+                        grade.unwrap_or("").to_owned(),
+                        n,
+                    )
+                })
+                .collect())
+        };
+        let failing = cases(&[])?;
+        let all = cases(&[("--json-transcripts", "all")])?;
+        let none = cases(&[("--json-transcripts", "none")])?;
+        let bad = |why: &str| {
+            Err(format!(
+                "{why}: failing {failing:?}, all {all:?}, none {none:?}"
+            ))
+        };
+        if failing.len() != 4 || !failing.iter().any(|(_, g, _)| g == "pass") {
+            return bad("expected 4 cases, one passing").map_err(Into::into);
+        }
+        for ((id, grade, n), (_, _, n_all)) in failing.iter().zip(&all) {
+            let kept = if grade == "fail" { *n_all } else { 0 };
+            if *n != kept || *n_all == 0 {
+                return bad(&format!("{id} ({grade})")).map_err(Into::into);
+            }
+        }
+        if none.iter().any(|(_, _, n)| *n != 0) {
+            return bad("none kept a transcript").map_err(Into::into);
+        }
+        let stderr = expect(&args, &[("--json-transcripts", "some")], 2)?;
+        contains(&stderr, &["invalid value 'some' for '--json-transcripts"])
+    })
 }
 
 /// The README's main job on the peers it was written for: every failure acknowledged (exit 0),
