@@ -40,33 +40,38 @@ fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
     Ok(())
 }
 
+/// The run at a glance: one row per target, its verdict and its grade counts, the counts that
+/// need a look marked.
 fn targets(out: &mut String, report: &RunReport) -> fmt::Result {
     writeln!(
         out,
-        "\n| Target | URI | Server | Dialect | Verdict |\n|---|---|---|---|---|"
+        "\n| Target | Server | Verdict | Pass | Fail | Warn | Known | Info | Unsupported | Error |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     )?;
     for t in &report.targets {
         let s = report.summary(t);
         let verdict = match report.target_verdict(t) {
-            TargetVerdict::LeftOut => TargetVerdict::LeftOut.as_str().to_owned(),
-            v => format!(
-                "**{}** ({} fail, {} warn, {} known, {} pass, {} unsupported, {} error)",
-                v.as_str(),
-                s.fail,
-                s.warn,
-                s.known,
-                s.pass,
-                s.unsupported,
-                s.error
-            ),
+            TargetVerdict::Judged(Verdict::Conformant) => "✅ conformant".to_owned(),
+            TargetVerdict::Judged(Verdict::NonConformant) => "❌ **non-conformant**".to_owned(),
+            TargetVerdict::Judged(v @ Verdict::CouldNotTest) => format!("⛔ **{v}**"),
+            v => v.as_str().to_owned(),
+        };
+        let marked = |n: usize, grade: Grade| match n {
+            0 => "0".to_owned(),
+            n => format!("{} **{n}**", emoji(grade)),
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {verdict} |",
+            "| {} | {} | {verdict} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&t.name),
-            code_cell(&t.uri),
-            cell(&t.server),
-            dialect(t.dialect)
+            cell(&server_at_version(&t.server)),
+            s.pass,
+            marked(s.fail, Grade::Fail),
+            marked(s.warn, Grade::Warn),
+            s.known,
+            s.info,
+            s.unsupported,
+            marked(s.error, Grade::Error)
         )?;
     }
     for t in &report.targets {
@@ -75,6 +80,25 @@ fn targets(out: &mut String, report: &RunReport) -> fmt::Result {
         }
     }
     Ok(())
+}
+
+/// A grade in a table: FAIL, WARN and ERROR marked so that they stand out in a long column.
+fn mark(grade: Grade) -> String {
+    match grade {
+        Grade::Fail | Grade::Warn | Grade::Error => {
+            format!("{} **{}**", emoji(grade), marker(grade))
+        }
+        _ => marker(grade).to_owned(),
+    }
+}
+
+fn emoji(grade: Grade) -> &'static str {
+    match grade {
+        Grade::Fail => "❌",
+        Grade::Warn => "⚠️",
+        Grade::Error => "⛔",
+        _ => "",
+    }
 }
 
 fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
@@ -150,18 +174,19 @@ fn legend(out: &mut String) -> fmt::Result {
 | Grade | Meaning |
 |---|---|
 | PASS | the clause holds |
-| FAIL | a MUST / MUST NOT is broken |
-| WARN | a SHOULD / SHOULD NOT is broken (fails only under `--strict`) |
+| ❌ **FAIL** | a MUST / MUST NOT is broken |
+| ⚠️ **WARN** | a SHOULD / SHOULD NOT is broken (fails only under `--strict`) |
 | INFO | a MAY or unspecified behaviour, recorded |
 | UNSUPPORTED | a prerequisite was not negotiated (no structured replies, no context, no extended headers) |
-| ERROR | the harness could not test (refused, timeout while connecting, bad arguments); never a verdict |"
+| ⛔ **ERROR** | the harness could not test (refused, timeout while connecting, bad arguments); never a verdict |
+| KNOWN FAIL, KNOWN WARN | a failure a `--known-failing` line acknowledges: not counted |"
     )
 }
 
 fn capabilities(out: &mut String, report: &RunReport) -> fmt::Result {
     writeln!(
         out,
-        "\n## Capabilities\n\n| Target | Structured replies | Extended headers | Contexts |\n|---|---|---|---|"
+        "\n## Capabilities\n\n| Target | URI | Dialect | Structured replies | Extended headers | Contexts |\n|---|---|---|---|---|---|"
     )?;
     for t in &report.targets {
         let caps = &t.capabilities;
@@ -176,8 +201,10 @@ fn capabilities(out: &mut String, report: &RunReport) -> fmt::Result {
         };
         writeln!(
             out,
-            "| {} | {} | {} | {contexts} |",
+            "| {} | {} | {} | {} | {} | {contexts} |",
             cell(&t.name),
+            code_cell(&t.uri),
+            dialect(t.dialect),
             yes_no(caps.structured_replies),
             yes_no(caps.extended_headers)
         )?;
@@ -298,7 +325,7 @@ fn known_failures(out: &mut String, report: &RunReport) -> fmt::Result {
             "| {} | {} | {} | {} | {} |",
             code_cell(&k.case),
             cell(&server_at_version(&k.server)),
-            marker(k.grade),
+            mark(k.grade),
             cell(&k.reason),
             code_cell(&k.at.to_string())
         )?;
@@ -546,7 +573,7 @@ fn matrix(out: &mut String, report: &RunReport) -> fmt::Result {
 fn grade_cell(report: &RunReport, t: &TargetResult, c: &CaseResult) -> String {
     match report.known(t, c) {
         Some(_) => format!("KNOWN {}", marker(c.grade)),
-        None => marker(c.grade).to_owned(),
+        None => mark(c.grade),
     }
 }
 
@@ -636,7 +663,8 @@ mod tests {
         let md = sample().to_markdown();
         assert!(md.starts_with("# NBD block-status conformance report\n"));
         let order = [
-            "| Target | URI | Server | Dialect |",
+            "| Target | Server | Verdict | Pass | Fail | Warn | Known | Info | Unsupported | Error |",
+            "| alpha | reference@0.1.0 | ❌ **non-conformant** | 1 | ❌ **1** | ⚠️ **1** | 0 | 1 | 1 | ⛔ **1** |",
             "**Verdict: non-conformant** (1 fail, 1 warn, 0 known, 3 pass, 1 info, 1 unsupported, 1 error)",
             "Spec proto.md@89ba7b5 · nbd-conform ",
             "## Grades",
@@ -697,10 +725,16 @@ mod tests {
     #[test]
     fn table_cells_escape_pipes_and_newlines() {
         let md = sample().to_markdown();
-        assert!(md.contains("| REQ_ONE \\| one descriptor | FAIL |"), "{md}");
+        assert!(
+            md.contains("| REQ_ONE \\| one descriptor | ❌ **FAIL** |"),
+            "{md}"
+        );
         assert!(md.contains("2 descriptors \\| lengths"));
         // A multi-line observation stays on one table row.
-        assert!(md.contains("| WARN | `BS-REP-512-1` | line one… |"), "{md}");
+        assert!(
+            md.contains("| ⚠️ **WARN** | `BS-REP-512-1` | line one… |"),
+            "{md}"
+        );
         assert_eq!(cell("a|b\nc\r\nd"), "a\\|b<br>c<br>d");
         assert_eq!(
             inline("<none> </x> <!-- <= <1"),
@@ -721,8 +755,9 @@ mod tests {
         assert!(section[negotiation..].contains("`negotiation/extended` | alpha |"));
         assert!(section[negotiation..]
             .contains("| UNSUPPORTED | `EH-GO-1` | server did not negotiate extended headers |"));
-        assert!(section[negotiation..]
-            .contains("| ERROR | `HS-GREET-1` | connect refused <127.0.0.1:10809> & gave up |"));
+        assert!(section[negotiation..].contains(
+            "| ⛔ **ERROR** | `HS-GREET-1` | connect refused <127.0.0.1:10809> & gave up |"
+        ));
     }
 
     #[test]
@@ -742,8 +777,8 @@ mod tests {
         let matrix = &md[pos(&md, "## Interop matrix")..];
         assert!(matrix.contains("| Case | alpha | beta |"));
         assert!(matrix.contains("| `block-status/basic` | PASS | PASS |"));
-        assert!(matrix.contains("| `block-status/align` | WARN | PASS |"));
-        assert!(matrix.contains("| `block-status/req-one` | FAIL | — |"));
+        assert!(matrix.contains("| `block-status/align` | ⚠️ **WARN** | PASS |"));
+        assert!(matrix.contains("| `block-status/req-one` | ❌ **FAIL** | — |"));
 
         let mut one = sample();
         one.targets.truncate(1);
@@ -787,7 +822,7 @@ mod tests {
         assert!(failures.contains("None."), "{failures}");
         let known = &md[pos(&md, "## Known failures")..pos(&md, "## Stale known-failing lines")];
         assert!(known.contains(
-            "| `block-status/req-one` | reference@0.1.0 | FAIL | BS-REQ-ONE-2: two descriptors under REQ_ONE | `known-failing/x.txt:2` |"
+            "| `block-status/req-one` | reference@0.1.0 | ❌ **FAIL** | BS-REQ-ONE-2: two descriptors under REQ_ONE | `known-failing/x.txt:2` |"
         ), "{known}");
         assert!(md.contains(
             "| `known-failing/x.txt:3` | `block-status/basic@qemu-nbd=10.*` | fixed in 10.1 \\| gone | block-status/basic on beta |"

@@ -44,7 +44,7 @@ pub fn trials() -> Vec<Trial> {
                         &md,
                         &[
                             "## Known failures",
-                            "| `bs.req-one.unaligned` | unknown | FAIL | BS-REQ-ONE-2: the one descriptor runs past",
+                            "| `bs.req-one.unaligned` | unknown | ❌ **FAIL** | BS-REQ-ONE-2: the one descriptor runs past",
                             &format!("`{list}:2` |"),
                             "**Verdict: conformant** (0 fail, 0 warn, 3 known, 1 pass",
                         ],
