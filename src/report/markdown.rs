@@ -8,7 +8,7 @@ use std::fmt::{self, Write};
 
 use super::{marker, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION, SUITE_VERSION};
 use crate::clauses;
-use crate::engine::outcome::{CaseResult, Grade, TargetResult};
+use crate::engine::outcome::{CaseResult, Finding, Grade, TargetResult};
 use crate::Dialect;
 
 /// The longest "observed" text the by-section table shows; the rest is in the failure entry
@@ -431,35 +431,108 @@ fn by_section(out: &mut String, report: &RunReport) -> fmt::Result {
         if several {
             writeln!(
                 out,
-                "| Case | Target | Title | Grade | Clause | Observed |\n|---|---|---|---|---|---|"
+                "| Case | Target | Title | Grade | Clause | Observed | Side observations |\n\
+                 |---|---|---|---|---|---|---|"
             )?;
         } else {
             writeln!(
                 out,
-                "| Case | Title | Grade | Clause | Observed |\n|---|---|---|---|---|"
+                "| Case | Title | Grade | Clause | Observed | Side observations |\n\
+                 |---|---|---|---|---|---|"
             )?;
         }
         for (t, c) in rows {
-            let decided = Decided::of(c);
+            let own = Own::of(c);
             let target = if several {
                 format!(" {} |", cell(&t.name))
             } else {
                 String::new()
             };
+            let grade = match report.known(t, c) {
+                Some(_) => grade_cell(report, t, c),
+                None => mark(own.grade),
+            };
+            let side: Vec<String> = own
+                .side
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}: {}",
+                        mark(f.grade),
+                        code_cell(f.clause.as_str()),
+                        cell(&one_line_of(&f.observed, SIDE_MAX))
+                    )
+                })
+                .collect();
             writeln!(
                 out,
-                "| {} |{target} {} | {} | {} | {} |",
+                "| {} |{target} {} | {grade} | {} | {} | {} |",
                 code_cell(&c.id),
                 cell(&c.title),
-                grade_cell(report, t, c),
-                decided
-                    .clause_or_first(c)
-                    .map_or_else(|| "—".to_string(), code_cell),
-                cell(&one_line(decided.observed))
+                own.clause.map_or_else(|| "—".to_string(), code_cell),
+                cell(&one_line(own.observed)),
+                if side.is_empty() {
+                    "—".to_owned()
+                } else {
+                    side.join("; ")
+                }
             )?;
         }
     }
     Ok(())
+}
+
+/// The longest observation a side-observation cell quotes.
+const SIDE_MAX: usize = 60;
+
+/// A case's own result, over the clauses it declares, apart from its side observations
+/// (findings other than passes under clauses it does not declare): a side INFO must not stand
+/// in a row for the case's own check.
+struct Own<'a> {
+    grade: Grade,
+    clause: Option<&'static str>,
+    observed: &'a str,
+    side: Vec<&'a Finding>,
+}
+
+impl<'a> Own<'a> {
+    fn of(c: &'a CaseResult) -> Own<'a> {
+        let declared = |f: &Finding| c.clauses.is_empty() || c.clauses.contains(&f.clause);
+        let mut side: Vec<&Finding> = Vec::new();
+        for f in c
+            .findings
+            .iter()
+            .filter(|f| !declared(f) && f.grade != Grade::Pass)
+        {
+            if !side
+                .iter()
+                .any(|s| s.clause == f.clause && s.grade == f.grade)
+            {
+                side.push(f);
+            }
+        }
+        let decided = Decided::of(c);
+        if c.deciding().is_none_or(declared) {
+            return Own {
+                grade: c.grade,
+                clause: decided.clause_or_first(c),
+                observed: decided.observed,
+                side,
+            };
+        }
+        // A side finding decided the case's grade: the row says what its own clauses got.
+        let own = c.findings.iter().filter(|f| declared(f));
+        let grade = own.clone().map(|f| f.grade).max().unwrap_or(Grade::Pass);
+        let first = own.clone().find(|f| f.grade == grade);
+        Own {
+            grade,
+            clause: first
+                .map(|f| f.clause.as_str())
+                .or_else(|| c.clauses.first().map(|id| id.as_str())),
+            observed: first.map_or("", |f| f.observed.as_str()),
+            side,
+        }
+    }
 }
 
 fn coverage(out: &mut String, report: &RunReport) -> fmt::Result {
@@ -637,9 +710,14 @@ fn code_cell(s: &str) -> String {
 
 /// The text up to its first newline, at most [`ONE_LINE_MAX`] characters.
 fn one_line(s: &str) -> String {
+    one_line_of(s, ONE_LINE_MAX)
+}
+
+/// The text up to its first newline, at most `max` characters.
+fn one_line_of(s: &str, max: usize) -> String {
     let first = s.lines().next().unwrap_or("");
     let more = first.len() < s.trim_end().len();
-    let mut line: String = first.chars().take(ONE_LINE_MAX).collect();
+    let mut line: String = first.chars().take(max).collect();
     if more || line.len() < first.len() {
         line.push('…');
     }
@@ -758,6 +836,37 @@ mod tests {
         assert!(section[negotiation..].contains(
             "| ⛔ **ERROR** | `HS-GREET-1` | connect refused <127.0.0.1:10809> & gave up |"
         ));
+    }
+
+    #[test]
+    fn a_side_info_does_not_hide_the_cases_own_result() {
+        use crate::engine::outcome::Finding;
+        let mut c = case("bs/flags", Grade::Info, &[id::BS_REQ_FLAGS_1]);
+        c.findings = vec![
+            Finding::info(
+                id::BS_REP_SUM_2,
+                "lengths sum to the request",
+                "one extent past it",
+            ),
+            Finding {
+                clause: id::BS_REQ_FLAGS_1,
+                grade: Grade::Pass,
+                expected: "flags ignored".into(),
+                observed: "a reply as without them".into(),
+            },
+        ];
+        let r = RunReport {
+            targets: vec![target("a", vec![c])],
+            ..RunReport::default()
+        };
+        let md = r.to_markdown();
+        assert!(
+            md.contains(
+                "| `bs/flags` | title of bs/flags | PASS | `BS-REQ-FLAGS-1` | a reply as without them \
+                 | INFO `BS-REP-SUM-2`: one extent past it |"
+            ),
+            "{md}"
+        );
     }
 
     #[test]
