@@ -32,6 +32,7 @@ fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
     known_failures(out, report)?;
     stale_lines(out, report)?;
     not_checked(out, report)?;
+    not_tested(out, report)?;
     by_section(out, report)?;
     coverage(out, report)?;
     if report.targets.len() >= 2 {
@@ -162,6 +163,53 @@ fn not_checked(out: &mut String, report: &RunReport) -> fmt::Result {
             code_cell(&c.id),
             cell(n)
         )?;
+    }
+    Ok(())
+}
+
+/// The cases that tested nothing (unsupported, error), target by target, grouped by why, the
+/// largest group first: "72 × the server refused NBD_OPT_STRUCTURED_REPLY" reads at a glance
+/// where 72 rows would not.
+fn not_tested(out: &mut String, report: &RunReport) -> fmt::Result {
+    let untested = |c: &&CaseResult| matches!(c.grade, Grade::Unsupported | Grade::Error);
+    if !report
+        .targets
+        .iter()
+        .any(|t| t.cases.iter().any(|c| untested(&c)))
+    {
+        return Ok(());
+    }
+    writeln!(out, "\n## Not tested, and why")?;
+    for t in &report.targets {
+        let mut groups: Vec<(Grade, &str, Vec<&str>)> = Vec::new();
+        for c in t.cases.iter().filter(untested) {
+            let why = c.note.as_deref().unwrap_or("no reason recorded");
+            match groups
+                .iter_mut()
+                .find(|(g, w, _)| *g == c.grade && *w == why)
+            {
+                Some((_, _, ids)) => ids.push(&c.id),
+                None => groups.push((c.grade, why, vec![&c.id])),
+            }
+        }
+        if groups.is_empty() {
+            continue;
+        }
+        // Largest first; errors before unsupported among equals (stable sort keeps run order).
+        groups.sort_by_key(|(g, _, ids)| (std::cmp::Reverse(ids.len()), *g != Grade::Error));
+        let total: usize = groups.iter().map(|(_, _, ids)| ids.len()).sum();
+        writeln!(out, "\n### {} ({total} not tested)\n", inline(&t.name))?;
+        for (grade, why, ids) in groups {
+            let ids: Vec<String> = ids.iter().map(|id| code(id)).collect();
+            writeln!(
+                out,
+                "- **{}** × {}: {}<br>{}",
+                ids.len(),
+                mark(grade),
+                inline(why),
+                ids.join(", ")
+            )?;
+        }
     }
     Ok(())
 }
@@ -867,6 +915,48 @@ mod tests {
             ),
             "{md}"
         );
+    }
+
+    #[test]
+    fn not_tested_groups_cases_by_why() {
+        let why = |id: &str, grade: Grade, note: &str| {
+            let mut c = case(id, grade, &[]);
+            c.note = Some(note.into());
+            c
+        };
+        let r = RunReport {
+            targets: vec![target(
+                "nbd-server",
+                vec![
+                    why("a", Grade::Unsupported, "no structured replies"),
+                    case("b", Grade::Pass, &[]),
+                    why("c", Grade::Error, "refused"),
+                    why("d", Grade::Unsupported, "no structured replies"),
+                ],
+            )],
+            ..RunReport::default()
+        };
+        let md = r.to_markdown();
+        let section = &md[pos(&md, "## Not tested, and why")..pos(&md, "## By section")];
+        assert!(
+            section.contains("### nbd-server (3 not tested)"),
+            "{section}"
+        );
+        let two = pos(
+            section,
+            "- **2** × UNSUPPORTED: no structured replies<br>`a`, `d`",
+        );
+        let one = pos(section, "- **1** × ⛔ **ERROR**: refused<br>`c`");
+        assert!(two < one, "{section}");
+        assert!(!sample_without_untested().contains("## Not tested"));
+    }
+
+    fn sample_without_untested() -> String {
+        let r = RunReport {
+            targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
+            ..RunReport::default()
+        };
+        r.to_markdown()
     }
 
     #[test]
