@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write};
 
-use super::{marker, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION, SUITE_VERSION};
+use super::{
+    marker, spec, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION, SUITE_VERSION,
+};
 use crate::clauses;
 use crate::engine::outcome::{CaseResult, Finding, Grade, TargetResult};
 use crate::Dialect;
@@ -311,11 +313,11 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult, label: &str
         for line in c.text.lines() {
             writeln!(out, "> {}", inline(line))?;
         }
-        writeln!(
-            out,
-            ">\n> — our paraphrase; spec section: {}",
-            inline(c.section)
-        )?;
+        let section = match spec::section_url(c.section) {
+            Some(url) => format!("[{}]({url})", inline(c.section)),
+            None => inline(c.section),
+        };
+        writeln!(out, ">\n> — our paraphrase; spec section: {section}")?;
     }
 
     writeln!(out)?;
@@ -517,7 +519,7 @@ fn by_section(out: &mut String, report: &RunReport) -> fmt::Result {
                 "| {} |{target} {} | {grade} | {} | {} | {} |",
                 code_cell(&c.id),
                 cell(&c.title),
-                own.clause.map_or_else(|| "—".to_string(), code_cell),
+                own.clause.map_or_else(|| "—".to_string(), clause_cell),
                 cell(&one_line(own.observed)),
                 if side.is_empty() {
                     "—".to_owned()
@@ -750,6 +752,15 @@ fn code(s: &str) -> String {
     format!("{fence}{pad}{s}{pad}{fence}")
 }
 
+/// A clause id in a table cell, linked to its spec section at the pinned revision when proto.md
+/// has it.
+fn clause_cell(id: &str) -> String {
+    match clauses::clause(id).and_then(|c| spec::section_url(c.section)) {
+        Some(url) => format!("[{}]({url})", code_cell(id)),
+        None => code_cell(id),
+    }
+}
+
 /// A code span in a table cell: GFM splits cells on `|` even inside code, and drops the
 /// backslash of `\|` there.
 fn code_cell(s: &str) -> String {
@@ -858,7 +869,10 @@ mod tests {
         assert!(md.contains("2 descriptors \\| lengths"));
         // A multi-line observation stays on one table row.
         assert!(
-            md.contains("| ⚠️ **WARN** | `BS-REP-512-1` | line one… |"),
+            md.contains(&format!(
+                "| ⚠️ **WARN** | {} | line one… |",
+                clause_cell("BS-REP-512-1")
+            )),
             "{md}"
         );
         assert_eq!(cell("a|b\nc\r\nd"), "a\\|b<br>c<br>d");
@@ -879,10 +893,14 @@ mod tests {
         let negotiation = pos(section, "### negotiation");
         assert!(block < negotiation);
         assert!(section[negotiation..].contains("`negotiation/extended` | alpha |"));
-        assert!(section[negotiation..]
-            .contains("| UNSUPPORTED | `EH-GO-1` | server did not negotiate extended headers |"));
+        assert!(
+            section[negotiation..].contains(
+                "| UNSUPPORTED | `EH-GO-1` | server did not negotiate extended headers |"
+            ),
+            "an [EXT] section has no link"
+        );
         assert!(section[negotiation..].contains(
-            "| ⛔ **ERROR** | `HS-GREET-1` | connect refused <127.0.0.1:10809> & gave up |"
+            "| ⛔ **ERROR** | [`HS-GREET-1`](https://github.com/NetworkBlockDevice/nbd/blob/89ba7b5379548d6ebbfa36db15f2b8e3787a09ea/doc/proto.md#newstyle-negotiation) | connect refused <127.0.0.1:10809> & gave up |"
         ));
     }
 
@@ -909,10 +927,11 @@ mod tests {
         };
         let md = r.to_markdown();
         assert!(
-            md.contains(
-                "| `bs/flags` | title of bs/flags | PASS | `BS-REQ-FLAGS-1` | a reply as without them \
-                 | INFO `BS-REP-SUM-2`: one extent past it |"
-            ),
+            md.contains(&format!(
+                "| `bs/flags` | title of bs/flags | PASS | {} | a reply as without them \
+                     | INFO `BS-REP-SUM-2`: one extent past it |",
+                clause_cell("BS-REQ-FLAGS-1")
+            )),
             "{md}"
         );
     }

@@ -8,12 +8,13 @@ mod json;
 mod junit;
 pub mod known;
 mod markdown;
+pub mod spec;
 
 pub use known::{Acknowledged, KnownFailingList, KnownFailure, StaleLine};
 
 use crate::engine::outcome::{CaseResult, Grade, Summary, TargetResult};
 
-/// The proto.md revision the clause registry was read at.
+/// The proto.md revision the clause registry was read at ([`spec::SPEC_COMMIT`], short).
 pub const SPEC_REVISION: &str = "proto.md@89ba7b5";
 
 /// The suite's own version, as reports print it.
