@@ -119,6 +119,7 @@ pub async fn run_case(
         last_connected: record.last_connected,
         transcript: record.transcript,
         streams: record.streams,
+        server_log: Vec::new(),
         duration: started.elapsed(),
     };
     (result, record.caps)

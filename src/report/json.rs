@@ -81,6 +81,8 @@ struct Case<'a> {
     not_checked: &'a [String],
     transcript: &'a [String],
     streams: &'a [String],
+    /// The last lines a launched server printed when it died during this case (else empty).
+    server_log: &'a [String],
     /// The acknowledgement that made this failing case a known failure, or null.
     known_failure: Option<Known<'a>>,
 }
@@ -173,6 +175,7 @@ fn case<'a>(
         not_checked: &c.not_checked,
         transcript: if keep { &c.transcript } else { &[] },
         streams: if keep { &c.streams } else { &[] },
+        server_log: &c.server_log,
         known_failure: acknowledged.map(known),
     }
 }
@@ -291,6 +294,7 @@ mod tests {
             "transcript",
             "streams",
             "known_failure",
+            "server_log",
         ]);
         for c in t["cases"].as_array().unwrap() {
             assert_eq!(keys(c), case_keys);

@@ -333,6 +333,15 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult, label: &str
     for n in &case.not_checked {
         writeln!(out, "- Not checked: {}", inline(n))?;
     }
+    if !case.server_log.is_empty() {
+        // What the server said as it died (an assertion, a panic): often the whole diagnosis.
+        let fence = "`".repeat(fence_len(&case.server_log));
+        writeln!(
+            out,
+            "\nThe server died during this case; its last output:\n\n{fence}\n{}\n{fence}",
+            case.server_log.join("\n")
+        )?;
+    }
 
     let deciding = case.deciding();
     let others: Vec<_> = case

@@ -329,6 +329,7 @@ pub(crate) mod tests {
             last_connected: None,
             transcript: Vec::new(),
             streams: Vec::new(),
+            server_log: Vec::new(),
             duration: Duration::from_millis(12),
         }
     }
@@ -382,6 +383,9 @@ pub(crate) mod tests {
                 expected: "multiples of 512".into(),
                 observed: "length 100".into(),
             },
+        ];
+        fail.server_log = vec![
+            "nbdkit: protocol.c:506: extents_to_block_descriptors: Assertion `e.length <= length' failed.".into(),
         ];
         fail.transcript = vec![
             "TX REQUEST type=BLOCK_STATUS flags=REQ_ONE cookie=0x1".into(),

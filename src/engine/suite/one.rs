@@ -60,6 +60,7 @@ pub(super) fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseRes
         last_connected: None,
         transcript: Vec::new(),
         streams: Vec::new(),
+        server_log: Vec::new(),
         duration: Duration::ZERO,
     }
 }
