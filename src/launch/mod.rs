@@ -217,9 +217,6 @@ impl ServerDeath {
         )
     }
 
-    /// What it printed last: nothing that changes from run to run or from a process to a
-    /// container (a crash's signal does: nbdkit 1.32.5's assertion ends in SIGABRT here and
-    /// SIGSEGV in the image), for a case's note, which its snapshot holds.
     /// Its last `n` non-empty output lines, oldest first.
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         let lines: Vec<&str> = self
@@ -234,6 +231,9 @@ impl ServerDeath {
             .collect()
     }
 
+    /// What it printed last: nothing that changes from run to run or from a process to a
+    /// container (a crash's signal does: nbdkit 1.32.5's assertion ends in SIGABRT here and
+    /// SIGSEGV in the image), for a case's note, which its snapshot holds.
     pub fn last_words(&self) -> String {
         match self.log_tail.lines().rfind(|l| !l.trim().is_empty()) {
             Some(line) => format!("it printed last: {}", line.trim()),
