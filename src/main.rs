@@ -17,7 +17,7 @@ use nbd_conform::wire::consts::{context, draft};
 use nbd_conform::wire::draft::DraftQuery;
 use nbd_conform::Dialect;
 
-use nbd_conform::report::{exit, Verdict};
+use nbd_conform::report::{exit, KnownFailingList, Transcripts, Verdict};
 
 mod cli;
 
@@ -149,6 +149,19 @@ struct RunArgs {
     /// Write a JUnit XML report here (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// A known-failing list (repeatable), lines `CASE-GLOB@SERVER-GLOB[=VERSION-GLOB]  reason`:
+    /// the failing cases it names are reported as known failures, not failures; a line whose
+    /// cases now pass is stale and fails the run (README "Known failures").
+    #[arg(
+        long = "known-failing",
+        value_name = "FILE",
+        env = "NBD_CONFORM_KNOWN_FAILING"
+    )]
+    known_failing: Vec<PathBuf>,
+    /// Which cases the JSON report carries transcripts and descriptor streams for: failing
+    /// (fail, warn, error), all, or none.
+    #[arg(long, value_enum, default_value_t = Transcripts::Failing)]
+    json_transcripts: Transcripts,
 }
 
 #[derive(Args)]
@@ -690,6 +703,11 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    let known_failing = match KnownFailingList::load(&args.known_failing, &ids) {
+        Ok(list) => list,
+        Err(e) => return usage(e),
+    };
     cases.retain(|c| {
         (args.only.is_empty() || args.only.iter().any(|p| c.id.starts_with(p.as_str())))
             && !args.skip.iter().any(|p| c.id.starts_with(p.as_str()))
@@ -841,9 +859,11 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         targets.push(result);
     }
     let report = RunReport {
+        known_failing: known_failing.apply(&targets, args.strict),
         targets,
         strict: args.strict,
         interrupted: interrupted.get().map(|s| (*s).to_owned()),
+        json_transcripts: args.json_transcripts,
     };
     // Every report is written, whichever fails: what was written is still worth having.
     let mut written = Vec::new();
@@ -862,6 +882,9 @@ async fn run_cases(args: RunArgs) -> ExitCode {
                 failed = true;
             }
         }
+    }
+    for line in report.known_failing.lines() {
+        eprintln!("nbd-conform run: {line}");
     }
     let verdict = report.verdict();
     // A report that is lost leaves no verdict to act on.

@@ -10,6 +10,9 @@
 use super::outcome::{CaseResult, ConnectionLoss, Finding, Grade};
 use crate::launch::ServerDeath;
 
+/// How many of a dead server's last output lines the case it died under keeps.
+pub const SERVER_LOG_LINES: usize = 10;
+
 /// A launched server that died this many times during one subject's run makes its target
 /// "could not test": its results are a patchwork of restarts (failures still count).
 pub const KEEPS_DYING: usize = 3;
@@ -120,6 +123,7 @@ pub fn apportion(results: &mut [CaseResult]) -> Death {
 /// once more), is nobody's finding: the case is not tested, and what it saw is listed as not
 /// graded (a truncated reply, a close without an answer: the kill's doing).
 pub fn cut_off(r: &mut CaseResult, death: &ServerDeath) {
+    r.server_log = death.last_lines(SERVER_LOG_LINES);
     if !death.from_outside {
         if r.note.is_none() {
             r.note = Some(format!(
@@ -230,6 +234,7 @@ mod tests {
             last_connected: None,
             transcript: Vec::new(),
             streams: Vec::new(),
+            server_log: Vec::new(),
             duration: Duration::ZERO,
         }
     }
@@ -271,6 +276,10 @@ mod tests {
         cut_off(&mut r, &death("was killed by signal 6 (SIGABRT)", false));
         assert_eq!(r.grade, Grade::Fail);
         assert_eq!(r.findings.len(), 1);
+        assert_eq!(
+            r.server_log,
+            ["starting", "nbdkit: protocol.c:506: Assertion failed."]
+        );
         let note = r.note.unwrap();
         assert!(
             note.contains("printed last: nbdkit: protocol.c:506"),

@@ -143,6 +143,10 @@ pub struct CaseResult {
     pub transcript: Vec<String>,
     /// Normalised descriptor streams: one line per descriptor, "context offset+length state (raw)".
     pub streams: Vec<String>,
+    /// The last lines a launched server printed (its stderr and stdout), when it died while
+    /// this case ran: what it said as it crashed (nbdkit's `Assertion ... failed`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_log: Vec<String>,
     #[serde(serialize_with = "as_millis")]
     pub duration: Duration,
 }
@@ -194,6 +198,9 @@ pub struct Summary {
     pub info: usize,
     pub unsupported: usize,
     pub error: usize,
+    /// Failing cases a `--known-failing` line acknowledged (counted here, not as fail or warn;
+    /// only a report's summary has them, `TargetResult::summary` knows no list).
+    pub known: usize,
 }
 
 impl TargetResult {

@@ -150,6 +150,7 @@ pub async fn run_case(
         last_connected: record.last_connected,
         transcript: record.transcript,
         streams: record.streams,
+        server_log: Vec::new(),
         duration: started.elapsed(),
     };
     (result, record.caps)
@@ -176,6 +177,7 @@ pub(crate) fn could_not_start(case: &Case, grade: Grade, why: String) -> CaseRes
         last_connected: None,
         transcript: Vec::new(),
         streams: Vec::new(),
+        server_log: Vec::new(),
         duration: Duration::ZERO,
     }
 }

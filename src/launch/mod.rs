@@ -218,6 +218,20 @@ impl ServerDeath {
         )
     }
 
+    /// Its last `n` non-empty output lines, oldest first.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        let lines: Vec<&str> = self
+            .log_tail
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| (*l).to_owned())
+            .collect()
+    }
+
     /// What it printed last: nothing that changes from run to run or from a process to a
     /// container (a crash's signal does: nbdkit 1.32.5's assertion ends in SIGABRT here and
     /// SIGSEGV in the image), for a case's note, which its snapshot holds.

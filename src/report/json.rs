@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use super::{target_verdict, Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
+use super::{
+    Decided, KnownFailure, RunReport, StaleLine, Transcripts, SPEC_REVISION, SUITE_VERSION,
+};
 use crate::clauses::ClauseId;
 use crate::engine::outcome::{Capabilities, CaseResult, Finding, Grade, Summary, TargetResult};
 use crate::Dialect;
@@ -19,7 +21,33 @@ struct Run<'a> {
     exit_code: u8,
     /// The signal that stopped the run (then `verdict` is "interrupted"), or null.
     interrupted: Option<&'a str>,
+    /// Which cases carry their transcript and streams ("failing", "all", "none"); the others'
+    /// are empty.
+    transcripts: Transcripts,
     targets: Vec<Target<'a>>,
+    /// Failing cases a `--known-failing` line acknowledged (not counted as failures).
+    known_failures: Vec<Known<'a>>,
+    /// `--known-failing` lines whose cases passed: each fails the run.
+    stale_known_failing: Vec<Stale<'a>>,
+}
+
+#[derive(Serialize)]
+struct Known<'a> {
+    target: &'a str,
+    case: &'a str,
+    server: &'a str,
+    grade: Grade,
+    reason: &'a str,
+    /// `FILE:LINE` of the line that acknowledged it.
+    line: String,
+}
+
+#[derive(Serialize)]
+struct Stale<'a> {
+    line: String,
+    entry: &'a str,
+    reason: &'a str,
+    passed: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -53,6 +81,10 @@ struct Case<'a> {
     not_checked: &'a [String],
     transcript: &'a [String],
     streams: &'a [String],
+    /// The last lines a launched server printed when it died during this case (else empty).
+    server_log: &'a [String],
+    /// The acknowledgement that made this failing case a known failure, or null.
+    known_failure: Option<Known<'a>>,
 }
 
 #[derive(Serialize)]
@@ -73,11 +105,10 @@ pub(super) fn render(report: &RunReport) -> String {
         strict: report.strict,
         exit_code: report.exit_code(),
         interrupted: report.interrupted.as_deref(),
-        targets: report
-            .targets
-            .iter()
-            .map(|t| target(t, report.strict))
-            .collect(),
+        transcripts: report.json_transcripts,
+        targets: report.targets.iter().map(|t| target(report, t)).collect(),
+        known_failures: report.known_failing.known.iter().map(known).collect(),
+        stale_known_failing: report.known_failing.stale.iter().map(stale).collect(),
     };
     let mut out = serde_json::to_string_pretty(&run)
         .expect("report JSON holds only strings, numbers and bools");
@@ -85,22 +116,51 @@ pub(super) fn render(report: &RunReport) -> String {
     out
 }
 
-fn target(t: &TargetResult, strict: bool) -> Target<'_> {
+fn target<'a>(report: &'a RunReport, t: &'a TargetResult) -> Target<'a> {
     Target {
-        verdict: target_verdict(t, strict).as_str(),
+        verdict: report.target_verdict(t).as_str(),
         notes: &t.notes,
         name: &t.name,
         uri: &t.uri,
         server: &t.server,
         dialect: t.dialect,
         capabilities: &t.capabilities,
-        summary: t.summary(),
-        cases: t.cases.iter().map(case).collect(),
+        summary: report.summary(t),
+        cases: t
+            .cases
+            .iter()
+            .map(|c| case(c, report.known(t, c), report.json_transcripts))
+            .collect(),
     }
 }
 
-fn case(c: &CaseResult) -> Case<'_> {
+fn known(k: &KnownFailure) -> Known<'_> {
+    Known {
+        target: &k.target,
+        case: &k.case,
+        server: &k.server,
+        grade: k.grade,
+        reason: &k.reason,
+        line: k.at.to_string(),
+    }
+}
+
+fn stale(s: &StaleLine) -> Stale<'_> {
+    Stale {
+        line: s.at.to_string(),
+        entry: &s.key,
+        reason: &s.reason,
+        passed: &s.passed,
+    }
+}
+
+fn case<'a>(
+    c: &'a CaseResult,
+    acknowledged: Option<&'a KnownFailure>,
+    transcripts: Transcripts,
+) -> Case<'a> {
     let decided = Decided::of(c);
+    let keep = transcripts.keeps(c.grade);
     Case {
         id: &c.id,
         grade: c.grade,
@@ -113,8 +173,10 @@ fn case(c: &CaseResult) -> Case<'_> {
         findings: c.findings.iter().map(finding).collect(),
         note: c.note.as_deref(),
         not_checked: &c.not_checked,
-        transcript: &c.transcript,
-        streams: &c.streams,
+        transcript: if keep { &c.transcript } else { &[] },
+        streams: if keep { &c.streams } else { &[] },
+        server_log: &c.server_log,
+        known_failure: acknowledged.map(known),
     }
 }
 
@@ -165,7 +227,10 @@ mod tests {
                 "verdict",
                 "strict",
                 "exit_code",
-                "interrupted"
+                "interrupted",
+                "transcripts",
+                "known_failures",
+                "stale_known_failing"
             ])
         );
         assert_eq!(v["interrupted"], Value::Null);
@@ -200,7 +265,15 @@ mod tests {
         assert_eq!(t["capabilities"]["contexts"][0], "base:allocation");
         assert_eq!(
             keys(&t["summary"]),
-            sorted(vec!["pass", "fail", "warn", "info", "unsupported", "error"])
+            sorted(vec![
+                "pass",
+                "fail",
+                "warn",
+                "info",
+                "unsupported",
+                "error",
+                "known"
+            ])
         );
         for grade in ["pass", "fail", "warn", "info", "unsupported", "error"] {
             assert_eq!(t["summary"][grade], 1, "{grade}");
@@ -220,6 +293,8 @@ mod tests {
             "not_checked",
             "transcript",
             "streams",
+            "known_failure",
+            "server_log",
         ]);
         for c in t["cases"].as_array().unwrap() {
             assert_eq!(keys(c), case_keys);
@@ -271,6 +346,53 @@ mod tests {
             error["observed"],
             "connect refused <127.0.0.1:10809> & gave up"
         );
+    }
+
+    #[test]
+    fn transcripts_only_for_failing_cases_unless_asked() {
+        let lines = |r: &RunReport| -> Vec<(String, usize)> {
+            let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+            v["targets"][0]["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let id = c["id"].as_str().unwrap().to_owned();
+                    (id, c["transcript"].as_array().unwrap().len())
+                })
+                .collect()
+        };
+        let mut r = sample();
+        // The sample's pass and fail carry transcripts; by default only the fail keeps its.
+        assert_eq!(
+            lines(&r)[..2],
+            [
+                ("block-status/basic".to_owned(), 0),
+                ("block-status/req-one".to_owned(), 3)
+            ]
+        );
+        r.json_transcripts = Transcripts::All;
+        assert_eq!(lines(&r)[0].1, 1);
+        r.json_transcripts = Transcripts::None;
+        assert!(lines(&r).iter().all(|(_, n)| *n == 0));
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["transcripts"], "none");
+    }
+
+    #[test]
+    fn known_failures_and_stale_lines_are_carried() {
+        let v: Value =
+            serde_json::from_str(&super::super::tests::sample_with_known().to_json()).unwrap();
+        assert_eq!(v["known_failures"][0]["case"], "block-status/req-one");
+        assert_eq!(v["known_failures"][0]["line"], "known-failing/x.txt:2");
+        assert_eq!(v["stale_known_failing"][0]["line"], "known-failing/x.txt:3");
+        let req_one = &v["targets"][0]["cases"][1];
+        assert_eq!(
+            req_one["known_failure"]["reason"],
+            "BS-REQ-ONE-2: two descriptors under REQ_ONE"
+        );
+        assert_eq!(v["targets"][0]["summary"]["known"], 1);
+        assert_eq!(v["exit_code"], 1);
     }
 
     #[test]

@@ -7,11 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write};
 
 use super::{
-    marker, target_verdict, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION,
-    SUITE_VERSION,
+    marker, spec, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION, SUITE_VERSION,
 };
 use crate::clauses;
-use crate::engine::outcome::{CaseResult, Grade, TargetResult};
+use crate::engine::outcome::{CaseResult, Finding, Grade, TargetResult};
 use crate::Dialect;
 
 /// The longest "observed" text the by-section table shows; the rest is in the failure entry
@@ -32,7 +31,10 @@ fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
     capabilities(out, report)?;
     entries(out, report, Grade::Fail)?;
     entries(out, report, Grade::Warn)?;
+    known_failures(out, report)?;
+    stale_lines(out, report)?;
     not_checked(out, report)?;
+    not_tested(out, report)?;
     by_section(out, report)?;
     coverage(out, report)?;
     if report.targets.len() >= 2 {
@@ -41,32 +43,38 @@ fn write_report(out: &mut String, report: &RunReport) -> fmt::Result {
     Ok(())
 }
 
+/// The run at a glance: one row per target, its verdict and its grade counts, the counts that
+/// need a look marked.
 fn targets(out: &mut String, report: &RunReport) -> fmt::Result {
     writeln!(
         out,
-        "\n| Target | URI | Server | Dialect | Verdict |\n|---|---|---|---|---|"
+        "\n| Target | Server | Verdict | Pass | Fail | Warn | Known | Info | Unsupported | Error |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     )?;
     for t in &report.targets {
-        let s = t.summary();
-        let verdict = match target_verdict(t, report.strict) {
-            TargetVerdict::LeftOut => TargetVerdict::LeftOut.as_str().to_owned(),
-            v => format!(
-                "**{}** ({} fail, {} warn, {} pass, {} unsupported, {} error)",
-                v.as_str(),
-                s.fail,
-                s.warn,
-                s.pass,
-                s.unsupported,
-                s.error
-            ),
+        let s = report.summary(t);
+        let verdict = match report.target_verdict(t) {
+            TargetVerdict::Judged(Verdict::Conformant) => "✅ conformant".to_owned(),
+            TargetVerdict::Judged(Verdict::NonConformant) => "❌ **non-conformant**".to_owned(),
+            TargetVerdict::Judged(v @ Verdict::CouldNotTest) => format!("⛔ **{v}**"),
+            v => v.as_str().to_owned(),
+        };
+        let marked = |n: usize, grade: Grade| match n {
+            0 => "0".to_owned(),
+            n => format!("{} **{n}**", emoji(grade)),
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {verdict} |",
+            "| {} | {} | {verdict} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&t.name),
-            code_cell(&t.uri),
-            cell(&t.server),
-            dialect(t.dialect)
+            cell(&server_at_version(&t.server)),
+            s.pass,
+            marked(s.fail, Grade::Fail),
+            marked(s.warn, Grade::Warn),
+            s.known,
+            s.info,
+            s.unsupported,
+            marked(s.error, Grade::Error)
         )?;
     }
     for t in &report.targets {
@@ -75,6 +83,25 @@ fn targets(out: &mut String, report: &RunReport) -> fmt::Result {
         }
     }
     Ok(())
+}
+
+/// A grade in a table: FAIL, WARN and ERROR marked so that they stand out in a long column.
+fn mark(grade: Grade) -> String {
+    match grade {
+        Grade::Fail | Grade::Warn | Grade::Error => {
+            format!("{} **{}**", emoji(grade), marker(grade))
+        }
+        _ => marker(grade).to_owned(),
+    }
+}
+
+fn emoji(grade: Grade) -> &'static str {
+    match grade {
+        Grade::Fail => "❌",
+        Grade::Warn => "⚠️",
+        Grade::Error => "⛔",
+        _ => "",
+    }
 }
 
 fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
@@ -99,9 +126,16 @@ fn verdict(out: &mut String, report: &RunReport) -> fmt::Result {
     };
     writeln!(
         out,
-        "\n**Verdict: {verdict}**{strict} ({} fail, {} warn, {} pass, {} info, {} unsupported, {} error)",
-        s.fail, s.warn, s.pass, s.info, s.unsupported, s.error
+        "\n**Verdict: {verdict}**{strict} ({} fail, {} warn, {} known, {} pass, {} info, {} unsupported, {} error)",
+        s.fail, s.warn, s.known, s.pass, s.info, s.unsupported, s.error
     )?;
+    if !report.known_failing.stale.is_empty() {
+        writeln!(
+            out,
+            "\n{} stale known-failing line(s) fail the run: see \"Stale known-failing lines\".",
+            report.known_failing.stale.len()
+        )?;
+    }
     writeln!(out, "\nSpec {SPEC_REVISION} · nbd-conform {SUITE_VERSION}")
 }
 
@@ -135,6 +169,53 @@ fn not_checked(out: &mut String, report: &RunReport) -> fmt::Result {
     Ok(())
 }
 
+/// The cases that tested nothing (unsupported, error), target by target, grouped by why, the
+/// largest group first: "72 × the server refused NBD_OPT_STRUCTURED_REPLY" reads at a glance
+/// where 72 rows would not.
+fn not_tested(out: &mut String, report: &RunReport) -> fmt::Result {
+    let untested = |c: &&CaseResult| matches!(c.grade, Grade::Unsupported | Grade::Error);
+    if !report
+        .targets
+        .iter()
+        .any(|t| t.cases.iter().any(|c| untested(&c)))
+    {
+        return Ok(());
+    }
+    writeln!(out, "\n## Not tested, and why")?;
+    for t in &report.targets {
+        let mut groups: Vec<(Grade, &str, Vec<&str>)> = Vec::new();
+        for c in t.cases.iter().filter(untested) {
+            let why = c.note.as_deref().unwrap_or("no reason recorded");
+            match groups
+                .iter_mut()
+                .find(|(g, w, _)| *g == c.grade && *w == why)
+            {
+                Some((_, _, ids)) => ids.push(&c.id),
+                None => groups.push((c.grade, why, vec![&c.id])),
+            }
+        }
+        if groups.is_empty() {
+            continue;
+        }
+        // Largest first; errors before unsupported among equals (stable sort keeps run order).
+        groups.sort_by_key(|(g, _, ids)| (std::cmp::Reverse(ids.len()), *g != Grade::Error));
+        let total: usize = groups.iter().map(|(_, _, ids)| ids.len()).sum();
+        writeln!(out, "\n### {} ({total} not tested)\n", inline(&t.name))?;
+        for (grade, why, ids) in groups {
+            let ids: Vec<String> = ids.iter().map(|id| code(id)).collect();
+            writeln!(
+                out,
+                "- **{}** × {}: {}<br>{}",
+                ids.len(),
+                mark(grade),
+                inline(why),
+                ids.join(", ")
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn legend(out: &mut String) -> fmt::Result {
     writeln!(
         out,
@@ -143,18 +224,19 @@ fn legend(out: &mut String) -> fmt::Result {
 | Grade | Meaning |
 |---|---|
 | PASS | the clause holds |
-| FAIL | a MUST / MUST NOT is broken |
-| WARN | a SHOULD / SHOULD NOT is broken (fails only under `--strict`) |
+| ❌ **FAIL** | a MUST / MUST NOT is broken |
+| ⚠️ **WARN** | a SHOULD / SHOULD NOT is broken (fails only under `--strict`) |
 | INFO | a MAY or unspecified behaviour, recorded |
 | UNSUPPORTED | a prerequisite was not negotiated (no structured replies, no context, no extended headers) |
-| ERROR | the harness could not test (refused, timeout while connecting, bad arguments); never a verdict |"
+| ⛔ **ERROR** | the harness could not test (refused, timeout while connecting, bad arguments); never a verdict |
+| KNOWN FAIL, KNOWN WARN | a failure a `--known-failing` line acknowledges: not counted |"
     )
 }
 
 fn capabilities(out: &mut String, report: &RunReport) -> fmt::Result {
     writeln!(
         out,
-        "\n## Capabilities\n\n| Target | Structured replies | Extended headers | Contexts |\n|---|---|---|---|"
+        "\n## Capabilities\n\n| Target | URI | Dialect | Structured replies | Extended headers | Contexts |\n|---|---|---|---|---|---|"
     )?;
     for t in &report.targets {
         let caps = &t.capabilities;
@@ -169,8 +251,10 @@ fn capabilities(out: &mut String, report: &RunReport) -> fmt::Result {
         };
         writeln!(
             out,
-            "| {} | {} | {} | {contexts} |",
+            "| {} | {} | {} | {} | {} | {contexts} |",
             cell(&t.name),
+            code_cell(&t.uri),
+            dialect(t.dialect),
             yes_no(caps.structured_replies),
             yes_no(caps.extended_headers)
         )?;
@@ -187,8 +271,12 @@ fn entries(out: &mut String, report: &RunReport, grade: Grade) -> fmt::Result {
     }
     let mut any = false;
     for t in &report.targets {
-        for c in t.cases.iter().filter(|c| c.grade == grade) {
-            entry(out, t, c)?;
+        for c in t
+            .cases
+            .iter()
+            .filter(|c| c.grade == grade && report.known(t, c).is_none())
+        {
+            entry(out, t, c, marker(c.grade))?;
             any = true;
         }
     }
@@ -198,7 +286,8 @@ fn entries(out: &mut String, report: &RunReport, grade: Grade) -> fmt::Result {
     Ok(())
 }
 
-fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Result {
+/// One case's finding in full, headed `### LABEL case — clause`.
+fn entry(out: &mut String, target: &TargetResult, case: &CaseResult, label: &str) -> fmt::Result {
     let decided = Decided::of(case);
     let clause = decided.clause_or_first(case);
     let level = match (decided.clause, clause) {
@@ -208,8 +297,7 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
     };
     writeln!(
         out,
-        "\n### {} {} — {} ({level})",
-        marker(case.grade),
+        "\n### {label} {} — {} ({level})",
         code(&case.id),
         clause.map_or_else(|| "no clause".to_string(), code)
     )?;
@@ -225,11 +313,11 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
         for line in c.text.lines() {
             writeln!(out, "> {}", inline(line))?;
         }
-        writeln!(
-            out,
-            ">\n> — our paraphrase; spec section: {}",
-            inline(c.section)
-        )?;
+        let section = match spec::section_url(c.section) {
+            Some(url) => format!("[{}]({url})", inline(c.section)),
+            None => inline(c.section),
+        };
+        writeln!(out, ">\n> — our paraphrase; spec section: {section}")?;
     }
 
     writeln!(out)?;
@@ -244,6 +332,15 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
     }
     for n in &case.not_checked {
         writeln!(out, "- Not checked: {}", inline(n))?;
+    }
+    if !case.server_log.is_empty() {
+        // What the server said as it died (an assertion, a panic): often the whole diagnosis.
+        let fence = "`".repeat(fence_len(&case.server_log));
+        writeln!(
+            out,
+            "\nThe server died during this case; its last output:\n\n{fence}\n{}\n{fence}",
+            case.server_log.join("\n")
+        )?;
     }
 
     let deciding = case.deciding();
@@ -267,6 +364,70 @@ fn entry(out: &mut String, target: &TargetResult, case: &CaseResult) -> fmt::Res
         }
     }
     transcript(out, &case.transcript)
+}
+
+/// The failing cases a `--known-failing` line acknowledged: not failures of this run, and
+/// listed so that nobody forgets them.
+fn known_failures(out: &mut String, report: &RunReport) -> fmt::Result {
+    let known = &report.known_failing.known;
+    if known.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n## Known failures\n\nAcknowledged by `--known-failing`: reported, not counted as failures.\n\n\
+         | Case | Server | Grade | Reason | Line |\n|---|---|---|---|---|"
+    )?;
+    for k in known {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            code_cell(&k.case),
+            cell(&server_at_version(&k.server)),
+            mark(k.grade),
+            cell(&k.reason),
+            code_cell(&k.at.to_string())
+        )?;
+    }
+    // The evidence, as for a failure: a reviewer checks an acknowledgement against it.
+    for t in &report.targets {
+        for c in t.cases.iter().filter(|c| report.known(t, c).is_some()) {
+            entry(out, t, c, &format!("KNOWN {}", marker(c.grade)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lines that acknowledged nothing while their cases passed: each fails the run.
+fn stale_lines(out: &mut String, report: &RunReport) -> fmt::Result {
+    let stale = &report.known_failing.stale;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n## Stale known-failing lines\n\nTheir cases pass now: remove the lines (each fails the run).\n\n\
+         | Line | Entry | Reason | Passed |\n|---|---|---|---|"
+    )?;
+    for s in stale {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            code_cell(&s.at.to_string()),
+            code_cell(&s.key),
+            cell(&s.reason),
+            cell(&s.passed.join(", "))
+        )?;
+    }
+    Ok(())
+}
+
+/// "nbdkit 1.32.5" as `nbdkit@1.32.5`, the way a known-failing line names it.
+fn server_at_version(server: &str) -> String {
+    match server.split_once(' ') {
+        Some((name, version)) => format!("{name}@{version}"),
+        None => server.to_owned(),
+    }
 }
 
 /// A numbered transcript in a fence no line can close, inside a collapsed block.
@@ -329,35 +490,108 @@ fn by_section(out: &mut String, report: &RunReport) -> fmt::Result {
         if several {
             writeln!(
                 out,
-                "| Case | Target | Title | Grade | Clause | Observed |\n|---|---|---|---|---|---|"
+                "| Case | Target | Title | Grade | Clause | Observed | Side observations |\n\
+                 |---|---|---|---|---|---|---|"
             )?;
         } else {
             writeln!(
                 out,
-                "| Case | Title | Grade | Clause | Observed |\n|---|---|---|---|---|"
+                "| Case | Title | Grade | Clause | Observed | Side observations |\n\
+                 |---|---|---|---|---|---|"
             )?;
         }
         for (t, c) in rows {
-            let decided = Decided::of(c);
+            let own = Own::of(c);
             let target = if several {
                 format!(" {} |", cell(&t.name))
             } else {
                 String::new()
             };
+            let grade = match report.known(t, c) {
+                Some(_) => grade_cell(report, t, c),
+                None => mark(own.grade),
+            };
+            let side: Vec<String> = own
+                .side
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}: {}",
+                        mark(f.grade),
+                        code_cell(f.clause.as_str()),
+                        cell(&one_line_of(&f.observed, SIDE_MAX))
+                    )
+                })
+                .collect();
             writeln!(
                 out,
-                "| {} |{target} {} | {} | {} | {} |",
+                "| {} |{target} {} | {grade} | {} | {} | {} |",
                 code_cell(&c.id),
                 cell(&c.title),
-                marker(c.grade),
-                decided
-                    .clause_or_first(c)
-                    .map_or_else(|| "—".to_string(), code_cell),
-                cell(&one_line(decided.observed))
+                own.clause.map_or_else(|| "—".to_string(), clause_cell),
+                cell(&one_line(own.observed)),
+                if side.is_empty() {
+                    "—".to_owned()
+                } else {
+                    side.join("; ")
+                }
             )?;
         }
     }
     Ok(())
+}
+
+/// The longest observation a side-observation cell quotes.
+const SIDE_MAX: usize = 60;
+
+/// A case's own result, over the clauses it declares, apart from its side observations
+/// (findings other than passes under clauses it does not declare): a side INFO must not stand
+/// in a row for the case's own check.
+struct Own<'a> {
+    grade: Grade,
+    clause: Option<&'static str>,
+    observed: &'a str,
+    side: Vec<&'a Finding>,
+}
+
+impl<'a> Own<'a> {
+    fn of(c: &'a CaseResult) -> Own<'a> {
+        let declared = |f: &Finding| c.clauses.is_empty() || c.clauses.contains(&f.clause);
+        let mut side: Vec<&Finding> = Vec::new();
+        for f in c
+            .findings
+            .iter()
+            .filter(|f| !declared(f) && f.grade != Grade::Pass)
+        {
+            if !side
+                .iter()
+                .any(|s| s.clause == f.clause && s.grade == f.grade)
+            {
+                side.push(f);
+            }
+        }
+        let decided = Decided::of(c);
+        if c.deciding().is_none_or(declared) {
+            return Own {
+                grade: c.grade,
+                clause: decided.clause_or_first(c),
+                observed: decided.observed,
+                side,
+            };
+        }
+        // A side finding decided the case's grade: the row says what its own clauses got.
+        let own = c.findings.iter().filter(|f| declared(f));
+        let grade = own.clone().map(|f| f.grade).max().unwrap_or(Grade::Pass);
+        let first = own.clone().find(|f| f.grade == grade);
+        Own {
+            grade,
+            clause: first
+                .map(|f| f.clause.as_str())
+                .or_else(|| c.clauses.first().map(|id| id.as_str())),
+            observed: first.map_or("", |f| f.observed.as_str()),
+            side,
+        }
+    }
 }
 
 fn coverage(out: &mut String, report: &RunReport) -> fmt::Result {
@@ -451,19 +685,28 @@ fn matrix(out: &mut String, report: &RunReport) -> fmt::Result {
         }
     }
     for id in ids {
-        let cells: Vec<&str> = report
+        let cells: Vec<String> = report
             .targets
             .iter()
             .map(|t| {
                 t.cases
                     .iter()
                     .find(|c| c.id == id)
-                    .map_or("—", |c| marker(c.grade))
+                    .map_or_else(|| "—".to_owned(), |c| grade_cell(report, t, c))
             })
             .collect();
         writeln!(out, "| {} | {} |", code_cell(id), cells.join(" | "))?;
     }
     Ok(())
+}
+
+/// A case's grade in a table: its marker, or `KNOWN FAIL` (`KNOWN WARN`) when a
+/// `--known-failing` line acknowledged it.
+fn grade_cell(report: &RunReport, t: &TargetResult, c: &CaseResult) -> String {
+    match report.known(t, c) {
+        Some(_) => format!("KNOWN {}", marker(c.grade)),
+        None => mark(c.grade),
+    }
 }
 
 fn dialect(d: Dialect) -> &'static str {
@@ -518,6 +761,15 @@ fn code(s: &str) -> String {
     format!("{fence}{pad}{s}{pad}{fence}")
 }
 
+/// A clause id in a table cell, linked to its spec section at the pinned revision when proto.md
+/// has it.
+fn clause_cell(id: &str) -> String {
+    match clauses::clause(id).and_then(|c| spec::section_url(c.section)) {
+        Some(url) => format!("[{}]({url})", code_cell(id)),
+        None => code_cell(id),
+    }
+}
+
 /// A code span in a table cell: GFM splits cells on `|` even inside code, and drops the
 /// backslash of `\|` there.
 fn code_cell(s: &str) -> String {
@@ -526,9 +778,14 @@ fn code_cell(s: &str) -> String {
 
 /// The text up to its first newline, at most [`ONE_LINE_MAX`] characters.
 fn one_line(s: &str) -> String {
+    one_line_of(s, ONE_LINE_MAX)
+}
+
+/// The text up to its first newline, at most `max` characters.
+fn one_line_of(s: &str, max: usize) -> String {
     let first = s.lines().next().unwrap_or("");
     let more = first.len() < s.trim_end().len();
-    let mut line: String = first.chars().take(ONE_LINE_MAX).collect();
+    let mut line: String = first.chars().take(max).collect();
     if more || line.len() < first.len() {
         line.push('…');
     }
@@ -552,8 +809,9 @@ mod tests {
         let md = sample().to_markdown();
         assert!(md.starts_with("# NBD block-status conformance report\n"));
         let order = [
-            "| Target | URI | Server | Dialect |",
-            "**Verdict: non-conformant** (1 fail, 1 warn, 3 pass, 1 info, 1 unsupported, 1 error)",
+            "| Target | Server | Verdict | Pass | Fail | Warn | Known | Info | Unsupported | Error |",
+            "| alpha | reference@0.1.0 | ❌ **non-conformant** | 1 | ❌ **1** | ⚠️ **1** | 0 | 1 | 1 | ⛔ **1** |",
+            "**Verdict: non-conformant** (1 fail, 1 warn, 0 known, 3 pass, 1 info, 1 unsupported, 1 error)",
             "Spec proto.md@89ba7b5 · nbd-conform ",
             "## Grades",
             "## Capabilities",
@@ -613,10 +871,19 @@ mod tests {
     #[test]
     fn table_cells_escape_pipes_and_newlines() {
         let md = sample().to_markdown();
-        assert!(md.contains("| REQ_ONE \\| one descriptor | FAIL |"), "{md}");
+        assert!(
+            md.contains("| REQ_ONE \\| one descriptor | ❌ **FAIL** |"),
+            "{md}"
+        );
         assert!(md.contains("2 descriptors \\| lengths"));
         // A multi-line observation stays on one table row.
-        assert!(md.contains("| WARN | `BS-REP-512-1` | line one… |"), "{md}");
+        assert!(
+            md.contains(&format!(
+                "| ⚠️ **WARN** | {} | line one… |",
+                clause_cell("BS-REP-512-1")
+            )),
+            "{md}"
+        );
         assert_eq!(cell("a|b\nc\r\nd"), "a\\|b<br>c<br>d");
         assert_eq!(
             inline("<none> </x> <!-- <= <1"),
@@ -635,10 +902,89 @@ mod tests {
         let negotiation = pos(section, "### negotiation");
         assert!(block < negotiation);
         assert!(section[negotiation..].contains("`negotiation/extended` | alpha |"));
-        assert!(section[negotiation..]
-            .contains("| UNSUPPORTED | `EH-GO-1` | server did not negotiate extended headers |"));
-        assert!(section[negotiation..]
-            .contains("| ERROR | `HS-GREET-1` | connect refused <127.0.0.1:10809> & gave up |"));
+        assert!(
+            section[negotiation..].contains(
+                "| UNSUPPORTED | `EH-GO-1` | server did not negotiate extended headers |"
+            ),
+            "an [EXT] section has no link"
+        );
+        assert!(section[negotiation..].contains(
+            "| ⛔ **ERROR** | [`HS-GREET-1`](https://github.com/NetworkBlockDevice/nbd/blob/89ba7b5379548d6ebbfa36db15f2b8e3787a09ea/doc/proto.md#newstyle-negotiation) | connect refused <127.0.0.1:10809> & gave up |"
+        ));
+    }
+
+    #[test]
+    fn a_side_info_does_not_hide_the_cases_own_result() {
+        use crate::engine::outcome::Finding;
+        let mut c = case("bs/flags", Grade::Info, &[id::BS_REQ_FLAGS_1]);
+        c.findings = vec![
+            Finding::info(
+                id::BS_REP_SUM_2,
+                "lengths sum to the request",
+                "one extent past it",
+            ),
+            Finding {
+                clause: id::BS_REQ_FLAGS_1,
+                grade: Grade::Pass,
+                expected: "flags ignored".into(),
+                observed: "a reply as without them".into(),
+            },
+        ];
+        let r = RunReport {
+            targets: vec![target("a", vec![c])],
+            ..RunReport::default()
+        };
+        let md = r.to_markdown();
+        assert!(
+            md.contains(&format!(
+                "| `bs/flags` | title of bs/flags | PASS | {} | a reply as without them \
+                     | INFO `BS-REP-SUM-2`: one extent past it |",
+                clause_cell("BS-REQ-FLAGS-1")
+            )),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn not_tested_groups_cases_by_why() {
+        let why = |id: &str, grade: Grade, note: &str| {
+            let mut c = case(id, grade, &[]);
+            c.note = Some(note.into());
+            c
+        };
+        let r = RunReport {
+            targets: vec![target(
+                "nbd-server",
+                vec![
+                    why("a", Grade::Unsupported, "no structured replies"),
+                    case("b", Grade::Pass, &[]),
+                    why("c", Grade::Error, "refused"),
+                    why("d", Grade::Unsupported, "no structured replies"),
+                ],
+            )],
+            ..RunReport::default()
+        };
+        let md = r.to_markdown();
+        let section = &md[pos(&md, "## Not tested, and why")..pos(&md, "## By section")];
+        assert!(
+            section.contains("### nbd-server (3 not tested)"),
+            "{section}"
+        );
+        let two = pos(
+            section,
+            "- **2** × UNSUPPORTED: no structured replies<br>`a`, `d`",
+        );
+        let one = pos(section, "- **1** × ⛔ **ERROR**: refused<br>`c`");
+        assert!(two < one, "{section}");
+        assert!(!sample_without_untested().contains("## Not tested"));
+    }
+
+    fn sample_without_untested() -> String {
+        let r = RunReport {
+            targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
+            ..RunReport::default()
+        };
+        r.to_markdown()
     }
 
     #[test]
@@ -658,8 +1004,8 @@ mod tests {
         let matrix = &md[pos(&md, "## Interop matrix")..];
         assert!(matrix.contains("| Case | alpha | beta |"));
         assert!(matrix.contains("| `block-status/basic` | PASS | PASS |"));
-        assert!(matrix.contains("| `block-status/align` | WARN | PASS |"));
-        assert!(matrix.contains("| `block-status/req-one` | FAIL | — |"));
+        assert!(matrix.contains("| `block-status/align` | ⚠️ **WARN** | PASS |"));
+        assert!(matrix.contains("| `block-status/req-one` | ❌ **FAIL** | — |"));
 
         let mut one = sample();
         one.targets.truncate(1);
@@ -672,16 +1018,15 @@ mod tests {
     fn verdict_lines() {
         let pass = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
-            strict: false,
-            interrupted: None,
+            ..RunReport::default()
         };
         assert!(pass
             .to_markdown()
-            .contains("**Verdict: conformant** (0 fail, 0 warn, 1 pass"));
+            .contains("**Verdict: conformant** (0 fail, 0 warn, 0 known, 1 pass"));
         let down = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Error, &[])])],
             strict: true,
-            interrupted: None,
+            ..RunReport::default()
         };
         let md = down.to_markdown();
         assert!(md.contains("**Verdict: could not test** under `--strict` (0 fail"));
@@ -689,12 +1034,33 @@ mod tests {
         assert!(md.contains("### general"));
         let cut = RunReport {
             targets: vec![target("a", vec![case("x", Grade::Pass, &[])])],
-            strict: false,
             interrupted: Some("SIGINT".into()),
+            ..RunReport::default()
         };
         let md = cut.to_markdown();
         assert!(md.contains("**Verdict: interrupted** by SIGINT"), "{md}");
         assert!(md.contains("the cases that finished"), "{md}");
+    }
+
+    #[test]
+    fn known_failures_and_stale_lines_have_their_sections() {
+        let md = super::super::tests::sample_with_known().to_markdown();
+        let failures = &md[pos(&md, "## Failures")..pos(&md, "## Warnings")];
+        assert!(failures.contains("None."), "{failures}");
+        let known = &md[pos(&md, "## Known failures")..pos(&md, "## Stale known-failing lines")];
+        assert!(known.contains(
+            "| `block-status/req-one` | reference@0.1.0 | ❌ **FAIL** | BS-REQ-ONE-2: two descriptors under REQ_ONE | `known-failing/x.txt:2` |"
+        ), "{known}");
+        assert!(md.contains(
+            "| `known-failing/x.txt:3` | `block-status/basic@qemu-nbd=10.*` | fixed in 10.1 \\| gone | block-status/basic on beta |"
+        ), "{md}");
+        assert!(
+            md.contains("| `block-status/req-one` | KNOWN FAIL | — |"),
+            "{md}"
+        );
+        assert!(md.contains("**Verdict: non-conformant** (0 fail, 1 warn, 1 known, 3 pass"));
+        assert!(md.contains("1 stale known-failing line(s) fail the run"));
+        insta::assert_snapshot!("sample-run-known-failing", md);
     }
 
     /// The whole Markdown of the sample run (two targets, every grade, markup in messages),

@@ -6,18 +6,22 @@
 
 mod json;
 mod junit;
+pub mod known;
 mod markdown;
+pub mod spec;
+
+pub use known::{Acknowledged, KnownFailingList, KnownFailure, StaleLine};
 
 use crate::engine::outcome::{CaseResult, Grade, Summary, TargetResult};
 
-/// The proto.md revision the clause registry was read at.
+/// The proto.md revision the clause registry was read at ([`spec::SPEC_COMMIT`], short).
 pub const SPEC_REVISION: &str = "proto.md@89ba7b5";
 
 /// The suite's own version, as reports print it.
 const SUITE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Everything one `run` produced, and whether WARN counts as non-conformance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunReport {
     pub targets: Vec<TargetResult>,
     pub strict: bool,
@@ -25,6 +29,35 @@ pub struct RunReport {
     /// subjects that finished and the cases of the one cut short that did, and the run's
     /// verdict is [`Verdict::Interrupted`].
     pub interrupted: Option<String>,
+    /// What the `--known-failing` lists made of the run: failing cases they acknowledge (not
+    /// counted as failures; JUnit may mark them skipped or expected) and stale lines (each
+    /// fails the run).
+    pub known_failing: Acknowledged,
+    /// Which cases the JSON carries transcripts (and descriptor streams) for.
+    pub json_transcripts: Transcripts,
+}
+
+/// Which cases' transcripts and descriptor streams the JSON report holds (`--json-transcripts`):
+/// most of a run's JSON is the exchanges of cases that passed, which nobody reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transcripts {
+    /// Cases graded fail, warn or error (known failures too): the ones a reader looks into.
+    #[default]
+    Failing,
+    All,
+    None,
+}
+
+impl Transcripts {
+    /// Whether a case of `grade` keeps its transcript.
+    pub fn keeps(self, grade: Grade) -> bool {
+        match self {
+            Transcripts::All => true,
+            Transcripts::None => false,
+            Transcripts::Failing => matches!(grade, Grade::Fail | Grade::Warn | Grade::Error),
+        }
+    }
 }
 
 /// Exit codes shared by every subcommand (README "Exit codes"): the one place they are defined.
@@ -136,6 +169,12 @@ impl std::fmt::Display for TargetVerdict {
 ///   unsupported), or its launched server kept dying (`dead_server::KEEPS_DYING`);
 /// - conformant: something was tested, nothing errored, nothing failed.
 pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
+    judge(target, strict, &Acknowledged::default())
+}
+
+/// [`target_verdict`], where the known failures `known` acknowledges do not count (errors are
+/// never acknowledged).
+fn judge(target: &TargetResult, strict: bool, known: &Acknowledged) -> TargetVerdict {
     if target.interrupted {
         return TargetVerdict::Interrupted;
     }
@@ -143,7 +182,11 @@ pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
         return TargetVerdict::LeftOut;
     }
     let grades = || target.cases.iter().map(|c| c.grade);
-    if grades().any(|g| g.is_nonconformant(strict)) {
+    if target
+        .cases
+        .iter()
+        .any(|c| c.grade.is_nonconformant(strict) && known.of(target, c).is_none())
+    {
         return TargetVerdict::Judged(Verdict::NonConformant);
     }
     if target.server_deaths >= crate::engine::dead_server::KEEPS_DYING {
@@ -159,6 +202,35 @@ pub fn target_verdict(target: &TargetResult, strict: bool) -> TargetVerdict {
 }
 
 impl RunReport {
+    /// The verdict on one of this run's targets, known failures acknowledged.
+    pub fn target_verdict(&self, target: &TargetResult) -> TargetVerdict {
+        judge(target, self.strict, &self.known_failing)
+    }
+
+    /// The known failure `case` on `target` is, if a `--known-failing` line acknowledged it.
+    pub fn known(&self, target: &TargetResult, case: &CaseResult) -> Option<&KnownFailure> {
+        self.known_failing.of(target, case)
+    }
+
+    /// `target`'s grade counts, a known failure counted as `known`, not as its grade.
+    pub fn summary(&self, target: &TargetResult) -> Summary {
+        let mut s = target.summary();
+        for k in self
+            .known_failing
+            .known
+            .iter()
+            .filter(|k| k.target == target.name)
+        {
+            match k.grade {
+                Grade::Fail => s.fail -= 1,
+                Grade::Warn => s.warn -= 1,
+                _ => continue,
+            }
+            s.known += 1;
+        }
+        s
+    }
+
     /// The run's verdict from its targets': non-conformance wins over "could not test" (a broken
     /// clause on one target is never hidden by another being unreachable); a target left out
     /// does not count, and a run with no target judged was not tested.
@@ -169,12 +241,13 @@ impl RunReport {
         let judged: Vec<Verdict> = self
             .targets
             .iter()
-            .filter_map(|t| match target_verdict(t, self.strict) {
+            .filter_map(|t| match self.target_verdict(t) {
                 TargetVerdict::Judged(v) => Some(v),
                 TargetVerdict::LeftOut | TargetVerdict::Interrupted => None,
             })
             .collect();
-        if judged.contains(&Verdict::NonConformant) {
+        // A stale known-failing line is a failure of the run: the list says something untrue.
+        if judged.contains(&Verdict::NonConformant) || !self.known_failing.stale.is_empty() {
             Verdict::NonConformant
         } else if judged.is_empty() || judged.contains(&Verdict::CouldNotTest) {
             Verdict::CouldNotTest
@@ -203,8 +276,9 @@ impl RunReport {
     /// Grade counts over every target.
     fn total(&self) -> Summary {
         let mut total = Summary::default();
-        for s in self.targets.iter().map(TargetResult::summary) {
+        for s in self.targets.iter().map(|t| self.summary(t)) {
             total.pass += s.pass;
+            total.known += s.known;
             total.fail += s.fail;
             total.warn += s.warn;
             total.info += s.info;
@@ -283,6 +357,7 @@ pub(crate) mod tests {
             last_connected: None,
             transcript: Vec::new(),
             streams: Vec::new(),
+            server_log: Vec::new(),
             duration: Duration::from_millis(12),
         }
     }
@@ -337,6 +412,9 @@ pub(crate) mod tests {
                 observed: "length 100".into(),
             },
         ];
+        fail.server_log = vec![
+            "nbdkit: protocol.c:506: extents_to_block_descriptors: Assertion `e.length <= length' failed.".into(),
+        ];
         fail.transcript = vec![
             "TX REQUEST type=BLOCK_STATUS flags=REQ_ONE cookie=0x1".into(),
             "RX CHUNK payload \"```\" and ````four````".into(),
@@ -380,16 +458,30 @@ pub(crate) mod tests {
         beta.capabilities.extended_headers = true;
         RunReport {
             targets: vec![alpha, beta],
-            strict: false,
-            interrupted: None,
+            ..RunReport::default()
         }
+    }
+
+    /// The sample run with a known-failing list: alpha's failure acknowledged, and a line
+    /// whose case passes on beta (stale).
+    pub(crate) fn sample_with_known() -> RunReport {
+        let mut r = sample();
+        let list = KnownFailingList::from_text(
+            "known-failing/x.txt",
+            "# acknowledged\n\
+             block-status/req-one@reference=0.1.*  BS-REQ-ONE-2: two descriptors under REQ_ONE\n\
+             block-status/basic@qemu-nbd=10.*  fixed in 10.1 | gone\n",
+        )
+        .expect("a valid list");
+        r.known_failing = list.apply(&r.targets, r.strict);
+        r
     }
 
     fn report(targets: Vec<TargetResult>, strict: bool) -> RunReport {
         RunReport {
             targets,
             strict,
-            interrupted: None,
+            ..RunReport::default()
         }
     }
 
@@ -521,6 +613,51 @@ pub(crate) mod tests {
         let broken = target("a", vec![case("x", Grade::Fail, &[])]);
         let down = target("b", vec![case("x", Grade::Error, &[])]);
         assert_eq!(report(vec![broken, down], false).exit_code(), 1);
+    }
+
+    #[test]
+    fn a_known_failure_does_not_count_but_a_stale_line_fails_the_run() {
+        let mut r = sample_with_known();
+        assert_eq!(r.known_failing.known.len(), 1);
+        assert_eq!(
+            r.known_failing.known[0].at.to_string(),
+            "known-failing/x.txt:2"
+        );
+        assert_eq!(r.known_failing.stale.len(), 1);
+        assert_eq!(
+            r.known_failing.stale[0].passed,
+            ["block-status/basic on beta"]
+        );
+        let alpha = r.summary(&r.targets[0]);
+        assert_eq!((alpha.fail, alpha.known, alpha.warn), (0, 1, 1));
+        // Alpha still errored once: could not test, not non-conformant.
+        assert_eq!(
+            r.target_verdict(&r.targets[0]),
+            TargetVerdict::Judged(Verdict::CouldNotTest)
+        );
+        assert_eq!(r.exit_code(), exit::FAILED, "the stale line fails the run");
+        r.known_failing.stale.clear();
+        assert_eq!(r.exit_code(), exit::COULD_NOT_TEST);
+        r.targets[0].cases.retain(|c| c.grade != Grade::Error);
+        assert_eq!(r.exit_code(), exit::CONFORMANT);
+        // The plain rule, without the list, still sees the failure.
+        assert_eq!(
+            target_verdict(&r.targets[0], false),
+            TargetVerdict::Judged(Verdict::NonConformant)
+        );
+    }
+
+    #[test]
+    fn an_error_is_never_acknowledged() {
+        let t = target("a", vec![case("x", Grade::Error, &[])]);
+        let list = KnownFailingList::from_text("k", "x@reference  r\n").unwrap();
+        let r = RunReport {
+            known_failing: list.apply(std::slice::from_ref(&t), false),
+            targets: vec![t],
+            ..RunReport::default()
+        };
+        assert!(r.known_failing.known.is_empty());
+        assert_eq!(r.exit_code(), exit::COULD_NOT_TEST);
     }
 
     #[test]

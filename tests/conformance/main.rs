@@ -20,6 +20,7 @@ mod faults;
 mod hostile;
 mod interop;
 mod interrupts;
+mod known_failing;
 mod launchers;
 mod min_block;
 mod one_grade;
@@ -181,6 +182,7 @@ fn main() {
             trials.extend(faults::trials(&cases));
             trials.extend(variants::trials(&cases));
             trials.extend(verdicts::trials());
+            trials.extend(known_failing::trials());
             trials.extend(serve_attacks::trials());
             trials.extend(bad_input::trials());
             trials.extend(cli_output::trials());
