@@ -9,6 +9,8 @@
 //! - [`checks`]: every clause the engine grades, as pure functions over decoded values.
 //! - [`clauses`]: the clause registry (id, level, section, our paraphrase).
 //! - [`fixtures`]: fixture layouts, the images built from them, and their truth.
+//! - [`harness`]: the cases as libtest-mimic trials, for a server's own `cargo test`.
+//! - [`embedded`]: the shipped cases and fixture layouts, built into the crate.
 //! - [`launch`]: starting the servers under test (processes, containers, `--spawn` templates).
 //! - [`server`]: the reference server behind `nbd-conform serve`, its faults and variants.
 //! - [`report`]: the verdict, exit codes, Markdown, JSON and JUnit.
@@ -24,8 +26,10 @@ pub mod clauses;
 pub mod client;
 pub mod coverage;
 pub mod dialect;
+pub mod embedded;
 pub mod engine;
 pub mod fixtures;
+pub mod harness;
 pub mod launch;
 pub mod map;
 pub mod report;
