@@ -17,6 +17,7 @@ mod bad_input;
 mod ci_recipe;
 mod faults;
 mod hostile;
+mod install;
 mod interop;
 mod interrupts;
 mod launchers;
@@ -116,6 +117,7 @@ fn main() {
             trials.extend(bad_input::trials());
             trials.extend(ci_recipe::trials());
             trials.extend(interrupts::trials());
+            trials.extend(install::trials());
         }
     }
     let conclusion = libtest_mimic::run(harness.arguments(), trials);
