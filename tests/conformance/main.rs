@@ -53,14 +53,6 @@ const PINNED: &[(ServerKind, &str)] = &[
 ];
 
 fn main() {
-    // The project's own runs keep fixture images in its target dir (.cargo/config.toml says
-    // so for cargo; this covers the binary run by hand).
-    if std::env::var_os("NBD_CONFORM_CACHE").is_none() {
-        std::env::set_var(
-            "NBD_CONFORM_CACHE",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/target/nbd-conform-fixtures"),
-        );
-    }
     let harness = Harness::from_args();
     let settings: Settings = harness.settings();
     let cases = match load_suite_cases() {
