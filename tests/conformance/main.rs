@@ -11,7 +11,9 @@
 //! grades `unsupported` show as ignored. `--spawn TEMPLATE` (`NBD_SPAWN`) does the same with a
 //! server the harness starts per fixture from a command template, so the fixture-truth checks
 //! apply too. Snapshots are never compared for third-party servers. Cases that write run on a
-//! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself.
+//! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself. That path
+//! is the public `nbd_conform::harness::Harness`, the one an implementer's crate runs; its
+//! options (timeouts, `--only`, …) are the ones this binary takes.
 
 mod bad_input;
 mod ci_recipe;
