@@ -137,7 +137,7 @@ struct RunArgs {
     /// serves one client at a time gets them one by one anyway).
     #[arg(long, default_value_t = 32)]
     parallel: usize,
-    /// Directory of case files (default: the source tree's cases/).
+    /// Directory of case files (default: $NBD_CONFORM_CASES, else the cases built in).
     #[arg(long, value_name = "DIR")]
     cases: Option<PathBuf>,
     /// Write the Markdown report here (`-`: standard output).
@@ -173,7 +173,7 @@ struct ListArgs {
     /// and the faults or scripted peers that prove it fires, with totals (docs/coverage.md).
     #[arg(long, conflicts_with = "clauses")]
     coverage: bool,
-    /// Directory of case files (default: the source tree's cases/).
+    /// Directory of case files (default: $NBD_CONFORM_CASES, else the cases built in).
     #[arg(long, value_name = "DIR")]
     cases: Option<PathBuf>,
 }
@@ -623,9 +623,11 @@ fn list_faults() -> ExitCode {
 }
 
 fn load(dir: Option<PathBuf>) -> Result<Vec<nbd_conform::engine::case::Case>, ExitCode> {
-    let dir = dir.unwrap_or_else(nbd_conform::engine::case::cases_dir);
-    nbd_conform::engine::case::load_cases(&dir)
-        .map_err(|e| usage(format!("cannot load cases: {e}")))
+    match dir {
+        Some(dir) => nbd_conform::engine::case::load_cases(&dir),
+        None => nbd_conform::engine::case::load_suite_cases(),
+    }
+    .map_err(|e| usage(format!("cannot load cases: {e}")))
 }
 
 fn list(args: ListArgs) -> ExitCode {

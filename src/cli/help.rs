@@ -10,15 +10,19 @@ use nbd_conform::report::exit;
 const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "NBD_CONFORM_CASES",
-        "the cases directory (default: the source tree's cases/)",
+        "a cases directory to run instead of the cases built into the binary",
     ),
     (
         "NBD_CONFORM_FIXTURES",
-        "the fixture layouts directory (default: the source tree's fixtures/)",
+        "a fixture layouts directory to use instead of the layouts built into the binary",
     ),
     (
         "NBD_CONFORM_CACHE",
-        "where built fixture images are cached (default: target/nbd-conform-fixtures)",
+        "where built fixture images are cached (default: $XDG_CACHE_HOME/nbd-conform/fixtures, else ~/.cache/nbd-conform/fixtures)",
+    ),
+    (
+        "NBD_CONFORM_KNOWN_FAILING",
+        "a known-failing list, as --known-failing FILE",
     ),
     (
         "TMPDIR",

@@ -304,16 +304,16 @@ fn expectation_clauses(case: &Case) -> Vec<ClauseId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::case::{cases_dir, load_cases};
+    use crate::engine::case::load_shipped_cases;
 
     fn measured() -> Coverage {
-        Coverage::measure(&load_cases(&cases_dir()).expect("the cases load"))
+        Coverage::measure(&load_shipped_cases().expect("the cases load"))
     }
 
     #[test]
     fn every_kind_of_step_is_known_to_the_scan() {
         let scan = Scan::new();
-        for case in load_cases(&cases_dir()).expect("the cases load") {
+        for case in load_shipped_cases().expect("the cases load") {
             for step in &case.steps {
                 let kind = step.kind();
                 assert!(
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn every_expectation_is_graded_under_a_clause_its_case_names() {
-        let cases = load_cases(&cases_dir()).expect("the cases load");
+        let cases = load_shipped_cases().expect("the cases load");
         let unnamed = Coverage::unnamed_expectations(&cases);
         assert!(
             unnamed.is_empty(),

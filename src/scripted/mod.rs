@@ -57,13 +57,13 @@ pub fn proofs() -> impl Iterator<Item = &'static Proof> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::case::{cases_dir, load_cases};
+    use crate::engine::case::load_shipped_cases;
 
     /// A proof runs a case that names the clause it proves, so that what fires is what the
     /// case claims to check.
     #[test]
     fn every_proof_runs_a_case_that_names_its_clause() {
-        let cases = load_cases(&cases_dir()).expect("the cases load");
+        let cases = load_shipped_cases().expect("the cases load");
         let mut names = std::collections::BTreeSet::new();
         for proof in proofs() {
             assert!(names.insert(proof.name), "two proofs named {}", proof.name);

@@ -3,7 +3,7 @@
 //! Requests are handled one at a time per connection (replies therefore come back in order,
 //! which is legal, TX-OOO-1), so a connection never has more than one reply in memory: the next
 //! request is not read until the last reply is written. Checking is a pure step
-//! ([`plan`](super::plan::plan)) that turns a request into a [`Command`] or a [`Refusal`]; only
+//! ([`plan`]) that turns a request into a [`Command`] or a [`Refusal`]; only
 //! then is the image touched, on the blocking thread pool. Client mistakes get an error reply
 //! and the connection stays open (TX-NODROP-1); only a wrong magic or an oversized payload,
 //! after which the stream cannot be trusted, closes it.

@@ -206,7 +206,7 @@ fn empty_fixture() -> Result<(), Failed> {
     let fixtures = dir.path().join("fixtures");
     write(&fixtures.join("empty.toml"), "size = \"0\"\n")?;
     let cases = dir.path().join("cases");
-    let source = nbd_conform::engine::case::cases_dir();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
     let loaded = nbd_conform::engine::case::load_cases(&source).map_err(|e| e.to_string())?;
     for case in &loaded {
         let text = std::fs::read_to_string(&case.path).map_err(|e| e.to_string())?;

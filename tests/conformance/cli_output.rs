@@ -360,7 +360,7 @@ fn progress_on_terminal_only() -> Result<(), Failed> {
         .get_output()
         .clone();
     let seen = text(&out.stdout);
-    let total = nbd_conform::engine::case::load_cases(&nbd_conform::engine::case::cases_dir())
+    let total = nbd_conform::engine::case::load_suite_cases()
         .map_err(|e| e.to_string())?
         .iter()
         .filter(|c| c.id.starts_with("bs.multi") && c.dialect == nbd_conform::Dialect::Standard)

@@ -11,13 +11,16 @@
 //! grades `unsupported` show as ignored. `--spawn TEMPLATE` (`NBD_SPAWN`) does the same with a
 //! server the harness starts per fixture from a command template, so the fixture-truth checks
 //! apply too. Snapshots are never compared for third-party servers. Cases that write run on a
-//! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself.
+//! target only with `--writable` (`NBD_WRITABLE`), each with the export to itself. That path
+//! is the public `nbd_conform::harness::Harness`, the one an implementer's crate runs; its
+//! options (timeouts, `--only`, …) are the ones this binary takes.
 
 mod bad_input;
 mod ci_recipe;
 mod cli_output;
 mod faults;
 mod hostile;
+mod install;
 mod interop;
 mod interrupts;
 mod known_failing;
@@ -35,51 +38,16 @@ mod verdicts;
 mod wire;
 
 use std::path::Path;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
 
-use clap::Parser;
-use libtest_mimic::{Completion, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 
-use nbd_conform::client::Target;
-use nbd_conform::engine::case::{cases_dir, load_cases, Case, Need};
+use nbd_conform::engine::case::{load_suite_cases, Case};
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::Settings;
-use nbd_conform::engine::suite::{run_on_launched, run_on_local, run_on_target, snapshot_text};
-use nbd_conform::launch::{Launcher, Pool, ServerKind, SpawnTemplate};
+use nbd_conform::engine::suite::{run_on_local, snapshot_text};
+use nbd_conform::harness::Harness;
+use nbd_conform::launch::{Pool, ServerKind};
 use nbd_conform::Dialect;
-
-#[derive(Parser)]
-#[command(about = "nbd-conform conformance cases and self-tests")]
-struct Cli {
-    /// Run the cases against this server (host:port or an NBD URI) instead of local servers.
-    #[arg(long, env = "NBD_TARGET")]
-    target: Option<String>,
-    /// Launch this server per fixture from a command template instead of the local servers,
-    /// e.g. 'my-server --socket {socket} {raw}' (see `nbd-conform run --help`).
-    #[arg(long, env = "NBD_SPAWN", conflicts_with = "target")]
-    spawn: Option<String>,
-    /// Export name on the target (overrides the URI's).
-    #[arg(long, env = "NBD_EXPORT")]
-    export: Option<String>,
-    /// Which cases to run against the target or spawned server.
-    #[arg(long, env = "NBD_DIALECT", value_enum, default_value_t = Dialect::Standard)]
-    dialect: Dialect,
-    /// The target's export may be written: run the cases that write (else unsupported).
-    #[arg(long, env = "NBD_WRITABLE", requires = "target")]
-    writable: bool,
-    /// Fail trials on SHOULD violations (warn) too.
-    #[arg(long, env = "NBD_STRICT")]
-    strict: bool,
-    /// Seconds to wait for the whole reply to one request.
-    #[arg(long, env = "NBD_TIMEOUT", default_value_t = 30.0)]
-    timeout: f64,
-    /// Seconds to wait to connect and for each handshake message.
-    #[arg(long, env = "NBD_CONNECT_TIMEOUT", default_value_t = 5.0)]
-    connect_timeout: f64,
-    #[command(flatten)]
-    libtest: libtest_mimic::Arguments,
-}
 
 /// Server versions whose snapshots are committed. Another version runs the cases but does not
 /// compare snapshots (its behaviour may legitimately differ).
@@ -90,14 +58,9 @@ const PINNED: &[(ServerKind, &str)] = &[
 ];
 
 fn main() {
-    let cli = Cli::parse();
-    let settings = Settings {
-        timeout: Duration::from_secs_f64(cli.connect_timeout.clamp(0.1, 86_400.0)),
-        reply_timeout: Duration::from_secs_f64(cli.timeout.clamp(0.1, 86_400.0)),
-        writable: cli.writable,
-        ..Settings::default()
-    };
-    let cases = match load_cases(&cases_dir()) {
+    let harness = Harness::from_args();
+    let settings: Settings = harness.settings();
+    let cases = match load_suite_cases() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cannot load cases: {e}");
@@ -105,45 +68,11 @@ fn main() {
         }
     };
     let mut trials = Vec::new();
-    if let Some(text) = &cli.spawn {
-        let template = SpawnTemplate::parse(text).unwrap_or_else(|e| {
-            eprintln!("--spawn: {e}");
-            std::process::exit(2);
-        });
-        for case in cases.into_iter().filter(|c| c.dialect == cli.dialect) {
-            let launcher = Launcher::Spawn(template.clone());
-            let (dialect, strict) = (cli.dialect, cli.strict);
-            trials.push(third_party_trial(case, "spawn", strict, move |case| {
-                runtime().block_on(run_on_launched(case, &launcher, dialect, settings))
-            }));
-        }
-        let conclusion = libtest_mimic::run(&cli.libtest, trials);
-        Pool::global().shutdown_all();
-        conclusion.exit();
-    }
-    match &cli.target {
-        Some(t) => {
-            let mut target: Target = match t.parse() {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("--target: {e}");
-                    std::process::exit(2);
-                }
-            };
-            if let Some(e) = &cli.export {
-                target.export = e.clone();
-            }
-            for case in cases.into_iter().filter(|c| c.dialect == cli.dialect) {
-                let target = target.clone();
-                let dialect = cli.dialect;
-                let writes = settings.writable && case.needs().contains(&Need::Writable);
-                trials.push(third_party_trial(case, "target", cli.strict, move |case| {
-                    let _turn = Turn::take(writes);
-                    runtime().block_on(run_on_target(case, &target, dialect, settings))
-                }));
-            }
-        }
-        None => {
+    match harness.has_server() {
+        // A server named (--target, --spawn): the cases run against it through the public
+        // harness, exactly as in an implementer's crate.
+        true => harness.run(),
+        false => {
             for kind in ServerKind::ALL {
                 let Some(version) = kind.installed_version() else {
                     let why = kind.not_installed();
@@ -189,9 +118,10 @@ fn main() {
             trials.extend(ci_recipe::trials());
             trials.extend(report_formats::trials());
             trials.extend(interrupts::trials());
+            trials.extend(install::trials());
         }
     }
-    let conclusion = libtest_mimic::run(&cli.libtest, trials);
+    let conclusion = libtest_mimic::run(harness.arguments(), trials);
     Pool::global().shutdown_all();
     conclusion.exit();
 }
@@ -207,7 +137,7 @@ fn not_installed_trials(kind: ServerKind, cases: &[Case]) -> Vec<Trial> {
                 Trial::test(local_trial_name(kind, *dialect, case), move || {
                     Err(why.into())
                 })
-                .with_kind(level_of(case))
+                .with_kind(case.level())
                 .with_ignored_flag(true),
             );
         }
@@ -222,14 +152,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn level_of(case: &Case) -> String {
-    case.clauses
-        .first()
-        .and_then(|c| c.clause())
-        .map_or("?", |c| c.level.as_str())
-        .to_owned()
-}
-
 fn local_trial(
     case: Case,
     kind: ServerKind,
@@ -238,7 +160,7 @@ fn local_trial(
     settings: Settings,
 ) -> Trial {
     let name = local_trial_name(kind, dialect, &case);
-    let level = level_of(&case);
+    let level = case.level();
     Trial::test(name, move || {
         let (result, _) = runtime().block_on(run_on_local(&case, kind, dialect, settings));
         let pinned = kind == ServerKind::Reference
@@ -306,43 +228,4 @@ fn assert_snapshot(
             kind.name()
         ))
     })
-}
-
-/// On a `--target`, trials run side by side on one export: a case that writes takes it alone,
-/// so that no other case's map or read-back sees its writes half done.
-enum Turn {
-    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
-    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
-}
-
-impl Turn {
-    fn take(writes: bool) -> Turn {
-        static EXPORT: RwLock<()> = RwLock::new(());
-        if writes {
-            Turn::Alone(EXPORT.write().unwrap_or_else(PoisonError::into_inner))
-        } else {
-            Turn::Shared(EXPORT.read().unwrap_or_else(PoisonError::into_inner))
-        }
-    }
-}
-
-/// A case against a server the suite has no snapshots for (`--target`, `--spawn`): the trial
-/// fails on non-conformance (or on an error), and shows as ignored when unsupported.
-fn third_party_trial<F>(case: Case, prefix: &str, strict: bool, run: F) -> Trial
-where
-    F: FnOnce(&Case) -> (CaseResult, nbd_conform::engine::outcome::Capabilities) + Send + 'static,
-{
-    let name = format!("{prefix}::{}", case.id);
-    let level = level_of(&case);
-    Trial::ignorable_test(name, move || {
-        let (result, _) = run(&case);
-        match result.grade {
-            Grade::Unsupported => Ok(Completion::ignored_with(
-                result.note.clone().unwrap_or_else(|| "unsupported".into()),
-            )),
-            g if g.is_nonconformant(strict) || g == Grade::Error => Err(describe(&result).into()),
-            _ => Ok(Completion::Completed),
-        }
-    })
-    .with_kind(level)
 }

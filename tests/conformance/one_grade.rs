@@ -9,7 +9,7 @@ use std::time::Duration;
 use libtest_mimic::{Failed, Trial};
 
 use nbd_conform::clauses::{id, ClauseId};
-use nbd_conform::engine::case::{cases_dir, load_cases, Case, Close, Step};
+use nbd_conform::engine::case::{load_suite_cases, Case, Close, Step};
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::scripted::Peer;
 use nbd_conform::wire::consts::reply_type;
@@ -28,7 +28,7 @@ fn every_case(
     peer: fn(&Case) -> Peer,
     judge: fn(&Case, &CaseResult) -> Option<String>,
 ) -> Result<(), Failed> {
-    let cases = load_cases(&cases_dir()).map_err(|e| e.to_string())?;
+    let cases = load_suite_cases().map_err(|e| e.to_string())?;
     let mut ran = 0;
     let mut wrong = Vec::new();
     for case in cases.iter().filter(|c| applies(c)) {
@@ -144,7 +144,7 @@ fn unknown_chunk(flags: u16) -> Peer {
 
 /// The case that reads one plain block-status reply for its structure.
 fn structure_case() -> Result<Case, Failed> {
-    let cases = load_cases(&cases_dir()).map_err(|e| e.to_string())?;
+    let cases = load_suite_cases().map_err(|e| e.to_string())?;
     let case = cases.into_iter().find(|c| c.id == "bs.reply.structure");
     case.ok_or_else(|| "no case bs.reply.structure".into())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use libtest_mimic::{Failed, Trial};
 
-use nbd_conform::engine::case::{cases_dir, load_cases, Case};
+use nbd_conform::engine::case::{load_suite_cases, Case};
 use nbd_conform::engine::outcome::{CaseResult, Grade};
 use nbd_conform::engine::run::{run_case, Settings, TargetSpec};
 use nbd_conform::scripted::{proofs, Peer, Proof};
@@ -73,7 +73,7 @@ fn prove(proof: &Proof, case: &Case) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    let cases = load_cases(&cases_dir()).unwrap_or_default();
+    let cases = load_suite_cases().unwrap_or_default();
     proofs()
         .map(|proof| {
             let case = cases.iter().find(|c| c.id == proof.case).cloned();

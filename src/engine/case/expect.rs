@@ -8,7 +8,7 @@ use crate::clauses::ClauseId;
 /// `expect = { outcome = "einval", close = "allowed", alive-after = true }` on a request,
 /// `expect = { reply = ["ACK"], contexts = 1, clause = "SMC-REPLY-1" }` on an option or GO,
 /// `expect = { close = "required", clause = "HS-CFLAGS-3" }` on a connect. Which fields a kind
-/// of step takes is checked when the case loads ([`Case::validate`]).
+/// of step takes is checked when the case loads ([`Case::validate`](super::Case::validate)).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Expect {

@@ -21,6 +21,7 @@ mod expect;
 mod steps;
 mod values;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -60,6 +61,8 @@ pub struct Case {
     #[serde(default, rename = "own-server")]
     pub own_server: Option<String>,
     pub steps: Vec<Step>,
+    /// The file the case was loaded from; for a shipped case, its path in the source tree
+    /// (`cases/bs/range/last-byte.toml`).
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -305,6 +308,14 @@ impl Case {
         self.clauses.clone()
     }
 
+    /// The level (MUST, SHOULD, …) of the case's main clause, `?` if it names none known.
+    pub fn level(&self) -> &'static str {
+        self.clauses
+            .first()
+            .and_then(|c| c.clause())
+            .map_or("?", |c| c.level.as_str())
+    }
+
     /// The clause a step's unmet expectation breaks by default.
     /// Only for a validated case (which names at least one clause).
     pub fn main_clause(&self) -> ClauseId {
@@ -323,30 +334,50 @@ pub enum CaseError {
     },
 }
 
-/// Where case files live: `$NBD_CONFORM_CASES`, else the source tree's `cases/`.
-pub fn cases_dir() -> PathBuf {
-    std::env::var_os("NBD_CONFORM_CASES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("cases"),
-        PathBuf::from,
-    )
+/// The suite's cases: the files under `$NBD_CONFORM_CASES` when it is set, else the ones
+/// built into this crate ([`crate::embedded`]), so that the suite runs from any directory.
+pub fn load_suite_cases() -> Result<Vec<Case>, CaseError> {
+    match std::env::var_os("NBD_CONFORM_CASES") {
+        Some(dir) => load_cases(Path::new(&dir)),
+        None => load_shipped_cases(),
+    }
+}
+
+/// The cases built into this crate (`cases/` of its source tree). Each case's `path` is its
+/// path in that tree (`cases/bs/range/last-byte.toml`), for messages.
+pub fn load_shipped_cases() -> Result<Vec<Case>, CaseError> {
+    let shipped = Path::new("cases");
+    let files = crate::embedded::case_files()
+        .map(|f| (shipped.join(f.path), Cow::Borrowed(f.text)))
+        .collect();
+    parse_all(shipped, files)
 }
 
 /// Loads and validates every `*.toml` under `dir`, sorted by id; ids must be unique, and each
-/// case's fixture must be one that loads from [`crate::fixtures::fixtures_dir`], so that a
-/// misspelt name is a usage error before any server starts.
+/// case's fixture must be one that [`crate::fixtures::find`] loads, so that a misspelt name is
+/// a usage error before any server starts.
 pub fn load_cases(dir: &Path) -> Result<Vec<Case>, CaseError> {
+    let mut paths = Vec::new();
+    collect(dir, &mut paths)?;
     let mut files = Vec::new();
-    collect(dir, &mut files)?;
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|source| CaseError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        files.push((path, Cow::Owned(text)));
+    }
+    parse_all(dir, files)
+}
+
+/// Parses and validates case files (path under `dir`, text): what [`load_cases`] says.
+fn parse_all(dir: &Path, files: Vec<(PathBuf, Cow<'static, str>)>) -> Result<Vec<Case>, CaseError> {
     let mut cases = Vec::new();
     // Each fixture's verdict once: most cases share a handful of fixtures.
     let mut fixtures: std::collections::HashMap<String, Result<(), String>> =
         std::collections::HashMap::new();
-    for path in files {
+    for (path, text) in files {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| CaseError::Io {
-            path: shown.clone(),
-            source,
-        })?;
         let mut case: Case = toml::from_str(&text).map_err(|e| CaseError::Invalid {
             path: shown.clone(),
             reason: crate::toml_error::one_line(&text, &e),

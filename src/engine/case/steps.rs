@@ -155,7 +155,7 @@ pub struct MapStep {
     pub req_one: bool,
     /// Longest request (default: as long as the header allows).
     pub max_request: Option<Expr>,
-    /// Draft dialect: the selectors to walk (default [0]).
+    /// Draft dialect: the selectors to walk (default `[0]`).
     #[serde(default)]
     pub selectors: Vec<u16>,
 }

@@ -29,7 +29,7 @@ const SIZE: u64 = 4 << 20;
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        fixtures::load(&fixtures::fixtures_dir().join(format!("{FIXTURE}.toml")))
+        fixtures::find(FIXTURE)
             .and_then(|f| f.build(&fixtures::cache_dir()))
             .unwrap_or_else(|e| panic!("fixture {FIXTURE}: {e}"))
     })
