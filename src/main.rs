@@ -847,15 +847,28 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         };
         // This subject's servers (and containers) are done with: stop them before the next.
         nbd_conform::launch::Pool::global().shutdown_all();
-        let s = result.summary();
+        // Which of this target's failures the lists acknowledge (stale lines are told at the
+        // end, once every target has run).
+        let acknowledged = known_failing.apply(std::slice::from_ref(&result), args.strict);
+        let s = acknowledged.summary(&result);
+        let known = if s.known > 0 {
+            format!(", {} known", s.known)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "  {} pass, {} fail, {} warn, {} info, {} unsupported, {} error",
+            "  {} pass, {} fail{known}, {} warn, {} info, {} unsupported, {} error",
             s.pass, s.fail, s.warn, s.info, s.unsupported, s.error
         );
         for note in &result.notes {
             eprintln!("  note: {note}");
         }
-        for line in cli::failures::told(&result.cases, args.strict) {
+        // Which of this target's failures the lists acknowledge (stale lines are told at the
+        // end, once every target has run).
+        let acknowledged = known_failing.apply(std::slice::from_ref(&result), args.strict);
+        let known =
+            |c: &nbd_conform::engine::outcome::CaseResult| acknowledged.of(&result, c).is_some();
+        for line in cli::failures::told(&result.cases, args.strict, known) {
             eprintln!("  {line}");
         }
         targets.push(result);

@@ -10,6 +10,8 @@ use nbd_conform::launch::mask_scratch_dirs;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Told {
     pub grade: Grade,
+    /// A `--known-failing` line acknowledged these cases.
+    pub known: bool,
     pub first: String,
     pub why: String,
     pub times: usize,
@@ -17,7 +19,8 @@ pub struct Told {
 
 impl std::fmt::Display for Told {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let grade = self.grade.as_str().to_uppercase();
+        let known = if self.known { "KNOWN " } else { "" };
+        let grade = format!("{known}{}", self.grade.as_str().to_uppercase());
         match self.times {
             1 => write!(f, "{grade} {}: {}", self.first, self.why),
             n => write!(
@@ -32,8 +35,8 @@ impl std::fmt::Display for Told {
 }
 
 /// The non-conformant and erroring cases of one target, grouped by grade and reason in the
-/// order they first appear.
-pub fn told(cases: &[CaseResult], strict: bool) -> Vec<Told> {
+/// order they first appear; `known` tells the failures a `--known-failing` line acknowledged.
+pub fn told(cases: &[CaseResult], strict: bool, known: impl Fn(&CaseResult) -> bool) -> Vec<Told> {
     let mut lines: Vec<Told> = Vec::new();
     for c in cases
         .iter()
@@ -49,13 +52,15 @@ pub fn told(cases: &[CaseResult], strict: bool) -> Vec<Told> {
             },
         );
         let why = mask_scratch_dirs(&why);
+        let is_known = known(c);
         match lines
             .iter_mut()
-            .find(|l| l.grade == c.grade && l.why == why)
+            .find(|l| l.grade == c.grade && l.known == is_known && l.why == why)
         {
             Some(line) => line.times += 1,
             None => lines.push(Told {
                 grade: c.grade,
+                known: is_known,
                 first: c.id.clone(),
                 why,
                 times: 1,

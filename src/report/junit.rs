@@ -5,12 +5,15 @@
 //! clause ids, level and grade are the first line of its `<system-out>`, not properties.
 //!
 //! fail → `<failure>`, error → `<error>`, unsupported → `<skipped>`, warn → `<failure>` under
-//! `--strict` and otherwise a line in `<system-out>`, like info.
+//! `--strict` and otherwise a line in `<system-out>`, like info. A known failure (a
+//! `--known-failing` line acknowledged it) is `<skipped>` with the line and its reason, so it
+//! does not fail the CI job; a stale line fails it, as a `<failure>` in a suite of its own.
 
 use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
+use super::known::KnownFailure;
 use super::{marker, Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
 use crate::clauses;
 use crate::engine::outcome::{CaseResult, Grade, TargetResult};
@@ -22,6 +25,9 @@ pub(super) fn render(report: &RunReport) -> String {
         let suite = suite(report, t);
         total += suite.time.unwrap_or_default();
         junit.add_test_suite(suite);
+    }
+    if !report.known_failing.stale.is_empty() {
+        junit.add_test_suite(stale_lines(report));
     }
     junit.set_time(total);
     let xml = junit
@@ -69,13 +75,14 @@ fn suite(report: &RunReport, t: &TargetResult) -> TestSuite {
     let mut time = Duration::ZERO;
     for c in &t.cases {
         time += c.duration;
-        suite.add_test_case(case(report.strict, t, c));
+        suite.add_test_case(case(report, t, c));
     }
     suite.set_time(time);
     suite
 }
 
-fn case(strict: bool, t: &TargetResult, c: &CaseResult) -> TestCase {
+fn case(report: &RunReport, t: &TargetResult, c: &CaseResult) -> TestCase {
+    let strict = report.strict;
     let decided = Decided::of(c);
     let clause = decided.clause_or_first(c);
     // The deciding finding's level, else the level of the clause the case is about.
@@ -85,6 +92,7 @@ fn case(strict: bool, t: &TargetResult, c: &CaseResult) -> TestCase {
     };
     let summary = one_line(c, &decided, clause, level);
     let status = match c.grade {
+        _ if report.known(t, c).is_some() => known_failure(report.known(t, c)),
         Grade::Fail => failure(
             NonSuccessKind::Failure,
             &summary,
@@ -110,6 +118,42 @@ fn case(strict: bool, t: &TargetResult, c: &CaseResult) -> TestCase {
     case.set_time(c.duration);
     case.set_system_out(system_out(strict, c, level, &summary));
     case
+}
+
+/// A failure a `--known-failing` line acknowledged: skipped, saying which line and why.
+fn known_failure(known: Option<&KnownFailure>) -> TestCaseStatus {
+    let mut skipped = TestCaseStatus::skipped();
+    skipped.set_type("known failure");
+    if let Some(k) = known {
+        skipped.set_message(format!(
+            "known failure, acknowledged by {}: {}",
+            k.at, k.reason
+        ));
+    }
+    skipped
+}
+
+/// One failing test case per stale `--known-failing` line: the run fails for it, and a CI
+/// tool should say why.
+fn stale_lines(report: &RunReport) -> TestSuite {
+    let mut suite = TestSuite::new("known-failing lists");
+    for line in &report.known_failing.stale {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        status.set_type("stale known-failing line");
+        status.set_message(format!(
+            "{}: {} passes now; remove the line",
+            line.at, line.key
+        ));
+        status.set_description(format!(
+            "reason given: {}\npassed: {}\n",
+            line.reason,
+            line.passed.join(", ")
+        ));
+        let mut case = TestCase::new(line.at.to_string(), status);
+        case.set_classname("known-failing lists");
+        suite.add_test_case(case);
+    }
+    suite
 }
 
 fn failure(kind: NonSuccessKind, summary: &str, ty: &str, c: &CaseResult) -> TestCaseStatus {
@@ -315,6 +359,35 @@ mod tests {
             panic!("a warn under --strict is a failure");
         };
         assert_eq!(ty.as_ref().map(|t| t.as_str()), Some("SHOULD"));
+    }
+
+    #[test]
+    fn a_known_failure_is_skipped_and_a_stale_line_fails() {
+        let report = read(&super::super::tests::sample_with_known().to_junit());
+        // alpha's req-one failure acknowledged; its error still counts.
+        assert_eq!((report.failures, report.errors), (1, 1));
+        let req_one = &report.test_suites[0].test_cases[1];
+        assert_eq!(
+            message(&req_one.status),
+            Some("known failure, acknowledged by known-failing/x.txt:2: BS-REQ-ONE-2: two descriptors under REQ_ONE")
+        );
+        let out = req_one.system_out.as_ref().map_or("", |o| o.as_str());
+        assert!(
+            out.starts_with("clauses: BS-REQ-ONE-2, BS-REP-LEN-1; level: MUST; grade: fail\n"),
+            "{out}"
+        );
+        let stale = report
+            .test_suites
+            .last()
+            .expect("a suite for the stale line");
+        assert_eq!(
+            (stale.name.as_str(), stale.tests, stale.failures),
+            ("known-failing lists", 1, 1)
+        );
+        assert_eq!(
+            message(&stale.test_cases[0].status),
+            Some("known-failing/x.txt:3: block-status/basic@qemu-nbd=10.* passes now; remove the line")
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use glob::Pattern;
 
-use crate::engine::outcome::{CaseResult, Grade, TargetResult};
+use crate::engine::outcome::{CaseResult, Grade, Summary, TargetResult};
 
 /// Where a line came from, printed `FILE:LINE` (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,20 @@ impl Acknowledged {
         self.known
             .iter()
             .find(|k| k.target == target.name && k.case == case.id)
+    }
+
+    /// `target`'s grade counts, a known failure counted as `known`, not as its grade.
+    pub fn summary(&self, target: &TargetResult) -> Summary {
+        let mut s = target.summary();
+        for k in self.known.iter().filter(|k| k.target == target.name) {
+            match k.grade {
+                Grade::Fail => s.fail -= 1,
+                Grade::Warn => s.warn -= 1,
+                _ => continue,
+            }
+            s.known += 1;
+        }
+        s
     }
 
     /// One line per known failure and per stale line, for the end of `run`'s output.

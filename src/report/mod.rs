@@ -214,21 +214,7 @@ impl RunReport {
 
     /// `target`'s grade counts, a known failure counted as `known`, not as its grade.
     pub fn summary(&self, target: &TargetResult) -> Summary {
-        let mut s = target.summary();
-        for k in self
-            .known_failing
-            .known
-            .iter()
-            .filter(|k| k.target == target.name)
-        {
-            match k.grade {
-                Grade::Fail => s.fail -= 1,
-                Grade::Warn => s.warn -= 1,
-                _ => continue,
-            }
-            s.known += 1;
-        }
-        s
+        self.known_failing.summary(target)
     }
 
     /// The run's verdict from its targets': non-conformance wins over "could not test" (a broken

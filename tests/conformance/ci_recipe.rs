@@ -36,6 +36,19 @@ pub fn trials() -> Vec<Trial> {
             run.summary_has("BS-REQ-ONE-2")
         }),
         Trial::test(
+            "selftest::ci_recipe::a_known_failure_passes_the_job_and_is_listed",
+            || {
+                let run = action_with(
+                    &serve(Some("req-one-overrun")),
+                    ONLY,
+                    Some("bs.req-one.*@spawned*  BS-REQ-ONE-2: the fault under test\n"),
+                )?;
+                run.expect(0, "conformant")?;
+                run.summary_has("Known failures")?;
+                run.summary_has("the fault under test")
+            },
+        ),
+        Trial::test(
             "selftest::ci_recipe::a_usage_error_says_so_in_the_summary",
             || {
                 let run = action(&serve(None), "--parallel")?;
@@ -63,9 +76,19 @@ struct ActionRun {
 
 /// Runs the action's script as the composite action does, in a temp dir as the workspace.
 fn action(spawn: &str, args: &str) -> Result<ActionRun, Failed> {
+    action_with(spawn, args, None)
+}
+
+/// As [`action`], with a `known-failing` input: a file in the workspace holding `known`.
+fn action_with(spawn: &str, args: &str, known: Option<&str>) -> Result<ActionRun, Failed> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/github-action.sh");
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let out = Command::new(script)
+    let mut command = Command::new(script);
+    if let Some(text) = known {
+        std::fs::write(dir.path().join("known.txt"), text).map_err(|e| e.to_string())?;
+        command.env("INPUT_KNOWN_FAILING", "known.txt");
+    }
+    let out = command
         .current_dir(dir.path())
         .env("NBD_CONFORM", bin())
         .env("INPUT_SPAWN", spawn)
