@@ -9,6 +9,7 @@
 #   INPUT_TARGET      a --target URI (or neither: every local server)
 #   INPUT_EXPORT      --export
 #   INPUT_KNOWN_FAILING  a --known-failing file
+#   INPUT_KNOWN_FLAKY    a --known-flaky file
 #   INPUT_STRICT      "true": --strict
 #   INPUT_ARGS        more `run` options, split on whitespace (no quoting: a value with spaces
 #                     has its own input above)
@@ -25,6 +26,7 @@ args=(run)
 [ -n "${INPUT_TARGET:-}" ] && args+=(--target "$INPUT_TARGET")
 [ -n "${INPUT_EXPORT:-}" ] && args+=(--export "$INPUT_EXPORT")
 [ -n "${INPUT_KNOWN_FAILING:-}" ] && args+=(--known-failing "$INPUT_KNOWN_FAILING")
+[ -n "${INPUT_KNOWN_FLAKY:-}" ] && args+=(--known-flaky "$INPUT_KNOWN_FLAKY")
 [ "${INPUT_STRICT:-false}" = "true" ] && args+=(--strict)
 if [ -n "${INPUT_ARGS:-}" ]; then
   read -r -a extra <<<"$INPUT_ARGS"

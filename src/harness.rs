@@ -15,17 +15,12 @@
 //!
 //! and in `tests/nbd.rs`, say how to start the server for each fixture image (placeholders as
 //! in `nbd-conform run --spawn`: `{socket}` or `{port}`, `{raw}`, `{qcow2}`, `{export}`,
-//! `{dir}`), or where it already listens:
+//! `{dir}`), or where it already listens (`.target("nbd+unix:///disk?socket=/run/my.sock")`
+//! instead of `.spawn(…)`). This is `examples/implementer/tests/nbd.rs`, which CI builds and
+//! runs, so the example compiles by construction (the lib's doctests are off: `cargo test --
+//! --target X` must reach only harnesses that understand it):
 //!
-//! ```no_run
-//! use nbd_conform::harness::Harness;
-//!
-//! fn main() {
-//!     Harness::from_args()
-//!         .spawn(concat!(env!("CARGO_BIN_EXE_my-server"), " --socket {socket} {raw}"))
-//!         .run()
-//! }
-//! ```
+#![doc = concat!("```no_run\n", include_str!("../examples/implementer/tests/nbd.rs"), "```")]
 //!
 //! `cargo test` then shows one trial per case (`spawn::bs.range.last-byte`, …). A case fails
 //! its trial when it grades fail (or warn, under `--strict`) or error; a case that grades

@@ -158,6 +158,14 @@ struct RunArgs {
         env = "NBD_CONFORM_KNOWN_FAILING"
     )]
     known_failing: Vec<PathBuf>,
+    /// A known-flaky list (repeatable), lines as in --known-failing: failures that come and go
+    /// from run to run (a race in the server); acknowledged the same way, never stale.
+    #[arg(
+        long = "known-flaky",
+        value_name = "FILE",
+        env = "NBD_CONFORM_KNOWN_FLAKY"
+    )]
+    known_flaky: Vec<PathBuf>,
     /// Which cases the JSON report carries transcripts and descriptor streams for: failing
     /// (fail, warn, error), all, or none.
     #[arg(long, value_enum, default_value_t = Transcripts::Failing)]
@@ -706,7 +714,7 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
-    let known_failing = match KnownFailingList::load(&args.known_failing, &ids) {
+    let known_failing = match KnownFailingList::load(&args.known_failing, &args.known_flaky, &ids) {
         Ok(list) => list,
         Err(e) => return usage(e),
     };

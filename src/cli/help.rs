@@ -25,6 +25,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "a known-failing list, as --known-failing FILE",
     ),
     (
+        "NBD_CONFORM_KNOWN_FLAKY",
+        "a known-flaky list, as --known-flaky FILE",
+    ),
+    (
         "TMPDIR",
         "where launched servers get their private temp dirs (sockets, logs)",
     ),

@@ -9,7 +9,9 @@
 //! *known failure*: reported, not counted as a failure. An error never is: the harness could
 //! not test, and no list may hide that. A line whose cases ran on a matching server and passed,
 //! with none of them failing, is *stale*: it fails the run, so that lists shrink as servers get
-//! fixed.
+//! fixed. A *known-flaky* list (`run --known-flaky FILE`, same lines) is for deviations a
+//! server shows only some of the time (a race, `races` in a case file): its lines acknowledge
+//! a failure the same way but are never stale, since a pass proves nothing about the next run.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,8 @@ struct Entry {
     server: Pattern,
     version: Option<Pattern>,
     reason: String,
+    /// From a known-flaky list: a pass does not make it stale.
+    flaky: bool,
 }
 
 /// Why a list cannot be used: the run does not start (exit 2).
@@ -139,14 +143,21 @@ impl Acknowledged {
 impl KnownFailingList {
     /// Reads `files` in order; every case glob must match one of `case_ids` (all the cases
     /// loaded, before `--only` and `--skip`), so that a typo cannot acknowledge nothing forever.
-    pub fn load(files: &[PathBuf], case_ids: &[&str]) -> Result<Self, ListError> {
+    pub fn load(
+        failing: &[PathBuf],
+        flaky: &[PathBuf],
+        case_ids: &[&str],
+    ) -> Result<Self, ListError> {
         let mut list = KnownFailingList::default();
-        for file in files {
+        let files = failing.iter().map(|f| (f, false));
+        for (file, is_flaky) in files.chain(flaky.iter().map(|f| (f, true))) {
             let text = std::fs::read_to_string(file).map_err(|source| ListError::Read {
                 file: file.clone(),
                 source,
             })?;
-            list.entries.extend(parse(file, &text)?);
+            let mut entries = parse(file, &text)?;
+            entries.iter_mut().for_each(|e| e.flaky = is_flaky);
+            list.entries.extend(entries);
         }
         list.every_line_names_a_case(case_ids)?;
         Ok(list)
@@ -201,7 +212,7 @@ impl KnownFailingList {
                     }
                 }
             }
-            if !absorbed && !passed.is_empty() {
+            if !absorbed && !passed.is_empty() && !e.flaky {
                 acknowledged.stale.push(StaleLine {
                     at: e.at.clone(),
                     key: e.key.clone(),
@@ -266,6 +277,7 @@ fn parse(file: &Path, text: &str) -> Result<Vec<Entry>, ListError> {
             server: glob("server glob", server)?,
             version: version.map(|v| glob("version glob", v)).transpose()?,
             reason: reason.to_owned(),
+            flaky: false,
             at,
         });
     }
@@ -276,6 +288,28 @@ fn parse(file: &Path, text: &str) -> Result<Vec<Entry>, ListError> {
 mod tests {
     use super::super::tests::{case, target};
     use super::*;
+
+    #[test]
+    fn a_flaky_line_acknowledges_a_failure_and_is_never_stale() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("flaky.txt");
+        std::fs::write(&file, "x@reference  TX-DISC-1: a race\n").expect("write");
+        let list = KnownFailingList::load(&[], &[file], &["x"]).expect("a valid list");
+        let failed = target("t", vec![case("x", Grade::Fail, &[])]);
+        let failed = TargetResult {
+            server: "reference 0.1.0".into(),
+            ..failed
+        };
+        let acknowledged = list.apply(std::slice::from_ref(&failed), false);
+        assert_eq!((acknowledged.known.len(), acknowledged.stale.len()), (1, 0));
+        let passed = target("t", vec![case("x", Grade::Pass, &[])]);
+        let passed = TargetResult {
+            server: "reference 0.1.0".into(),
+            ..passed
+        };
+        let acknowledged = list.apply(std::slice::from_ref(&passed), false);
+        assert_eq!((acknowledged.known.len(), acknowledged.stale.len()), (0, 0));
+    }
 
     const IDS: &[&str] = &["bs/a", "bs/b", "neg/abort"];
 

@@ -1,7 +1,8 @@
 //! `run --known-failing FILE` through the CLI (assert_cmd): a failing case a line names is a
 //! known failure (exit 0, listed), a line whose cases pass is stale (exit 1, FILE:LINE named),
 //! a bad line or a glob that names no case is a usage error (exit 2, FILE:LINE named), an error
-//! is never acknowledged; and the list shipped for Debian bookworm's peers holds here.
+//! is never acknowledged; `--known-flaky` lines acknowledge the same way and never go stale;
+//! and the list shipped for Debian bookworm's peers holds here.
 
 use std::path::Path;
 
@@ -106,6 +107,32 @@ pub fn trials() -> Vec<Trial> {
                         return Err(format!("JSON: {}", v["stale_known_failing"]).into());
                     }
                     Ok(())
+                })
+            },
+        ),
+        Trial::test(
+            "selftest::known_failing::a_flaky_line_acknowledges_and_is_never_stale",
+            || {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let list = write(dir.path(), "flaky.txt", REQ_ONE)?;
+                let args = ["--only", "bs.req-one"];
+                // Failing: acknowledged, as a known-failing line would be.
+                with_reference(&["--fault", "req-one-overrun"], |uri| {
+                    let args = [&["--target", uri][..], &args].concat();
+                    let stderr = expect(&args, &[("--known-flaky", &list)], 0)?;
+                    contains(
+                        &stderr,
+                        &[&format!("acknowledged by {list}:1"), "conformant"],
+                    )
+                })?;
+                // Passing: not stale (the same line in --known-failing is, exit 1).
+                with_reference(&[], |uri| {
+                    let args = [&["--target", uri][..], &args].concat();
+                    let stderr = expect(&args, &[("--known-flaky", &list)], 0)?;
+                    if stderr.contains("STALE") {
+                        return Err(format!("a flaky line went stale:\n{stderr}").into());
+                    }
+                    expect(&args, &[("--known-failing", &list)], 1).map(drop)
                 })
             },
         ),

@@ -27,6 +27,7 @@ mod known_failing;
 mod launchers;
 mod min_block;
 mod one_grade;
+mod readme;
 mod real_servers;
 mod report_formats;
 mod scripted;
@@ -51,7 +52,7 @@ use nbd_conform::Dialect;
 
 /// Server versions whose snapshots are committed. Another version runs the cases but does not
 /// compare snapshots (its behaviour may legitimately differ).
-const PINNED: &[(ServerKind, &str)] = &[
+pub(crate) const PINNED: &[(ServerKind, &str)] = &[
     (ServerKind::QemuNbd, "10.0.2"),
     (ServerKind::Nbdkit, "1.32.5"),
     (ServerKind::NbdServer, "3.24"),
@@ -117,6 +118,7 @@ fn main() {
             trials.extend(cli_output::trials());
             trials.extend(ci_recipe::trials());
             trials.extend(report_formats::trials());
+            trials.extend(readme::trials());
             trials.extend(interrupts::trials());
             trials.extend(install::trials());
         }
