@@ -42,7 +42,7 @@ use libtest_mimic::{Arguments, Completion, Trial};
 use crate::client::Target;
 use crate::engine::case::{load_suite_cases, Case, CaseError, Need};
 use crate::engine::outcome::{Capabilities, CaseResult, Grade};
-use crate::engine::run::Settings;
+use crate::engine::run::{parse_seconds, Settings};
 use crate::engine::suite::{run_on_launched, run_on_target, snapshot_text};
 use crate::launch::{Launcher, Pool, SpawnTemplate};
 use crate::Dialect;
@@ -75,12 +75,13 @@ struct Options {
     /// `bs.*.req-one*`); repeatable, or comma-separated in NBD_ONLY.
     #[arg(long, env = "NBD_ONLY", value_name = "GLOB", value_delimiter = ',')]
     only: Vec<String>,
-    /// Seconds to wait for the whole reply to one request.
-    #[arg(long, env = "NBD_TIMEOUT", default_value_t = 30.0)]
-    timeout: f64,
-    /// Seconds to wait to connect and for each handshake message.
-    #[arg(long, env = "NBD_CONNECT_TIMEOUT", default_value_t = 5.0)]
-    connect_timeout: f64,
+    /// Seconds to wait for each message from the server, and (plus one second) for the whole
+    /// reply to one request, as `nbd-conform run --timeout`.
+    #[arg(long, env = "NBD_TIMEOUT", value_parser = parse_seconds, default_value = "30")]
+    timeout: Duration,
+    /// Seconds to wait to connect and for the greeting.
+    #[arg(long, env = "NBD_CONNECT_TIMEOUT", value_parser = parse_seconds, default_value = "5")]
+    connect_timeout: Duration,
     #[command(flatten)]
     libtest: Arguments,
 }
@@ -170,11 +171,30 @@ impl Harness {
         self.server().is_some()
     }
 
+    /// The harness options given that apply only to a server named (`--only`, `--strict`,
+    /// `--dialect`, `--export`, `--writable`), by their flag: a caller without a server of its
+    /// own to test says so, rather than ignore them.
+    pub fn server_options_given(&self) -> Vec<&'static str> {
+        let o = &self.options;
+        let given = [
+            ("--only", !o.only.is_empty()),
+            ("--strict", o.strict),
+            ("--dialect", o.dialect != Dialect::Standard),
+            ("--export", o.export.is_some()),
+            ("--writable", o.writable),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, g)| *g)
+            .map(|(f, _)| f)
+            .collect()
+    }
+
     /// The timeouts and write permission the options give, for each case.
     pub fn settings(&self) -> Settings {
         Settings {
-            timeout: seconds(self.options.connect_timeout),
-            reply_timeout: seconds(self.options.timeout),
+            timeout: self.options.connect_timeout,
+            reply_timeout: self.options.timeout,
             writable: self.options.writable,
             ..Settings::default()
         }
@@ -274,13 +294,10 @@ impl Harness {
 }
 
 /// `--only`: the glob matches the id or one of its dotted prefixes, so that `bs.range` selects
-/// every `bs.range.*` as `run --only bs.range` does.
+/// every `bs.range.*` (`run --only` takes plain prefixes instead: `bs.ran` selects there, not
+/// here).
 fn selects(glob: &glob::Pattern, id: &str) -> bool {
     glob.matches(id) || id.match_indices('.').any(|(i, _)| glob.matches(&id[..i]))
-}
-
-fn seconds(s: f64) -> Duration {
-    Duration::from_secs_f64(s.clamp(0.1, 86_400.0))
 }
 
 /// Each trial on a runtime of its own: trials run on libtest's threads, side by side.

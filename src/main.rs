@@ -111,11 +111,11 @@ struct RunArgs {
     /// reply to one request or the whole answer to one option, however many messages it takes
     /// (a slow but complete reply is correct; one that never completes fails BS-COMPLETE-1,
     /// or HS-OPTREP-1 for an option, after this long). A case as a whole has 120 s.
-    #[arg(long, value_parser = parse_seconds, default_value = "30")]
+    #[arg(long, value_parser = nbd_conform::engine::run::parse_seconds, default_value = "30")]
     timeout: Duration,
     /// Seconds to wait to connect and for the greeting (an unreachable target is reported
     /// after this long).
-    #[arg(long, value_parser = parse_seconds, default_value = "5")]
+    #[arg(long, value_parser = nbd_conform::engine::run::parse_seconds, default_value = "5")]
     connect_timeout: Duration,
     /// Bytes each case reads back of the ranges a server calls zero (K/M/G suffixes); what
     /// the budget leaves unread is reported as not checked.
@@ -214,11 +214,11 @@ struct MapArgs {
     json: bool,
     /// Seconds to wait for each message from the server; a whole reply (however many chunks)
     /// or option answer gets one second more. The walk as a whole has --deadline.
-    #[arg(long, value_parser = parse_seconds, default_value = "10")]
+    #[arg(long, value_parser = nbd_conform::engine::run::parse_seconds, default_value = "10")]
     timeout: Duration,
     /// Seconds the whole walk may take before it ends with an error (a server that answers
     /// every request, slowly and a little at a time, cannot keep it going forever).
-    #[arg(long, value_parser = parse_seconds, default_value = "3600")]
+    #[arg(long, value_parser = nbd_conform::engine::run::parse_seconds, default_value = "3600")]
     deadline: Duration,
     /// Requests in flight at once (one per window).
     #[arg(long, default_value_t = 8)]
@@ -278,12 +278,12 @@ struct ServeArgs {
           value_parser = parse_connections)]
     max_connections: usize,
     /// Seconds a client may take from connecting to the end of negotiation before it is closed.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds,
+    #[arg(long, value_name = "SECS", value_parser = nbd_conform::engine::run::parse_seconds,
           default_value = "10")]
     handshake_timeout: Duration,
     /// Seconds a client in transmission may take to send its next request (or a request's
     /// payload, or to take a reply) before it is closed [default: never, as the spec asks].
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = nbd_conform::engine::run::parse_seconds)]
     idle_timeout: Option<Duration>,
     /// Bytes of request payloads and READ replies held in memory, all clients together; a
     /// client over it waits (K/M/G suffixes).
@@ -316,20 +316,6 @@ fn parse_window(s: &str) -> Result<u64, String> {
         0 => Err("a window of 0 bytes maps nothing; give at least 1".into()),
         n => Ok(n),
     }
-}
-
-/// A deadline in seconds: positive, at most a day (`1e20` is a typo, not a wish).
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= 86_400.0) {
-        return Err(format!(
-            "{s} s: a deadline must be above 0 and at most 86400 s"
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
@@ -713,15 +699,19 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
-    let known_failing = match KnownFailingList::load(&args.known_failing, &args.known_flaky, &ids) {
-        Ok(list) => list,
-        Err(e) => return usage(e),
-    };
+    let all_ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
+    let ids: Vec<&str> = all_ids.iter().map(String::as_str).collect();
+    let mut known_failing =
+        match KnownFailingList::load(&args.known_failing, &args.known_flaky, &ids) {
+            Ok(list) => list,
+            Err(e) => return usage(e),
+        };
     cases.retain(|c| {
         (args.only.is_empty() || args.only.iter().any(|p| c.id.starts_with(p.as_str())))
             && !args.skip.iter().any(|p| c.id.starts_with(p.as_str()))
     });
+    let selected: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    known_failing.note_selection(&ids, &selected);
     if cases.is_empty() {
         return usage(if args.only.is_empty() && args.skip.is_empty() {
             "no case to run: the cases directory holds none (NBD_CONFORM_CASES chooses it)"
@@ -855,6 +845,19 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         };
         // This subject's servers (and containers) are done with: stop them before the next.
         nbd_conform::launch::Pool::global().shutdown_all();
+        // Known failures are matched by target name: two `--spawn` templates of one program
+        // must not share one.
+        let mut result = result;
+        let base = result.name.clone();
+        for n in 2.. {
+            if !targets
+                .iter()
+                .any(|t: &nbd_conform::engine::outcome::TargetResult| t.name == result.name)
+            {
+                break;
+            }
+            result.name = format!("{base} #{n}");
+        }
         // Which of this target's failures the lists acknowledge (stale lines are told at the
         // end, once every target has run).
         let acknowledged = known_failing.apply(std::slice::from_ref(&result), args.strict);
@@ -871,9 +874,6 @@ async fn run_cases(args: RunArgs) -> ExitCode {
         for note in &result.notes {
             eprintln!("  note: {note}");
         }
-        // Which of this target's failures the lists acknowledge (stale lines are told at the
-        // end, once every target has run).
-        let acknowledged = known_failing.apply(std::slice::from_ref(&result), args.strict);
         let known =
             |c: &nbd_conform::engine::outcome::CaseResult| acknowledged.of(&result, c).is_some();
         for line in cli::failures::told(&result.cases, args.strict, known) {

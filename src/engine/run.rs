@@ -29,6 +29,20 @@ pub struct TargetSpec {
     pub bitmaps: Vec<String>,
 }
 
+/// A deadline in seconds: positive, at most a day (`1e20` is a typo, not a wish).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{s} s: a deadline must be above 0 and at most 86400 s"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// Longest wait to connect and for each message of the handshake: short, so that an

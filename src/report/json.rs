@@ -60,7 +60,8 @@ struct Target<'a> {
     summary: Summary,
     cases: Vec<Case<'a>>,
     // Extensions.
-    /// "conformant", "non-conformant", "could not test", or "left out" (no case selected).
+    /// "conformant", "non-conformant", "could not test", "left out (no case selected)", or
+    /// "interrupted (partial results)" (`TargetVerdict::as_str`).
     verdict: &'static str,
     notes: &'a [String],
 }

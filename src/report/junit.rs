@@ -1,6 +1,6 @@
 //! JUnit XML for CI, written with quick-junit: one `<testsuite>` per target (its URI, server,
 //! dialect, spec revision as properties), one `<testcase>` per case. The output is valid
-//! against the Jenkins junit-10 schema that CI tools check reports with (`selftest::junit`
+//! against the Jenkins junit-10 schema that CI tools check reports with (`selftest::report_formats`
 //! validates real runs with xmllint), so nothing goes where that schema has no room: a case's
 //! clause ids, level and grade are the first line of its `<system-out>`, not properties.
 //!
@@ -14,8 +14,9 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::known::KnownFailure;
-use super::{marker, Decided, RunReport, SPEC_REVISION, SUITE_VERSION};
+use super::{marker, Decided, RunReport, TargetVerdict, Verdict, SPEC_REVISION, SUITE_VERSION};
 use crate::clauses;
+use crate::engine::dead_server::KEEPS_DYING;
 use crate::engine::outcome::{CaseResult, Grade, TargetResult};
 
 pub(super) fn render(report: &RunReport) -> String {
@@ -28,6 +29,17 @@ pub(super) fn render(report: &RunReport) -> String {
     }
     if !report.known_failing.stale.is_empty() {
         junit.add_test_suite(stale_lines(report));
+    }
+    if let Some(signal) = &report.interrupted {
+        // A CI tool that reads only this file must not take a cut-short run for a green one.
+        let mut suite = TestSuite::new("nbd-conform run");
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_type("interrupted");
+        status.set_message(format!(
+            "{signal} stopped the run: the results are partial, and judged not"
+        ));
+        suite.add_test_case(TestCase::new("interrupted", status));
+        junit.add_test_suite(suite);
     }
     junit.set_time(total);
     let xml = junit
@@ -77,6 +89,14 @@ fn suite(report: &RunReport, t: &TargetResult) -> TestSuite {
         time += c.duration;
         suite.add_test_case(case(report, t, c));
     }
+    if let Some(why) = untested_without_an_error(report, t) {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_type("could not test");
+        status.set_message(why);
+        let mut verdict = TestCase::new("(target verdict)", status);
+        verdict.set_classname(t.name.as_str());
+        suite.add_test_case(verdict);
+    }
     suite.set_time(time);
     suite
 }
@@ -118,6 +138,25 @@ fn case(report: &RunReport, t: &TargetResult, c: &CaseResult) -> TestCase {
     case.set_time(c.duration);
     case.set_system_out(system_out(strict, c, level, &summary));
     case
+}
+
+/// Why `t` could not be tested, when none of its cases says so with an `<error>` (its server
+/// kept dying while cases passed, or every case was unsupported): the verdict exits 3, and a
+/// suite of passes and skips alone would read as green.
+fn untested_without_an_error(report: &RunReport, t: &TargetResult) -> Option<String> {
+    if report.target_verdict(t) != TargetVerdict::Judged(Verdict::CouldNotTest)
+        || t.cases.iter().any(|c| c.grade == Grade::Error)
+    {
+        return None;
+    }
+    Some(if t.server_deaths >= KEEPS_DYING {
+        format!(
+            "could not test: the launched server died {} times",
+            t.server_deaths
+        )
+    } else {
+        "could not test: no case could run on this server (every one unsupported)".to_owned()
+    })
 }
 
 /// A failure a `--known-failing` line acknowledged: skipped, saying which line and why.
@@ -388,6 +427,25 @@ mod tests {
             message(&stale.test_cases[0].status),
             Some("known-failing/x.txt:3: block-status/basic@qemu-nbd=10.* passes now; remove the line")
         );
+    }
+
+    #[test]
+    fn a_target_that_could_not_be_tested_is_an_error_even_without_an_errored_case() {
+        use crate::engine::outcome::Grade;
+        let unsupported = super::super::tests::case("x", Grade::Unsupported, &[]);
+        let target = super::super::tests::target("down", vec![unsupported]);
+        let mut run = super::super::RunReport {
+            targets: vec![target],
+            ..Default::default()
+        };
+        assert_eq!(read(&run.to_junit()).errors, 1);
+        run.targets[0].cases[0].grade = Grade::Pass;
+        assert_eq!(read(&run.to_junit()).errors, 0);
+        run.interrupted = Some("SIGINT".into());
+        let interrupted = read(&run.to_junit());
+        assert_eq!(interrupted.errors, 1);
+        let last = interrupted.test_suites.last().expect("a suite");
+        assert_eq!(last.test_cases[0].name.as_str(), "interrupted");
     }
 
     #[test]

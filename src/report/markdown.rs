@@ -424,9 +424,9 @@ fn stale_lines(out: &mut String, report: &RunReport) -> fmt::Result {
 
 /// "nbdkit 1.32.5" as `nbdkit@1.32.5`, the way a known-failing line names it.
 fn server_at_version(server: &str) -> String {
-    match server.split_once(' ') {
-        Some((name, version)) => format!("{name}@{version}"),
-        None => server.to_owned(),
+    match super::known::server_name_and_version(server) {
+        (name, "") => name.to_owned(),
+        (name, version) => format!("{name}@{version}"),
     }
 }
 

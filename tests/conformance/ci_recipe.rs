@@ -41,7 +41,7 @@ pub fn trials() -> Vec<Trial> {
                 let run = action_with(
                     &serve(Some("req-one-overrun")),
                     ONLY,
-                    Some("bs.req-one.*@spawned*  BS-REQ-ONE-2: the fault under test\n"),
+                    Some("bs.req-one.*@nbd-conform  BS-REQ-ONE-2: the fault under test\n"),
                 )?;
                 run.expect(0, "conformant")?;
                 run.summary_has("Known failures")?;

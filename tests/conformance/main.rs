@@ -74,6 +74,15 @@ fn main() {
         // harness, exactly as in an implementer's crate.
         true => harness.run(),
         false => {
+            let ignored = harness.server_options_given();
+            if !ignored.is_empty() {
+                eprintln!(
+                    "{}: for a --target or --spawn server only; without one, choose trials by \
+                     name: cargo test --test conformance -- PATTERN",
+                    ignored.join(", ")
+                );
+                std::process::exit(2);
+            }
             for kind in ServerKind::ALL {
                 let Some(version) = kind.installed_version() else {
                     let why = kind.not_installed();
