@@ -62,6 +62,20 @@ pub fn trials() -> Vec<Trial> {
             schema_rejects,
         ),
         Trial::test(
+            "selftest::report_formats::known_failures_and_stale_lines_render_and_validate",
+            known_and_stale,
+        ),
+        Trial::test(
+            "selftest::report_formats::a_crashed_servers_last_lines_render",
+            crashed_server,
+        )
+        .with_ignored_flag(
+            nbd_conform::launch::ServerKind::Nbdkit
+                .installed_version()
+                .as_deref()
+                != Some("1.32.5"),
+        ),
+        Trial::test(
             "selftest::report_formats::markdown_renders_whole_on_github",
             || {
                 for (fault, code) in [(None, 0), (Some("req-one-overrun"), 1)] {
@@ -95,6 +109,58 @@ pub fn trials() -> Vec<Trial> {
             },
         ),
     ]
+}
+
+/// A run with a known failure (the faulty server's) and a stale line (a case that passes):
+/// both reports keep their shape, and the JUnit says the stale line fails.
+fn known_and_stale() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let list = dir.path().join("known.txt");
+    std::fs::write(
+        &list,
+        "bs.req-one.*@nbd-conform  BS-REQ-ONE-2: the fault\nbs.range.last-byte@nbd-conform  stale on purpose\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let list = list.to_string_lossy().into_owned();
+    let spawn = serve(Some("req-one-overrun"));
+    let args = [
+        "--spawn",
+        &spawn,
+        "--only",
+        "bs.req-one",
+        "--only",
+        "bs.range.last-byte",
+        "--known-failing",
+        &list,
+    ];
+    let run = Run::new(&args, 1)?;
+    run.junit_is_valid()?;
+    // Four bs.req-one cases (two known failures), bs.range.last-byte, and the stale line.
+    run.junit_counts(6, 1, 0)?;
+    let markdown = std::fs::read_to_string(run.path("r.md")).map_err(|e| e.to_string())?;
+    for section in ["## Known failures", "## Stale known-failing lines"] {
+        if !markdown.contains(section) {
+            return Err(format!("no {section:?} in the report").into());
+        }
+    }
+    renders_whole(&markdown).map_err(|e| format!("{e}\n--- report ---\n{markdown}").into())
+}
+
+/// nbdkit 1.32.5 aborts on one case: the report shows its last output, and still renders.
+fn crashed_server() -> Result<(), Failed> {
+    let args = [
+        "--server",
+        "nbdkit",
+        "--only",
+        "bs.big.max-compact-length-in-bounds",
+    ];
+    let run = Run::new(&args, 1)?;
+    run.junit_is_valid()?;
+    let markdown = std::fs::read_to_string(run.path("r.md")).map_err(|e| e.to_string())?;
+    if !markdown.contains("Assertion `e.length <= length' failed") {
+        return Err(format!("no assertion line in the report:\n{markdown}").into());
+    }
+    renders_whole(&markdown).map_err(|e| format!("{e}\n--- report ---\n{markdown}").into())
 }
 
 /// A `spawn` template that starts our reference server, with `fault` if given.
@@ -239,20 +305,26 @@ fn renders_whole(markdown: &str) -> Result<(), String> {
         return Err(format!("{opened} <details> opened, {closed} closed"));
     }
     let mut offset = 0;
-    let mut in_fence = false;
+    // The backtick count of the fence open, if one is: only a line of at least as many
+    // backticks and nothing else closes it (CommonMark), so ``` inside ```` is content.
+    let mut open_fence: Option<usize> = None;
     let mut source_fences = 0;
     for line in markdown.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
         let text = line.trim_end();
-        if text.starts_with("```") {
-            in_fence = !in_fence;
-            if in_fence {
+        let ticks = text.len() - text.trim_start_matches('`').len();
+        let was_open = open_fence.is_some();
+        match open_fence {
+            Some(n) if ticks >= n && text.len() == ticks => open_fence = None,
+            Some(_) => {}
+            None if ticks >= 3 => {
+                open_fence = Some(ticks);
                 source_fences += 1;
             }
-            continue;
+            None => {}
         }
-        if in_fence || !text.starts_with('|') {
+        if was_open || open_fence.is_some() || !text.starts_with('|') {
             continue;
         }
         let Some(table) = tables.iter().find(|t| t.contains(&start)) else {
