@@ -16,11 +16,22 @@
 //! and in `tests/nbd.rs`, say how to start the server for each fixture image (placeholders as
 //! in `nbd-conform run --spawn`: `{socket}` or `{port}`, `{raw}`, `{qcow2}`, `{export}`,
 //! `{dir}`), or where it already listens (`.target("nbd+unix:///disk?socket=/run/my.sock")`
-//! instead of `.spawn(…)`). This is `examples/implementer/tests/nbd.rs`, which CI builds and
-//! runs, so the example compiles by construction (the lib's doctests are off: `cargo test --
-//! --target X` must reach only harnesses that understand it):
+//! instead of `.spawn(…)`). This is the code of `examples/implementer/tests/nbd.rs`, which CI
+//! builds and runs (the lib's doctests are off, since `cargo test -- --target X` must reach
+//! only harnesses that understand it; a unit test keeps the two the same):
 //!
-#![doc = concat!("```no_run\n", include_str!("../examples/implementer/tests/nbd.rs"), "```")]
+//! ```no_run
+//! use nbd_conform::harness::Harness;
+//!
+//! fn main() {
+//!     Harness::from_args()
+//!         .spawn(concat!(
+//!             env!("CARGO_BIN_EXE_toy-nbd-server"),
+//!             " --socket {socket} --export {export} {raw}"
+//!         ))
+//!         .run()
+//! }
+//! ```
 //!
 //! `cargo test` then shows one trial per case (`spawn::bs.range.last-byte`, …). A case fails
 //! its trial when it grades fail (or warn, under `--strict`) or error; a case that grades
@@ -352,6 +363,33 @@ impl Turn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The module doc's example is the example crate's compiled test, line for line.
+    #[test]
+    fn the_doc_example_is_the_example_crates_test() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("a file of the tree");
+        let this = read("src/harness.rs");
+        let doc: Vec<&str> = this
+            .lines()
+            .skip_while(|l| *l != "//! ```no_run")
+            .skip(1)
+            .take_while(|l| *l != "//! ```")
+            .map(|l| {
+                l.strip_prefix("//!")
+                    .unwrap_or(l)
+                    .strip_prefix(' ')
+                    .unwrap_or("")
+            })
+            .collect();
+        let example = read("examples/implementer/tests/nbd.rs");
+        let code: Vec<&str> = example
+            .lines()
+            .filter(|l| !l.starts_with("//!"))
+            .skip_while(|l| l.is_empty())
+            .collect();
+        assert_eq!(doc, code);
+    }
 
     #[test]
     fn only_matches_a_glob_or_a_dotted_prefix() {
