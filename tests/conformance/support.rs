@@ -19,8 +19,7 @@ pub struct Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(child);
         }
         if let Some(pid) = self
             .pid_file
@@ -30,6 +29,24 @@ impl Drop for Peer {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
     }
+}
+
+/// SIGTERM, then SIGKILL if it is still there after 3 s: a server asked to stop cleans up
+/// after itself (nbdkit's sh and eval plugins remove their `/tmp/nbdkitXXXXXX` only then).
+fn stop(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on our own child, which is not reaped yet, so the pid is still its.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn wait_for_socket(peer: &mut Peer, socket: &Path) {
