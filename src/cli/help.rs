@@ -47,8 +47,13 @@ pub fn run_after_help() -> String {
         let _ = writeln!(text, "  {code}  {meaning}");
     }
     text.push_str("\nEnvironment:\n");
+    let width = ENVIRONMENT
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0);
     for (name, meaning) in ENVIRONMENT {
-        let _ = writeln!(text, "  {name:<22} {meaning}");
+        let _ = writeln!(text, "  {name:<width$}  {meaning}");
     }
     text.push_str("\nExamples:\n");
     text.push_str(EXAMPLES);
