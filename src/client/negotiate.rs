@@ -30,6 +30,11 @@ pub const MAX_KEPT_REPLY_BYTES: usize = 4 << 20;
 /// Replies to one option read at most, kept or not (a SET's contexts in namespaces no query
 /// named are read and dropped): bounds the time an endless stream of them takes.
 pub const MAX_OPTION_REPLIES: usize = 1 << 18;
+/// Bytes of replies to one option read at most, kept or not: replies dropped one by one (each
+/// breaking a rule) may be large, and 2^18 of them would take longer to read than any deadline
+/// allows, so the bytes are capped too. Far above any real answer (the kept ones stop at
+/// MAX_KEPT_REPLY_BYTES).
+pub const MAX_OPTION_BYTES_READ: usize = 16 << 20;
 
 /// Violations kept per option; past them, one line says how many more there were.
 pub const MAX_VIOLATIONS_PER_OPTION: usize = 32;
@@ -230,11 +235,23 @@ impl Handshake {
     ) -> Result<Vec<OptionReply>, ClientError> {
         let mut replies = Vec::new();
         let mut bytes = 0usize;
+        let mut read = 0usize;
         for _ in 0..MAX_OPTION_REPLIES {
             let reply = self.read_option_reply(opt).await?;
             if reply.is_final() {
                 replies.push(reply);
                 return Ok(replies);
+            }
+            read += reply.data.len();
+            if read > MAX_OPTION_BYTES_READ {
+                return Err(ClientError::Protocol(Violation::new(
+                    how_answers_end(opt),
+                    format!(
+                        "more than {MAX_OPTION_BYTES_READ} bytes of replies to NBD_OPT_{} and no \
+                         final one yet",
+                        option::name(opt)
+                    ),
+                )));
             }
             match keep(&reply) {
                 Err(v) => self.violations.push(v),
