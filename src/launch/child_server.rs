@@ -34,6 +34,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const LOG: &str = "server.log";
 /// Why a launch gave up when the harness began to shut down.
 const SHUTTING_DOWN: &str = "the harness is shutting down";
+/// How long a stopping harness still waits for a forked daemon's pid file, to stop it.
+const DAEMON_PID_GRACE: Duration = Duration::from_secs(2);
 /// How much of a server's output an error message quotes.
 const TAIL_BYTES: u64 = 2048;
 
@@ -210,6 +212,10 @@ async fn find_daemon(
         let why = format!("it exited with {status}");
         return Err(not_ready(server, endpoint, scratch, &why));
     }
+    // Once the harness is stopping, the daemon forked already: wait a little longer for its pid
+    // file and hand it over even then (the caller holds it, and stops it), since no one else
+    // would (the watchdog is dismissed with this launch). Giving up at once left one running.
+    let mut stop_grace: Option<Instant> = None;
     loop {
         let daemon = std::fs::read_to_string(pid_file)
             .ok()
@@ -219,7 +225,10 @@ async fn find_daemon(
             return Ok(daemon);
         }
         if super::stopping() {
-            return Err(not_ready(server, endpoint, scratch, SHUTTING_DOWN));
+            let until = *stop_grace.get_or_insert_with(|| Instant::now() + DAEMON_PID_GRACE);
+            if Instant::now() >= until {
+                return Err(not_ready(server, endpoint, scratch, SHUTTING_DOWN));
+            }
         }
         if Instant::now() >= deadline {
             let why = "its daemon wrote no pid file or exited";

@@ -12,7 +12,7 @@
 
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
@@ -241,6 +241,9 @@ fn signal_name(signal: i32) -> &'static str {
 pub(super) struct Watchdog {
     child: Child,
     pipe: Option<ChildStdin>,
+    /// The pid file of a daemon announced (`expect_pid_file`) but not yet handed over
+    /// (`watch`): a launch dropped in between (a run interrupted) must still stop it.
+    unclaimed_daemon: Option<PathBuf>,
 }
 
 /// Starts a watchdog: `sh -c script name arg`, reading lines from a pipe whose only writer is
@@ -276,17 +279,20 @@ impl Watchdog {
         Ok(Watchdog {
             child,
             pipe: Some(pipe),
+            unclaimed_daemon: None,
         })
     }
 
     /// The daemon about to be started writes its pid to `pid_file`: terminate it when the
     /// harness dies before [`Watchdog::watch`] was told.
     pub(super) fn expect_pid_file(&mut self, pid_file: &Path) -> io::Result<()> {
+        self.unclaimed_daemon = Some(pid_file.to_owned());
         self.say(&format!("pidfile {}\n", pid_file.display()))
     }
 
     /// Also terminate `daemon` when the harness dies.
     pub(super) fn watch(&mut self, daemon: ForeignProcess) -> io::Result<()> {
+        self.unclaimed_daemon = None;
         self.say(&format!("pid {}\n", daemon.pid))
     }
 
@@ -309,6 +315,24 @@ impl Watchdog {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
+        if let Some(pid_file) = self.unclaimed_daemon.take() {
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+                .filter(|pid| *pid > 1);
+            match pid {
+                // SAFETY: kill(2) touches no memory; the pid is the daemon's own record.
+                Some(pid) => unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                },
+                // Forked, not yet written: closing the pipe unannounced leaves the watchdog to
+                // wait for the pid file and stop the daemon (it exits on its own, within 5 s).
+                None => {
+                    drop(self.pipe.take());
+                    return;
+                }
+            }
+        }
         let dismissed = self.say("stop\n").is_ok();
         drop(self.pipe.take());
         if !dismissed {
