@@ -320,17 +320,11 @@ impl Drop for Watchdog {
                 .ok()
                 .and_then(|text| text.trim().parse::<i32>().ok())
                 .filter(|pid| *pid > 1);
-            match pid {
+            // Not written yet: the daemon has not forked or already failed (a watchdog left
+            // to wait for it would outlive the run).
+            if let Some(pid) = pid {
                 // SAFETY: kill(2) touches no memory; the pid is the daemon's own record.
-                Some(pid) => unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                },
-                // Forked, not yet written: closing the pipe unannounced leaves the watchdog to
-                // wait for the pid file and stop the daemon (it exits on its own, within 5 s).
-                None => {
-                    drop(self.pipe.take());
-                    return;
-                }
+                unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
         let dismissed = self.say("stop\n").is_ok();
